@@ -1,0 +1,28 @@
+/* buf.h -- a growable byte buffer: pending CSV rows, quarantined lines, partial lines. */
+#ifndef NDINGEST_BUF_H
+#define NDINGEST_BUF_H
+
+#include <stddef.h>
+
+/* Zero-filled is an empty buffer. It grows geometrically, so appending per row costs no
+ * allocation once the buffer has reached its working size. */
+struct buf {
+    char *p;
+    size_t len, cap;
+};
+
+/* Makes room for extra more bytes; 0, or -1 when memory is exhausted (buf unchanged). */
+int buf_grow(struct buf *b, size_t extra);
+
+static inline int buf_reserve(struct buf *b, size_t extra)
+{
+    return b->cap - b->len >= extra ? 0 : buf_grow(b, extra);
+}
+
+/* Appends n bytes; 0, or -1 when memory is exhausted. */
+int buf_append(struct buf *b, const void *p, size_t n);
+
+/* Releases the memory; the buffer is empty and reusable afterwards. */
+void buf_free(struct buf *b);
+
+#endif

@@ -1,0 +1,67 @@
+/* ingest.h -- one request body through the pipeline: content decoding, line framing, JSON
+ * validation and column extraction, CSV encoding, and the day's file. */
+#ifndef NDINGEST_INGEST_H
+#define NDINGEST_INGEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "decode.h"
+#include "json.h"
+#include "lines.h"
+#include "sink.h"
+
+struct ingest_config {
+    const struct json_columns *columns;
+    size_t max_line;
+    int crlf;
+    size_t flush_bytes;      /* pending rows are written once they pass this (whole rows) */
+    struct sink *rows;       /* CSV rows */
+    struct sink *quarantine; /* invalid lines, raw; NULL to drop them */
+    const char *log_prefix;  /* oversize lines are logged as "PREFIX: line of N bytes..."; NULL: not logged */
+};
+
+struct ingest_stats {
+    uint64_t bytes;   /* body bytes as received (before content decoding) */
+    uint64_t decoded; /* bytes after content decoding */
+    uint64_t valid, invalid;
+};
+
+enum ingest_status {
+    INGEST_OK = 0,
+    INGEST_EDECODE, /* corrupt compressed body: 400 */
+    INGEST_EWRITE,  /* the day's file refused rows: 500 */
+    INGEST_ENOMEM,  /* 500 */
+};
+
+struct ingest {
+    const struct ingest_config *cfg;
+    struct decoder decoder;
+    struct line_framer lines;
+    struct buf rows, invalid; /* encoded but not yet written */
+    struct ingest_stats stats;
+    enum ingest_status status;
+    char error[256];
+    struct cell cells[JSON_MAX_COLUMNS];
+};
+
+/* Prepares a reusable pipeline (one per connection); memory is kept between bodies. */
+void ingest_init(struct ingest *g, const struct ingest_config *cfg);
+/* Starts a body; stats reset. */
+enum ingest_status ingest_begin(struct ingest *g, enum content_encoding enc);
+/* The next piece of the body, as received. Rows may be written here in whole-row batches. */
+enum ingest_status ingest_feed(struct ingest *g, const char *p, size_t n);
+/* The body is complete: the last line, then every pending row is written. On INGEST_OK
+ * every row of the body is in the file (write(2) returned). */
+enum ingest_status ingest_end(struct ingest *g);
+/* The body was abandoned: rows not yet written are dropped. */
+void ingest_abort(struct ingest *g);
+void ingest_free(struct ingest *g);
+
+/* The stats as the response body (also convert's stderr line), ending in "\n":
+ * {"result": {"status": "ok", "stats": {"bytes": N, "records": {"valid": V, "invalid": I, "total": T}}}}
+ * Returns its length (snprintf's contract). */
+int ingest_stats_json(const struct ingest_stats *s, char *out, size_t size);
+
+#endif

@@ -1,0 +1,68 @@
+/* json.h -- the JSON engine: validates one NDJSON line strictly (RFC 8259) and finds the
+ * values of the selected top-level columns. */
+#ifndef NDINGEST_JSON_H
+#define NDINGEST_JSON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Nesting deeper than this makes a line invalid (the line contract in doc/format.md). */
+#define JSON_MAX_DEPTH 1024
+#define JSON_MAX_COLUMNS 256
+/* Column names are matched against keys after unescaping; no name may be longer. */
+#define JSON_MAX_NAME 256
+
+enum cell_kind {
+    CELL_EMPTY = 0,      /* the key is missing, or its value is null */
+    CELL_RAW,            /* number, true, false, object or array: the bytes exactly as sent */
+    CELL_STRING,         /* a string's bytes between its quotes, holding no backslash */
+    CELL_STRING_ESCAPED, /* a string's bytes between its quotes, holding (valid) escapes */
+};
+
+/* A column's value in one line: a span of that line, never a copy. */
+struct cell {
+    const char *p;
+    uint32_t len;
+    uint32_t kind; /* enum cell_kind */
+};
+
+#define JSON_HASH_BITS 9
+
+/* The selected columns, compiled once at start-up and shared read-only by every line. */
+struct json_columns {
+    size_t count;
+    char *names[JSON_MAX_COLUMNS];
+    uint32_t lens[JSON_MAX_COLUMNS];
+    /* Key lookup, private to json.c: bit L set when some name is L bytes long (rejects
+     * most keys without reading them), and hash chains of column index + 1. */
+    uint64_t lenmask[JSON_MAX_NAME / 64 + 1];
+    uint16_t head[1 << JSON_HASH_BITS];
+    uint16_t next[JSON_MAX_COLUMNS];
+};
+
+/* Compiles the column list (copying the names). 0, or -1 with a message in err (no
+ * columns, an empty, duplicate or too long a name, too many columns, out of memory). */
+int json_columns_init(struct json_columns *c, const char *const *names, size_t count,
+                      char *err, size_t errlen);
+void json_columns_free(struct json_columns *c);
+
+enum line_verdict {
+    LINE_BLANK,   /* only whitespace (space, tab, CR): skipped, not counted */
+    LINE_VALID,   /* exactly one JSON object, strictly valid */
+    LINE_INVALID, /* anything else */
+};
+
+/* Judges the line p[0..n) (its '\n' already cut off; '\r' is whitespace). On LINE_VALID,
+ * cells[i] holds the value of column i (cells has c->count entries); when a key repeats,
+ * the last one wins. On other verdicts the cells are unspecified. Reads only p[0..n),
+ * allocates nothing, and gives the same answer whatever the dispatch path. A non-blank
+ * line of 4 GiB or more is LINE_INVALID, since a cell's length is 32 bits. */
+enum line_verdict json_line(const struct json_columns *c, const char *p, size_t n,
+                            struct cell *cells);
+
+/* Writes the unescaped UTF-8 text of a string span that json_line accepted into dst, which
+ * needs room for len bytes (unescaping never lengthens; dst may be p itself); returns the
+ * length written. A surrogate pair becomes one 4-byte sequence. */
+size_t json_unescape(const char *p, size_t len, char *dst);
+
+#endif

@@ -1,0 +1,15 @@
+/* main.c -- ndingest's entry point: parses the command line and runs serve or convert. */
+#include "convert.h"
+#include "options.h"
+#include "server.h"
+
+int main(int argc, char **argv)
+{
+    struct options o;
+    int rc = options_parse(&o, argc, argv);
+    if (rc)
+        return rc == 1 ? 0 : 2;
+    rc = o.command == CMD_CONVERT ? convert_run(&o) : server_run(&o);
+    options_free(&o);
+    return rc;
+}

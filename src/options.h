@@ -1,0 +1,43 @@
+/* options.h -- the command line: commands, options, their defaults and sizes. */
+#ifndef NDINGEST_OPTIONS_H
+#define NDINGEST_OPTIONS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "json.h"
+
+enum command { CMD_SERVE, CMD_CONVERT };
+
+struct options {
+    enum command command;
+    /* serve */
+    const char *listen;   /* "127.0.0.1:8888", "[::1]:8888" */
+    int workers;          /* 0: serve inside the main process */
+    const char *out_dir;
+    const char *name;
+    int utc, header, crlf, quarantine;
+    int reuseport;        /* one SO_REUSEPORT socket per worker instead of one shared socket */
+    uint64_t max_body;    /* 0: unlimited */
+    unsigned timeout;     /* idle read timeout, seconds */
+    /* both */
+    size_t max_line;
+    struct json_columns columns;
+    const char *column_names[JSON_MAX_COLUMNS];
+    char *columns_buf; /* the --columns list, split in place */
+    /* convert */
+    char **files;
+    int nfiles;
+};
+
+#define OPTIONS_DEFAULT_COLUMNS "vendorid,tpep_pickup_datetime,trip_distance,total_amount"
+
+/* Fills o from argv. 0 to go on; 1 when --help/--version was printed (exit 0); 2 after a
+ * one-line error plus usage on stderr (exit 2). */
+int options_parse(struct options *o, int argc, char **argv);
+void options_free(struct options *o);
+
+/* "64", "512K", "1M", "2G" (binary multiples). 0, or -1 when malformed or overflowing. */
+int parse_size(const char *s, uint64_t *out);
+
+#endif

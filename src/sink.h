@@ -1,0 +1,41 @@
+/* sink.h -- the day's file: appends whole rows with O_APPEND, shared by every worker, and
+ * moves to the next day's file at midnight. */
+#ifndef NDINGEST_SINK_H
+#define NDINGEST_SINK_H
+
+#include <stddef.h>
+#include <time.h>
+
+struct sink_config {
+    const char *dir;    /* created if missing */
+    const char *name;   /* files are DIR/NAME-YYYY-MM-DD<suffix> */
+    const char *suffix; /* ".csv" or ".invalid.ndjson" */
+    int utc;            /* date files by UTC instead of local time */
+    const char *header; /* written once at the top of each new day's file, or NULL */
+    size_t header_len;
+};
+
+struct sink;
+
+/* Opens a daily sink (today's file is opened lazily, at the first write). NULL with a
+ * message in err when the directory cannot be made or written. */
+struct sink *sink_open_daily(const struct sink_config *cfg, char *err, size_t errlen);
+/* A sink over an open descriptor (convert's stdout): no days, no header. The descriptor
+ * stays the caller's: sink_close does not close it. */
+struct sink *sink_open_fd(int fd);
+
+/* Appends p[0..n), which holds whole rows, with as few write(2) calls as the kernel allows;
+ * a short write is continued. 0 once every byte was written, else -errno with
+ * sink_error() telling what failed. Rows go to the file of the day at the time of the call. */
+int sink_write(struct sink *s, const char *p, size_t n);
+const char *sink_error(const struct sink *s);
+/* The path written to last (or that would be written now). */
+const char *sink_path(struct sink *s);
+/* Closes the current file so that the next write opens it anew (SIGHUP, log rotation). */
+void sink_reopen(struct sink *s);
+void sink_close(struct sink *s);
+
+/* Tests only: the clock that dates rows (NULL restores time()). Applies to every sink. */
+void sink_set_clock(time_t (*now)(void));
+
+#endif

@@ -1,0 +1,134 @@
+"""conftest.py -- starts real ./ndingest servers on free loopback ports for the integration tests."""
+import datetime
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BINARY = ROOT / "ndingest"
+DATA = ROOT / "data" / "nyc_taxi.ndjson"
+SHARED_SAMPLE = ROOT.parent / "shared" / "data" / "nyc_taxi_example.ndjson"
+
+
+def free_port(family=socket.AF_INET, host="127.0.0.1"):
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """One ndingest process; `files()` reads what it wrote."""
+
+    def __init__(self, out_dir, args, host="127.0.0.1", env=None):
+        self.host = host
+        self.port = free_port(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+        self.out_dir = Path(out_dir)
+        listen = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+        self.args = [str(BINARY), "serve", "--listen", listen, "--out-dir", str(out_dir)] + list(args)
+        self.stderr_path = self.out_dir.parent / f"stderr-{self.port}.log"
+        self._stderr = open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=self._stderr,
+                                     env=env)
+        self.wait_ready()
+
+    @property
+    def url(self):
+        h = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{h}:{self.port}/"
+
+    def wait_ready(self, timeout=20):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ndingest exited {self.proc.returncode}: {self.stderr()}")
+            try:
+                status, _, _ = self.request("GET", "/healthz", timeout=2)
+                if status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("ndingest did not become ready: " + self.stderr())
+
+    def connection(self, timeout=60):
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+
+    def request(self, method, path="/", body=None, headers=None, timeout=60):
+        c = self.connection(timeout)
+        try:
+            c.request(method, path, body=body, headers=headers or {})
+            r = c.getresponse()
+            return r.status, dict(r.getheaders()), r.read()
+        finally:
+            c.close()
+
+    def post(self, body, headers=None, timeout=60):
+        return self.request("POST", "/", body, headers, timeout)
+
+    def stderr(self):
+        self._stderr.flush()
+        return self.stderr_path.read_text(errors="replace")
+
+    def files(self, pattern="*.csv"):
+        return sorted(self.out_dir.glob(pattern))
+
+    def csv_bytes(self):
+        return b"".join(p.read_bytes() for p in self.files("*.csv"))
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise
+        self._stderr.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """start_server(*args) -> Server; every server is stopped (SIGTERM) at teardown and must exit 0."""
+    servers = []
+
+    def start(*args, host="127.0.0.1", out_dir=None, env=None):
+        out = Path(out_dir) if out_dir else tmp_path / f"out{len(servers)}"
+        s = Server(out, args, host=host, env=env)
+        servers.append(s)
+        return s
+
+    yield start
+    for s in servers:
+        rc = s.stop()
+        assert rc == 0, f"ndingest exited {rc} on SIGTERM: {s.stderr()}"
+
+
+@pytest.fixture
+def server(start_server):
+    """A default server: 2 workers, default columns, quarantine on."""
+    return start_server("--workers", "2")
+
+
+@pytest.fixture(scope="session")
+def taxi_body():
+    if not DATA.exists():
+        pytest.fail(f"{DATA} is missing: run `make data`")
+    return DATA.read_bytes()
+
+
+def today(utc=False):
+    now = datetime.datetime.now(datetime.timezone.utc) if utc else datetime.datetime.now()
+    return now.strftime("%Y-%m-%d")
+
+
+def ok_response(nbytes, valid, invalid):
+    return ('{"result": {"status": "ok", "stats": {"bytes": %d, "records": '
+            '{"valid": %d, "invalid": %d, "total": %d}}}}' % (nbytes, valid, invalid, valid + invalid)).encode() + b"\n"

@@ -1,0 +1,292 @@
+/* test_ingest.c -- the whole pipeline on one body: the output and the counts do not depend
+ * on where the network cut the body, compressed or not, nor on the batch size. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <cmocka.h>
+
+#include "ingest.h"
+
+struct result {
+    char *rows, *invalid;
+    size_t rows_len, invalid_len;
+    struct ingest_stats stats;
+    enum ingest_status status;
+};
+
+static char *drain(int fd, size_t *len)
+{
+    off_t n = lseek(fd, 0, SEEK_END);
+    char *p = malloc((size_t)n + 1);
+    assert_non_null(p);
+    assert_int_equal(pread(fd, p, (size_t)n, 0), n);
+    p[n] = '\0';
+    *len = (size_t)n;
+    return p;
+}
+
+static void result_free(struct result *r)
+{
+    free(r->rows);
+    free(r->invalid);
+}
+
+/* Runs body through a fresh pipeline, cut at cuts[], each piece in an exact-size buffer. */
+static struct result run(const char *columns_csv, const char *body, size_t n, const size_t *cuts,
+                         size_t ncuts, enum content_encoding enc, size_t flush_bytes,
+                         size_t max_line)
+{
+    char list[256];
+    const char *names[16];
+    size_t count = 0;
+    snprintf(list, sizeof list, "%s", columns_csv);
+    for (char *save = NULL, *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save))
+        names[count++] = t;
+    struct json_columns cols;
+    char err[128];
+    assert_int_equal(json_columns_init(&cols, names, count, err, sizeof err), 0);
+
+    int rows_fd = memfd_create("rows", 0), bad_fd = memfd_create("invalid", 0);
+    assert_true(rows_fd >= 0 && bad_fd >= 0);
+    struct sink *rows = sink_open_fd(rows_fd), *bad = sink_open_fd(bad_fd);
+    const struct ingest_config cfg = {
+        .columns = &cols, .max_line = max_line, .crlf = 0, .flush_bytes = flush_bytes,
+        .rows = rows, .quarantine = bad, .log_prefix = NULL,
+    };
+    struct ingest g;
+    ingest_init(&g, &cfg);
+    struct result r = {0};
+    assert_int_equal(ingest_begin(&g, enc), INGEST_OK);
+    size_t at = 0;
+    for (size_t i = 0; i <= ncuts; i++) {
+        size_t to = i < ncuts ? cuts[i] : n;
+        char *piece = malloc(to - at + 1);
+        memcpy(piece, body + at, to - at);
+        ingest_feed(&g, piece, to - at);
+        free(piece);
+        at = to;
+    }
+    r.status = ingest_end(&g);
+    r.stats = g.stats;
+    ingest_free(&g);
+    r.rows = drain(rows_fd, &r.rows_len);
+    r.invalid = drain(bad_fd, &r.invalid_len);
+    sink_close(rows);
+    sink_close(bad);
+    close(rows_fd);
+    close(bad_fd);
+    json_columns_free(&cols);
+    return r;
+}
+
+static void assert_same(const struct result *a, const struct result *b)
+{
+    assert_int_equal(a->status, b->status);
+    assert_int_equal(a->stats.bytes, b->stats.bytes);
+    assert_int_equal(a->stats.valid, b->stats.valid);
+    assert_int_equal(a->stats.invalid, b->stats.invalid);
+    assert_int_equal(a->rows_len, b->rows_len);
+    assert_memory_equal(a->rows, b->rows, a->rows_len);
+    assert_int_equal(a->invalid_len, b->invalid_len);
+    assert_memory_equal(a->invalid, b->invalid, a->invalid_len);
+}
+
+/* Every class of line the contract names, and a final line without '\n'. */
+static const char body[] =
+    "{\"a\":1,\"b\":\"x,y\",\"c\":null}\n"
+    "\n"
+    "   \r\n"
+    "{\"b\":\"say \\\"hi\\\"\",\"a\":-0.5e3}\r\n"
+    "not json\n"
+    "{\"a\":[1, {\"z\":2}],\"b\":\"\\u00e9\\n\",\"c\":true,\"a\":\"last\"}\n"
+    "{\"a\":1,}\n"
+    "{\"c\":\"this line is longer than the max_line of the test, so it is skipped entirely\"}\n"
+    "{\"a\":\"caf\xc3\xa9\"}\n"
+    "{\"a\":\"\xc3\"}\n"
+    "{\"a\":2}";
+
+static const char expected_rows[] =
+    "1,\"x,y\",\n"
+    "-0.5e3,\"say \"\"hi\"\"\",\n"
+    "last,\"\xc3\xa9\n\",true\n"
+    "caf\xc3\xa9,,\n"
+    "2,,\n";
+
+static const char expected_invalid[] =
+    "not json\n"
+    "{\"a\":1,}\n"
+    "{\"a\":\"\xc3\"}\n";
+
+#define MAX_LINE 80
+
+static void test_contract_on_one_body(void **state)
+{
+    (void)state;
+    struct result r = run("a,b,c", body, sizeof body - 1, NULL, 0, ENCODING_IDENTITY, 1 << 20, MAX_LINE);
+    assert_int_equal(r.status, INGEST_OK);
+    assert_string_equal(r.rows, expected_rows);
+    assert_string_equal(r.invalid, expected_invalid);
+    assert_int_equal(r.stats.bytes, sizeof body - 1);
+    assert_int_equal(r.stats.valid, 5);
+    assert_int_equal(r.stats.invalid, 4); /* three malformed, one over max_line */
+    result_free(&r);
+}
+
+static void test_every_split_position(void **state)
+{
+    (void)state;
+    size_t n = sizeof body - 1;
+    struct result whole = run("a,b,c", body, n, NULL, 0, ENCODING_IDENTITY, 1 << 20, MAX_LINE);
+    for (size_t k = 0; k <= n; k++) {
+        struct result r = run("a,b,c", body, n, &k, 1, ENCODING_IDENTITY, 1 << 20, MAX_LINE);
+        assert_same(&whole, &r);
+        result_free(&r);
+    }
+    /* Every pair of cuts on a prefix long enough to hold each kind of line. */
+    for (size_t k = 0; k < 200; k += 3)
+        for (size_t j = k; j < n; j += 7) {
+            size_t cuts[2] = {k, j};
+            struct result r = run("a,b,c", body, n, cuts, 2, ENCODING_IDENTITY, 1 << 20, MAX_LINE);
+            assert_same(&whole, &r);
+            result_free(&r);
+        }
+    result_free(&whole);
+}
+
+/* Small batches write rows many times during the body; the file must read the same. */
+static void test_batch_size_does_not_matter(void **state)
+{
+    (void)state;
+    size_t n = sizeof body - 1;
+    struct result whole = run("a,b,c", body, n, NULL, 0, ENCODING_IDENTITY, 1 << 20, MAX_LINE);
+    for (size_t flush = 1; flush < 64; flush += 7) {
+        struct result r = run("a,b,c", body, n, NULL, 0, ENCODING_IDENTITY, flush, MAX_LINE);
+        assert_same(&whole, &r);
+        result_free(&r);
+    }
+    result_free(&whole);
+}
+
+static size_t gzip(const char *in, size_t n, char *out, size_t cap, int window_bits)
+{
+    z_stream z = {0};
+    assert_int_equal(deflateInit2(&z, 9, Z_DEFLATED, window_bits, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    z.next_in = (Bytef *)in;
+    z.avail_in = (uInt)n;
+    z.next_out = (Bytef *)out;
+    z.avail_out = (uInt)cap;
+    assert_int_equal(deflate(&z, Z_FINISH), Z_STREAM_END);
+    size_t len = z.total_out;
+    deflateEnd(&z);
+    return len;
+}
+
+static void test_gzip_every_split_position(void **state)
+{
+    (void)state;
+    size_t n = sizeof body - 1;
+    struct result plain = run("a,b,c", body, n, NULL, 0, ENCODING_IDENTITY, 1 << 20, MAX_LINE);
+    char z[4096];
+    const int bits[] = {15 + 16, 15};
+    const enum content_encoding encs[] = {ENCODING_GZIP, ENCODING_DEFLATE};
+    for (int e = 0; e < 2; e++) {
+        size_t zn = gzip(body, n, z, sizeof z, bits[e]);
+        for (size_t k = 0; k <= zn; k++) {
+            struct result r = run("a,b,c", z, zn, &k, 1, encs[e], 1 << 20, MAX_LINE);
+            assert_int_equal(r.status, INGEST_OK);
+            assert_int_equal(r.stats.bytes, zn);
+            /* bytes counts what was received; everything else matches the plain body */
+            r.stats.bytes = plain.stats.bytes;
+            assert_same(&plain, &r);
+            result_free(&r);
+        }
+    }
+    result_free(&plain);
+}
+
+static void test_corrupt_gzip_writes_nothing(void **state)
+{
+    (void)state;
+    size_t n = sizeof body - 1;
+    char z[4096];
+    size_t zn = gzip(body, n, z, sizeof z, 15 + 16);
+    struct result r = run("a,b,c", z, zn - 5, NULL, 0, ENCODING_GZIP, 1 << 20, MAX_LINE);
+    assert_int_equal(r.status, INGEST_EDECODE);
+    assert_int_equal(r.rows_len, 0);
+    result_free(&r);
+    z[zn / 2] ^= 0x55;
+    r = run("a,b,c", z, zn, NULL, 0, ENCODING_GZIP, 1 << 20, MAX_LINE);
+    assert_int_equal(r.status, INGEST_EDECODE);
+    assert_int_equal(r.rows_len, 0);
+    result_free(&r);
+}
+
+/* A large random body of valid and invalid lines, in random pieces. */
+static void test_random_pieces(void **state)
+{
+    (void)state;
+    size_t cap = 1 << 20, n = 0;
+    char *big = malloc(cap);
+    unsigned seed = 7;
+    for (int i = 0; n + 200 < cap; i++) {
+        seed = seed * 1103515245u + 12345u;
+        unsigned v = seed >> 16;
+        if (v % 13 == 0)
+            n += (size_t)snprintf(big + n, cap - n, "{\"a\":%d,\"b\":broken}\n", i);
+        else if (v % 17 == 0)
+            n += (size_t)snprintf(big + n, cap - n, "\r\n");
+        else
+            n += (size_t)snprintf(big + n, cap - n, "{\"a\":%d,\"b\":\"v%u,\\\"q\\\"\",\"c\":[%u]}\n", i, v,
+                                  v % 1000);
+    }
+    struct result whole = run("a,b,c", big, n, NULL, 0, ENCODING_IDENTITY, 4096, MAX_LINE);
+    assert_true(whole.stats.valid > 1000 && whole.stats.invalid > 100);
+    for (int round = 0; round < 30; round++) {
+        size_t cuts[512], nc = 0, at = 0;
+        while (nc < 512) {
+            seed = seed * 1103515245u + 12345u;
+            at += 1 + (seed >> 8) % 8192;
+            if (at >= n)
+                break;
+            cuts[nc++] = at;
+        }
+        struct result r = run("a,b,c", big, n, cuts, nc, ENCODING_IDENTITY, 4096, MAX_LINE);
+        assert_same(&whole, &r);
+        result_free(&r);
+    }
+    result_free(&whole);
+    free(big);
+}
+
+static void test_stats_json(void **state)
+{
+    (void)state;
+    const struct ingest_stats s = {.bytes = 584480, .valid = 1599, .invalid = 1};
+    char out[256];
+    int n = ingest_stats_json(&s, out, sizeof out);
+    assert_string_equal(out, "{\"result\": {\"status\": \"ok\", \"stats\": {\"bytes\": 584480, \"records\": "
+                             "{\"valid\": 1599, \"invalid\": 1, \"total\": 1600}}}}\n");
+    assert_int_equal(n, strlen(out));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_contract_on_one_body),
+        cmocka_unit_test(test_every_split_position),
+        cmocka_unit_test(test_batch_size_does_not_matter),
+        cmocka_unit_test(test_gzip_every_split_position),
+        cmocka_unit_test(test_corrupt_gzip_writes_nothing),
+        cmocka_unit_test(test_random_pieces),
+        cmocka_unit_test(test_stats_json),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,144 @@
+/* test_options.c -- the command line: sizes, defaults, and usage errors. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "options.h"
+
+static void test_sizes(void **state)
+{
+    (void)state;
+    uint64_t v;
+    assert_int_equal(parse_size("0", &v), 0);
+    assert_int_equal(v, 0);
+    assert_int_equal(parse_size("64", &v), 0);
+    assert_int_equal(v, 64);
+    assert_int_equal(parse_size("512K", &v), 0);
+    assert_int_equal(v, 512 * 1024);
+    assert_int_equal(parse_size("1m", &v), 0);
+    assert_int_equal(v, 1 << 20);
+    assert_int_equal(parse_size("2G", &v), 0);
+    assert_int_equal(v, 2ULL << 30);
+    assert_int_equal(parse_size("3MiB", &v), 0);
+    assert_int_equal(v, 3ULL << 20);
+    assert_int_equal(parse_size("18446744073709551615", &v), 0);
+    assert_true(v == UINT64_MAX);
+}
+
+static void test_bad_sizes(void **state)
+{
+    (void)state;
+    uint64_t v;
+    const char *bad[] = {"", "K", "-1", " 1", "1 ", "1T", "1KK", "1.5M", "abc",
+                         "18446744073709551616", "17179869184G"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        print_message("size %s\n", bad[i]);
+        assert_int_equal(parse_size(bad[i], &v), -1);
+    }
+}
+
+static int parse(struct options *o, const char *line)
+{
+    static char copy[512];
+    char *argv[32];
+    int argc = 0;
+    snprintf(copy, sizeof copy, "%s", line);
+    for (char *save = NULL, *t = strtok_r(copy, " ", &save); t; t = strtok_r(NULL, " ", &save))
+        argv[argc++] = t;
+    argv[argc] = NULL;
+    /* Usage errors print the usage on stderr; keep the test log readable. */
+    fflush(stderr);
+    int saved = dup(2), null = open("/dev/null", O_WRONLY);
+    dup2(null, 2);
+    int rc = options_parse(o, argc, argv);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    close(null);
+    return rc;
+}
+
+static void test_defaults(void **state)
+{
+    (void)state;
+    struct options o;
+    assert_int_equal(parse(&o, "ndingest"), 0);
+    assert_int_equal(o.command, CMD_SERVE);
+    assert_string_equal(o.listen, "127.0.0.1:8888");
+    assert_string_equal(o.out_dir, "csv");
+    assert_string_equal(o.name, "nyc_taxi");
+    assert_true(o.workers >= 1);
+    assert_int_equal(o.max_line, 1 << 20);
+    assert_int_equal(o.max_body, 0);
+    assert_int_equal(o.timeout, 60);
+    assert_int_equal(o.quarantine, 1);
+    assert_int_equal(o.columns.count, 4);
+    assert_string_equal(o.columns.names[0], "vendorid");
+    assert_string_equal(o.columns.names[3], "total_amount");
+    options_free(&o);
+}
+
+static void test_serve_options(void **state)
+{
+    (void)state;
+    struct options o;
+    assert_int_equal(parse(&o, "ndingest serve --listen [::1]:9000 --workers 0 --out-dir /tmp/x "
+                               "--name t --utc --columns b,a --header --crlf --max-line 2K "
+                               "--max-body 1G --timeout 5 --no-quarantine --reuseport"), 0);
+    assert_string_equal(o.listen, "[::1]:9000");
+    assert_int_equal(o.workers, 0);
+    assert_string_equal(o.name, "t");
+    assert_true(o.utc && o.header && o.crlf && o.reuseport && !o.quarantine);
+    assert_int_equal(o.max_line, 2048);
+    assert_true(o.max_body == 1ULL << 30);
+    assert_int_equal(o.timeout, 5);
+    assert_int_equal(o.columns.count, 2);
+    assert_string_equal(o.columns.names[0], "b");
+    options_free(&o);
+}
+
+static void test_convert_files(void **state)
+{
+    (void)state;
+    struct options o;
+    assert_int_equal(parse(&o, "ndingest convert --crlf a.ndjson b.ndjson"), 0);
+    assert_int_equal(o.command, CMD_CONVERT);
+    assert_int_equal(o.nfiles, 2);
+    assert_string_equal(o.files[1], "b.ndjson");
+    options_free(&o);
+}
+
+static void test_usage_errors(void **state)
+{
+    (void)state;
+    const char *bad[] = {
+        "ndingest --bogus", "ndingest frobnicate", "ndingest --workers x", "ndingest --workers -1",
+        "ndingest --max-line 0", "ndingest --max-line 1X", "ndingest --max-body lots",
+        "ndingest --timeout 0", "ndingest --name a/b", "ndingest --columns a,,b",
+        "ndingest --columns a,a", "ndingest serve extra", "ndingest convert --listen x",
+        "ndingest --listen",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        struct options o;
+        print_message("%s\n", bad[i]);
+        assert_int_equal(parse(&o, bad[i]), 2);
+        options_free(&o);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sizes),         cmocka_unit_test(test_bad_sizes),
+        cmocka_unit_test(test_defaults),      cmocka_unit_test(test_serve_options),
+        cmocka_unit_test(test_convert_files), cmocka_unit_test(test_usage_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
