@@ -9,7 +9,8 @@
 /* Appends one row for cells[0..count) to out, ending it with "\r\n" when crlf, else "\n".
  * A cell is quoted when its text holds a comma, a quote, CR or LF (inner quotes doubled);
  * a row of one empty cell is written as "" so that it is not an empty line (as Python
- * does). Strings are unescaped on the way. 0, or -1 when out cannot grow. */
+ * does). Strings are unescaped on the way; raw cells are written as sent (true stays
+ * true, not Python's True); empty cells as nothing. 0, or -1 when out cannot grow. */
 int csv_row(struct buf *out, const struct cell *cells, size_t count, int crlf);
 
 /* Appends the header row: the column names, quoted by the same rule. */

@@ -47,7 +47,7 @@ int json_columns_init(struct json_columns *c, const char *const *names, size_t c
 void json_columns_free(struct json_columns *c);
 
 enum line_verdict {
-    LINE_BLANK,   /* only whitespace (space, tab, CR): skipped, not counted */
+    LINE_BLANK,   /* empty, or only whitespace (space, tab, CR, LF): skipped, not counted */
     LINE_VALID,   /* exactly one JSON object, strictly valid */
     LINE_INVALID, /* anything else */
 };

@@ -1,0 +1,589 @@
+/* json.c -- the JSON engine: strict one-pass validation of an NDJSON line and extraction of
+ * the selected top-level columns (scalar path). */
+#include "json.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef unsigned char u8;
+
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+#define UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* ---- character classes ------------------------------------------------------------- */
+
+static const u8 ws_tab[256] = {[' '] = 1, ['\t'] = 1, ['\r'] = 1, ['\n'] = 1};
+
+/* Bytes that stop the plain-character run inside a string. */
+static const u8 str_stop[256] = {
+    [0x00 ... 0x1F] = 1, ['"'] = 1, ['\\'] = 1, [0x80 ... 0xFF] = 1,
+};
+
+/* The one-letter escapes (besides \u). */
+static const u8 esc_ok[256] = {
+    ['"'] = 1, ['\\'] = 1, ['/'] = 1, ['b'] = 1, ['f'] = 1, ['n'] = 1, ['r'] = 1, ['t'] = 1,
+};
+
+/* Hex digit value + 1; 0 means not a hex digit. */
+static const u8 hex_tab[256] = {
+    ['0'] = 1,  ['1'] = 2,  ['2'] = 3,  ['3'] = 4,  ['4'] = 5,  ['5'] = 6,  ['6'] = 7,
+    ['7'] = 8,  ['8'] = 9,  ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14,
+    ['e'] = 15, ['f'] = 16, ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15,
+    ['F'] = 16,
+};
+
+static inline int is_digit(u8 c) { return (unsigned)(c - '0') < 10; }
+
+static inline size_t skip_ws(const u8 *p, size_t i, size_t n)
+{
+    while (i < n && ws_tab[p[i]])
+        i++;
+    return i;
+}
+
+/* ---- SWAR helpers ---------------------------------------------------------------- */
+
+#define ONES 0x0101010101010101ULL
+#define HIGH 0x8080808080808080ULL
+
+static inline uint64_t load64(const u8 *p)
+{
+    uint64_t x;
+    memcpy(&x, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    x = __builtin_bswap64(x); /* so that the lowest flagged bit is the first byte */
+#endif
+    return x;
+}
+
+/* High bit set in each byte that is '"', '\\', < 0x20 or >= 0x80. Borrows can flag bytes
+ * above a true hit, never below one, so the lowest flag is always exact. */
+static inline uint64_t str_special8(uint64_t x)
+{
+    uint64_t q = x ^ (ONES * '"'), b = x ^ (ONES * '\\');
+    return (((q - ONES) & ~q) | ((b - ONES) & ~b) | ((x - ONES * 0x20) & ~x) | x) & HIGH;
+}
+
+/* ---- strings ----------------------------------------------------------------------- */
+
+/* p[i] >= 0x80 starts a UTF-8 sequence: returns the index after it, or 0 when it is not
+ * well-formed (Unicode Table 3-7: no overlongs, surrogates, > U+10FFFF or truncation). */
+static size_t utf8_seq(const u8 *p, size_t i, size_t n)
+{
+    u8 c = p[i];
+    if (c < 0xC2) /* stray continuation, or overlong C0/C1 */
+        return 0;
+    if (c < 0xE0) {
+        if (n - i < 2 || (p[i + 1] & 0xC0) != 0x80)
+            return 0;
+        return i + 2;
+    }
+    if (c < 0xF0) {
+        if (n - i < 3)
+            return 0;
+        u8 lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+        if (p[i + 1] < lo || p[i + 1] > hi || (p[i + 2] & 0xC0) != 0x80)
+            return 0;
+        return i + 3;
+    }
+    if (c < 0xF5) {
+        if (n - i < 4)
+            return 0;
+        u8 lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+        if (p[i + 1] < lo || p[i + 1] > hi || (p[i + 2] & 0xC0) != 0x80 ||
+            (p[i + 3] & 0xC0) != 0x80)
+            return 0;
+        return i + 4;
+    }
+    return 0;
+}
+
+/* Four hex digits at p[i..i+4) as a code unit, or -1. */
+static inline long hex4(const u8 *p, size_t i, size_t n)
+{
+    if (n - i < 4)
+        return -1;
+    unsigned a = hex_tab[p[i]], b = hex_tab[p[i + 1]], c = hex_tab[p[i + 2]],
+             d = hex_tab[p[i + 3]];
+    if (!a || !b || !c || !d)
+        return -1;
+    return (long)((a - 1) << 12 | (b - 1) << 8 | (c - 1) << 4 | (d - 1));
+}
+
+/* p[i] is '\\' (i < n): validates one escape, a surrogate pair counting as one; returns
+ * the index after it, or 0. */
+static size_t escape_seq(const u8 *p, size_t i, size_t n)
+{
+    if (n - i < 2)
+        return 0;
+    if (p[i + 1] != 'u')
+        return esc_ok[p[i + 1]] ? i + 2 : 0;
+    long u = hex4(p, i + 2, n);
+    if (u < 0)
+        return 0;
+    if (u < 0xD800 || u > 0xDFFF)
+        return i + 6;
+    if (u >= 0xDC00) /* a low surrogate with no high one before it */
+        return 0;
+    if (n - i < 12 || p[i + 6] != '\\' || p[i + 7] != 'u')
+        return 0;
+    long l = hex4(p, i + 8, n);
+    if (l < 0xDC00 || l > 0xDFFF)
+        return 0;
+    return i + 12;
+}
+
+/* i is just after an opening quote: returns the index just after the closing quote, or 0
+ * when the string is invalid or unterminated. *esc is set when a backslash was seen.
+ * Plain ASCII is skipped 8 bytes at a time; the SIMD stage will replace this loop. */
+static inline size_t scan_string(const u8 *p, size_t i, size_t n, int *esc)
+{
+    for (;;) {
+        if (LIKELY(n - i >= 8)) {
+            uint64_t m = str_special8(load64(p + i));
+            if (!m) {
+                i += 8;
+                continue;
+            }
+            i += (size_t)__builtin_ctzll(m) >> 3;
+        } else {
+            while (i < n && !str_stop[p[i]])
+                i++;
+            if (i >= n)
+                return 0;
+        }
+        u8 c = p[i];
+        if (LIKELY(c == '"'))
+            return i + 1;
+        if (c == '\\') {
+            *esc = 1;
+            i = escape_seq(p, i, n);
+        } else if (c >= 0x80) {
+            i = utf8_seq(p, i, n);
+        } else {
+            return 0; /* control character */
+        }
+        if (UNLIKELY(!i))
+            return 0;
+    }
+}
+
+/* ---- numbers and literals ---------------------------------------------------------- */
+
+/* p[i] is '-' or a digit: returns the index after the number, or 0. The byte after is
+ * judged by the caller (a digit after a leading 0 fails there). */
+static inline size_t scan_number(const u8 *p, size_t i, size_t n)
+{
+    if (p[i] == '-' && ++i >= n)
+        return 0;
+    if (p[i] == '0') {
+        i++;
+    } else if (is_digit(p[i])) {
+        i++;
+        while (i < n && is_digit(p[i]))
+            i++;
+    } else {
+        return 0;
+    }
+    if (i < n && p[i] == '.') {
+        if (++i >= n || !is_digit(p[i]))
+            return 0;
+        while (++i < n && is_digit(p[i]))
+            ;
+    }
+    if (i < n && (p[i] | 0x20) == 'e') {
+        if (++i < n && (p[i] == '+' || p[i] == '-'))
+            i++;
+        if (i >= n || !is_digit(p[i]))
+            return 0;
+        while (++i < n && is_digit(p[i]))
+            ;
+    }
+    return i;
+}
+
+static inline int match4(const u8 *p, const char *lit)
+{
+    uint32_t a, b;
+    memcpy(&a, p, 4);
+    memcpy(&b, lit, 4);
+    return a == b;
+}
+
+/* true / false / null at p[i]: returns the index after it, or 0. */
+static inline size_t scan_literal(const u8 *p, size_t i, size_t n)
+{
+    if (n - i < 4)
+        return 0;
+    switch (p[i]) {
+    case 't':
+        return match4(p + i, "true") ? i + 4 : 0;
+    case 'n':
+        return match4(p + i, "null") ? i + 4 : 0;
+    default: /* 'f' */
+        return n - i >= 5 && match4(p + i + 1, "alse") ? i + 5 : 0;
+    }
+}
+
+/* ---- nested containers ------------------------------------------------------------- */
+
+/* p[i] is '{' or '[' of a value at depth 2 (inside the top-level object): returns the
+ * index after its matching close, or 0. Iterative, with one bit per depth (1 = object),
+ * so hostile nesting costs 128 bytes of stack, not a frame per level. */
+static size_t skip_container(const u8 *p, size_t i, size_t n)
+{
+    uint64_t stack[JSON_MAX_DEPTH / 64];
+    unsigned d = 1; /* the top-level object */
+    int esc;
+    u8 c = p[i];
+    uint64_t bit;
+
+open: /* p[i] is c, '{' or '[' */
+    if (d == JSON_MAX_DEPTH)
+        return 0;
+    d++;
+    bit = 1ULL << ((d - 1) & 63);
+    i = skip_ws(p, i + 1, n);
+    if (i >= n)
+        return 0;
+    if (c == '{') {
+        stack[(d - 1) >> 6] |= bit;
+        if (p[i] == '}')
+            goto close;
+        goto key;
+    }
+    stack[(d - 1) >> 6] &= ~bit;
+    if (p[i] == ']')
+        goto close;
+    goto value;
+
+key: /* i < n */
+    if (p[i] != '"' || !(i = scan_string(p, i + 1, n, &esc)))
+        return 0;
+    i = skip_ws(p, i, n);
+    if (i >= n || p[i] != ':')
+        return 0;
+    i = skip_ws(p, i + 1, n);
+    if (i >= n)
+        return 0;
+
+value: /* i < n */
+    c = p[i];
+    switch (c) {
+    case '{':
+    case '[':
+        goto open;
+    case '"':
+        i = scan_string(p, i + 1, n, &esc);
+        break;
+    case '-':
+    case '0' ... '9':
+        i = scan_number(p, i, n);
+        break;
+    case 't':
+    case 'f':
+    case 'n':
+        i = scan_literal(p, i, n);
+        break;
+    default:
+        return 0;
+    }
+    if (!i)
+        return 0;
+
+after:
+    i = skip_ws(p, i, n);
+    if (i >= n)
+        return 0;
+    {
+        int obj = (stack[(d - 1) >> 6] >> ((d - 1) & 63)) & 1;
+        if (p[i] == ',') {
+            i = skip_ws(p, i + 1, n);
+            if (i >= n)
+                return 0;
+            if (obj)
+                goto key;
+            goto value;
+        }
+        if (p[i] != (obj ? '}' : ']'))
+            return 0;
+    }
+
+close: /* p[i] closes depth d */
+    i++;
+    if (--d == 1)
+        return i;
+    goto after;
+}
+
+/* ---- columns ----------------------------------------------------------------------- */
+
+static inline unsigned name_hash(const u8 *k, size_t len)
+{
+    uint32_t h = (uint32_t)k[0] | (uint32_t)k[len - 1] << 8 | (uint32_t)k[len >> 1] << 16 |
+                 (uint32_t)len << 24;
+    return (h * 0x9E3779B1u) >> (32 - JSON_HASH_BITS);
+}
+
+int json_columns_init(struct json_columns *c, const char *const *names, size_t count,
+                      char *err, size_t errlen)
+{
+    memset(c, 0, sizeof *c);
+    if (count == 0) {
+        snprintf(err, errlen, "no columns");
+        return -1;
+    }
+    if (count > JSON_MAX_COLUMNS) {
+        snprintf(err, errlen, "too many columns (%zu; at most %d)", count, JSON_MAX_COLUMNS);
+        return -1;
+    }
+    for (size_t i = 0; i < count; i++) {
+        size_t len = strlen(names[i]);
+        if (len == 0) {
+            snprintf(err, errlen, "column %zu: empty name", i + 1);
+            goto fail;
+        }
+        if (len > JSON_MAX_NAME) {
+            snprintf(err, errlen, "column %zu: name longer than %d bytes", i + 1,
+                     JSON_MAX_NAME);
+            goto fail;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (c->lens[j] == len && memcmp(c->names[j], names[i], len) == 0) {
+                snprintf(err, errlen, "duplicate column \"%.*s\"",
+                         (int)(len > 64 ? 64 : len), names[i]);
+                goto fail;
+            }
+        }
+        if (!(c->names[i] = malloc(len + 1))) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+        memcpy(c->names[i], names[i], len + 1);
+        c->lens[i] = (uint32_t)len;
+        c->count = i + 1;
+        c->lenmask[len >> 6] |= 1ULL << (len & 63);
+        unsigned h = name_hash((const u8 *)names[i], len);
+        c->next[i] = c->head[h];
+        c->head[h] = (uint16_t)(i + 1);
+    }
+    return 0;
+fail:
+    json_columns_free(c);
+    return -1;
+}
+
+void json_columns_free(struct json_columns *c)
+{
+    for (size_t i = 0; i < c->count; i++)
+        free(c->names[i]);
+    memset(c, 0, sizeof *c);
+}
+
+/* Column index of the key k[0..len) (raw, no escapes), or -1. Most keys are rejected by
+ * the length bitmap alone. */
+static inline int lookup_plain(const struct json_columns *c, const u8 *k, size_t len)
+{
+    if (len > JSON_MAX_NAME || !((c->lenmask[len >> 6] >> (len & 63)) & 1))
+        return -1;
+    for (unsigned j = c->head[name_hash(k, len)]; j; j = c->next[j - 1])
+        if (c->lens[j - 1] == len && memcmp(c->names[j - 1], k, len) == 0)
+            return (int)j - 1;
+    return -1;
+}
+
+/* A key holding escapes: compared after unescaping. An escape turns at most 6 bytes into
+ * 1, so a longer raw key cannot match any name. */
+static __attribute__((noinline)) int lookup_escaped(const struct json_columns *c,
+                                                    const u8 *k, size_t len)
+{
+    char tmp[JSON_MAX_NAME * 6];
+    if (len > sizeof tmp)
+        return -1;
+    size_t ulen = json_unescape((const char *)k, len, tmp);
+    return ulen ? lookup_plain(c, (const u8 *)tmp, ulen) : -1;
+}
+
+/* ---- the line ---------------------------------------------------------------------- */
+
+enum line_verdict json_line(const struct json_columns *c, const char *line, size_t n,
+                            struct cell *cells)
+{
+    const u8 *p = (const u8 *)line;
+    size_t i = skip_ws(p, 0, n);
+    if (i == n)
+        return LINE_BLANK;
+    if (p[i] != '{' || n > UINT32_MAX) /* a cell's length is 32 bits */
+        return LINE_INVALID;
+    memset(cells, 0, c->count * sizeof *cells);
+    i = skip_ws(p, i + 1, n);
+    if (i >= n)
+        return LINE_INVALID;
+    if (p[i] == '}') {
+        i++;
+        goto tail;
+    }
+    for (;;) {
+        if (p[i] != '"')
+            return LINE_INVALID;
+        size_t ks = i + 1;
+        int kesc = 0, vesc = 0;
+        if (!(i = scan_string(p, ks, n, &kesc)))
+            return LINE_INVALID;
+        size_t kl = i - 1 - ks;
+        if (UNLIKELY(i >= n || p[i] != ':')) {
+            i = skip_ws(p, i, n);
+            if (i >= n || p[i] != ':')
+                return LINE_INVALID;
+        }
+        i = skip_ws(p, i + 1, n);
+        if (i >= n)
+            return LINE_INVALID;
+
+        size_t vs = i;
+        uint32_t kind = CELL_RAW;
+        switch (p[i]) {
+        case '"':
+            i = scan_string(p, i + 1, n, &vesc);
+            kind = vesc ? CELL_STRING_ESCAPED : CELL_STRING;
+            break;
+        case '-':
+        case '0' ... '9':
+            i = scan_number(p, i, n);
+            break;
+        case 't':
+        case 'f':
+            i = scan_literal(p, i, n);
+            break;
+        case 'n':
+            i = scan_literal(p, i, n);
+            kind = CELL_EMPTY;
+            break;
+        case '{':
+        case '[':
+            i = skip_container(p, i, n);
+            break;
+        default:
+            return LINE_INVALID;
+        }
+        if (!i)
+            return LINE_INVALID;
+
+        int col = kesc ? lookup_escaped(c, p + ks, kl) : lookup_plain(c, p + ks, kl);
+        if (col >= 0) {
+            struct cell *cl = &cells[col];
+            if (kind == CELL_EMPTY) {
+                cl->p = NULL;
+                cl->len = 0;
+            } else if (kind == CELL_RAW) {
+                cl->p = (const char *)p + vs;
+                cl->len = (uint32_t)(i - vs);
+            } else { /* between the quotes */
+                cl->p = (const char *)p + vs + 1;
+                cl->len = (uint32_t)(i - vs - 2);
+            }
+            cl->kind = kind;
+        }
+
+        if (UNLIKELY(i >= n || (p[i] != ',' && p[i] != '}'))) {
+            i = skip_ws(p, i, n);
+            if (i >= n)
+                return LINE_INVALID;
+        }
+        if (p[i] == ',') {
+            i = skip_ws(p, i + 1, n);
+            if (i >= n)
+                return LINE_INVALID;
+            continue;
+        }
+        if (p[i] != '}')
+            return LINE_INVALID;
+        i++;
+        break;
+    }
+tail:
+    i = skip_ws(p, i, n);
+    return i == n ? LINE_VALID : LINE_INVALID;
+}
+
+/* ---- unescaping -------------------------------------------------------------------- */
+
+static size_t put_utf8(char *d, uint32_t u)
+{
+    if (u < 0x80) {
+        d[0] = (char)u;
+        return 1;
+    }
+    if (u < 0x800) {
+        d[0] = (char)(0xC0 | u >> 6);
+        d[1] = (char)(0x80 | (u & 0x3F));
+        return 2;
+    }
+    if (u < 0x10000) {
+        d[0] = (char)(0xE0 | u >> 12);
+        d[1] = (char)(0x80 | (u >> 6 & 0x3F));
+        d[2] = (char)(0x80 | (u & 0x3F));
+        return 3;
+    }
+    d[0] = (char)(0xF0 | u >> 18);
+    d[1] = (char)(0x80 | (u >> 12 & 0x3F));
+    d[2] = (char)(0x80 | (u >> 6 & 0x3F));
+    d[3] = (char)(0x80 | (u & 0x3F));
+    return 4;
+}
+
+/* Defensive on malformed input (copies what it cannot decode) but never reads outside
+ * p[0..len); the output index never passes the input index, so dst may be p. */
+size_t json_unescape(const char *src, size_t len, char *dst)
+{
+    const u8 *p = (const u8 *)src;
+    size_t i = 0, o = 0;
+    while (i < len) {
+        const u8 *bs = memchr(p + i, '\\', len - i);
+        size_t run = bs ? (size_t)(bs - (p + i)) : len - i;
+        if (run) {
+            memmove(dst + o, p + i, run);
+            i += run;
+            o += run;
+        }
+        if (!bs)
+            break;
+        if (len - i < 2) {
+            dst[o++] = (char)p[i++];
+            break;
+        }
+        u8 e = p[i + 1];
+        char ch;
+        switch (e) {
+        case 'b': ch = '\b'; break;
+        case 'f': ch = '\f'; break;
+        case 'n': ch = '\n'; break;
+        case 'r': ch = '\r'; break;
+        case 't': ch = '\t'; break;
+        case 'u': {
+            long u = hex4(p, i + 2, len);
+            if (u < 0) {
+                ch = (char)e;
+                break;
+            }
+            size_t adv = 6;
+            if (u >= 0xD800 && u <= 0xDBFF && len - i >= 12 && p[i + 6] == '\\' &&
+                p[i + 7] == 'u') {
+                long l = hex4(p, i + 8, len);
+                if (l >= 0xDC00 && l <= 0xDFFF) {
+                    u = 0x10000 + ((u - 0xD800) << 10) + (l - 0xDC00);
+                    adv = 12;
+                }
+            }
+            o += put_utf8(dst + o, (uint32_t)u);
+            i += adv;
+            continue;
+        }
+        default: ch = (char)e; break; /* \" \\ \/ */
+        }
+        dst[o++] = ch;
+        i += 2;
+    }
+    return o;
+}

@@ -1,0 +1,799 @@
+/* test_json.c -- unit tests of the JSON engine: the tests/json/ conformance corpus, cells,
+ * unescaping, limits, exact-size buffers (for ASan) and a differential mutation test. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <dirent.h>
+
+#include "json.h"
+#include "testutil.h"
+
+#define CORPUS_DIR "tests/json"
+
+/* ---- a deliberately naive reference validator (recursive, code points decoded) ------ */
+
+struct ref {
+    const unsigned char *p;
+    size_t n, i;
+    int depth;
+};
+
+static int ref_value(struct ref *r);
+
+static void ref_ws(struct ref *r)
+{
+    while (r->i < r->n && (r->p[r->i] == ' ' || r->p[r->i] == '\t' || r->p[r->i] == '\r' ||
+                           r->p[r->i] == '\n'))
+        r->i++;
+}
+
+static int ref_eat(struct ref *r, int c)
+{
+    if (r->i < r->n && r->p[r->i] == c) {
+        r->i++;
+        return 1;
+    }
+    return 0;
+}
+
+static long ref_hex4(struct ref *r)
+{
+    long v = 0;
+    for (int k = 0; k < 4; k++) {
+        if (r->i >= r->n)
+            return -1;
+        int c = r->p[r->i++];
+        if (c >= '0' && c <= '9')
+            v = v * 16 + c - '0';
+        else if (c >= 'a' && c <= 'f')
+            v = v * 16 + c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F')
+            v = v * 16 + c - 'A' + 10;
+        else
+            return -1;
+    }
+    return v;
+}
+
+static int ref_string(struct ref *r)
+{
+    if (!ref_eat(r, '"'))
+        return 0;
+    for (;;) {
+        if (r->i >= r->n)
+            return 0;
+        unsigned c = r->p[r->i];
+        if (c == '"') {
+            r->i++;
+            return 1;
+        }
+        if (c < 0x20)
+            return 0;
+        if (c == '\\') {
+            r->i++;
+            if (r->i >= r->n)
+                return 0;
+            c = r->p[r->i++];
+            if (c == 'u') {
+                long u = ref_hex4(r);
+                if (u < 0 || (u >= 0xDC00 && u <= 0xDFFF))
+                    return 0;
+                if (u >= 0xD800 && u <= 0xDBFF) {
+                    if (!ref_eat(r, '\\') || !ref_eat(r, 'u'))
+                        return 0;
+                    long l = ref_hex4(r);
+                    if (l < 0xDC00 || l > 0xDFFF)
+                        return 0;
+                }
+            } else if (!strchr("\"\\/bfnrt", (int)c) || c == 0) {
+                return 0;
+            }
+            continue;
+        }
+        if (c < 0x80) {
+            r->i++;
+            continue;
+        }
+        size_t len;
+        unsigned long cp, min;
+        if ((c & 0xE0) == 0xC0)
+            len = 2, cp = c & 0x1F, min = 0x80;
+        else if ((c & 0xF0) == 0xE0)
+            len = 3, cp = c & 0x0F, min = 0x800;
+        else if ((c & 0xF8) == 0xF0)
+            len = 4, cp = c & 0x07, min = 0x10000;
+        else
+            return 0;
+        if (r->n - r->i < len)
+            return 0;
+        for (size_t k = 1; k < len; k++) {
+            unsigned cc = r->p[r->i + k];
+            if ((cc & 0xC0) != 0x80)
+                return 0;
+            cp = cp << 6 | (cc & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return 0;
+        r->i += len;
+    }
+}
+
+static int ref_digits(struct ref *r)
+{
+    size_t s = r->i;
+    while (r->i < r->n && r->p[r->i] >= '0' && r->p[r->i] <= '9')
+        r->i++;
+    return r->i > s;
+}
+
+static int ref_number(struct ref *r)
+{
+    ref_eat(r, '-');
+    if (!ref_eat(r, '0') && !(r->i < r->n && r->p[r->i] >= '1' && r->p[r->i] <= '9' &&
+                              ref_digits(r)))
+        return 0;
+    if (ref_eat(r, '.') && !ref_digits(r))
+        return 0;
+    if (ref_eat(r, 'e') || ref_eat(r, 'E')) {
+        if (!ref_eat(r, '+'))
+            ref_eat(r, '-');
+        if (!ref_digits(r))
+            return 0;
+    }
+    return 1;
+}
+
+static int ref_word(struct ref *r, const char *w)
+{
+    size_t l = strlen(w);
+    if (r->n - r->i < l || memcmp(r->p + r->i, w, l) != 0)
+        return 0;
+    r->i += l;
+    return 1;
+}
+
+static int ref_container(struct ref *r, int obj)
+{
+    if (++r->depth > JSON_MAX_DEPTH)
+        return 0;
+    r->i++;
+    ref_ws(r);
+    if (ref_eat(r, obj ? '}' : ']')) {
+        r->depth--;
+        return 1;
+    }
+    for (;;) {
+        if (obj) {
+            if (!ref_string(r))
+                return 0;
+            ref_ws(r);
+            if (!ref_eat(r, ':'))
+                return 0;
+            ref_ws(r);
+        }
+        if (!ref_value(r))
+            return 0;
+        ref_ws(r);
+        if (ref_eat(r, ','))
+            ref_ws(r);
+        else if (ref_eat(r, obj ? '}' : ']'))
+            break;
+        else
+            return 0;
+    }
+    r->depth--;
+    return 1;
+}
+
+static int ref_value(struct ref *r)
+{
+    if (r->i >= r->n)
+        return 0;
+    switch (r->p[r->i]) {
+    case '{':
+        return ref_container(r, 1);
+    case '[':
+        return ref_container(r, 0);
+    case '"':
+        return ref_string(r);
+    case 't':
+        return ref_word(r, "true");
+    case 'f':
+        return ref_word(r, "false");
+    case 'n':
+        return ref_word(r, "null");
+    default:
+        return ref_number(r);
+    }
+}
+
+static enum line_verdict ref_line(const char *p, size_t n)
+{
+    struct ref r = {(const unsigned char *)p, n, 0, 0};
+    ref_ws(&r);
+    if (r.i == n)
+        return LINE_BLANK;
+    if (p[r.i] != '{' || !ref_value(&r))
+        return LINE_INVALID;
+    ref_ws(&r);
+    return r.i == n ? LINE_VALID : LINE_INVALID;
+}
+
+/* ---- helpers ------------------------------------------------------------------------ */
+
+static const char *verdict_name(enum line_verdict v)
+{
+    return v == LINE_BLANK ? "BLANK" : v == LINE_VALID ? "VALID" : "INVALID";
+}
+
+static struct json_columns cols1; /* one column "a": the corpus cases all use it */
+
+/* Judges p[0..n) from an exact-size copy. */
+static enum line_verdict judge(const struct json_columns *c, const void *p, size_t n,
+                               struct cell *cells)
+{
+    char *q = tu_exact(p, n);
+    enum line_verdict v = json_line(c, q, n, cells);
+    free(q);
+    return v;
+}
+
+static void init_cols(struct json_columns *c, const char *const *names, size_t count)
+{
+    char err[256];
+    if (json_columns_init(c, names, count, err, sizeof err) != 0)
+        fail_msg("json_columns_init: %s", err);
+}
+
+/* The cell's text: kind, and bytes (a string's raw span between its quotes). */
+static void expect_cell(const struct cell *c, enum cell_kind kind, const char *text)
+{
+    if (c->kind != (uint32_t)kind)
+        fail_msg("cell kind %u, expected %d (text \"%.*s\")", c->kind, kind, (int)c->len,
+                 c->p ? c->p : "");
+    if (kind == CELL_EMPTY) {
+        assert_int_equal(c->len, 0);
+        return;
+    }
+    size_t tl = strlen(text);
+    if (c->len != tl || memcmp(c->p, text, tl) != 0)
+        fail_msg("cell \"%.*s\", expected \"%s\"", (int)c->len, c->p, text);
+}
+
+/* ---- the corpus: one cmocka test per file ------------------------------------------- */
+
+static void test_corpus_case(void **state)
+{
+    const char *name = *state;
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", CORPUS_DIR, name);
+    size_t n;
+    char *p = tu_slurp(path, &n);
+    enum line_verdict want = name[0] == 'y'   ? LINE_VALID
+                             : name[0] == 'n' ? LINE_INVALID
+                             : name[0] == 'b' ? LINE_BLANK
+                                              : (enum line_verdict)-1;
+    if ((int)want < 0)
+        fail_msg("%s: a corpus file must start with y_, n_ or b_", name);
+    struct cell cells[1];
+    enum line_verdict got = json_line(&cols1, p, n, cells);
+    if (got != want)
+        fail_msg("%s: got %s, expected %s", name, verdict_name(got), verdict_name(want));
+    if (ref_line(p, n) != want) /* keeps the reference honest */
+        fail_msg("%s: the reference validator disagrees", name);
+
+    /* Every prefix, each in an exact-size block: must not read past its end, and a prefix
+     * of a valid line that stops before its closing brace cannot be valid. */
+    size_t last_close = n;
+    while (last_close > 0 && p[last_close - 1] != '}')
+        last_close--;
+    for (size_t k = 0; k < n; k++) {
+        enum line_verdict v = judge(&cols1, p, k, cells);
+        if (want == LINE_VALID && k < last_close && v == LINE_VALID)
+            fail_msg("%s: prefix of %zu bytes judged VALID", name, k);
+        if (v != ref_line(p, k))
+            fail_msg("%s: prefix of %zu bytes: engine %s, reference %s", name, k,
+                     verdict_name(v), verdict_name(ref_line(p, k)));
+    }
+    free(p);
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static char **corpus_names(size_t *count)
+{
+    DIR *d = opendir(CORPUS_DIR);
+    if (!d) {
+        *count = 0;
+        return NULL;
+    }
+    size_t cap = 64, k = 0;
+    char **v = malloc(cap * sizeof *v);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t l = strlen(e->d_name);
+        if (l < 6 || strcmp(e->d_name + l - 5, ".json") != 0)
+            continue;
+        if (k == cap)
+            v = realloc(v, (cap *= 2) * sizeof *v);
+        v[k++] = strdup(e->d_name);
+    }
+    closedir(d);
+    qsort(v, k, sizeof *v, by_name);
+    *count = k;
+    return v;
+}
+
+static void test_corpus_size(void **state)
+{
+    (void)state;
+    size_t k, kinds[3] = {0};
+    char **v = corpus_names(&k);
+    for (size_t i = 0; i < k; i++) {
+        kinds[0] += v[i][0] == 'y';
+        kinds[1] += v[i][0] == 'n';
+        kinds[2] += v[i][0] == 'b';
+        free(v[i]);
+    }
+    free(v);
+    if (k < 100 || !kinds[0] || !kinds[1] || !kinds[2])
+        fail_msg("corpus %s/ too small (%zu files: run the tests from the repo root)",
+                 CORPUS_DIR, k);
+}
+
+/* ---- cells -------------------------------------------------------------------------- */
+
+static const char taxi[] =
+    "{\"vendorid\":2,\"tpep_pickup_datetime\":\"2017-01-01 00:00:02\","
+    "\"tpep_dropoff_datetime\":\"2017-01-01 00:39:22\",\"passenger_count\":4,"
+    "\"trip_distance\":7.75,\"ratecodeid\":1,\"store_and_fwd_flag\":\"N\","
+    "\"pulocationid\":186,\"dolocationid\":36,\"payment_type\":1,\"fare_amount\":22,"
+    "\"extra\":0.5,\"mta_tax\":0.5,\"tip_amount\":4.66,\"tolls_amount\":0,"
+    "\"improvement_surcharge\":0.3,\"total_amount\":27.96}";
+
+static void test_cells_taxi(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"total_amount", "vendorid", "tpep_pickup_datetime",
+                                         "store_and_fwd_flag", "no_such", "tolls_amount",
+                                         "pulocationid", "dolocationid"};
+    struct json_columns c;
+    init_cols(&c, names, 8);
+    struct cell cells[8];
+    assert_int_equal(judge(&c, taxi, strlen(taxi), cells), LINE_VALID);
+    char *q = tu_exact(taxi, strlen(taxi)); /* the spans point into q */
+    assert_int_equal(json_line(&c, q, strlen(taxi), cells), LINE_VALID);
+    expect_cell(&cells[0], CELL_RAW, "27.96");
+    expect_cell(&cells[1], CELL_RAW, "2");
+    expect_cell(&cells[2], CELL_STRING, "2017-01-01 00:00:02");
+    expect_cell(&cells[3], CELL_STRING, "N");
+    expect_cell(&cells[4], CELL_EMPTY, NULL);
+    expect_cell(&cells[5], CELL_RAW, "0");
+    expect_cell(&cells[6], CELL_RAW, "186");
+    expect_cell(&cells[7], CELL_RAW, "36");
+    assert_true(cells[6].p >= q && cells[6].p < q + strlen(taxi));
+    free(q);
+    json_columns_free(&c);
+}
+
+/* Parses a NUL-free line held in a static string (spans point into it). */
+static enum line_verdict line(const struct json_columns *c, const char *s, struct cell *cells)
+{
+    return json_line(c, s, strlen(s), cells);
+}
+
+static void test_cells_kinds(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"s", "e", "n", "t", "f", "z", "o", "a", "x"};
+    struct json_columns c;
+    init_cols(&c, names, 9);
+    struct cell k[9];
+    const char *s = " { \"s\" : \"plain\" , \"e\":\"a\\nb\\u0041\", \"n\":-1.5e+3,\"t\":true,"
+                    "\"f\":false,\"z\":null,\"o\":{ \"k\" : [1, 2 ] },\"a\":[ \"x\" , {} ] }\r";
+    assert_int_equal(line(&c, s, k), LINE_VALID);
+    expect_cell(&k[0], CELL_STRING, "plain");
+    expect_cell(&k[1], CELL_STRING_ESCAPED, "a\\nb\\u0041");
+    expect_cell(&k[2], CELL_RAW, "-1.5e+3");
+    expect_cell(&k[3], CELL_RAW, "true");
+    expect_cell(&k[4], CELL_RAW, "false");
+    expect_cell(&k[5], CELL_EMPTY, NULL);
+    expect_cell(&k[6], CELL_RAW, "{ \"k\" : [1, 2 ] }");
+    expect_cell(&k[7], CELL_RAW, "[ \"x\" , {} ]");
+    expect_cell(&k[8], CELL_EMPTY, NULL);
+
+    /* An empty string is a string, not an empty cell. */
+    assert_int_equal(line(&c, "{\"s\":\"\"}", k), LINE_VALID);
+    expect_cell(&k[0], CELL_STRING, "");
+    assert_non_null(k[0].p);
+    /* Cells are reset on every line. */
+    assert_int_equal(line(&c, "{}", k), LINE_VALID);
+    for (int i = 0; i < 9; i++)
+        expect_cell(&k[i], CELL_EMPTY, NULL);
+    json_columns_free(&c);
+}
+
+static void test_cells_duplicates(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"a", "b"};
+    struct json_columns c;
+    init_cols(&c, names, 2);
+    struct cell k[2];
+    assert_int_equal(line(&c, "{\"a\":1,\"b\":2,\"a\":\"three\"}", k), LINE_VALID);
+    expect_cell(&k[0], CELL_STRING, "three");
+    expect_cell(&k[1], CELL_RAW, "2");
+    assert_int_equal(line(&c, "{\"a\":1,\"a\":null}", k), LINE_VALID);
+    expect_cell(&k[0], CELL_EMPTY, NULL);
+    assert_int_equal(line(&c, "{\"a\":null,\"a\":[]}", k), LINE_VALID);
+    expect_cell(&k[0], CELL_RAW, "[]");
+    /* The last one wins even when it is spelled with escapes. */
+    assert_int_equal(line(&c, "{\"a\":1,\"\\u0061\":2}", k), LINE_VALID);
+    expect_cell(&k[0], CELL_RAW, "2");
+    assert_int_equal(line(&c, "{\"\\u0061\":1,\"a\":2}", k), LINE_VALID);
+    expect_cell(&k[0], CELL_RAW, "2");
+    json_columns_free(&c);
+}
+
+static void test_cells_key_matching(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"vendorid", "a/b", "caf\xc3\xa9", "\xf0\x9f\x98\x80",
+                                        "", "q\"k"};
+    struct json_columns c;
+    char err[128];
+    /* An empty name is refused, so test without it. */
+    assert_int_equal(json_columns_init(&c, names, 6, err, sizeof err), -1);
+    static const char *const ok[] = {"vendorid", "a/b", "caf\xc3\xa9", "\xf0\x9f\x98\x80",
+                                     "q\"k"};
+    init_cols(&c, ok, 5);
+    struct cell k[5];
+    assert_int_equal(line(&c, "{\"vendor\\u0069d\":7,\"a\\/b\":8,\"caf\\u00e9\":9,"
+                              "\"\\ud83d\\ude00\":10,\"q\\\"k\":11}",
+                          k),
+                     LINE_VALID);
+    expect_cell(&k[0], CELL_RAW, "7");
+    expect_cell(&k[1], CELL_RAW, "8");
+    expect_cell(&k[2], CELL_RAW, "9");
+    expect_cell(&k[3], CELL_RAW, "10");
+    expect_cell(&k[4], CELL_RAW, "11");
+    assert_int_equal(line(&c, "{\"caf\xc3\xa9\":1,\"\xf0\x9f\x98\x80\":2}", k), LINE_VALID);
+    expect_cell(&k[2], CELL_RAW, "1");
+    expect_cell(&k[3], CELL_RAW, "2");
+
+    /* Only top-level keys count; near misses do not match. */
+    assert_int_equal(line(&c, "{\"x\":{\"vendorid\":1},\"y\":[{\"vendorid\":2}],"
+                              "\"vendorid \":3,\"Vendorid\":4,\"vendori\":5,\"vendoridd\":6,"
+                              "\"vendori\\u0064x\":7,\"\":8}",
+                          k),
+                     LINE_VALID);
+    for (int i = 0; i < 5; i++)
+        expect_cell(&k[i], CELL_EMPTY, NULL);
+    json_columns_free(&c);
+
+    /* A name of the maximum length, matched plainly and through escapes. */
+    char big[JSON_MAX_NAME + 1];
+    memset(big, 'k', JSON_MAX_NAME);
+    big[JSON_MAX_NAME] = 0;
+    const char *bn[] = {big};
+    init_cols(&c, bn, 1);
+    struct cell one;
+    char buf[JSON_MAX_NAME * 6 + 64];
+    snprintf(buf, sizeof buf, "{\"%s\":1}", big);
+    assert_int_equal(line(&c, buf, &one), LINE_VALID);
+    expect_cell(&one, CELL_RAW, "1");
+    char *w = buf + sprintf(buf, "{\"");
+    for (int i = 0; i < JSON_MAX_NAME; i++)
+        w += sprintf(w, "\\u006b"); /* 6 raw bytes per name byte: the longest that can match */
+    sprintf(w, "\":2}");
+    assert_int_equal(line(&c, buf, &one), LINE_VALID);
+    expect_cell(&one, CELL_RAW, "2");
+    snprintf(buf, sizeof buf, "{\"%sk\":1}", big);
+    assert_int_equal(line(&c, buf, &one), LINE_VALID);
+    expect_cell(&one, CELL_EMPTY, NULL);
+    json_columns_free(&c);
+}
+
+static void test_columns_init(void **state)
+{
+    (void)state;
+    struct json_columns c;
+    char err[128];
+    static const char *const dup[] = {"a", "b", "a"};
+    err[0] = 0;
+    assert_int_equal(json_columns_init(&c, dup, 3, err, sizeof err), -1);
+    assert_non_null(strstr(err, "duplicate"));
+    static const char *const empty[] = {"a", ""};
+    assert_int_equal(json_columns_init(&c, empty, 2, err, sizeof err), -1);
+    assert_int_equal(json_columns_init(&c, empty, 0, err, sizeof err), -1);
+    char big[JSON_MAX_NAME + 2];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    const char *toolong[] = {big};
+    assert_int_equal(json_columns_init(&c, toolong, 1, err, sizeof err), -1);
+    static char many_buf[JSON_MAX_COLUMNS + 1][16];
+    const char *many[JSON_MAX_COLUMNS + 1];
+    for (int i = 0; i <= JSON_MAX_COLUMNS; i++) {
+        snprintf(many_buf[i], sizeof many_buf[i], "c%d", i);
+        many[i] = many_buf[i];
+    }
+    assert_int_equal(json_columns_init(&c, many, JSON_MAX_COLUMNS + 1, err, sizeof err), -1);
+    init_cols(&c, many, JSON_MAX_COLUMNS);
+    assert_int_equal(c.count, JSON_MAX_COLUMNS);
+    /* Every column of a full set is found (hash chains). */
+    char buf[40];
+    struct cell cells[JSON_MAX_COLUMNS];
+    for (int i = 0; i < JSON_MAX_COLUMNS; i += 7) {
+        snprintf(buf, sizeof buf, "{\"c%d\":%d}", i, i);
+        assert_int_equal(line(&c, buf, cells), LINE_VALID);
+        char num[16];
+        snprintf(num, sizeof num, "%d", i);
+        expect_cell(&cells[i], CELL_RAW, num);
+        assert_int_equal(cells[(i + 1) % JSON_MAX_COLUMNS].kind, CELL_EMPTY);
+    }
+    json_columns_free(&c);
+    assert_int_equal(c.count, 0);
+}
+
+/* ---- limits ------------------------------------------------------------------------- */
+
+/* A line whose deepest value sits at depth d (the top-level object is depth 1). */
+static char *nested(size_t d, int style, size_t *n)
+{
+    char *p = malloc(8 * d + 16), *w = p;
+    w += sprintf(w, "{\"a\":");
+    for (size_t i = 2; i <= d; i++) {
+        int obj = style == 1 || (style == 2 && i % 2);
+        w += sprintf(w, obj ? (i == d ? "{" : "{\"k\":") : "[");
+    }
+    for (size_t i = d; i >= 2; i--) {
+        int obj = style == 1 || (style == 2 && i % 2);
+        *w++ = obj ? '}' : ']';
+    }
+    *w++ = '}';
+    *n = (size_t)(w - p);
+    return p;
+}
+
+static void test_depth(void **state)
+{
+    (void)state;
+    struct cell k;
+    for (int style = 0; style < 3; style++) {
+        size_t n;
+        char *p = nested(JSON_MAX_DEPTH, style, &n);
+        assert_int_equal(judge(&cols1, p, n, &k), LINE_VALID);
+        assert_int_equal(ref_line(p, n), LINE_VALID);
+        assert_int_equal(k.kind, CELL_RAW); /* the whole nested value */
+        assert_int_equal(k.len, n - 6);
+        free(p);
+        p = nested(JSON_MAX_DEPTH + 1, style, &n);
+        assert_int_equal(judge(&cols1, p, n, &k), LINE_INVALID);
+        assert_int_equal(ref_line(p, n), LINE_INVALID);
+        free(p);
+        p = nested(JSON_MAX_DEPTH, style, &n);
+        assert_int_equal(judge(&cols1, p, n - 1, &k), LINE_INVALID); /* unclosed */
+        free(p);
+    }
+    /* Hostile depth: refused, with constant stack. */
+    size_t n = 1000000;
+    char *p = malloc(n);
+    memset(p, '[', n);
+    memcpy(p, "{\"a\":", 5);
+    assert_int_equal(json_line(&cols1, p, n, &k), LINE_INVALID);
+    free(p);
+}
+
+static void test_long_values(void **state)
+{
+    (void)state;
+    const size_t L = 100000;
+    char *p = malloc(L + 16);
+    struct cell k;
+    /* a 100 KB string */
+    memcpy(p, "{\"a\":\"", 6);
+    for (size_t i = 0; i < L; i++)
+        p[6 + i] = (char)('a' + i % 26);
+    memcpy(p + 6 + L, "\"}", 2);
+    char *q = tu_exact(p, L + 8);
+    assert_int_equal(json_line(&cols1, q, L + 8, &k), LINE_VALID);
+    assert_int_equal(k.kind, CELL_STRING);
+    assert_int_equal(k.len, L);
+    assert_ptr_equal(k.p, q + 6);
+    q[6 + L - 1] = 0x01; /* a control char at the very end of the run */
+    assert_int_equal(json_line(&cols1, q, L + 8, &k), LINE_INVALID);
+    q[6 + L - 1] = (char)0xC3; /* a truncated sequence just before the quote */
+    assert_int_equal(json_line(&cols1, q, L + 8, &k), LINE_INVALID);
+    free(q);
+    /* a 100 KB number, integer and fraction */
+    memcpy(p, "{\"a\":", 5);
+    memset(p + 5, '7', L);
+    p[5 + L] = '}';
+    assert_int_equal(judge(&cols1, p, L + 6, &k), LINE_VALID);
+    p[5 + L / 2] = '.';
+    assert_int_equal(judge(&cols1, p, L + 6, &k), LINE_VALID);
+    p[5 + L - 1] = 'e';
+    assert_int_equal(judge(&cols1, p, L + 6, &k), LINE_INVALID);
+    /* a 100 KB key */
+    p[0] = '{';
+    p[1] = '"';
+    memset(p + 2, 'k', L);
+    memcpy(p + 2 + L, "\":1}", 4);
+    assert_int_equal(judge(&cols1, p, L + 6, &k), LINE_VALID);
+    assert_int_equal(k.kind, CELL_EMPTY);
+    /* a 100 KB string of escapes and multi-byte UTF-8 */
+    static const char unit[] = "\\u00e9\xe6\x97\xa5\\n\xf0\x9f\x98\x80\\ud83d\\ude00x"; /* 26 */
+    size_t ul = sizeof unit - 1, reps = L / ul;
+    char *s = malloc(reps * ul + 16), *w = s;
+    w += sprintf(w, "{\"a\":\"");
+    for (size_t i = 0; i < reps; i++, w += ul)
+        memcpy(w, unit, ul);
+    w += sprintf(w, "\"}");
+    assert_int_equal(judge(&cols1, s, (size_t)(w - s), &k), LINE_VALID);
+    assert_int_equal(ref_line(s, (size_t)(w - s)), LINE_VALID);
+    free(s);
+    free(p);
+}
+
+static void test_blank(void **state)
+{
+    (void)state;
+    struct cell k;
+    assert_int_equal(json_line(&cols1, "", 0, &k), LINE_BLANK);
+    assert_int_equal(json_line(&cols1, NULL, 0, &k), LINE_BLANK);
+    assert_int_equal(judge(&cols1, " \t\r", 3, &k), LINE_BLANK);
+    assert_int_equal(judge(&cols1, " \t\r\0", 4, &k), LINE_INVALID);
+    /* n bounds the line, not a NUL */
+    assert_int_equal(json_line(&cols1, "{\"a\":1}garbage", 7, &k), LINE_VALID);
+    expect_cell(&k, CELL_RAW, "1");
+    assert_int_equal(json_line(&cols1, "{\"a\":12", 6, &k), LINE_INVALID);
+}
+
+/* ---- unescaping --------------------------------------------------------------------- */
+
+static void expect_unescape(const char *in, const char *out, size_t outlen)
+{
+    size_t n = strlen(in);
+    char *src = tu_exact(in, n), *dst = malloc(n ? n : 1);
+    size_t got = json_unescape(src, n, dst);
+    if (got != outlen || memcmp(dst, out, outlen) != 0)
+        fail_msg("json_unescape(\"%s\"): %zu bytes, expected %zu", in, got, outlen);
+    got = json_unescape(src, n, src); /* in place */
+    assert_int_equal(got, outlen);
+    assert_memory_equal(src, out, outlen);
+    free(src);
+    free(dst);
+}
+
+static void test_unescape(void **state)
+{
+    (void)state;
+    expect_unescape("", "", 0);
+    expect_unescape("plain", "plain", 5);
+    expect_unescape("\\\"\\\\\\/\\b\\f\\n\\r\\t", "\"\\/\b\f\n\r\t", 8);
+    expect_unescape("a\\u0041b", "aAb", 3);
+    expect_unescape("\\u0000", "\0", 1);
+    expect_unescape("\\u007f\\u0080", "\x7f\xc2\x80", 3);
+    expect_unescape("\\u07FF\\u0800", "\xdf\xbf\xe0\xa0\x80", 5);
+    expect_unescape("\\u00e9\\u00E9", "\xc3\xa9\xc3\xa9", 4);
+    expect_unescape("\\uffff", "\xef\xbf\xbf", 3);
+    expect_unescape("\\ud83d\\ude00", "\xf0\x9f\x98\x80", 4);
+    expect_unescape("\\uD800\\uDC00", "\xf0\x90\x80\x80", 4);
+    expect_unescape("\\uDBFF\\uDFFF", "\xf4\x8f\xbf\xbf", 4);
+    expect_unescape("x\xc3\xa9\\n\xf0\x9f\x98\x80y", "x\xc3\xa9\n\xf0\x9f\x98\x80y", 9);
+    /* Malformed spans (never produced by json_line) stay in bounds. */
+    expect_unescape("ab\\", "ab\\", 3);
+    expect_unescape("\\u12", "u12", 3);
+}
+
+/* ---- differential mutation test against the reference ------------------------------- */
+
+static uint64_t rng = 0x9E3779B97F4A7C15ULL;
+static uint64_t next_rand(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+static void test_mutations(void **state)
+{
+    (void)state;
+    static const char *const seeds[] = {
+        taxi,
+        "{\"a\":[1,-2.5e+3,{\"b\":\"x\\u00e9\\ud83d\\ude00\"},true,false,null],\"c\":{}}",
+        "{ \"k\" : \"\xe6\x97\xa5\xf0\x9f\x98\x80\xc3\xa9\" , \"n\" : [ [ ] , { } ] }",
+        "{\"s\":\"\\\"\\\\\\/\\b\\f\\n\\r\\t\",\"z\":0,\"m\":-0.0e-0}",
+    };
+    static const unsigned char bytes[] = {'"',  '\\', '{',  '}',  '[',  ']',  ',',  ':',
+                                          ' ',  '0',  '1',  '-',  '.',  'e',  'u',  'd',
+                                          '8',  'n',  't',  0x00, 0x1f, 0x7f, 0x80, 0xbf,
+                                          0xc2, 0xe0, 0xed, 0xf0, 0xf4, 0xff, '\r', 'a'};
+    char buf[1024];
+    struct cell k;
+    size_t seen[3] = {0};
+    size_t iters = getenv("NDINGEST_FUZZ_ITERS") ? strtoul(getenv("NDINGEST_FUZZ_ITERS"), 0, 10)
+                                                 : 200000;
+    for (size_t it = 0; it < iters; it++) {
+        const char *s = seeds[next_rand() % (sizeof seeds / sizeof *seeds)];
+        size_t n = strlen(s);
+        memcpy(buf, s, n);
+        int muts = 1 + (int)(next_rand() % 3);
+        for (int m = 0; m < muts; m++) {
+            size_t pos = n ? next_rand() % n : 0;
+            unsigned char b = bytes[next_rand() % sizeof bytes];
+            switch (next_rand() % 4) {
+            case 0: /* replace */
+                if (n)
+                    buf[pos] = (char)b;
+                break;
+            case 1: /* insert */
+                if (n < sizeof buf - 1) {
+                    memmove(buf + pos + 1, buf + pos, n - pos);
+                    buf[pos] = (char)b;
+                    n++;
+                }
+                break;
+            case 2: /* delete */
+                if (n) {
+                    memmove(buf + pos, buf + pos + 1, n - pos - 1);
+                    n--;
+                }
+                break;
+            default: /* truncate */
+                n = pos;
+                break;
+            }
+        }
+        enum line_verdict got = judge(&cols1, buf, n, &k), want = ref_line(buf, n);
+        seen[got]++;
+        if (got != want)
+            fail_msg("mutant %zu (%zu bytes \"%.*s\"): engine %s, reference %s", it, n,
+                     (int)n, buf, verdict_name(got), verdict_name(want));
+    }
+    print_message("mutants: %zu valid, %zu invalid, %zu blank\n", seen[LINE_VALID],
+                  seen[LINE_INVALID], seen[LINE_BLANK]);
+    if (iters >= 1000 && seen[LINE_VALID] < iters / 50)
+        fail_msg("too few valid mutants to be a meaningful differential test");
+}
+
+int main(void)
+{
+    static const char *const a[] = {"a"};
+    init_cols(&cols1, a, 1);
+
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_corpus_size),   cmocka_unit_test(test_cells_taxi),
+        cmocka_unit_test(test_cells_kinds),   cmocka_unit_test(test_cells_duplicates),
+        cmocka_unit_test(test_cells_key_matching), cmocka_unit_test(test_columns_init),
+        cmocka_unit_test(test_depth),         cmocka_unit_test(test_long_values),
+        cmocka_unit_test(test_blank),         cmocka_unit_test(test_unescape),
+        cmocka_unit_test(test_mutations),
+    };
+    int failed = cmocka_run_group_tests_name("json", tests, NULL, NULL);
+
+    size_t k;
+    char **names = corpus_names(&k);
+    struct CMUnitTest *corpus = calloc(k ? k : 1, sizeof *corpus);
+    for (size_t i = 0; i < k; i++) {
+        corpus[i].name = names[i];
+        corpus[i].test_func = test_corpus_case;
+        corpus[i].initial_state = names[i];
+    }
+    if (k)
+        failed += _cmocka_run_group_tests("json_corpus", corpus, k, NULL, NULL);
+    for (size_t i = 0; i < k; i++)
+        free(names[i]);
+    free(names);
+    free(corpus);
+    json_columns_free(&cols1);
+    return failed ? 1 : 0;
+}
