@@ -1,0 +1,354 @@
+/* sink.c -- the day's file: whole rows appended with O_APPEND by every worker, dated per write. */
+#include "sink.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct sink {
+    int fd;                    /* -1: opened at the next write */
+    int daily;                 /* 0: a caller's descriptor (convert's stdout) */
+    int utc;
+    time_t day_start, day_end; /* the day path names: [start, end) */
+    const char *dir, *name, *suffix, *header; /* copies, in store */
+    size_t header_len;
+    char path[PATH_MAX];
+    char err[PATH_MAX + 128];
+    char store[];
+};
+
+static time_t (*clock_now)(void);
+
+void sink_set_clock(time_t (*now)(void))
+{
+    clock_now = now;
+}
+
+static time_t now(void)
+{
+    return clock_now ? clock_now() : time(NULL); /* time() is a vDSO read: cheap per write */
+}
+
+/* Temporary names must differ between workers (pid) and between calls in one (counter). */
+static unsigned temp_counter;
+
+static int fail(struct sink *s, const char *what, const char *path, int e)
+{
+    snprintf(s->err, sizeof s->err, "%s %s: %s", what, path, strerror(e));
+    return -e;
+}
+
+/* mkdir -p: every missing component, 0755 (before umask). */
+static int make_dir(struct sink *s)
+{
+    char p[PATH_MAX];
+    size_t n = strlen(s->dir);
+    if (n >= sizeof p)
+        return fail(s, "mkdir", s->dir, ENAMETOOLONG);
+    memcpy(p, s->dir, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (p[i] != '/' && p[i] != '\0')
+            continue;
+        char c = p[i];
+        p[i] = '\0';
+        if (mkdir(p, 0755) && errno != EEXIST)
+            return fail(s, "mkdir", p, errno);
+        p[i] = c;
+    }
+    struct stat st;
+    if (stat(s->dir, &st))
+        return fail(s, "stat", s->dir, errno);
+    if (!S_ISDIR(st.st_mode))
+        return fail(s, "mkdir", s->dir, ENOTDIR);
+    return 0;
+}
+
+/* Creates DIR/.<base>.<pid>.<n>.tmp with O_EXCL, its name in tmp. A descriptor or -errno. */
+static int create_temp(struct sink *s, const char *base, char *tmp, size_t tmplen)
+{
+    for (int tries = 0; tries < 1000; tries++) {
+        int len = snprintf(tmp, tmplen, "%s/.%s.%ld.%u.tmp", s->dir, base, (long)getpid(),
+                           temp_counter++);
+        if (len < 0 || (size_t)len >= tmplen)
+            return -ENAMETOOLONG;
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd >= 0 || errno != EEXIST) /* EEXIST: left by a dead worker with our pid */
+            return fd >= 0 ? fd : -errno;
+    }
+    return -EEXIST;
+}
+
+/* Writes all of p[0..n): a short write is continued, EINTR retried, and a non-blocking
+ * descriptor (an inherited stdout) waited for. 0 or -errno. */
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+                if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
+                    return -errno;
+                continue;
+            }
+            return -errno;
+        }
+        if (w == 0)
+            return -EIO; /* no progress and no error: do not spin */
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* The date holding t as YYYYMMDD, -1 if t has no date. */
+static long day_key(const struct sink *s, time_t t)
+{
+    struct tm tm;
+    if (!(s->utc ? gmtime_r(&t, &tm) : localtime_r(&t, &tm)))
+        return -1;
+    return (tm.tm_year + 1900L) * 10000 + (tm.tm_mon + 1) * 100 + tm.tm_mday;
+}
+
+/* The first second in (lo, hi] whose date is at least key, given lo's is not and hi's is. */
+static time_t first_dated(const struct sink *s, time_t lo, time_t hi, long key)
+{
+    while (hi - lo > 1) {
+        time_t mid = lo + (hi - lo) / 2;
+        if (day_key(s, mid) >= key)
+            hi = mid;
+        else
+            lo = mid;
+    }
+    return hi;
+}
+
+/* Names the file of the day holding t and caches that day's bounds, so that a write needs
+ * only a comparison until midnight. Runs once a day, so it may afford a few conversions. */
+static int set_day(struct sink *s, time_t t)
+{
+    struct tm tm;
+    if (!(s->utc ? gmtime_r(&t, &tm) : localtime_r(&t, &tm)))
+        return fail(s, "date", s->dir, EOVERFLOW);
+    char date[32];
+    strftime(date, sizeof date, "%Y-%m-%d", &tm);
+    int len = snprintf(s->path, sizeof s->path, "%s/%s-%s%s", s->dir, s->name, date, s->suffix);
+    if (len < 0 || (size_t)len >= sizeof s->path)
+        return fail(s, "open", s->dir, ENAMETOOLONG);
+    long key = (tm.tm_year + 1900L) * 10000 + (tm.tm_mon + 1) * 100 + tm.tm_mday;
+    /* Midnights by mktime with tm_isdst = -1, so a 23- or 25-hour day (DST) is right. */
+    struct tm start = tm, end = tm;
+    start.tm_hour = start.tm_min = start.tm_sec = 0;
+    start.tm_isdst = -1;
+    end.tm_mday += 1;
+    end.tm_hour = end.tm_min = end.tm_sec = 0;
+    end.tm_isdst = -1;
+    time_t a = s->utc ? timegm(&start) : mktime(&start);
+    time_t b = s->utc ? timegm(&end) : mktime(&end);
+    /* Where a DST change skips or repeats midnight itself (America/Santiago, Asia/Beirut)
+     * mktime's answer for the missing 00:00 may be an hour off: check it, and search for
+     * the exact second if it is wrong. */
+    if (!(a <= t && day_key(s, a) == key && day_key(s, a - 1) < key))
+        a = first_dated(s, t - 50 * 3600, t, key);
+    if (!(b > t && day_key(s, b) > key && day_key(s, b - 1) == key))
+        b = first_dated(s, t, t + 50 * 3600, key + 1);
+    s->day_start = a;
+    s->day_end = b;
+    return 0;
+}
+
+/* Header mode: the file appears with its header already in it, whoever creates it. The
+ * header goes into a private temporary file that link() publishes under the final name;
+ * link fails with EEXIST if another worker was first, so exactly one header is published
+ * and no worker can see (or append to) the file before its header. 0 or -errno. */
+static int publish_with_header(struct sink *s)
+{
+    char tmp[PATH_MAX];
+    const char *base = strrchr(s->path, '/') + 1;
+    int fd = create_temp(s, base, tmp, sizeof tmp);
+    if (fd < 0)
+        return fd == -ENAMETOOLONG ? fail(s, "open", s->dir, -fd) : fail(s, "create", tmp, -fd);
+    int r = write_all(fd, s->header, s->header_len);
+    if (r)
+        fail(s, "write", tmp, -r);
+    if (close(fd) && !r)
+        r = fail(s, "close", tmp, errno);
+    if (!r && link(tmp, s->path) && errno != EEXIST)
+        r = fail(s, "link", s->path, errno);
+    unlink(tmp);
+    return r;
+}
+
+static int open_day(struct sink *s)
+{
+    int remade = 0;
+    for (int tries = 0; tries < 100; tries++) {
+        int r = 0;
+        if (!s->header) {
+            s->fd = open(s->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+            if (s->fd >= 0)
+                return 0;
+            r = fail(s, "open", s->path, errno);
+        } else {
+            /* Never O_CREAT here: an empty file without its header would be visible. */
+            s->fd = open(s->path, O_WRONLY | O_APPEND | O_CLOEXEC);
+            if (s->fd >= 0)
+                return 0;
+            if (errno != ENOENT)
+                return fail(s, "open", s->path, errno);
+            r = publish_with_header(s);
+            if (!r)
+                continue; /* published, by us or another worker: open it */
+        }
+        /* The directory was removed under us (a cleanup job): make it again, once. */
+        if (r != -ENOENT || remade)
+            return r;
+        remade = 1;
+        int m = make_dir(s);
+        if (m)
+            return m;
+    }
+    return fail(s, "open", s->path, ELOOP); /* deleted as fast as it was made */
+}
+
+static char *copy(char **at, const char *p, size_t n)
+{
+    char *d = *at;
+    if (n)
+        memcpy(d, p, n);
+    d[n] = '\0';
+    *at += n + 1;
+    return d;
+}
+
+struct sink *sink_open_daily(const struct sink_config *cfg, char *err, size_t errlen)
+{
+    const char *suffix = cfg->suffix ? cfg->suffix : "";
+    size_t ld = strlen(cfg->dir), ln = strlen(cfg->name), ls = strlen(suffix);
+    size_t lh = cfg->header ? cfg->header_len : 0;
+    struct sink *s = malloc(sizeof *s + ld + ln + ls + lh + 4);
+    if (!s) {
+        snprintf(err, errlen, "sink %s: %s", cfg->dir, strerror(ENOMEM));
+        return NULL;
+    }
+    memset(s, 0, sizeof *s);
+    char *at = s->store;
+    s->dir = copy(&at, cfg->dir, ld);
+    s->name = copy(&at, cfg->name, ln);
+    s->suffix = copy(&at, suffix, ls);
+    s->header = cfg->header ? copy(&at, cfg->header, lh) : NULL;
+    s->header_len = lh;
+    s->fd = -1;
+    s->daily = 1;
+    s->utc = cfg->utc;
+
+    int r = make_dir(s);
+    if (!r)
+        r = set_day(s, now()); /* also proves the names fit in PATH_MAX */
+    if (!r) {
+        /* Prove now, not at the first body, that files can be created here. A real file
+         * answers for everything that can refuse one (mode bits, a read-only mount, an LSM,
+         * no free inodes); access() checks fewer, with the real uid, and passes root. */
+        char probe[PATH_MAX];
+        int fd = create_temp(s, "probe", probe, sizeof probe);
+        if (fd >= 0) {
+            close(fd);
+            unlink(probe);
+        } else {
+            r = fail(s, "cannot write in", s->dir, -fd);
+        }
+    }
+    if (r) {
+        snprintf(err, errlen, "%s", s->err);
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+struct sink *sink_open_fd(int fd)
+{
+    struct sink *s = malloc(sizeof *s);
+    if (!s)
+        return NULL;
+    memset(s, 0, sizeof *s);
+    s->fd = fd;
+    if (fd == 1)
+        snprintf(s->path, sizeof s->path, "<stdout>");
+    else
+        snprintf(s->path, sizeof s->path, "<fd %d>", fd);
+    return s;
+}
+
+int sink_write(struct sink *s, const char *p, size_t n)
+{
+    if (!n)
+        return 0;
+    if (s->daily) {
+        time_t t = now();
+        if (t >= s->day_end || t < s->day_start) { /* midnight passed, or the clock stepped back */
+            if (s->fd >= 0) {
+                close(s->fd);
+                s->fd = -1;
+            }
+            int r = set_day(s, t);
+            if (r)
+                return r;
+        }
+        if (s->fd < 0) {
+            int r = open_day(s);
+            if (r)
+                return r;
+        }
+    }
+    int r = write_all(s->fd, p, n);
+    if (r) {
+        fail(s, "write", s->path, -r);
+        /* Reopen at the next write: a bad descriptor heals; a full disk costs one open. */
+        if (s->daily) {
+            close(s->fd);
+            s->fd = -1;
+        }
+    }
+    return r;
+}
+
+const char *sink_error(const struct sink *s)
+{
+    return s->err;
+}
+
+const char *sink_path(struct sink *s)
+{
+    if (s->daily && s->fd < 0) {
+        time_t t = now();
+        if (t >= s->day_end || t < s->day_start)
+            set_day(s, t);
+    }
+    return s->path;
+}
+
+void sink_reopen(struct sink *s)
+{
+    if (s->daily && s->fd >= 0) {
+        close(s->fd);
+        s->fd = -1;
+    }
+}
+
+void sink_close(struct sink *s)
+{
+    if (!s)
+        return;
+    if (s->daily && s->fd >= 0)
+        close(s->fd);
+    free(s);
+}

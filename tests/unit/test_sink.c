@@ -1,0 +1,734 @@
+/* test_sink.c -- the day's file: naming, midnight, one header among racing workers, whole rows. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sink.h"
+
+static char tmpdir[PATH_MAX]; /* fresh per test */
+
+/* Formats a path, failing the test if it does not fit. */
+#define PATHF(buf, ...) assert_true(snprintf(buf, sizeof buf, __VA_ARGS__) < (int)sizeof buf)
+
+static time_t fake;
+static time_t fake_now(void)
+{
+    return fake;
+}
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    chmod(p, 0700); /* in case a test took the write bit away */
+    return remove(p);
+}
+
+static void rm_tree(const char *p)
+{
+    nftw(p, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    strcpy(tmpdir, "/tmp/test_sink.XXXXXX");
+    assert_non_null(mkdtemp(tmpdir));
+    sink_set_clock(NULL);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    rm_tree(tmpdir);
+    sink_set_clock(NULL);
+    return 0;
+}
+
+static void set_tz(const char *tz)
+{
+    if (tz)
+        setenv("TZ", tz, 1);
+    else
+        unsetenv("TZ");
+    tzset();
+}
+
+static char *slurp(const char *path, size_t *len)
+{
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        fail_msg("open %s: %s", path, strerror(errno));
+    struct stat st;
+    assert_int_equal(fstat(fd, &st), 0);
+    char *p = malloc((size_t)st.st_size + 1);
+    assert_non_null(p);
+    size_t n = 0;
+    while (n < (size_t)st.st_size) {
+        ssize_t r = read(fd, p + n, (size_t)st.st_size - n);
+        assert_true(r > 0);
+        n += (size_t)r;
+    }
+    p[n] = '\0';
+    close(fd);
+    *len = n;
+    return p;
+}
+
+static void expect_file(const char *path, const char *want)
+{
+    size_t n;
+    char *got = slurp(path, &n);
+    assert_int_equal(n, strlen(want));
+    assert_string_equal(got, want);
+    free(got);
+}
+
+/* Entries in a directory, dot files (temporaries) included. */
+static int count_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+            n++;
+    closedir(d);
+    return n;
+}
+
+static void date_of(time_t t, int utc, char *out, size_t len)
+{
+    struct tm tm;
+    assert_non_null(utc ? gmtime_r(&t, &tm) : localtime_r(&t, &tm));
+    strftime(out, len, "%Y-%m-%d", &tm);
+}
+
+static time_t utc_time(int y, int mo, int d, int h, int mi, int s)
+{
+    struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d,
+                    .tm_hour = h, .tm_min = mi, .tm_sec = s};
+    return timegm(&tm);
+}
+
+static struct sink *open_sink(const char *dir, const char *header, int utc)
+{
+    struct sink_config cfg = {.dir = dir, .name = "x", .suffix = ".csv", .utc = utc,
+                              .header = header, .header_len = header ? strlen(header) : 0};
+    char err[512] = "";
+    struct sink *s = sink_open_daily(&cfg, err, sizeof err);
+    if (!s)
+        fail_msg("sink_open_daily %s: %s", dir, err);
+    return s;
+}
+
+static void path_in(char *out, const char *dir, const char *date)
+{
+    assert_true(snprintf(out, PATH_MAX, "%s/x-%s.csv", dir, date) < PATH_MAX);
+}
+
+/* Rows go to DIR/x-<today>.csv, the directory made as needed; today by strftime here. */
+static void test_write_today(void **state)
+{
+    (void)state;
+    for (int utc = 0; utc <= 1; utc++) {
+        char dir[PATH_MAX], want[PATH_MAX], d0[16], d1[16];
+        PATHF(dir, "%s/%s/b/c", tmpdir, utc ? "utc" : "local");
+        date_of(time(NULL), utc, d0, sizeof d0);
+        struct sink *s = open_sink(dir, NULL, utc);
+        const char *before = strdup(sink_path(s));
+        assert_int_equal(sink_write(s, "a,b\n", 4), 0);
+        assert_int_equal(sink_write(s, "", 0), 0);
+        assert_int_equal(sink_write(s, "c,d\ne,f\n", 8), 0);
+        date_of(time(NULL), utc, d1, sizeof d1);
+        if (strcmp(d0, d1)) { /* midnight passed during the test: the names cannot be checked */
+            print_message("midnight passed during test_write_today: names not checked\n");
+        } else {
+            path_in(want, dir, d0);
+            assert_string_equal(before, want);
+            assert_string_equal(sink_path(s), want);
+            expect_file(want, "a,b\nc,d\ne,f\n");
+            struct stat st;
+            assert_int_equal(stat(want, &st), 0);
+            assert_int_equal(st.st_mode & 07777, 0644);
+        }
+        assert_string_equal(sink_error(s), "");
+        assert_int_equal(count_entries(dir), 1); /* no probe or temporary left behind */
+        free((void *)before);
+        sink_close(s);
+    }
+}
+
+/* Midnight with the injected clock: by UTC, and by local time in New York. */
+static void test_rollover(void **state)
+{
+    (void)state;
+    char dir[PATH_MAX], p1[PATH_MAX], p2[PATH_MAX], p3[PATH_MAX];
+    set_tz("America/New_York");
+    sink_set_clock(fake_now);
+
+    PATHF(dir, "%s/utc", tmpdir);
+    fake = utc_time(2026, 11, 25, 23, 59, 58);
+    struct sink *s = open_sink(dir, "h\n", 1);
+    assert_int_equal(sink_write(s, "1\n", 2), 0);
+    fake++;
+    assert_int_equal(sink_write(s, "2\n", 2), 0);
+    fake++; /* 2026-11-26 00:00:00 UTC, still the 25th in New York */
+    assert_int_equal(sink_write(s, "3\n", 2), 0);
+    path_in(p1, dir, "2026-11-25");
+    path_in(p2, dir, "2026-11-26");
+    expect_file(p1, "h\n1\n2\n");
+    expect_file(p2, "h\n3\n");
+    assert_string_equal(sink_path(s), p2);
+    sink_close(s);
+
+    /* Local: New York's midnight of the 26th is 05:00 UTC (EST, -5). A UTC sink writes at
+     * the same instants into another directory. */
+    char udir[PATH_MAX], u1[PATH_MAX], u2[PATH_MAX];
+    PATHF(dir, "%s/local", tmpdir);
+    PATHF(udir, "%s/utc2", tmpdir);
+    fake = utc_time(2026, 11, 26, 4, 59, 58);
+    s = open_sink(dir, "h\n", 0);
+    struct sink *u = open_sink(udir, NULL, 1);
+    assert_int_equal(sink_write(s, "1\n", 2), 0);
+    fake++;
+    assert_int_equal(sink_write(s, "2\n", 2), 0);
+    assert_int_equal(sink_write(u, "u\n", 2), 0);
+    fake++;
+    assert_int_equal(sink_write(s, "3\n", 2), 0);
+    fake = utc_time(2026, 11, 26, 23, 59, 59); /* UTC's day ends before New York's */
+    assert_int_equal(sink_write(s, "4\n", 2), 0);
+    assert_int_equal(sink_write(u, "v\n", 2), 0);
+    fake++;
+    assert_int_equal(sink_write(s, "5\n", 2), 0);
+    assert_int_equal(sink_write(u, "w\n", 2), 0);
+    path_in(p1, dir, "2026-11-25");
+    path_in(p2, dir, "2026-11-26");
+    path_in(p3, dir, "2026-11-27");
+    path_in(u1, udir, "2026-11-26");
+    path_in(u2, udir, "2026-11-27");
+    expect_file(p1, "h\n1\n2\n");
+    expect_file(p2, "h\n3\n4\n5\n");
+    assert_int_equal(access(p3, F_OK), -1);
+    expect_file(u1, "u\nv\n");
+    expect_file(u2, "w\n");
+    sink_close(s);
+    sink_close(u);
+    set_tz(NULL);
+}
+
+/* The clock stepped back over midnight (NTP): rows go to the earlier day's file again. */
+static void test_clock_back(void **state)
+{
+    (void)state;
+    char p1[PATH_MAX], p2[PATH_MAX];
+    sink_set_clock(fake_now);
+    fake = utc_time(2026, 6, 30, 23, 59, 50);
+    struct sink *s = open_sink(tmpdir, NULL, 1);
+    assert_int_equal(sink_write(s, "a\n", 2), 0);
+    fake = utc_time(2026, 7, 1, 0, 0, 5);
+    assert_int_equal(sink_write(s, "b\n", 2), 0);
+    fake = utc_time(2026, 6, 30, 23, 59, 59);
+    assert_int_equal(sink_write(s, "c\n", 2), 0);
+    path_in(p1, tmpdir, "2026-06-30");
+    path_in(p2, tmpdir, "2026-07-01");
+    expect_file(p1, "a\nc\n");
+    expect_file(p2, "b\n");
+    sink_close(s);
+}
+
+/* A year of writes in a zone, about hourly plus either side of every local midnight (found
+ * here by bisection with localtime, independently of the sink): each row must be in the
+ * file of its own local date, every day must have its file, no row lost. */
+static void walk_year(const char *zone)
+{
+    char dir[PATH_MAX];
+    PATHF(dir, "%s/%s", tmpdir, zone);
+    set_tz(zone);
+    sink_set_clock(fake_now);
+    time_t t0 = utc_time(2026, 1, 1, 12, 0, 0), t1 = utc_time(2027, 1, 1, 12, 0, 0);
+    fake = t0;
+    struct sink *s = open_sink(dir, NULL, 0);
+    char row[32], dprev[16], dt[16];
+    long rows = 0;
+    time_t prev = t0;
+    date_of(prev, 0, dprev, sizeof dprev);
+    for (time_t t = t0; t < t1; t += 3607) {
+        date_of(t, 0, dt, sizeof dt);
+        if (strcmp(dt, dprev)) { /* a midnight in (prev, t]: its exact second */
+            time_t lo = prev, hi = t;
+            while (hi - lo > 1) {
+                time_t mid = lo + (hi - lo) / 2;
+                char dm[16];
+                date_of(mid, 0, dm, sizeof dm);
+                if (strcmp(dm, dprev))
+                    hi = mid;
+                else
+                    lo = mid;
+            }
+            const time_t edge[] = {hi - 1, hi, hi + 1};
+            for (int i = 0; i < 3; i++) {
+                if (edge[i] <= prev || edge[i] >= t)
+                    continue;
+                fake = edge[i];
+                int n = snprintf(row, sizeof row, "%lld\n", (long long)edge[i]);
+                assert_int_equal(sink_write(s, row, (size_t)n), 0);
+                rows++;
+            }
+        }
+        fake = t;
+        int n = snprintf(row, sizeof row, "%lld\n", (long long)t);
+        assert_int_equal(sink_write(s, row, (size_t)n), 0);
+        rows++;
+        prev = t;
+        memcpy(dprev, dt, sizeof dt);
+    }
+    sink_close(s);
+
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *e;
+    long seen = 0;
+    int files = 0;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char date[16], path[PATH_MAX + 300];
+        assert_int_equal(sscanf(e->d_name, "x-%10[0-9-].csv", date), 1);
+        PATHF(path, "%s/%s", dir, e->d_name);
+        size_t len;
+        char *text = slurp(path, &len);
+        for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+            time_t t = (time_t)atoll(line);
+            date_of(t, 0, dt, sizeof dt);
+            if (strcmp(dt, date))
+                fail_msg("%s: row at %s (%s local) in the file of %s", zone, line, dt, date);
+            seen++;
+        }
+        free(text);
+        files++;
+    }
+    closedir(d);
+    assert_int_equal(seen, rows);
+    assert_int_equal(files, 366); /* 2026-01-01 .. 2027-01-01: every day, no gap */
+    set_tz(NULL);
+}
+
+static void test_dst_days(void **state)
+{
+    (void)state;
+    walk_year("America/New_York"); /* DST changes at 02:00 */
+    walk_year("America/Santiago"); /* at 24:00: 2026-09-06 has no midnight */
+    walk_year("Asia/Beirut");      /* at 00:00 */
+    walk_year("UTC");
+}
+
+/* Workers share the day's file: wait for the start signal, then write. */
+static int start_gate(int gate[2])
+{
+    close(gate[1]);
+    char c;
+    while (read(gate[0], &c, 1) < 0 && errno == EINTR)
+        ;
+    close(gate[0]);
+    return 0;
+}
+
+static void wait_children(pid_t *pids, int n)
+{
+    for (int i = 0; i < n; i++) {
+        int st;
+        assert_int_equal(waitpid(pids[i], &st, 0), pids[i]);
+        if (!WIFEXITED(st) || WEXITSTATUS(st))
+            fail_msg("worker %d failed: status 0x%x", i, st);
+    }
+}
+
+#define RACERS 8
+#define RACE_ROWS 100
+
+/* Eight workers open the same new day's file at once: one header, at the top. */
+static void test_header_once(void **state)
+{
+    (void)state;
+    static const char header[] = "id,name,value\n";
+    char zs[61];
+    memset(zs, 'z', 60);
+    zs[60] = '\0';
+    sink_set_clock(fake_now);
+    fake = utc_time(2026, 11, 25, 12, 0, 0);
+    for (int round = 0; round < 10; round++) {
+        char dir[PATH_MAX], path[PATH_MAX];
+        PATHF(dir, "%s/race%d", tmpdir, round);
+        int gate[2];
+        assert_int_equal(pipe(gate), 0);
+        pid_t pids[RACERS];
+        for (int c = 0; c < RACERS; c++) {
+            pids[c] = fork();
+            assert_true(pids[c] >= 0);
+            if (pids[c] == 0) {
+                struct sink_config cfg = {.dir = dir, .name = "x", .suffix = ".csv",
+                                          .utc = 1, .header = header,
+                                          .header_len = sizeof header - 1};
+                char err[512];
+                struct sink *s = sink_open_daily(&cfg, err, sizeof err);
+                if (!s)
+                    _exit(2);
+                start_gate(gate);
+                for (int i = 0; i < RACE_ROWS; i++) {
+                    char row[128];
+                    int n = snprintf(row, sizeof row, "%d,%d,%.*s\n", c, i, 1 + (c * 7 + i) % 60,
+                                     zs);
+                    if (sink_write(s, row, (size_t)n))
+                        _exit(3);
+                }
+                sink_close(s);
+                _exit(0);
+            }
+        }
+        close(gate[0]);
+        close(gate[1]); /* go */
+        wait_children(pids, RACERS);
+
+        path_in(path, dir, "2026-11-25");
+        size_t len;
+        char *text = slurp(path, &len);
+        assert_true(len >= sizeof header - 1);
+        assert_memory_equal(text, header, sizeof header - 1);
+        char seen[RACERS][RACE_ROWS] = {{0}};
+        int lines = 0;
+        char *save;
+        for (char *line = strtok_r(text + sizeof header - 1, "\n", &save); line;
+             line = strtok_r(NULL, "\n", &save)) {
+            int c, i, off = -1;
+            if (sscanf(line, "%d,%d,%n", &c, &i, &off) != 2 || off < 0 || c < 0 || c >= RACERS ||
+                i < 0 || i >= RACE_ROWS)
+                fail_msg("round %d: torn or foreign row \"%s\"", round, line);
+            size_t zs = strspn(line + off, "z");
+            if (zs != (size_t)(1 + (c * 7 + i) % 60) || line[off + zs])
+                fail_msg("round %d: torn row \"%s\"", round, line);
+            assert_int_equal(seen[c][i]++, 0);
+            lines++;
+        }
+        assert_int_equal(lines, RACERS * RACE_ROWS);
+        assert_int_equal(count_entries(dir), 1); /* every temporary unlinked */
+        free(text);
+    }
+}
+
+#define WRITERS 6
+#define WRITER_ROWS 30
+
+static size_t row_size(int c, int i)
+{
+    /* Roughly log-uniform over 10 B .. 200 KB, the same in the writer and the checker. */
+    unsigned h = (unsigned)(c * 2654435761u) ^ (unsigned)(i * 40503u);
+    h ^= h >> 13;
+    h *= 0x5bd1e995u;
+    h ^= h >> 15;
+    size_t n = 10;
+    for (unsigned k = h % 105; k > 0; k--) /* 1.1^104 is about 20,000 */
+        n = n * 11 / 10 + 1;
+    return n > 200000 ? 200000 : n;
+}
+
+/* "<c>:<i>:<size>:" then fill up to size - 1 bytes, then '\n'. */
+static size_t make_row(char *p, int c, int i)
+{
+    size_t n = row_size(c, i);
+    int h = snprintf(p, 64, "%d:%d:%zu:", c, i, n);
+    size_t fill = n > (size_t)h + 1 ? n - (size_t)h - 1 : 0;
+    memset(p + h, 'a' + (c * 7 + i) % 26, fill);
+    p[h + fill] = '\n';
+    return (size_t)h + fill + 1;
+}
+
+/* Writers append rows of 10 B to 200 KB, one to three rows a call, all at once: every row
+ * comes out whole. */
+static void test_concurrent_rows_intact(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    sink_set_clock(fake_now);
+    fake = utc_time(2026, 11, 25, 12, 0, 0);
+    int gate[2];
+    assert_int_equal(pipe(gate), 0);
+    pid_t pids[WRITERS];
+    for (int c = 0; c < WRITERS; c++) {
+        pids[c] = fork();
+        assert_true(pids[c] >= 0);
+        if (pids[c] == 0) {
+            struct sink *s = open_sink(tmpdir, NULL, 1);
+            char *batch = malloc(3 * 200100);
+            if (!batch)
+                _exit(2);
+            start_gate(gate);
+            for (int i = 0; i < WRITER_ROWS;) {
+                size_t n = 0;
+                for (int k = 1 + (c + i) % 3; k > 0 && i < WRITER_ROWS; k--)
+                    n += make_row(batch + n, c, i++);
+                if (sink_write(s, batch, n))
+                    _exit(3);
+            }
+            free(batch);
+            sink_close(s);
+            _exit(0);
+        }
+    }
+    close(gate[0]);
+    close(gate[1]);
+    wait_children(pids, WRITERS);
+
+    path_in(path, tmpdir, "2026-11-25");
+    size_t len;
+    char *text = slurp(path, &len);
+    char seen[WRITERS][WRITER_ROWS] = {{0}};
+    int rows = 0;
+    for (char *p = text, *end = text + len; p < end;) {
+        char *nl = memchr(p, '\n', (size_t)(end - p));
+        assert_non_null(nl);
+        int c, i, off = -1;
+        size_t n;
+        if (sscanf(p, "%d:%d:%zu:%n", &c, &i, &n, &off) != 3 || off < 0 || c < 0 ||
+            c >= WRITERS || i < 0 || i >= WRITER_ROWS)
+            fail_msg("torn row at offset %td", p - text);
+        if (n != row_size(c, i) || (size_t)(nl + 1 - p) != n)
+            fail_msg("row %d:%d at offset %td: %td bytes, expected %zu", c, i, p - text,
+                     nl + 1 - p, row_size(c, i));
+        for (char *q = p + off; q < nl; q++)
+            if (*q != 'a' + (c * 7 + i) % 26)
+                fail_msg("row %d:%d interleaved at offset %td", c, i, q - text);
+        assert_int_equal(seen[c][i]++, 0);
+        rows++;
+        p = nl + 1;
+    }
+    assert_int_equal(rows, WRITERS * WRITER_ROWS);
+    free(text);
+}
+
+/* A file size limit cuts a write short: the rest is tried, fails with EFBIG, and is
+ * reported; the sink works again once the limit is lifted. In a child: the limit is
+ * process-wide. */
+static void test_short_write_efbig(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    sink_set_clock(fake_now);
+    fake = utc_time(2026, 11, 25, 12, 0, 0);
+    path_in(path, tmpdir, "2026-11-25");
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN); /* as the server does: EFBIG instead of death */
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_FSIZE, &rl))
+            _exit(2);
+        rlim_t was = rl.rlim_cur;
+        rl.rlim_cur = 1000;
+        if (setrlimit(RLIMIT_FSIZE, &rl))
+            _exit(3);
+        struct sink_config cfg = {.dir = tmpdir, .name = "x", .suffix = ".csv", .utc = 1};
+        char err[512];
+        struct sink *s = sink_open_daily(&cfg, err, sizeof err);
+        if (!s)
+            _exit(4);
+        char rows[1000];
+        memset(rows, 'r', sizeof rows);
+        rows[599] = rows[999] = '\n';
+        if (sink_write(s, rows, 600))
+            _exit(5);
+        /* 400 bytes fit: the kernel writes them and refuses the rest. */
+        if (sink_write(s, rows, 1000) != -EFBIG)
+            _exit(6);
+        char want[PATH_MAX + 64];
+        if (snprintf(want, sizeof want, "write %s: File too large", path) >= (int)sizeof want)
+            _exit(12);
+        if (strcmp(sink_error(s), want))
+            _exit(7);
+        struct stat st;
+        if (stat(path, &st) || st.st_size != 1000)
+            _exit(8);
+        rl.rlim_cur = was;
+        if (setrlimit(RLIMIT_FSIZE, &rl))
+            _exit(9);
+        if (sink_write(s, "ok\n", 3))
+            _exit(10);
+        if (stat(path, &st) || st.st_size != 1003)
+            _exit(11);
+        sink_close(s);
+        _exit(0);
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    if (!WIFEXITED(st) || WEXITSTATUS(st))
+        fail_msg("child failed at check %d (status 0x%x)", WEXITSTATUS(st), st);
+}
+
+static void test_unwritable_dir(void **state)
+{
+    (void)state;
+    char err[512] = "";
+    struct sink_config cfg = {.dir = "/etc/passwd/x", .name = "x", .suffix = ".csv"};
+    assert_null(sink_open_daily(&cfg, err, sizeof err));
+    assert_string_equal(err, "mkdir /etc/passwd/x: Not a directory");
+
+    char file[PATH_MAX];
+    PATHF(file, "%s/plain", tmpdir);
+    int fd = open(file, O_WRONLY | O_CREAT, 0644);
+    assert_true(fd >= 0);
+    close(fd);
+    cfg.dir = file;
+    assert_null(sink_open_daily(&cfg, err, sizeof err));
+    assert_non_null(strstr(err, "Not a directory"));
+
+    if (geteuid() == 0) {
+        print_message("running as root: the read-only directory case is skipped "
+                      "(root may write there anyway)\n");
+        return;
+    }
+    char ro[PATH_MAX];
+    PATHF(ro, "%s/ro", tmpdir);
+    assert_int_equal(mkdir(ro, 0555), 0);
+    cfg.dir = ro;
+    assert_null(sink_open_daily(&cfg, err, sizeof err));
+    assert_non_null(strstr(err, "Permission denied"));
+    char sub[PATH_MAX + 8];
+    PATHF(sub, "%s/sub", ro);
+    cfg.dir = sub;
+    assert_null(sink_open_daily(&cfg, err, sizeof err));
+    assert_non_null(strstr(err, "Permission denied"));
+}
+
+/* Finds our descriptor on path through /proc and closes it behind the sink's back. */
+static int close_behind(const char *path)
+{
+    char real[PATH_MAX];
+    assert_non_null(realpath(path, real));
+    DIR *d = opendir("/proc/self/fd");
+    assert_non_null(d);
+    struct dirent *e;
+    int found = -1;
+    while ((e = readdir(d))) {
+        char link[300], target[PATH_MAX];
+        snprintf(link, sizeof link, "/proc/self/fd/%s", e->d_name);
+        ssize_t n = readlink(link, target, sizeof target - 1);
+        if (n < 0)
+            continue;
+        target[n] = '\0';
+        if (!strcmp(target, real))
+            found = atoi(e->d_name);
+    }
+    closedir(d);
+    assert_true(found >= 0);
+    close(found);
+    return found;
+}
+
+/* Reopen after rotation, after a bad descriptor, and after the directory vanished. */
+static void test_reopen(void **state)
+{
+    (void)state;
+    char dir[PATH_MAX], path[PATH_MAX], rotated[PATH_MAX + 8];
+    sink_set_clock(fake_now);
+    fake = utc_time(2026, 11, 25, 12, 0, 0);
+    PATHF(dir, "%s/d", tmpdir);
+    path_in(path, dir, "2026-11-25");
+    struct sink *s = open_sink(dir, "h\n", 1);
+    assert_int_equal(sink_write(s, "1\n", 2), 0);
+    PATHF(rotated, "%s.1", path);
+    assert_int_equal(rename(path, rotated), 0);
+    assert_int_equal(sink_write(s, "2\n", 2), 0); /* still the old file */
+    sink_reopen(s);
+    assert_int_equal(sink_write(s, "3\n", 2), 0);
+    expect_file(rotated, "h\n1\n2\n");
+    expect_file(path, "h\n3\n");
+
+    close_behind(path);
+    assert_int_equal(sink_write(s, "4\n", 2), -EBADF);
+    char want[PATH_MAX + 64];
+    PATHF(want, "write %s: Bad file descriptor", path);
+    assert_string_equal(sink_error(s), want);
+    assert_int_equal(sink_write(s, "5\n", 2), 0);
+    expect_file(path, "h\n3\n5\n");
+
+    rm_tree(dir);
+    assert_int_equal(sink_write(s, "6\n", 2), 0); /* the old, unlinked file */
+    sink_reopen(s);
+    assert_int_equal(sink_write(s, "7\n", 2), 0); /* a new directory and file */
+    expect_file(path, "h\n7\n");
+    sink_close(s);
+
+    /* Without a header, too. */
+    s = open_sink(dir, NULL, 1);
+    rm_tree(dir);
+    assert_int_equal(sink_write(s, "8\n", 2), 0);
+    expect_file(path, "8\n");
+    sink_close(s);
+}
+
+static void test_fd_sink(void **state)
+{
+    (void)state;
+    struct sink *out = sink_open_fd(1);
+    assert_string_equal(sink_path(out), "<stdout>");
+    sink_close(out);
+
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    struct sink *s = sink_open_fd(p[1]);
+    char name[32];
+    snprintf(name, sizeof name, "<fd %d>", p[1]);
+    assert_string_equal(sink_path(s), name);
+    assert_int_equal(sink_write(s, "a,b\n", 4), 0);
+    char got[8] = "";
+    assert_int_equal(read(p[0], got, sizeof got), 4);
+    assert_memory_equal(got, "a,b\n", 4);
+
+    close(p[0]);
+    void (*was)(int) = signal(SIGPIPE, SIG_IGN);
+    assert_int_equal(sink_write(s, "c,d\n", 4), -EPIPE);
+    char want[64];
+    PATHF(want, "write %s: Broken pipe", name);
+    assert_string_equal(sink_error(s), want);
+    signal(SIGPIPE, was);
+    sink_close(s);
+    assert_int_not_equal(fcntl(p[1], F_GETFD), -1); /* the caller's, still open */
+    close(p[1]);
+}
+
+int main(void)
+{
+    umask(022);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_write_today, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rollover, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_clock_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dst_days, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_header_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_rows_intact, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_short_write_efbig, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unwritable_dir, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fd_sink, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
