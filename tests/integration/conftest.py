@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-BINARY = ROOT / "ndingest"
+# NDINGEST_BIN runs the suite against another build (make asan) or under a wrapper (make memcheck).
+BINARY = Path(os.environ.get("NDINGEST_BIN", ROOT / "ndingest"))
+WRAPPER = os.environ.get("NDINGEST_WRAPPER", "").split()
 DATA = ROOT / "data" / "nyc_taxi.ndjson"
 SHARED_SAMPLE = ROOT.parent / "shared" / "data" / "nyc_taxi_example.ndjson"
 
@@ -30,7 +32,7 @@ class Server:
         self.port = free_port(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
         self.out_dir = Path(out_dir)
         listen = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
-        self.args = [str(BINARY), "serve", "--listen", listen, "--out-dir", str(out_dir)] + list(args)
+        self.args = WRAPPER + [str(BINARY), "serve", "--listen", listen, "--out-dir", str(out_dir)] + list(args)
         self.stderr_path = self.out_dir.parent / f"stderr-{self.port}.log"
         self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=self._stderr,
@@ -132,3 +134,32 @@ def today(utc=False):
 def ok_response(nbytes, valid, invalid):
     return ('{"result": {"status": "ok", "stats": {"bytes": %d, "records": '
             '{"valid": %d, "invalid": %d, "total": %d}}}}' % (nbytes, valid, invalid, valid + invalid)).encode() + b"\n"
+
+
+def read_response(f):
+    """One HTTP response from a socket's makefile("rb"): (status, headers with lower-case
+    names, body), or None when the server closed the connection first."""
+    line = f.readline()
+    if not line:
+        return None
+    status = int(line.split()[1])
+    headers = {}
+    while True:
+        h = f.readline()
+        if h in (b"\r\n", b"\n", b""):
+            break
+        name, _, value = h.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    body = f.read(int(headers.get("content-length", "0")))
+    return status, headers, body
+
+
+def worker_pids(pid):
+    """The child processes of pid (the workers of a server's main process)."""
+    pids = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            pids += [int(p) for p in children.read_text().split()]
+        except OSError:
+            pass
+    return sorted(pids)

@@ -1,0 +1,31 @@
+/* http.h -- one client connection: HTTP/1.x framing with llhttp over a bufferevent, the
+ * routes (POST / ingests the body as it arrives, GET /healthz), and the responses. */
+#ifndef NDINGEST_HTTP_H
+#define NDINGEST_HTTP_H
+
+#include <event2/util.h>
+
+struct worker;
+struct http_conn;
+
+/* Request line plus headers (and trailers) past this get 431. A constant for now; it only
+ * needs to become a field of struct options to be configurable. */
+#define HTTP_MAX_HEADER_BYTES (64 * 1024)
+
+/* Takes over the accepted socket fd (nonblocking): the connection serves requests until
+ * the client leaves, a timeout, an error response, or the worker's drain closes it. NULL
+ * when memory is exhausted (fd is then closed). The connection links itself into the
+ * worker's list and calls worker_conn_closed() when it goes away. */
+struct http_conn *http_conn_new(struct worker *w, evutil_socket_t fd);
+
+/* The worker is stopping: an idle connection closes now (and is freed before this
+ * returns), one in the middle of a request closes after its response. */
+void http_conn_drain(struct http_conn *c);
+
+/* Closes now; a body being ingested is abandoned (rows not yet written are dropped). */
+void http_conn_free(struct http_conn *c);
+
+/* The connection following c in its worker's list (for walking it while freeing). */
+struct http_conn *http_conn_next(const struct http_conn *c);
+
+#endif

@@ -1,0 +1,298 @@
+/* server.c -- the main process: binds once, forks the workers, replaces the ones that die,
+ * and stops them all gracefully on SIGTERM/SIGINT. */
+#include "server.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sink.h"
+#include "worker.h"
+
+/* A worker that dies sooner than this after starting is restarted only after this long, so
+ * a worker that cannot start (a full disk, a bad directory) does not make the main
+ * process spin. */
+#define SERVER_RESTART_DELAY_SEC 1
+/* Workers drain for up to 10 s; past this the main process stops waiting and kills them. */
+#define SERVER_STOP_GRACE_SEC 15
+
+struct server {
+    const struct options *o;
+    int listen_fd;                /* -1 with --reuseport: each worker binds its own */
+    pid_t main_pid;
+    struct worker_slot *slots;
+    int nslots;
+    pid_t *pids;                  /* 0: not running */
+    struct timespec *started;     /* when each worker was forked */
+    struct timespec *restart_at;  /* when a dead worker is due again; tv_sec 0: not due */
+    int stopping;
+};
+
+static struct timespec now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t;
+}
+
+static double seconds_between(struct timespec a, struct timespec b)
+{
+    return (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
+}
+
+static void spawn(struct server *s, int i)
+{
+    struct worker_slot *slot = &s->slots[i];
+    atomic_store(&slot->connections, 0);
+    atomic_store(&slot->accepted, 0);
+    atomic_store(&slot->requests, 0);
+    atomic_store(&slot->live, 1);
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "ndingest: fork: %s; retrying in %d s\n", strerror(errno),
+                SERVER_RESTART_DELAY_SEC);
+        atomic_store(&slot->live, 0);
+        s->restart_at[i] = now();
+        s->restart_at[i].tv_sec += SERVER_RESTART_DELAY_SEC;
+        return;
+    }
+    if (pid == 0) {
+        /* The worker drains and exits when the main process dies; if it died before this
+         * line, the signal is sent by hand (it stays blocked until the worker listens). */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != s->main_pid)
+            raise(SIGTERM);
+        _exit(worker_run(s->o, i, s->listen_fd, s->slots, s->nslots));
+    }
+    s->pids[i] = pid;
+    s->started[i] = now();
+    s->restart_at[i].tv_sec = 0;
+}
+
+static void log_exit(int i, pid_t pid, int status)
+{
+    if (WIFSIGNALED(status))
+        fprintf(stderr, "ndingest: worker %d (pid %d) was killed by signal %d (%s)\n", i, (int)pid,
+                WTERMSIG(status), strsignal(WTERMSIG(status)));
+    else
+        fprintf(stderr, "ndingest: worker %d (pid %d) exited with status %d\n", i, (int)pid,
+                WEXITSTATUS(status));
+}
+
+/* Collects dead workers; returns how many of them did not exit 0. */
+static int reap(struct server *s)
+{
+    int failed = 0, status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        int i = 0;
+        while (i < s->nslots && s->pids[i] != pid)
+            i++;
+        if (i == s->nslots)
+            continue;
+        s->pids[i] = 0;
+        atomic_store(&s->slots[i].live, 0);
+        atomic_store(&s->slots[i].connections, 0);
+        int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        failed += !clean;
+        if (s->stopping) {
+            if (!clean)
+                log_exit(i, pid, status);
+            continue;
+        }
+        log_exit(i, pid, status);
+        struct timespec t = now();
+        s->restart_at[i] = t;
+        if (seconds_between(s->started[i], t) < SERVER_RESTART_DELAY_SEC)
+            s->restart_at[i].tv_sec += SERVER_RESTART_DELAY_SEC;
+        fprintf(stderr, "ndingest: restarting worker %d\n", i);
+    }
+    return failed;
+}
+
+/* Forks the workers that are due; returns the seconds until the next one is (or -1). */
+static double restart_due(struct server *s)
+{
+    double next = -1;
+    struct timespec t = now();
+    for (int i = 0; i < s->nslots; i++) {
+        if (s->pids[i] || !s->restart_at[i].tv_sec)
+            continue;
+        double wait = seconds_between(t, s->restart_at[i]);
+        if (wait <= 0)
+            spawn(s, i);
+        else if (next < 0 || wait < next)
+            next = wait;
+    }
+    return next;
+}
+
+static int running(const struct server *s)
+{
+    int n = 0;
+    for (int i = 0; i < s->nslots; i++)
+        n += s->pids[i] != 0;
+    return n;
+}
+
+/* Forwards the stop to every worker and waits for them; 0 when they all exited 0. */
+static int stop(struct server *s, const sigset_t *set, int sig)
+{
+    s->stopping = 1;
+    if (s->listen_fd >= 0)
+        close(s->listen_fd); /* connections still queued are refused rather than left hanging */
+    s->listen_fd = -1;
+    for (int i = 0; i < s->nslots; i++)
+        if (s->pids[i])
+            kill(s->pids[i], sig);
+    int failed = 0;
+    struct timespec deadline = now();
+    deadline.tv_sec += SERVER_STOP_GRACE_SEC;
+    while (running(s)) {
+        double left = seconds_between(now(), deadline);
+        if (left <= 0) {
+            fprintf(stderr, "ndingest: workers still running %d s after the stop: killing them\n",
+                    SERVER_STOP_GRACE_SEC);
+            for (int i = 0; i < s->nslots; i++)
+                if (s->pids[i])
+                    kill(s->pids[i], SIGKILL);
+            deadline.tv_sec += 5;
+            continue;
+        }
+        struct timespec ts = {(time_t)left, (long)((left - (double)(time_t)left) * 1e9)};
+        sigtimedwait(set, NULL, &ts); /* SIGCHLD, a repeated stop signal, or the time */
+        failed += reap(s);
+    }
+    return failed ? 1 : 0;
+}
+
+static int supervise(struct server *s)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    /* Blocked before forking, so that none is lost between forks; the workers unblock them
+     * once libevent handles them. */
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    for (int i = 0; i < s->nslots; i++)
+        spawn(s, i);
+    for (;;) {
+        double next = restart_due(s);
+        int sig;
+        if (next < 0) {
+            sig = sigwaitinfo(&set, NULL);
+        } else {
+            struct timespec ts = {(time_t)next, (long)((next - (double)(time_t)next) * 1e9)};
+            sig = sigtimedwait(&set, NULL, &ts);
+        }
+        if (sig == SIGCHLD)
+            reap(s);
+        else if (sig == SIGTERM || sig == SIGINT)
+            return stop(s, &set, sig);
+    }
+}
+
+/* Fails at start-up, before any fork, when the output directory cannot be used. */
+static int check_out_dir(const struct options *o)
+{
+    char err[256];
+    struct sink_config cfg = {.dir = o->out_dir, .name = o->name, .suffix = ".csv", .utc = o->utc};
+    struct sink *sk = sink_open_daily(&cfg, err, sizeof err);
+    if (!sk) {
+        fprintf(stderr, "ndingest: %s\n", err);
+        return -1;
+    }
+    sink_close(sk);
+    return 0;
+}
+
+int server_run(const struct options *o)
+{
+    /* A vanished client is an error return, and a file-size limit a failed write (500),
+     * not the death of the process. */
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGXFSZ, SIG_IGN);
+
+    char err[256];
+    struct sockaddr_storage ss;
+    unsigned sslen;
+    if (listen_addr_parse(o->listen, &ss, &sslen, err, sizeof err)) {
+        fprintf(stderr, "ndingest: %s\n", err);
+        return 1;
+    }
+    /* With --reuseport the socket is only bound, to report a bad address now; listening
+     * on it would queue connections that no worker accepts. */
+    int fd = listen_socket(&ss, sslen, o->reuseport, !o->reuseport, err, sizeof err);
+    if (fd < 0) {
+        fprintf(stderr, "ndingest: %s: %s\n", o->listen, err);
+        return 1;
+    }
+    if (o->reuseport) {
+        close(fd);
+        fd = -1;
+    }
+    if (check_out_dir(o)) {
+        if (fd >= 0)
+            close(fd);
+        return 1;
+    }
+
+    int nslots = o->workers > 0 ? o->workers : 1;
+    size_t size = sizeof(struct worker_slot) * (size_t)nslots;
+    struct worker_slot *slots = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (slots == MAP_FAILED) {
+        fprintf(stderr, "ndingest: mmap: %s\n", strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return 1;
+    }
+
+    if (o->workers == 0)
+        fprintf(stderr, "ndingest: listening on %s, serving in the main process (--workers 0), "
+                        "writing %s/%s-YYYY-MM-DD.csv\n", o->listen, o->out_dir, o->name);
+    else
+        fprintf(stderr, "ndingest: listening on %s, %d worker%s%s, writing %s/%s-YYYY-MM-DD.csv\n",
+                o->listen, o->workers, o->workers == 1 ? "" : "s",
+                o->reuseport ? " (SO_REUSEPORT)" : "", o->out_dir, o->name);
+
+    int rc;
+    if (o->workers == 0) {
+        atomic_store(&slots[0].live, 1);
+        rc = worker_run(o, 0, fd, slots, 1);
+    } else {
+        struct server s = {
+            .o = o,
+            .listen_fd = fd,
+            .main_pid = getpid(),
+            .slots = slots,
+            .nslots = nslots,
+            .pids = calloc((size_t)nslots, sizeof(pid_t)),
+            .started = calloc((size_t)nslots, sizeof(struct timespec)),
+            .restart_at = calloc((size_t)nslots, sizeof(struct timespec)),
+        };
+        if (!s.pids || !s.started || !s.restart_at) {
+            fprintf(stderr, "ndingest: out of memory\n");
+            rc = 1;
+        } else {
+            rc = supervise(&s);
+        }
+        if (s.listen_fd >= 0)
+            close(s.listen_fd);
+        free(s.pids);
+        free(s.started);
+        free(s.restart_at);
+    }
+    munmap(slots, size);
+    return rc;
+}
