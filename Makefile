@@ -7,6 +7,9 @@ WARN    := -Wall -Wextra -Werror
 CPPFLAGS += -D_GNU_SOURCE
 PYTHON  ?= /usr/bin/python3
 BUILD   ?= build
+BIN     ?= ndingest
+PREFIX  ?= /usr/local
+DESTDIR ?=
 
 # llhttp: a system library where pkg-config knows it, else Debian 12's node-llhttp sources.
 ifeq ($(shell pkg-config --exists libllhttp 2>/dev/null && echo yes),yes)
@@ -27,10 +30,10 @@ LLOBJ    := $(LLHTTP_SRC:/usr/share/llhttp/%.c=$(BUILD)/llhttp/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps run test unit integration data clean
-all: ndingest
+.PHONY: all deps run test unit integration data clean asan memcheck lint install fuzz
+all: $(BIN)
 
-ndingest: $(OBJ) $(LLOBJ)
+$(BIN): $(OBJ) $(LLOBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h) | $(BUILD)/obj
@@ -41,7 +44,7 @@ $(BUILD)/llhttp/%.o: /usr/share/llhttp/%.c | $(BUILD)/llhttp
 	$(CC) $(CFLAGS) $(LLHTTP_CFLAGS) -c -o $@ $<
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIBOBJ) $(LLOBJ) $(wildcard tests/unit/*.h) | $(BUILD)/tests
-	$(CC) -std=c11 $(CPPFLAGS) $(CFLAGS) $(WARN) -Isrc $(LLHTTP_CFLAGS) -o $@ $< $(LIBOBJ) $(LLOBJ) $(LIBS) -lcmocka
+	$(CC) -std=c11 $(CPPFLAGS) $(CFLAGS) $(WARN) -Isrc $(LLHTTP_CFLAGS) $(LDFLAGS) -o $@ $< $(LIBOBJ) $(LLOBJ) $(LIBS) -lcmocka
 
 $(BUILD)/obj $(BUILD)/llhttp $(BUILD)/tests:
 	mkdir -p $@
@@ -57,19 +60,47 @@ data/nyc_taxi_large.ndjson: scripts/gen-taxi
 	$(PYTHON) scripts/gen-taxi --lines 300000 --seed 2 > $@.tmp && mv $@.tmp $@
 
 run: deps
-	$(MAKE) ndingest data/nyc_taxi.ndjson
+	$(MAKE) $(BIN) data/nyc_taxi.ndjson
 	./ndingest
 
 unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
 
-integration: ndingest data/nyc_taxi.ndjson
-	$(PYTHON) -m pytest -q tests/integration
+integration: $(BIN) data/nyc_taxi.ndjson
+	NDINGEST_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q tests/integration
 
 test: deps
-	$(MAKE) ndingest data/nyc_taxi.ndjson
+	$(MAKE) $(BIN) data/nyc_taxi.ndjson
 	$(MAKE) unit
 	$(MAKE) integration
 
+# The whole suite against an ASan+UBSan build (separate objects and binary).
+ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+asan: deps
+	$(MAKE) BUILD=build/asan BIN=build/asan/ndingest CFLAGS="$(ASAN_FLAGS)" LDFLAGS="$(ASAN_FLAGS)" \
+		build/asan/ndingest data/nyc_taxi.ndjson
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+		$(MAKE) BUILD=build/asan BIN=build/asan/ndingest CFLAGS="$(ASAN_FLAGS)" LDFLAGS="$(ASAN_FLAGS)" unit integration
+
+# libFuzzer over the line framer and the JSON engine, seeded with the conformance corpus.
+FUZZ_SECONDS ?= 600
+FUZZ_FLAGS := -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+fuzz: deps
+	mkdir -p build/fuzz fuzz-out/corpus
+	clang -std=c11 $(CPPFLAGS) $(FUZZ_FLAGS) -Isrc -o build/fuzz/fuzz_ingest tests/fuzz/fuzz_ingest.c \
+		$(filter-out src/main.c src/server.c src/worker.c src/http.c,$(SRC)) -lz
+	build/fuzz/fuzz_ingest -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 \
+		fuzz-out/corpus tests/json
+
+lint:
+	cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,performance,portability \
+		--inline-suppr --suppressions-list=.cppcheck-suppressions -Isrc src
+	clang-tidy --quiet $(SRC) -- -std=c11 $(CPPFLAGS) $(LLHTTP_CFLAGS)
+
+install: $(BIN)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/ndingest
+	install -m 644 doc/ndingest.1 $(DESTDIR)$(PREFIX)/share/man/man1/ndingest.1
+
 clean:
-	rm -rf $(BUILD) ndingest
+	rm -rf $(BUILD) $(BIN)
