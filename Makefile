@@ -30,7 +30,7 @@ LLOBJ    := $(LLHTTP_SRC:/usr/share/llhttp/%.c=$(BUILD)/llhttp/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps run test unit integration data clean asan memcheck lint install fuzz
+.PHONY: all deps run test unit integration data clean asan lint install fuzz profile callgrind bench
 all: $(BIN)
 
 $(BIN): $(OBJ) $(LLOBJ)
@@ -67,7 +67,7 @@ unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
 
 integration: $(BIN) data/nyc_taxi.ndjson
-	NDINGEST_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q tests/integration
+	NDINGEST_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q -rs tests/integration
 
 test: deps
 	$(MAKE) $(BIN) data/nyc_taxi.ndjson
@@ -79,7 +79,7 @@ ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-s
 asan: deps
 	$(MAKE) BUILD=build/asan BIN=build/asan/ndingest CFLAGS="$(ASAN_FLAGS)" LDFLAGS="$(ASAN_FLAGS)" \
 		build/asan/ndingest data/nyc_taxi.ndjson
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	NDINGEST_SANITIZED=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 		$(MAKE) BUILD=build/asan BIN=build/asan/ndingest CFLAGS="$(ASAN_FLAGS)" LDFLAGS="$(ASAN_FLAGS)" unit integration
 
 # libFuzzer over the line framer and the JSON engine, seeded with the conformance corpus.
@@ -104,3 +104,13 @@ install: $(BIN)
 
 clean:
 	rm -rf $(BUILD) $(BIN)
+
+# Profiles into reports/ (see doc/profiling.md): perf on a --workers 0 server under wrk and
+# on convert; callgrind instruction counts of both.
+profile: $(BIN) data
+	scripts/profile perf
+callgrind: $(BIN) data
+	scripts/profile callgrind
+
+bench: $(BIN) data
+	scripts/bench

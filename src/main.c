@@ -7,8 +7,10 @@ int main(int argc, char **argv)
 {
     struct options o;
     int rc = options_parse(&o, argc, argv);
-    if (rc)
+    if (rc) {
+        options_free(&o);
         return rc == 1 ? 0 : 2;
+    }
     rc = o.command == CMD_CONVERT ? convert_run(&o) : server_run(&o);
     options_free(&o);
     return rc;

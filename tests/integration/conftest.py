@@ -74,7 +74,8 @@ class Server:
         return self.request("POST", "/", body, headers, timeout)
 
     def stderr(self):
-        self._stderr.flush()
+        if not self._stderr.closed:
+            self._stderr.flush()
         return self.stderr_path.read_text(errors="replace")
 
     def files(self, pattern="*.csv"):
@@ -111,6 +112,9 @@ def start_server(tmp_path):
     for s in servers:
         rc = s.stop()
         assert rc == 0, f"ndingest exited {rc} on SIGTERM: {s.stderr()}"
+        # Workers' sanitizer reports (make asan) only reach their stderr: fail on them here.
+        for mark in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            assert mark not in s.stderr(), s.stderr()
 
 
 @pytest.fixture
