@@ -107,6 +107,11 @@ static int inflate_piece(struct decoder *d, const unsigned char *p, size_t n, de
             d->out_bytes += made;
             if (d->max_out && d->out_bytes > d->max_out)
                 return DECODE_ETOOBIG;
+            /* Judged against the input consumed so far (the rest of this piece is not):
+             * a bomb is stopped within a window or so past the floor. */
+            if (d->max_ratio && d->out_bytes > DECODE_RATIO_FLOOR &&
+                d->out_bytes / d->max_ratio > d->in_bytes - n)
+                return DECODE_ETOOBIG;
             int r = out(ctx, (const char *)d->window, made);
             if (r)
                 return r;

@@ -31,6 +31,8 @@ struct decoder {
     unsigned char lead;    /* deflate: a first byte that came alone, until the second */
     unsigned char lead_len;
     uint64_t max_out;      /* inflated bytes allowed per body, 0 = no limit; kept by begin */
+    uint32_t max_ratio;    /* inflated bytes allowed per compressed byte, 0 = no limit; kept by
+                            * begin; judged once DECODE_RATIO_FLOOR bytes are out */
     uint64_t in_bytes, out_bytes;
     z_stream z;
     unsigned char *window; /* DECODE_WINDOW bytes, allocated once, kept across requests */
@@ -38,7 +40,9 @@ struct decoder {
 
 #define DECODE_EDATA (-1)  /* corrupt or truncated compressed data */
 #define DECODE_ENOMEM (-2)
-#define DECODE_ETOOBIG (-3) /* inflated past max_out */
+#define DECODE_ETOOBIG (-3) /* inflated past max_out, or past max_ratio times the input */
+/* Small bodies may compress well past any ratio: the ratio is not judged below this. */
+#define DECODE_RATIO_FLOOR (1024 * 1024)
 
 /* Starts a body. 0, or DECODE_ENOMEM. */
 int decoder_begin(struct decoder *d, enum content_encoding enc);

@@ -1,6 +1,8 @@
 /* http.c -- one client connection: llhttp framing over a bufferevent, routes, responses. */
 #include "http.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stddef.h>
@@ -19,26 +21,31 @@
 
 #include "decode.h"
 #include "ingest.h"
+#include "log.h"
+#include "metrics.h"
 #include "worker.h"
 
 /* Responses waiting for a client that pipelines without reading them: past this much, the
  * connection stops reading requests until its output has drained. */
-#define HTTP_OUTPUT_HIGH (256 * 1024)
+#define HTTP_OUTPUT_HIGH ((size_t)256 << 10)
 /* One read(2) may take this much; fewer, larger reads cost fewer wake-ups per body. */
-#define HTTP_MAX_READ (256 * 1024)
+#define HTTP_MAX_READ ((size_t)256 << 10)
 /* After an error response with the body unread, the socket keeps reading (and discarding)
  * this long before closing, so that the client reads the response instead of a reset. */
 #define HTTP_LINGER_SEC 2
 #define HTTP_PEEK_VECS 16
 
-enum route { ROUTE_NONE, ROUTE_INGEST, ROUTE_HEALTH, ROUTE_UNKNOWN };
+enum route { ROUTE_NONE, ROUTE_INGEST, ROUTE_HEALTH, ROUTE_METRICS, ROUTE_UNKNOWN };
+/* What the connection's timer is waiting for. */
+enum deadline { DEADLINE_NONE, DEADLINE_HEADERS, DEADLINE_BODY };
 enum header_id { HEADER_OTHER, HEADER_CONTENT_ENCODING, HEADER_EXPECT };
 
 /* What one request has said so far. Only the few headers that matter are kept, each in a
  * small fixed buffer: anything longer is not a value we accept anyway. */
 struct http_request {
     uint64_t body_bytes;
-    uint32_t header_bytes;
+    uint64_t header_bytes;
+    uint32_t header_count;   /* fields, trailers included */
     uint16_t url_len;
     uint8_t field_len, value_len;
     uint8_t url_long, field_long, value_long;
@@ -48,6 +55,9 @@ struct http_request {
     uint8_t ingesting;       /* ingest_begin was called and neither end nor abort yet */
     uint8_t responded;       /* the final response is already queued */
     uint8_t expect_continue;
+    uint8_t method_known;    /* the request line got as far as the URL */
+    uint8_t ingest_begun;    /* c->ingest.stats are this request's */
+    uint8_t accounted;       /* ...and were added to the metrics */
     uint8_t encoding_seen, encoding_bad;
     uint8_t encoding;        /* enum content_encoding */
     uint8_t bad_encoding_len;
@@ -69,7 +79,11 @@ struct http_conn {
     unsigned shut : 1;        /* our side is shut down: lingering */
     unsigned eof : 1;         /* the client has closed its side */
     unsigned output_full : 1; /* reading paused until the output drains */
+    unsigned deadline : 2;    /* enum deadline */
     struct timespec linger_until;
+    struct timespec started;  /* the request's first byte */
+    struct event *deadline_ev; /* --header-timeout, --body-timeout */
+    char peer[64];            /* "addr:port" for the access log, or "-" */
     struct ingest ingest;     /* reused by every request of the connection */
 };
 
@@ -82,6 +96,7 @@ static int on_header_value_complete(llhttp_t *p);
 static int on_headers_complete(llhttp_t *p);
 static int on_body(llhttp_t *p, const char *at, size_t n);
 static int on_message_complete(llhttp_t *p);
+static void closing_flushed(struct http_conn *c);
 
 static const llhttp_settings_t settings = {
     .on_message_begin = on_message_begin,
@@ -102,24 +117,104 @@ static const char *status_text(int status)
     case 400: return "Bad Request";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
     case 413: return "Content Too Large";
     case 415: return "Unsupported Media Type";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
     default: return "Error";
     }
 }
 
+static uint64_t elapsed_ns(const struct timespec *since)
+{
+    if (!since->tv_sec && !since->tv_nsec)
+        return 0;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t ns = (int64_t)(now.tv_sec - since->tv_sec) * 1000000000 + (now.tv_nsec - since->tv_nsec);
+    return ns > 0 ? (uint64_t)ns : 0;
+}
+
+/* s[0..n) as one access-log field: bytes that are not printable ASCII, and '"', become '?'. */
+static size_t log_field(char *dst, size_t cap, const char *s, size_t n)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n && o + 1 < cap; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        dst[o++] = ch <= 0x20 || ch >= 0x7f || ch == '"' ? '?' : (char)ch;
+    }
+    if (!o && cap > 1)
+        dst[o++] = '-';
+    dst[o] = '\0';
+    return o;
+}
+
+/* One --access-log line, written with one write(2) (O_APPEND: lines of the workers never
+ * mix): time, peer, method, path, status (0: none was sent), body bytes, valid and invalid
+ * rows, milliseconds. Per request, so snprintf is affordable here. */
+static void access_log(struct worker *w, const char *peer, const char *method, const char *path,
+                       size_t path_len, int truncated, int status, uint64_t body_bytes,
+                       const struct ingest_stats *st, uint64_t ns)
+{
+    char ts[40], url[80], line[320];
+    log_timestamp(ts, sizeof ts, 1);
+    size_t ulen = log_field(url, sizeof url - 3, path, path_len);
+    if (truncated)
+        memcpy(url + ulen, "...", 4);
+    int n = snprintf(line, sizeof line, "%s %s %s %s %d %llu %llu %llu %llu.%03llu\n", ts, peer,
+                     method, url, status, (unsigned long long)body_bytes,
+                     (unsigned long long)(st ? st->valid : 0), (unsigned long long)(st ? st->invalid : 0),
+                     (unsigned long long)(ns / 1000000), (unsigned long long)(ns / 1000 % 1000));
+    if (n <= 0)
+        return;
+    if ((size_t)n >= sizeof line) {
+        n = sizeof line;
+        line[n - 1] = '\n';
+    }
+    if (write(w->access_fd, line, (size_t)n) < 0) { /* nothing better to do than say so, once */
+        static int told;
+        if (!told++)
+            log_error("%s: --access-log: %s", w->log_prefix, strerror(errno));
+    }
+}
+
+/* The request's access-log line (status 0: it got no response). */
+static void log_request(struct http_conn *c, int status, uint64_t ns)
+{
+    const struct http_request *r = &c->req;
+    access_log(c->w, c->peer, r->method_known ? llhttp_method_name(llhttp_get_method(&c->parser)) : "-",
+               r->url, r->url_len, r->url_long, status, r->body_bytes,
+               r->ingest_begun ? &c->ingest.stats : NULL, ns);
+}
+
+/* The body's counters, once per ingested body (ended or abandoned). */
+static void account_body(struct http_conn *c)
+{
+    struct http_request *r = &c->req;
+    if (!r->ingest_begun || r->accounted)
+        return;
+    r->accounted = 1;
+    struct metrics *m = &c->w->slot->metrics;
+    const struct ingest_stats *st = &c->ingest.stats;
+    metrics_add(&m->rows_valid, st->valid);
+    metrics_add(&m->rows_invalid, st->invalid);
+    metrics_add(&m->body_bytes, st->bytes);
+    metrics_add(&m->decoded_bytes, st->decoded);
+    metrics_add(&m->written_bytes, st->written);
+}
+
 /* Queues one complete response. extra: more header lines, each ending in CRLF. */
-static void respond(struct http_conn *c, int status, const char *extra, const char *body,
-                    size_t len, int keep_alive)
+static void respond_as(struct http_conn *c, int status, const char *ctype, const char *extra,
+                       const char *body, size_t len, int keep_alive)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     char head[512];
     int n = snprintf(head, sizeof head,
-                     "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                      "X-Worker: %d\r\nConnection: %s\r\n%s\r\n",
-                     status, status_text(status), len, c->w->index,
+                     status, status_text(status), ctype, len, c->w->index,
                      keep_alive ? "keep-alive" : "close", extra ? extra : "");
     evbuffer_add(out, head, (size_t)n);
     /* HEAD gets the length of what GET would have sent, and nothing more. */
@@ -127,6 +222,16 @@ static void respond(struct http_conn *c, int status, const char *extra, const ch
         evbuffer_add(out, body, len);
     c->req.responded = 1;
     atomic_fetch_add_explicit(&c->w->slot->requests, 1, memory_order_relaxed);
+    uint64_t ns = elapsed_ns(&c->started);
+    metrics_response(&c->w->slot->metrics, status, ns);
+    if (c->w->access_fd >= 0)
+        log_request(c, status, ns);
+}
+
+static void respond(struct http_conn *c, int status, const char *extra, const char *body,
+                    size_t len, int keep_alive)
+{
+    respond_as(c, status, "application/json", extra, body, len, keep_alive);
 }
 
 /* s[0..n) as the inside of a JSON string; bytes that need more than a backslash become '?'
@@ -170,13 +275,28 @@ static void abandon_body(struct http_conn *c)
     if (c->req.ingesting) {
         ingest_abort(&c->ingest);
         c->req.ingesting = 0;
+        account_body(c);
     }
+}
+
+static void set_deadline(struct http_conn *c, enum deadline d)
+{
+    if (d == DEADLINE_NONE) {
+        if (c->deadline != DEADLINE_NONE)
+            evtimer_del(c->deadline_ev);
+    } else {
+        const struct options *o = c->w->o;
+        const struct timeval tv = {(time_t)(d == DEADLINE_HEADERS ? o->header_timeout : o->body_timeout), 0};
+        evtimer_add(c->deadline_ev, &tv);
+    }
+    c->deadline = d;
 }
 
 /* An error response that ends the connection, the request's body unread. */
 static void reject(struct http_conn *c, int status, const char *extra, const char *msg)
 {
     abandon_body(c);
+    set_deadline(c, DEADLINE_NONE);
     respond_error(c, status, extra, msg, 0);
     stop_reading_requests(c, 1);
 }
@@ -200,11 +320,16 @@ static int reject_early(struct http_conn *c, int status, const char *extra, cons
 
 static int count_header_bytes(struct http_conn *c, size_t n)
 {
-    c->req.header_bytes += (uint32_t)(n < HTTP_MAX_HEADER_BYTES ? n : HTTP_MAX_HEADER_BYTES);
-    if (c->req.header_bytes <= HTTP_MAX_HEADER_BYTES)
+    uint64_t max = c->w->o->max_header;
+    c->req.header_bytes += n;
+    if (c->req.header_bytes <= max)
         return 0;
-    if (!c->closing)
-        reject(c, 431, NULL, "request headers are larger than 64 KiB");
+    if (!c->closing) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "request headers are larger than --max-header %llu bytes",
+                 (unsigned long long)max);
+        reject(c, 431, NULL, msg);
+    }
     return -1;
 }
 
@@ -213,6 +338,10 @@ static int on_message_begin(llhttp_t *p)
     struct http_conn *c = p->data;
     memset(&c->req, 0, sizeof c->req);
     c->in_message = 1;
+    clock_gettime(CLOCK_MONOTONIC, &c->started);
+    /* The first request's headers are timed from the connection's start. */
+    if (c->deadline != DEADLINE_HEADERS)
+        set_deadline(c, DEADLINE_HEADERS);
     return 0;
 }
 
@@ -221,6 +350,7 @@ static int on_url(llhttp_t *p, const char *at, size_t n)
     struct http_request *r = &((struct http_conn *)p->data)->req;
     if (count_header_bytes(p->data, n))
         return -1;
+    r->method_known = 1;
     if (n > sizeof r->url - r->url_len)
         r->url_long = 1;
     else {
@@ -283,6 +413,15 @@ static int on_header_value_complete(llhttp_t *p)
     /* The name, ": " and CRLF: a flood of empty headers counts too. */
     if (count_header_bytes(p->data, 4))
         return -1;
+    struct http_conn *c = p->data;
+    if (++r->header_count > c->w->o->max_headers) {
+        if (!c->closing) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "more than --max-headers %u header fields", c->w->o->max_headers);
+            reject(c, 431, NULL, msg);
+        }
+        return -1;
+    }
     if (r->header == HEADER_CONTENT_ENCODING) {
         enum content_encoding enc;
         /* Two Content-Encoding headers mean stacked codings, which we do not undo. */
@@ -312,6 +451,8 @@ static enum route route_of(const struct http_request *r)
         return ROUTE_INGEST;
     if (n == 8 && !memcmp(r->url, "/healthz", 8))
         return ROUTE_HEALTH;
+    if (n == 8 && !memcmp(r->url, "/metrics", 8))
+        return ROUTE_METRICS;
     return ROUTE_UNKNOWN;
 }
 
@@ -322,10 +463,12 @@ static int on_headers_complete(llhttp_t *p)
     const struct options *o = c->w->o;
     r->headers_done = 1;
     r->route = (uint8_t)route_of(r);
+    /* From here the body (if any) has --body-timeout to arrive; the message's end stops it. */
+    set_deadline(c, has_body(p) ? DEADLINE_BODY : DEADLINE_NONE);
     int method = llhttp_get_method(p);
     if (r->route == ROUTE_UNKNOWN)
-        return reject_early(c, 404, NULL, "no such path: POST bodies to /, GET /healthz");
-    if (r->route == ROUTE_HEALTH)
+        return reject_early(c, 404, NULL, "no such path: POST bodies to /, GET /healthz or /metrics");
+    if (r->route == ROUTE_HEALTH || r->route == ROUTE_METRICS)
         return method == HTTP_GET || method == HTTP_HEAD
                    ? 0
                    : reject_early(c, 405, "Allow: GET, HEAD\r\n", "method not allowed: use GET");
@@ -343,8 +486,9 @@ static int on_headers_complete(llhttp_t *p)
                  (unsigned long long)p->content_length, (unsigned long long)o->max_body);
         return reject_early(c, 413, NULL, msg);
     }
+    r->ingest_begun = 1;
     if (ingest_begin(&c->ingest, (enum content_encoding)r->encoding) != INGEST_OK) {
-        fprintf(stderr, "%s: %s\n", c->w->log_prefix, c->ingest.error);
+        log_error("%s: %s", c->w->log_prefix, c->ingest.error);
         return reject_early(c, 500, NULL, c->ingest.error);
     }
     r->ingesting = 1;
@@ -358,7 +502,9 @@ static int ingest_failed(struct http_conn *c, enum ingest_status st)
 {
     if (st == INGEST_EDECODE)
         return 400;
-    fprintf(stderr, "%s: 500: %s\n", c->w->log_prefix, c->ingest.error);
+    if (st == INGEST_ETOOBIG)
+        return 413;
+    log_error("%s: 500: %s", c->w->log_prefix, c->ingest.error);
     return 500;
 }
 
@@ -391,14 +537,22 @@ static int on_message_complete(llhttp_t *p)
     struct http_request *r = &c->req;
     int keep_alive = llhttp_should_keep_alive(p) && !c->w->draining;
     c->in_message = 0;
+    set_deadline(c, DEADLINE_NONE);
     if (r->responded) {
         /* refused early, without a body */
     } else if (r->route == ROUTE_HEALTH) {
         static const char ok[] = "{\"status\": \"ok\"}\n";
         respond(c, 200, NULL, ok, sizeof ok - 1, keep_alive);
+    } else if (r->route == ROUTE_METRICS) {
+        char text[8192];
+        size_t n = metrics_format(text, sizeof text, c->w->slots, c->w->nslots);
+        if (n >= sizeof text)
+            n = sizeof text - 1;
+        respond_as(c, 200, "text/plain; version=0.0.4", NULL, text, n, keep_alive);
     } else if (r->route == ROUTE_INGEST) {
         r->ingesting = 0;
         enum ingest_status st = ingest_end(&c->ingest);
+        account_body(c);
         if (st == INGEST_OK) {
             char body[256];
             int n = ingest_stats_json(&c->ingest.stats, body, sizeof body);
@@ -426,6 +580,32 @@ static void parse_failed(struct http_conn *c, llhttp_errno_t e)
     const char *why = llhttp_get_error_reason(&c->parser);
     snprintf(msg, sizeof msg, "malformed request: %s", why ? why : llhttp_errno_name(e));
     reject(c, 400, NULL, msg);
+}
+
+/* --header-timeout or --body-timeout has passed. */
+static void deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct http_conn *c = arg;
+    enum deadline d = c->deadline;
+    c->deadline = DEADLINE_NONE;
+    if (c->closing)
+        return; /* answered already; the linger or the output's drain closes it */
+    if (d == DEADLINE_HEADERS && !c->in_message) {
+        http_conn_free(c); /* connected, and not one byte of a request since: nothing to answer */
+        return;
+    }
+    char msg[128];
+    if (d == DEADLINE_HEADERS)
+        snprintf(msg, sizeof msg, "request headers not received within --header-timeout %u s",
+                 c->w->o->header_timeout);
+    else
+        snprintf(msg, sizeof msg, "request body not received within --body-timeout %u s",
+                 c->w->o->body_timeout);
+    reject(c, 408, NULL, msg);
+    if (!evbuffer_get_length(bufferevent_get_output(c->bev)))
+        closing_flushed(c);
 }
 
 static void linger_start(struct http_conn *c)
@@ -530,6 +710,51 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     http_conn_free(c);
 }
 
+/* "addr:port" ("[v6]:port") of the socket's peer, or "-". */
+static void peer_name(evutil_socket_t fd, char *out, size_t size)
+{
+    struct sockaddr_storage ss = {0};
+    socklen_t len = sizeof ss;
+    char host[INET6_ADDRSTRLEN];
+    snprintf(out, size, "-");
+    if (getpeername(fd, (struct sockaddr *)&ss, &len))
+        return;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+        if (inet_ntop(AF_INET, &a->sin_addr, host, sizeof host))
+            snprintf(out, size, "%s:%u", host, ntohs(a->sin_port));
+    } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+        if (inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host))
+            snprintf(out, size, "[%s]:%u", host, ntohs(a->sin6_port));
+    }
+}
+
+void http_refuse(struct worker *w, evutil_socket_t fd)
+{
+    static const char body[] = "{\"error\": \"too many connections: try again later\"}\n";
+    char msg[512], peer[64] = "-";
+    int n = snprintf(msg, sizeof msg,
+                     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\nX-Worker: %d\r\nConnection: close\r\n"
+                     "Retry-After: 1\r\n\r\n%s",
+                     sizeof body - 1, w->index, body);
+    /* Whatever of a request has already arrived is read first, so that closing does not
+     * reset the connection under the response. */
+    char sink[4096];
+    for (int i = 0; i < 16 && recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0; i++)
+        ;
+    ssize_t sent = send(fd, msg, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)sent;
+    shutdown(fd, SHUT_WR);
+    if (w->access_fd >= 0)
+        peer_name(fd, peer, sizeof peer);
+    close(fd);
+    metrics_response(&w->slot->metrics, 503, 0);
+    if (w->access_fd >= 0)
+        access_log(w, peer, "-", "", 0, 0, 503, 0, NULL, 0);
+}
+
 struct http_conn *http_conn_new(struct worker *w, evutil_socket_t fd)
 {
     struct http_conn *c = malloc(sizeof *c);
@@ -540,11 +765,17 @@ struct http_conn *http_conn_new(struct worker *w, evutil_socket_t fd)
     memset(c, 0, offsetof(struct http_conn, ingest));
     c->w = w;
     c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (!c->bev) {
-        close(fd);
+    c->deadline_ev = c->bev ? evtimer_new(w->base, deadline_cb, c) : NULL;
+    if (!c->deadline_ev) {
+        if (c->bev)
+            bufferevent_free(c->bev);
+        else
+            close(fd);
         free(c);
         return NULL;
     }
+    if (w->access_fd >= 0)
+        peer_name(fd, c->peer, sizeof c->peer);
     /* Responses are written whole; Nagle would only hold the next one back. */
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -556,6 +787,7 @@ struct http_conn *http_conn_new(struct worker *w, evutil_socket_t fd)
     bufferevent_set_max_single_read(c->bev, HTTP_MAX_READ);
     bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    set_deadline(c, DEADLINE_HEADERS); /* the first request's headers: from now */
     c->next = w->conns;
     if (w->conns)
         w->conns->prev = c;
@@ -585,7 +817,11 @@ void http_conn_free(struct http_conn *c)
 {
     struct worker *w = c->w;
     abandon_body(c);
+    /* A request that got no answer (client gone, idle timeout, the drain's end) is logged too. */
+    if (c->in_message && !c->req.responded && w->access_fd >= 0)
+        log_request(c, 0, elapsed_ns(&c->started));
     ingest_free(&c->ingest);
+    event_free(c->deadline_ev);
     bufferevent_free(c->bev);
     if (c->prev)
         c->prev->next = c->next;

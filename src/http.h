@@ -8,15 +8,19 @@
 struct worker;
 struct http_conn;
 
-/* Request line plus headers (and trailers) past this get 431. A constant for now; it only
- * needs to become a field of struct options to be configurable. */
-#define HTTP_MAX_HEADER_BYTES (64 * 1024)
+/* Limits (struct options): request line plus headers (and trailers) past --max-header
+ * bytes or --max-headers fields get 431; headers not complete --header-timeout seconds
+ * after the connection opened (first request) or the request began (later ones) get 408,
+ * as does a body not complete --body-timeout seconds after its headers. */
 
 /* Takes over the accepted socket fd (nonblocking): the connection serves requests until
  * the client leaves, a timeout, an error response, or the worker's drain closes it. NULL
  * when memory is exhausted (fd is then closed). The connection links itself into the
  * worker's list and calls worker_conn_closed() when it goes away. */
 struct http_conn *http_conn_new(struct worker *w, evutil_socket_t fd);
+
+/* The worker holds --max-connections already: answers 503 on fd at once and closes it. */
+void http_refuse(struct worker *w, evutil_socket_t fd);
 
 /* The worker is stopping: an idle connection closes now (and is freed before this
  * returns), one in the middle of a request closes after its response. */

@@ -21,6 +21,8 @@ static void flush(struct ingest *g, struct sink *s, struct buf *b)
         return;
     if (sink_write(s, b->p, b->len))
         fail(g, INGEST_EWRITE, sink_error(s));
+    else
+        g->stats.written += b->len;
     b->len = 0;
 }
 
@@ -89,6 +91,8 @@ enum ingest_status ingest_begin(struct ingest *g, enum content_encoding enc)
     g->error[0] = '\0';
     g->rows.len = g->invalid.len = 0;
     lines_reset(&g->lines);
+    g->decoder.max_out = g->cfg->max_inflate;
+    g->decoder.max_ratio = g->cfg->max_ratio;
     if (decoder_begin(&g->decoder, enc))
         fail(g, INGEST_ENOMEM, "out of memory starting the decoder");
     return g->status;
@@ -104,6 +108,8 @@ enum ingest_status ingest_feed(struct ingest *g, const char *p, size_t n)
         fail(g, INGEST_EDECODE, "the compressed body is corrupt");
     else if (rc == DECODE_ENOMEM)
         fail(g, INGEST_ENOMEM, "out of memory decoding the body");
+    else if (rc == DECODE_ETOOBIG)
+        fail(g, INGEST_ETOOBIG, "the compressed body inflates past --max-inflate or --max-ratio");
     return g->status;
 }
 

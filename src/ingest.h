@@ -20,12 +20,15 @@ struct ingest_config {
     struct sink *rows;       /* CSV rows */
     struct sink *quarantine; /* invalid lines, raw; NULL to drop them */
     const char *log_prefix;  /* oversize lines are logged as "PREFIX: line of N bytes..."; NULL: not logged */
+    uint64_t max_inflate;    /* compressed bodies: inflated bytes allowed, 0 = no limit */
+    unsigned max_ratio;      /* compressed bodies: inflated/compressed bytes allowed, 0 = no limit */
 };
 
 struct ingest_stats {
     uint64_t bytes;   /* body bytes as received (before content decoding) */
     uint64_t decoded; /* bytes after content decoding */
     uint64_t valid, invalid;
+    uint64_t written; /* bytes written to the rows and quarantine sinks */
 };
 
 enum ingest_status {
@@ -33,6 +36,7 @@ enum ingest_status {
     INGEST_EDECODE, /* corrupt compressed body: 400 */
     INGEST_EWRITE,  /* the day's file refused rows: 500 */
     INGEST_ENOMEM,  /* 500 */
+    INGEST_ETOOBIG, /* the body inflates past max_inflate or max_ratio: 413 */
 };
 
 struct ingest {

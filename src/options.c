@@ -32,6 +32,16 @@ static const char usage_text[] =
     "  --max-line SIZE      longer lines are invalid (default 1M)\n"
     "  --max-body SIZE      larger bodies get 413 (default unlimited)\n"
     "  --timeout SEC        idle read timeout per connection (default 60)\n"
+    "  --header-timeout SEC request line and headers must arrive within it (default 10)\n"
+    "  --body-timeout SEC   a body must arrive within it after its headers (default 300)\n"
+    "  --max-header SIZE    larger request line + headers get 431 (default 64K)\n"
+    "  --max-headers N      more header fields get 431 (default 100)\n"
+    "  --max-connections N  per worker; more get 503 and are closed (default 4096)\n"
+    "  --max-inflate SIZE   a compressed body inflating past it gets 413 (default 1G; 0 = unlimited)\n"
+    "  --max-ratio N        a compressed body inflating more than N times gets 413\n"
+    "                       (default 1000; 0 = unlimited)\n"
+    "  --access-log FILE    append one line per request to FILE\n"
+    "  --quiet              no informational lines on stderr (errors still)\n"
     "  --no-quarantine      do not keep invalid lines in DIR/NAME-YYYY-MM-DD.invalid.ndjson\n"
     "  --reuseport          one SO_REUSEPORT socket per worker instead of one shared socket\n"
     "  -h, --help           this help\n"
@@ -42,7 +52,8 @@ static const char usage_text[] =
 enum {
     OPT_LISTEN = 256, OPT_WORKERS, OPT_OUT_DIR, OPT_NAME, OPT_UTC, OPT_COLUMNS, OPT_HEADER,
     OPT_CRLF, OPT_MAX_LINE, OPT_MAX_BODY, OPT_TIMEOUT, OPT_NO_QUARANTINE, OPT_REUSEPORT,
-    OPT_VERSION,
+    OPT_VERSION, OPT_ACCESS_LOG, OPT_QUIET, OPT_MAX_HEADER, OPT_MAX_HEADERS, OPT_HEADER_TIMEOUT,
+    OPT_BODY_TIMEOUT, OPT_MAX_CONNECTIONS, OPT_MAX_INFLATE, OPT_MAX_RATIO,
 };
 
 static const struct option serve_opts[] = {
@@ -59,6 +70,15 @@ static const struct option serve_opts[] = {
     {"timeout", required_argument, NULL, OPT_TIMEOUT},
     {"no-quarantine", no_argument, NULL, OPT_NO_QUARANTINE},
     {"reuseport", no_argument, NULL, OPT_REUSEPORT},
+    {"access-log", required_argument, NULL, OPT_ACCESS_LOG},
+    {"quiet", no_argument, NULL, OPT_QUIET},
+    {"max-header", required_argument, NULL, OPT_MAX_HEADER},
+    {"max-headers", required_argument, NULL, OPT_MAX_HEADERS},
+    {"header-timeout", required_argument, NULL, OPT_HEADER_TIMEOUT},
+    {"body-timeout", required_argument, NULL, OPT_BODY_TIMEOUT},
+    {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+    {"max-inflate", required_argument, NULL, OPT_MAX_INFLATE},
+    {"max-ratio", required_argument, NULL, OPT_MAX_RATIO},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -95,6 +115,20 @@ int parse_size(const char *s, uint64_t *out)
     if (*end || (shift && v > (UINT64_MAX >> shift)))
         return -1;
     *out = (uint64_t)v << shift;
+    return 0;
+}
+
+/* A whole number from min to max. 0, or -1. */
+static int parse_uint(const char *s, unsigned long min, unsigned long max, unsigned *out)
+{
+    if (!s || *s < '0' || *s > '9')
+        return -1;
+    errno = 0;
+    char *end;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return -1;
+    *out = (unsigned)v;
     return 0;
 }
 
@@ -147,6 +181,13 @@ int options_parse(struct options *o, int argc, char **argv)
     o->quarantine = 1;
     o->timeout = 60;
     o->max_line = 1 << 20;
+    o->max_header = (uint64_t)64 << 10;
+    o->max_headers = 100;
+    o->header_timeout = 10;
+    o->body_timeout = 300;
+    o->max_connections = 4096;
+    o->max_inflate = (uint64_t)1 << 30;
+    o->max_ratio = 1000;
     const char *columns = OPTIONS_DEFAULT_COLUMNS;
 
     int first = 1;
@@ -213,6 +254,42 @@ int options_parse(struct options *o, int argc, char **argv)
         }
         case OPT_NO_QUARANTINE: o->quarantine = 0; break;
         case OPT_REUSEPORT: o->reuseport = 1; break;
+        case OPT_ACCESS_LOG:
+            if (!*optarg)
+                return usage_error("--access-log: empty file name%s", "");
+            o->access_log = optarg;
+            break;
+        case OPT_QUIET: o->quiet = 1; break;
+        case OPT_MAX_HEADER:
+            if (parse_size(optarg, &v) || v < 256 || v > ((uint64_t)1 << 30))
+                return usage_error("--max-header: '%s' is not a size from 256 to 1G", optarg);
+            o->max_header = v;
+            break;
+        case OPT_MAX_HEADERS:
+            if (parse_uint(optarg, 1, 100000, &o->max_headers))
+                return usage_error("--max-headers: '%s' is not a number from 1 to 100000", optarg);
+            break;
+        case OPT_HEADER_TIMEOUT:
+            if (parse_uint(optarg, 1, 86400, &o->header_timeout))
+                return usage_error("--header-timeout: '%s' is not a number of seconds from 1 to 86400", optarg);
+            break;
+        case OPT_BODY_TIMEOUT:
+            if (parse_uint(optarg, 1, 86400, &o->body_timeout))
+                return usage_error("--body-timeout: '%s' is not a number of seconds from 1 to 86400", optarg);
+            break;
+        case OPT_MAX_CONNECTIONS:
+            if (parse_uint(optarg, 1, 1000000, &o->max_connections))
+                return usage_error("--max-connections: '%s' is not a number from 1 to 1000000", optarg);
+            break;
+        case OPT_MAX_INFLATE:
+            if (parse_size(optarg, &v))
+                return usage_error("--max-inflate: '%s' is not a size", optarg);
+            o->max_inflate = v;
+            break;
+        case OPT_MAX_RATIO:
+            if (parse_uint(optarg, 0, 1000000000, &o->max_ratio))
+                return usage_error("--max-ratio: '%s' is not a number from 0 to 1000000000", optarg);
+            break;
         case ':':
             return usage_error("option '%s' needs a value", argv[optind - 1]);
         default:

@@ -20,6 +20,15 @@ struct options {
     int reuseport;        /* one SO_REUSEPORT socket per worker instead of one shared socket */
     uint64_t max_body;    /* 0: unlimited */
     unsigned timeout;     /* idle read timeout, seconds */
+    const char *access_log; /* one line per request appended here, or NULL */
+    int quiet;            /* no informational lines on stderr (errors still) */
+    uint64_t max_header;  /* request line + headers, bytes: 431 past it */
+    unsigned max_headers; /* header (and trailer) fields: 431 past it */
+    unsigned header_timeout; /* seconds for a request line + headers to arrive: 408 */
+    unsigned body_timeout;   /* seconds for a body to arrive after its headers: 408 */
+    unsigned max_connections; /* per worker; past it a connection gets 503 and is closed */
+    uint64_t max_inflate; /* inflated bytes per compressed body, 0: unlimited */
+    unsigned max_ratio;   /* inflated/compressed bytes, 0: unlimited */
     /* both */
     size_t max_line;
     struct json_columns columns;

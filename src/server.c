@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "sink.h"
 #include "worker.h"
 
@@ -57,7 +58,7 @@ static void spawn(struct server *s, int i)
     atomic_store(&slot->live, 1);
     pid_t pid = fork();
     if (pid < 0) {
-        fprintf(stderr, "ndingest: fork: %s; retrying in %d s\n", strerror(errno),
+        log_error("ndingest: fork: %s; retrying in %d s", strerror(errno),
                 SERVER_RESTART_DELAY_SEC);
         atomic_store(&slot->live, 0);
         s->restart_at[i] = now();
@@ -80,10 +81,10 @@ static void spawn(struct server *s, int i)
 static void log_exit(int i, pid_t pid, int status)
 {
     if (WIFSIGNALED(status))
-        fprintf(stderr, "ndingest: worker %d (pid %d) was killed by signal %d (%s)\n", i, (int)pid,
+        log_error("ndingest: worker %d (pid %d) was killed by signal %d (%s)", i, (int)pid,
                 WTERMSIG(status), strsignal(WTERMSIG(status)));
     else
-        fprintf(stderr, "ndingest: worker %d (pid %d) exited with status %d\n", i, (int)pid,
+        log_error("ndingest: worker %d (pid %d) exited with status %d", i, (int)pid,
                 WEXITSTATUS(status));
 }
 
@@ -109,11 +110,12 @@ static int reap(struct server *s)
             continue;
         }
         log_exit(i, pid, status);
+        metrics_add(&s->slots[i].metrics.restarts, 1);
         struct timespec t = now();
         s->restart_at[i] = t;
         if (seconds_between(s->started[i], t) < SERVER_RESTART_DELAY_SEC)
             s->restart_at[i].tv_sec += SERVER_RESTART_DELAY_SEC;
-        fprintf(stderr, "ndingest: restarting worker %d\n", i);
+        log_error("ndingest: restarting worker %d", i);
     }
     return failed;
 }
@@ -159,7 +161,7 @@ static int stop(struct server *s, const sigset_t *set, int sig)
     while (running(s)) {
         double left = seconds_between(now(), deadline);
         if (left <= 0) {
-            fprintf(stderr, "ndingest: workers still running %d s after the stop: killing them\n",
+            log_error("ndingest: workers still running %d s after the stop: killing them",
                     SERVER_STOP_GRACE_SEC);
             for (int i = 0; i < s->nslots; i++)
                 if (s->pids[i])
@@ -209,7 +211,7 @@ static int check_out_dir(const struct options *o)
     struct sink_config cfg = {.dir = o->out_dir, .name = o->name, .suffix = ".csv", .utc = o->utc};
     struct sink *sk = sink_open_daily(&cfg, err, sizeof err);
     if (!sk) {
-        fprintf(stderr, "ndingest: %s\n", err);
+        log_error("ndingest: %s", err);
         return -1;
     }
     sink_close(sk);
@@ -222,24 +224,35 @@ int server_run(const struct options *o)
      * not the death of the process. */
     signal(SIGPIPE, SIG_IGN);
     signal(SIGXFSZ, SIG_IGN);
+    log_set_quiet(o->quiet);
 
     char err[256];
     struct sockaddr_storage ss;
     unsigned sslen;
     if (listen_addr_parse(o->listen, &ss, &sslen, err, sizeof err)) {
-        fprintf(stderr, "ndingest: %s\n", err);
+        log_error("ndingest: %s", err);
         return 1;
     }
     /* With --reuseport the socket is only bound, to report a bad address now; listening
      * on it would queue connections that no worker accepts. */
     int fd = listen_socket(&ss, sslen, o->reuseport, !o->reuseport, err, sizeof err);
     if (fd < 0) {
-        fprintf(stderr, "ndingest: %s: %s\n", o->listen, err);
+        log_error("ndingest: %s: %s", o->listen, err);
         return 1;
     }
     if (o->reuseport) {
         close(fd);
         fd = -1;
+    }
+    if (o->access_log) { /* each worker opens it; a bad path is reported now, once */
+        int afd = worker_open_access_log(o->access_log, err, sizeof err);
+        if (afd < 0) {
+            log_error("ndingest: %s", err);
+            if (fd >= 0)
+                close(fd);
+            return 1;
+        }
+        close(afd);
     }
     if (check_out_dir(o)) {
         if (fd >= 0)
@@ -252,17 +265,17 @@ int server_run(const struct options *o)
     struct worker_slot *slots = mmap(NULL, size, PROT_READ | PROT_WRITE,
                                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (slots == MAP_FAILED) {
-        fprintf(stderr, "ndingest: mmap: %s\n", strerror(errno));
+        log_error("ndingest: mmap: %s", strerror(errno));
         if (fd >= 0)
             close(fd);
         return 1;
     }
 
     if (o->workers == 0)
-        fprintf(stderr, "ndingest: listening on %s, serving in the main process (--workers 0), "
-                        "writing %s/%s-YYYY-MM-DD.csv\n", o->listen, o->out_dir, o->name);
+        log_info("ndingest: listening on %s, serving in the main process (--workers 0), "
+                 "writing %s/%s-YYYY-MM-DD.csv", o->listen, o->out_dir, o->name);
     else
-        fprintf(stderr, "ndingest: listening on %s, %d worker%s%s, writing %s/%s-YYYY-MM-DD.csv\n",
+        log_info("ndingest: listening on %s, %d worker%s%s, writing %s/%s-YYYY-MM-DD.csv",
                 o->listen, o->workers, o->workers == 1 ? "" : "s",
                 o->reuseport ? " (SO_REUSEPORT)" : "", o->out_dir, o->name);
 
@@ -282,7 +295,7 @@ int server_run(const struct options *o)
             .restart_at = calloc((size_t)nslots, sizeof(struct timespec)),
         };
         if (!s.pids || !s.started || !s.restart_at) {
-            fprintf(stderr, "ndingest: out of memory\n");
+            log_error("ndingest: out of memory");
             rc = 1;
         } else {
             rc = supervise(&s);

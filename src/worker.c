@@ -2,6 +2,7 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -16,6 +17,7 @@
 
 #include "csv.h"
 #include "http.h"
+#include "log.h"
 #include "sink.h"
 
 /* Connections a wake-up may accept: a few, so that a burst does not cost a wake-up each,
@@ -139,14 +141,16 @@ static void accept_cb(evutil_socket_t fd, short what, void *arg)
         int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (cfd < 0) {
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                fprintf(stderr, "%s: accept: %s; pausing accepts for 100 ms\n", w->log_prefix,
-                        strerror(errno));
+                log_error("%s: accept: %s; pausing accepts for 100 ms", w->log_prefix,
+                          strerror(errno));
                 pause_accepting(w, WORKER_EMFILE_PAUSE_USEC);
             }
             return; /* EAGAIN: a sibling took it; ECONNABORTED: gone already */
         }
-        if (!http_conn_new(w, cfd))
-            fprintf(stderr, "%s: out of memory for a connection: closed\n", w->log_prefix);
+        if (w->nconns >= w->o->max_connections)
+            http_refuse(w, cfd); /* 503, closed: siblings less loaded were given their chance */
+        else if (!http_conn_new(w, cfd))
+            log_error("%s: out of memory for a connection: closed", w->log_prefix);
     }
 }
 
@@ -165,8 +169,8 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct worker *w = arg;
-    fprintf(stderr, "%s: %u connection(s) still busy %d s after SIGTERM: abandoned\n",
-            w->log_prefix, w->nconns, WORKER_DRAIN_SEC);
+    log_error("%s: %u connection(s) still busy %d s after SIGTERM: abandoned", w->log_prefix,
+              w->nconns, WORKER_DRAIN_SEC);
     while (w->conns)
         http_conn_free(w->conns);
 }
@@ -198,6 +202,14 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     drain(arg);
 }
 
+int worker_open_access_log(const char *path, char *err, size_t errlen)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        snprintf(err, errlen, "--access-log %s: %s", path, strerror(errno));
+    return fd;
+}
+
 void worker_conn_closed(struct worker *w)
 {
     if (w->draining && w->nconns == 0)
@@ -211,21 +223,21 @@ static int open_sinks(struct worker *w)
     struct sink_config rows = {.dir = o->out_dir, .name = o->name, .suffix = ".csv", .utc = o->utc};
     if (o->header) {
         if (csv_header(&w->header, &o->columns, o->crlf)) {
-            fprintf(stderr, "%s: out of memory for the header row\n", w->log_prefix);
+            log_error("%s: out of memory for the header row", w->log_prefix);
             return -1;
         }
         rows.header = w->header.p;
         rows.header_len = w->header.len;
     }
     if (!(w->rows = sink_open_daily(&rows, err, sizeof err))) {
-        fprintf(stderr, "%s: %s\n", w->log_prefix, err);
+        log_error("%s: %s", w->log_prefix, err);
         return -1;
     }
     if (o->quarantine) {
         struct sink_config bad = {.dir = o->out_dir, .name = o->name, .suffix = ".invalid.ndjson",
                                   .utc = o->utc};
         if (!(w->quarantine = sink_open_daily(&bad, err, sizeof err))) {
-            fprintf(stderr, "%s: %s\n", w->log_prefix, err);
+            log_error("%s: %s", w->log_prefix, err);
             return -1;
         }
     }
@@ -237,6 +249,8 @@ static int open_sinks(struct worker *w)
         .rows = w->rows,
         .quarantine = w->quarantine,
         .log_prefix = w->log_prefix,
+        .max_inflate = o->max_inflate,
+        .max_ratio = o->max_ratio,
     };
     return 0;
 }
@@ -245,13 +259,20 @@ static int worker_start(struct worker *w)
 {
     if (open_sinks(w))
         return -1;
+    if (w->o->access_log) {
+        char err[256];
+        if ((w->access_fd = worker_open_access_log(w->o->access_log, err, sizeof err)) < 0) {
+            log_error("%s: %s", w->log_prefix, err);
+            return -1;
+        }
+    }
     if (w->o->reuseport) {
         char err[256];
         struct sockaddr_storage ss;
         unsigned sslen;
         if (listen_addr_parse(w->o->listen, &ss, &sslen, err, sizeof err) ||
             (w->listen_fd = listen_socket(&ss, sslen, 1, 1, err, sizeof err)) < 0) {
-            fprintf(stderr, "%s: %s\n", w->log_prefix, err);
+            log_error("%s: %s", w->log_prefix, err);
             return -1;
         }
     }
@@ -263,7 +284,7 @@ static int worker_start(struct worker *w)
         !(w->sigint_ev = evsignal_new(w->base, SIGINT, signal_cb, w)) ||
         event_add(w->sigterm_ev, NULL) || event_add(w->sigint_ev, NULL) ||
         event_add(w->listen_ev, NULL)) {
-        fprintf(stderr, "%s: cannot set up the event loop\n", w->log_prefix);
+        log_error("%s: cannot set up the event loop", w->log_prefix);
         return -1;
     }
     /* The main process blocks its signals before forking; libevent catches them now. */
@@ -289,6 +310,8 @@ static void worker_free(struct worker *w)
     if (w->quarantine)
         sink_close(w->quarantine);
     buf_free(&w->header);
+    if (w->access_fd >= 0)
+        close(w->access_fd);
 }
 
 int worker_run(const struct options *o, int index, int listen_fd, struct worker_slot *slots,
@@ -301,6 +324,7 @@ int worker_run(const struct options *o, int index, int listen_fd, struct worker_
         .nslots = nslots,
         .slot = slots + index,
         .listen_fd = listen_fd,
+        .access_fd = -1,
     };
     snprintf(w.log_prefix, sizeof w.log_prefix, "ndingest[%d]", (int)getpid());
     if (worker_start(&w)) {
@@ -308,8 +332,7 @@ int worker_run(const struct options *o, int index, int listen_fd, struct worker_
         return 1;
     }
     event_base_dispatch(w.base);
-    fprintf(stderr, "%s: worker %d stopped after %llu requests on %llu connections\n",
-            w.log_prefix, index,
+    log_info("%s: worker %d stopped after %llu requests on %llu connections", w.log_prefix, index,
             (unsigned long long)atomic_load(&w.slot->requests),
             (unsigned long long)atomic_load(&w.slot->accepted));
     worker_free(&w);

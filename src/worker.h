@@ -8,17 +8,19 @@
 #include <sys/types.h>
 
 #include "ingest.h"
+#include "metrics.h"
 #include "options.h"
 
 /* One worker's row in the memory shared by the main process and every worker (mapped
  * before the fork). Each worker writes only its own slot; the others read it to balance
  * accepting. A cache line each, so a worker's counting does not slow its neighbours'
- * reads; issue 4 adds the metrics here. */
+ * reads. metrics: never reset, so totals survive a worker's replacement. */
 struct worker_slot {
     _Alignas(64) atomic_uint connections; /* open now */
     atomic_uint live;                     /* a process is running this slot (main sets it) */
     atomic_uint_fast64_t accepted;        /* connections, since the slot's process started */
     atomic_uint_fast64_t requests;        /* responses sent */
+    struct metrics metrics;               /* GET /metrics, summed over the slots */
 };
 
 struct http_conn;
@@ -38,6 +40,7 @@ struct worker {
     struct http_conn *conns;    /* open connections, for the drain */
     unsigned nconns;
     char log_prefix[32];        /* "ndingest[pid]" */
+    int access_fd;              /* --access-log, O_APPEND; -1: none */
     /* private to worker.c */
     struct event *listen_ev, *rearm_ev, *deadline_ev, *sigterm_ev, *sigint_ev;
     int force_accept;           /* the balancing pause is over: accept even if unbalanced */
@@ -51,6 +54,9 @@ struct worker {
  * the process exit code: 0 after a clean drain, 1 when it cannot start. */
 int worker_run(const struct options *o, int index, int listen_fd, struct worker_slot *slots,
                int nslots);
+
+/* Opens --access-log for appending: the descriptor, or -1 with a message in err. */
+int worker_open_access_log(const char *path, char *err, size_t errlen);
 
 /* Called by http.c when connection c has closed and unlinked itself. */
 void worker_conn_closed(struct worker *w);

@@ -528,6 +528,34 @@ static void test_max_out(void **state)
     free(text);
 }
 
+/* A bomb (zeros, ~1000:1) trips max_ratio soon after DECODE_RATIO_FLOOR, whatever the
+ * pieces; ordinary text under the ratio, or under the floor, does not. */
+static void test_max_ratio(void **state)
+{
+    (void)state;
+    size_t zn = 32u << 20;
+    char *zeros = calloc(1, zn);
+    assert_non_null(zeros);
+    size_t clen;
+    unsigned char *c = squeeze(FMT_GZIP, zeros, zn, &clen);
+    assert_true(zn / clen > 500);
+    dec.max_ratio = 100;
+    assert_int_equal(status_of(ENCODING_GZIP, c, clen, clen), DECODE_ETOOBIG);
+    assert_true(dec.out_bytes <= DECODE_RATIO_FLOOR + 2 * DECODE_WINDOW);
+    assert_int_equal(status_of(ENCODING_GZIP, c, clen, 1000), DECODE_ETOOBIG);
+    assert_true(dec.out_bytes <= DECODE_RATIO_FLOOR + 2 * DECODE_WINDOW);
+    dec.max_ratio = (uint32_t)(zn / clen) + 10; /* above the bomb's own ratio */
+    assert_int_equal(status_of(ENCODING_GZIP, c, clen, 4096), 0);
+    free(c);
+    /* under the floor: any ratio passes */
+    c = squeeze(FMT_GZIP, zeros, DECODE_RATIO_FLOOR, &clen);
+    dec.max_ratio = 2;
+    assert_int_equal(status_of(ENCODING_GZIP, c, clen, 4096), 0);
+    dec.max_ratio = 0;
+    free(c);
+    free(zeros);
+}
+
 static int teardown(void **state)
 {
     (void)state;
@@ -550,6 +578,7 @@ int main(void)
         cmocka_unit_test(test_raw_deflate_detected),
         cmocka_unit_test(test_out_status_passed_back),
         cmocka_unit_test(test_max_out),
+        cmocka_unit_test(test_max_ratio),
     };
     return cmocka_run_group_tests(tests, NULL, teardown);
 }

@@ -79,6 +79,15 @@ static void test_defaults(void **state)
     assert_int_equal(o.max_body, 0);
     assert_int_equal(o.timeout, 60);
     assert_int_equal(o.quarantine, 1);
+    assert_null(o.access_log);
+    assert_int_equal(o.quiet, 0);
+    assert_int_equal(o.max_header, 64 * 1024);
+    assert_int_equal(o.max_headers, 100);
+    assert_int_equal(o.header_timeout, 10);
+    assert_int_equal(o.body_timeout, 300);
+    assert_int_equal(o.max_connections, 4096);
+    assert_true(o.max_inflate == 1ULL << 30);
+    assert_int_equal(o.max_ratio, 1000);
     assert_int_equal(o.columns.count, 4);
     assert_string_equal(o.columns.names[0], "vendorid");
     assert_string_equal(o.columns.names[3], "total_amount");
@@ -104,6 +113,29 @@ static void test_serve_options(void **state)
     options_free(&o);
 }
 
+static void test_operations_options(void **state)
+{
+    (void)state;
+    struct options o;
+    assert_int_equal(parse(&o, "ndingest --access-log /tmp/a.log --quiet --max-header 1K "
+                               "--max-headers 7 --header-timeout 2 --body-timeout 3 "
+                               "--max-connections 5 --max-inflate 2M --max-ratio 50"), 0);
+    assert_string_equal(o.access_log, "/tmp/a.log");
+    assert_int_equal(o.quiet, 1);
+    assert_int_equal(o.max_header, 1024);
+    assert_int_equal(o.max_headers, 7);
+    assert_int_equal(o.header_timeout, 2);
+    assert_int_equal(o.body_timeout, 3);
+    assert_int_equal(o.max_connections, 5);
+    assert_true(o.max_inflate == 2ULL << 20);
+    assert_int_equal(o.max_ratio, 50);
+    options_free(&o);
+    /* 0 lifts the inflation limits */
+    assert_int_equal(parse(&o, "ndingest --max-inflate 0 --max-ratio 0"), 0);
+    assert_true(o.max_inflate == 0 && o.max_ratio == 0);
+    options_free(&o);
+}
+
 static void test_convert_files(void **state)
 {
     (void)state;
@@ -124,6 +156,11 @@ static void test_usage_errors(void **state)
         "ndingest --timeout 0", "ndingest --name a/b", "ndingest --columns a,,b",
         "ndingest --columns a,a", "ndingest serve extra", "ndingest convert --listen x",
         "ndingest --listen",
+        "ndingest --max-header 100", "ndingest --max-header 2G", "ndingest --max-header x",
+        "ndingest --max-headers 0", "ndingest --max-headers -3", "ndingest --header-timeout 0",
+        "ndingest --body-timeout 0", "ndingest --body-timeout 1.5", "ndingest --max-connections 0",
+        "ndingest --max-inflate big", "ndingest --max-ratio -1", "ndingest --max-ratio x",
+        "ndingest --access-log", "ndingest convert --quiet", "ndingest convert --max-ratio 3",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         struct options o;
@@ -139,6 +176,7 @@ int main(void)
         cmocka_unit_test(test_sizes),         cmocka_unit_test(test_bad_sizes),
         cmocka_unit_test(test_defaults),      cmocka_unit_test(test_serve_options),
         cmocka_unit_test(test_convert_files), cmocka_unit_test(test_usage_errors),
+        cmocka_unit_test(test_operations_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

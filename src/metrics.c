@@ -1,0 +1,131 @@
+/* metrics.c -- per-worker counters in shared memory, and their Prometheus exposition. */
+#include "metrics.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "worker.h"
+
+static const int codes[METRICS_CODES - 1] = {200, 400, 404, 405, 408, 413, 415, 431, 500, 503};
+static const uint64_t bucket_ns[METRICS_BUCKETS] = {
+    1000000ULL, 5000000ULL, 10000000ULL, 50000000ULL, 100000000ULL, 500000000ULL,
+    1000000000ULL, 5000000000ULL,
+};
+static const char *const bucket_le[METRICS_BUCKETS] = {"0.001", "0.005", "0.01", "0.05",
+                                                        "0.1",   "0.5",   "1",    "5"};
+
+void metrics_response(struct metrics *m, int status, uint64_t duration_ns)
+{
+    int i = 0;
+    while (i < METRICS_CODES - 1 && codes[i] != status)
+        i++;
+    metrics_add(&m->responses[i], 1);
+    int b = 0;
+    while (b < METRICS_BUCKETS && duration_ns > bucket_ns[b])
+        b++;
+    metrics_add(&m->duration[b], 1);
+    metrics_add(&m->duration_ns, duration_ns);
+}
+
+struct out {
+    char *p;
+    size_t size, len;
+};
+
+__attribute__((format(printf, 2, 3))) static void put(struct out *o, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *at = o->len < o->size ? o->p + o->len : NULL;
+    size_t room = o->len < o->size ? o->size - o->len : 0;
+    int n = vsnprintf(at, room, fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized): va_start above */
+    va_end(ap);
+    if (n > 0)
+        o->len += (size_t)n;
+}
+
+static uint64_t sum(const struct worker_slot *slots, int n, size_t offset)
+{
+    uint64_t t = 0;
+    for (int i = 0; i < n; i++) {
+        const atomic_uint_fast64_t *c =
+            (const atomic_uint_fast64_t *)((const char *)&slots[i].metrics + offset);
+        t += atomic_load_explicit(c, memory_order_relaxed);
+    }
+    return t;
+}
+
+#define SUM(field) sum(slots, n, offsetof(struct metrics, field))
+
+static void counter(struct out *o, const char *name, const char *help, uint64_t v)
+{
+    put(o, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", name, help, name, name,
+        (unsigned long long)v);
+}
+
+size_t metrics_format(char *buf, size_t size, const struct worker_slot *slots, int n)
+{
+    struct out o = {buf, size, 0};
+    if (size)
+        buf[0] = '\0';
+    put(&o, "# HELP ndingest_requests_total Responses sent, by HTTP status code.\n"
+            "# TYPE ndingest_requests_total counter\n");
+    for (int i = 0; i < METRICS_CODES; i++) {
+        uint64_t v = sum(slots, n, offsetof(struct metrics, responses) + (size_t)i * sizeof(atomic_uint_fast64_t));
+        if (i < METRICS_CODES - 1)
+            put(&o, "ndingest_requests_total{code=\"%d\"} %llu\n", codes[i], (unsigned long long)v);
+        else if (v)
+            put(&o, "ndingest_requests_total{code=\"other\"} %llu\n", (unsigned long long)v);
+    }
+    put(&o, "# HELP ndingest_rows_total Lines judged, by verdict (valid: written as a CSV row).\n"
+            "# TYPE ndingest_rows_total counter\n"
+            "ndingest_rows_total{verdict=\"valid\"} %llu\n"
+            "ndingest_rows_total{verdict=\"invalid\"} %llu\n",
+        (unsigned long long)SUM(rows_valid), (unsigned long long)SUM(rows_invalid));
+    counter(&o, "ndingest_body_bytes_total", "Request body bytes as received (before content decoding).",
+            SUM(body_bytes));
+    counter(&o, "ndingest_decoded_bytes_total", "Request body bytes after content decoding.",
+            SUM(decoded_bytes));
+    counter(&o, "ndingest_written_bytes_total", "Bytes written to the CSV and quarantine files.",
+            SUM(written_bytes));
+    put(&o, "# HELP ndingest_request_duration_seconds Time from a request's first byte to its response.\n"
+            "# TYPE ndingest_request_duration_seconds histogram\n");
+    uint64_t cumulative = 0;
+    for (int b = 0; b <= METRICS_BUCKETS; b++) {
+        cumulative += sum(slots, n, offsetof(struct metrics, duration) + (size_t)b * sizeof(atomic_uint_fast64_t));
+        put(&o, "ndingest_request_duration_seconds_bucket{le=\"%s\"} %llu\n",
+            b < METRICS_BUCKETS ? bucket_le[b] : "+Inf", (unsigned long long)cumulative);
+    }
+    uint64_t ns = SUM(duration_ns);
+    put(&o, "ndingest_request_duration_seconds_sum %llu.%09llu\n"
+            "ndingest_request_duration_seconds_count %llu\n",
+        (unsigned long long)(ns / 1000000000ULL), (unsigned long long)(ns % 1000000000ULL),
+        (unsigned long long)cumulative);
+    uint64_t open = 0;
+    for (int i = 0; i < n; i++)
+        if (atomic_load_explicit(&slots[i].live, memory_order_relaxed))
+            open += atomic_load_explicit(&slots[i].connections, memory_order_relaxed);
+    put(&o, "# HELP ndingest_open_connections Client connections open now, all workers.\n"
+            "# TYPE ndingest_open_connections gauge\n"
+            "ndingest_open_connections %llu\n",
+        (unsigned long long)open);
+    counter(&o, "ndingest_worker_restarts_total", "Workers that died and were replaced.",
+            SUM(restarts));
+    /* The same, per worker slot: how evenly the load is shared. */
+    put(&o, "# HELP ndingest_worker_requests_total Responses sent, by worker slot.\n"
+            "# TYPE ndingest_worker_requests_total counter\n");
+    for (int i = 0; i < n; i++) {
+        uint64_t t = 0;
+        for (int k = 0; k < METRICS_CODES; k++)
+            t += atomic_load_explicit(&slots[i].metrics.responses[k], memory_order_relaxed);
+        put(&o, "ndingest_worker_requests_total{worker=\"%d\"} %llu\n", i, (unsigned long long)t);
+    }
+    put(&o, "# HELP ndingest_worker_open_connections Client connections open now, by worker slot.\n"
+            "# TYPE ndingest_worker_open_connections gauge\n");
+    for (int i = 0; i < n; i++)
+        put(&o, "ndingest_worker_open_connections{worker=\"%d\"} %u\n", i,
+            atomic_load_explicit(&slots[i].live, memory_order_relaxed)
+                ? atomic_load_explicit(&slots[i].connections, memory_order_relaxed)
+                : 0u);
+    return o.len;
+}

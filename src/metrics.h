@@ -1,0 +1,43 @@
+/* metrics.h -- the counters behind GET /metrics (Prometheus text format 0.0.4). Each worker
+ * keeps its own in its slot of the memory shared by every process (worker.h) and is the
+ * only writer of them, so it adds with a relaxed load and store (no locked instruction);
+ * whichever worker answers /metrics sums every slot. Counted per request, never per byte. */
+#ifndef NDINGEST_METRICS_H
+#define NDINGEST_METRICS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The status codes ndingest sends; anything else is counted as "other". */
+#define METRICS_CODES 11
+/* Request duration buckets, seconds: .001 .005 .01 .05 .1 .5 1 5 (and +Inf). */
+#define METRICS_BUCKETS 8
+
+struct metrics {
+    atomic_uint_fast64_t responses[METRICS_CODES];
+    atomic_uint_fast64_t rows_valid, rows_invalid;
+    atomic_uint_fast64_t body_bytes;    /* ingested bodies as received */
+    atomic_uint_fast64_t decoded_bytes; /* ...after content decoding */
+    atomic_uint_fast64_t written_bytes; /* rows and quarantined lines written */
+    atomic_uint_fast64_t duration[METRICS_BUCKETS + 1]; /* per bucket, not cumulative; last: +Inf */
+    atomic_uint_fast64_t duration_ns;
+    atomic_uint_fast64_t restarts;      /* the main process writes this one */
+};
+
+/* Single-writer add. */
+static inline void metrics_add(atomic_uint_fast64_t *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
+/* One response sent, duration_ns after its request's first byte. */
+void metrics_response(struct metrics *m, int status, uint64_t duration_ns);
+
+struct worker_slot;
+/* The exposition of the sum over slots[0..n), with the open connections of live slots.
+ * Returns its length (snprintf's contract: >= size means truncated). */
+size_t metrics_format(char *out, size_t size, const struct worker_slot *slots, int n);
+
+#endif
