@@ -55,8 +55,10 @@ deps:
 # The classic benchmark body (1,600 lines) and a large file for throughput runs.
 data: data/nyc_taxi.ndjson data/nyc_taxi_large.ndjson
 data/nyc_taxi.ndjson: scripts/gen-taxi
+	@mkdir -p data
 	$(PYTHON) scripts/gen-taxi --lines 1600 --seed 1 > $@.tmp && mv $@.tmp $@
 data/nyc_taxi_large.ndjson: scripts/gen-taxi
+	@mkdir -p data
 	$(PYTHON) scripts/gen-taxi --lines 300000 --seed 2 > $@.tmp && mv $@.tmp $@
 
 run: deps
