@@ -319,11 +319,21 @@ close: /* p[i] closes depth d */
 
 /* ---- columns ----------------------------------------------------------------------- */
 
-static inline unsigned name_hash(const u8 *k, size_t len)
+/* A name's first min(len, 8) bytes, zero-padded: with the length it tells most names apart,
+ * so a lookup hashes it and compares one word before anything else. */
+static inline uint64_t name_prefix(const u8 *k, size_t len)
 {
-    uint32_t h = (uint32_t)k[0] | (uint32_t)k[len - 1] << 8 | (uint32_t)k[len >> 1] << 16 |
-                 (uint32_t)len << 24;
-    return (h * 0x9E3779B1u) >> (32 - JSON_HASH_BITS);
+    uint64_t x = 0;
+    if (len >= 8)
+        return load64(k);
+    for (size_t i = 0; i < len; i++)
+        x |= (uint64_t)k[i] << (8 * i);
+    return x;
+}
+
+static inline unsigned name_hash(uint64_t prefix, size_t len)
+{
+    return (unsigned)(((prefix ^ len) * 0x9E3779B97F4A7C15ULL) >> (64 - JSON_HASH_BITS));
 }
 
 int json_columns_init(struct json_columns *c, const char *const *names, size_t count,
@@ -364,7 +374,8 @@ int json_columns_init(struct json_columns *c, const char *const *names, size_t c
         c->lens[i] = (uint32_t)len;
         c->count = i + 1;
         c->lenmask[len >> 6] |= 1ULL << (len & 63);
-        unsigned h = name_hash((const u8 *)names[i], len);
+        c->prefix[i] = name_prefix((const u8 *)names[i], len);
+        unsigned h = name_hash(c->prefix[i], len);
         c->next[i] = c->head[h];
         c->head[h] = (uint16_t)(i + 1);
     }
@@ -381,16 +392,49 @@ void json_columns_free(struct json_columns *c)
     memset(c, 0, sizeof *c);
 }
 
-/* Column index of the key k[0..len) (raw, no escapes), or -1. Most keys are rejected by
- * the length bitmap alone. */
+/* Whether a[0..len) == b[0..len), len >= 1: names are short, so overlapping word loads beat
+ * a memcmp call. Reads only inside both spans. */
+static inline int key_eq(const u8 *a, const u8 *b, size_t len)
+{
+    if (len >= 8) {
+        size_t i = 0;
+        for (; len - i > 8; i += 8)
+            if (load64(a + i) != load64(b + i))
+                return 0;
+        return load64(a + len - 8) == load64(b + len - 8);
+    }
+    if (len >= 4) {
+        uint32_t x, y, z, w;
+        memcpy(&x, a, 4);
+        memcpy(&y, b, 4);
+        memcpy(&z, a + len - 4, 4);
+        memcpy(&w, b + len - 4, 4);
+        return x == y && z == w;
+    }
+    for (size_t i = 0; i < len; i++)
+        if (a[i] != b[i])
+            return 0;
+    return 1;
+}
+
+/* Column index of the key k[0..len) (raw, no escapes) whose prefix word is pre, or -1.
+ * Most keys are rejected by the length bitmap alone, most others by an empty bucket. */
+static inline __attribute__((always_inline)) int lookup_pre(const struct json_columns *c,
+                                                            const u8 *k, size_t len,
+                                                            uint64_t pre)
+{
+    for (unsigned j = c->head[name_hash(pre, len)]; j; j = c->next[j - 1])
+        if (c->lens[j - 1] == len && c->prefix[j - 1] == pre &&
+            (len <= 8 || key_eq((const u8 *)c->names[j - 1] + 8, k + 8, len - 8)))
+            return (int)j - 1;
+    return -1;
+}
+
 static inline int lookup_plain(const struct json_columns *c, const u8 *k, size_t len)
 {
     if (len > JSON_MAX_NAME || !((c->lenmask[len >> 6] >> (len & 63)) & 1))
         return -1;
-    for (unsigned j = c->head[name_hash(k, len)]; j; j = c->next[j - 1])
-        if (c->lens[j - 1] == len && memcmp(c->names[j - 1], k, len) == 0)
-            return (int)j - 1;
-    return -1;
+    return lookup_pre(c, k, len, name_prefix(k, len));
 }
 
 /* A key holding escapes: compared after unescaping. An escape turns at most 6 bytes into
@@ -407,8 +451,10 @@ static __attribute__((noinline)) int lookup_escaped(const struct json_columns *c
 
 /* ---- the line ---------------------------------------------------------------------- */
 
-enum line_verdict json_line(const struct json_columns *c, const char *line, size_t n,
-                            struct cell *cells)
+/* The strict walk: every line gets its verdict here unless the fast path accepted it (kept
+ * out of line so that json_line stays a lean dispatcher). */
+static __attribute__((noinline)) enum line_verdict
+json_line_strict(const struct json_columns *c, const char *line, size_t n, struct cell *cells)
 {
     const u8 *p = (const u8 *)line;
     size_t i = skip_ws(p, 0, n);
@@ -505,6 +551,243 @@ enum line_verdict json_line(const struct json_columns *c, const char *line, size
 tail:
     i = skip_ws(p, i, n);
     return i == n ? LINE_VALID : LINE_INVALID;
+}
+
+/* ---- the flat-line fast path (AVX2) -------------------------------------------------- */
+
+/* Most lines are one flat object with no whitespace, escapes or non-ASCII bytes (the taxi
+ * shape). For those, one SIMD pass proves the whole line free of backslashes, control and
+ * non-ASCII bytes, and records where the quotes and non-digits are; the walk then only
+ * checks the bytes between tokens and jumps over strings and digit runs with tzcnt. It
+ * accepts a line only when it is strictly valid; anything it does not follow (whitespace,
+ * nesting, exponents, escapes, UTF-8, long lines, ...) goes to json_line_strict, which
+ * re-judges it from scratch. So verdicts and cells are those of the strict walk. */
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_FAST_AVX2 1
+
+/* Lines longer than this take the strict walk: the bit masks live on the stack. */
+#define FAST_MAX 4096
+
+/* The first set bit at or after i in the bit array m (32-bit halves, little-endian); the
+ * caller has planted a set bit at or after i, so the loop ends. */
+__attribute__((target("avx2,bmi,bmi2"))) static inline size_t next_set(const uint32_t *m,
+                                                                      size_t i)
+{
+    size_t w = i >> 6;
+    uint64_t x;
+    memcpy(&x, m + 2 * w, 8);
+    x >>= i & 63;
+    if (LIKELY(x)) /* usually in the same word */
+        return i + (size_t)_tzcnt_u64(x);
+    do {
+        w++;
+        memcpy(&x, m + 2 * w, 8);
+    } while (!x);
+    return (w << 6) + (size_t)_tzcnt_u64(x);
+}
+
+__attribute__((target("avx2,bmi,bmi2"))) static int json_line_avx2(
+    const struct json_columns *c, const u8 *p, size_t n, struct cell *cells)
+{
+    /* >= 32: the last block is loaded as p[n-32..n), never past the end. The first and
+     * last bytes being the braces also bound every read below to p[0..n). */
+    if (n < 32 || n > FAST_MAX || p[0] != '{' || p[n - 1] != '}')
+        return 0;
+    /* Bit k: p[k] is '"' (quote) / is not a digit (nondig); sentinels past the end. */
+    uint32_t quote[FAST_MAX / 32 + 2] __attribute__((aligned(8)));
+    uint32_t nondig[FAST_MAX / 32 + 2] __attribute__((aligned(8)));
+    const __m256i vq = _mm256_set1_epi8('"'), vb = _mm256_set1_epi8('\\'),
+                  vsp = _mm256_set1_epi8(0x20), v0 = _mm256_set1_epi8('0' - 1),
+                  v9 = _mm256_set1_epi8('9' + 1);
+    __m256i bad = _mm256_setzero_si256();
+    size_t i = 0, k = 0;
+    for (; n - i >= 32; i += 32, k++) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(p + i));
+        quote[k] = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, vq));
+        nondig[k] = ~(uint32_t)_mm256_movemask_epi8(
+            _mm256_and_si256(_mm256_cmpgt_epi8(v, v0), _mm256_cmpgt_epi8(v9, v)));
+        /* signed: bytes < 0x20 and >= 0x80 are both "less than" a space */
+        bad = _mm256_or_si256(bad, _mm256_or_si256(_mm256_cmpeq_epi8(v, vb),
+                                                   _mm256_cmpgt_epi8(vsp, v)));
+    }
+    if (i < n) { /* the tail: the last 32 bytes, shifted so bit 0 is p[i] */
+        unsigned sh = (unsigned)(i + 32 - n);
+        __m256i v = _mm256_loadu_si256((const __m256i *)(p + n - 32));
+        quote[k] = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, vq)) >> sh;
+        nondig[k] = ~((uint32_t)_mm256_movemask_epi8(_mm256_and_si256(
+                          _mm256_cmpgt_epi8(v, v0), _mm256_cmpgt_epi8(v9, v))) >> sh);
+        bad = _mm256_or_si256(bad, _mm256_or_si256(_mm256_cmpeq_epi8(v, vb),
+                                                   _mm256_cmpgt_epi8(vsp, v)));
+        k++;
+    }
+    if (!_mm256_testz_si256(bad, bad))
+        return 0;
+    /* Sentinels, in slots k and k + 1 at most: bit n ends every search; quote bit n + 1
+     * too, since two quotes are popped before their positions are checked. */
+    quote[k] = quote[k + 1] = 0;
+    nondig[k] = nondig[k + 1] = ~0u;
+    quote[n >> 5] |= 1u << (n & 31);
+    quote[(n + 1) >> 5] |= 1u << ((n + 1) & 31);
+    nondig[n >> 5] |= 1u << (n & 31);
+
+    memset(cells, 0, c->count * sizeof *cells);
+    /* Held in a register: the stores to cells might alias c as far as the compiler knows. */
+    const uint64_t lenmask0 = c->lenmask[0];
+    /* The walk meets the quotes in order, and checks that what it steps over between two
+     * of them holds none, so quotes are popped off a cursor (the current mask word, with
+     * the bits met cleared) rather than searched for from the walk's position. Keys are
+     * then found one cycle after another, not after the previous value has been parsed:
+     * the position checks only feed branches, which are predicted. */
+    size_t qw = 0; /* word index of qbits */
+    uint64_t qbits;
+    memcpy(&qbits, quote, 8);
+#define POP_QUOTE(pos)                                                                     \
+    do {                                                                                   \
+        while (!qbits)                                                                     \
+            memcpy(&qbits, quote + 2 * ++qw, 8);                                           \
+        (pos) = (qw << 6) + (size_t)_tzcnt_u64(qbits);                                     \
+        qbits &= qbits - 1;                                                                \
+    } while (0)
+    size_t expect = 1; /* where the next key's opening quote must be */
+    for (;;) {
+        size_t ko, ke, i;
+        POP_QUOTE(ko);
+        POP_QUOTE(ke);
+        if (ko != expect || ke >= n - 2 || p[ke + 1] != ':') /* so vs <= n - 1 */
+            return 0;
+        size_t ks = ko + 1, vs = ke + 2;
+        uint32_t kind = CELL_RAW;
+        u8 ch = p[vs];
+        if (LIKELY(ch == '-' || is_digit(ch))) {
+            /* p[n-1] is '}', so every byte read here is before it or it. The digits end
+             * where the first non-digit after vs is, whatever p[vs] is ('-' or a digit). */
+            size_t first = vs + (ch == '-'), j = next_set(nondig, vs + 1);
+            if (UNLIKELY(j == first)) /* "-" and no digit */
+                return 0;
+            if (UNLIKELY(p[first] == '0' && j != first + 1)) /* a leading zero */
+                return 0;
+            if (p[j] == '.') {
+                size_t f = next_set(nondig, j + 1);
+                if (UNLIKELY(f == j + 1)) /* "." and no digit */
+                    return 0;
+                j = f;
+            }
+            i = j; /* an exponent fails the check below */
+        } else if (ch == '"') {
+            size_t vo, ve;
+            POP_QUOTE(vo);
+            POP_QUOTE(ve);
+            if (vo != vs || ve >= n)
+                return 0;
+            i = ve + 1; /* the string holds only printable ASCII, no backslash */
+            kind = CELL_STRING;
+        } else if (ch == 't') {
+            if (n - vs < 5 || !match4(p + vs, "true"))
+                return 0;
+            i = vs + 4;
+        } else if (ch == 'f') {
+            if (n - vs < 6 || !match4(p + vs + 1, "alse"))
+                return 0;
+            i = vs + 5;
+        } else if (ch == 'n') {
+            if (n - vs < 5 || !match4(p + vs, "null"))
+                return 0;
+            i = vs + 4;
+            kind = CELL_EMPTY;
+        } else {
+            return 0;
+        }
+
+        /* The key lookup, with the prefix word read straight from the line when 8 bytes
+         * are there (always, for keys of 5 bytes or more). */
+        size_t kl = ke - ks;
+        if (kl < 64 ? (lenmask0 >> kl) & 1
+                    : kl <= JSON_MAX_NAME && ((c->lenmask[kl >> 6] >> (kl & 63)) & 1)) {
+            uint64_t pre = n - ks >= 8 ? _bzhi_u64(load64(p + ks), kl >= 8 ? 64 : 8 * (unsigned)kl)
+                                       : name_prefix(p + ks, kl);
+            int col = lookup_pre(c, p + ks, kl, pre);
+            if (col >= 0) {
+                struct cell *cl = &cells[col];
+                if (kind == CELL_STRING) {
+                    cl->p = (const char *)p + vs + 1;
+                    cl->len = (uint32_t)(i - vs - 2);
+                } else if (kind == CELL_RAW) {
+                    cl->p = (const char *)p + vs;
+                    cl->len = (uint32_t)(i - vs);
+                } else {
+                    cl->p = NULL;
+                    cl->len = 0;
+                }
+                cl->kind = kind;
+            }
+        }
+
+        /* i <= n - 1. Next: the closing brace as the last byte, or ',' and the next key's
+         * quote, compared as one 16-bit word (i + 1 < n there). */
+        if (i == n - 1)
+            return p[i] == '}';
+        uint16_t sep;
+        memcpy(&sep, p + i, 2);
+        if (sep != ('"' << 8 | ','))
+            return 0;
+        expect = i + 1;
+    }
+#undef POP_QUOTE
+}
+#endif
+
+/* ---- dispatch ------------------------------------------------------------------------ */
+
+typedef int (*fast_fn)(const struct json_columns *, const u8 *, size_t, struct cell *);
+
+static fast_fn fast_path;
+static const char *engine_name = "scalar";
+
+int json_engine_select(const char *name)
+{
+    if (!name || !strcmp(name, "scalar")) {
+        fast_path = NULL;
+        engine_name = "scalar";
+        return 0;
+    }
+#ifdef HAVE_FAST_AVX2
+    if (!strcmp(name, "avx2") || !strcmp(name, "best")) {
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi") &&
+            __builtin_cpu_supports("bmi2")) {
+            fast_path = json_line_avx2;
+            engine_name = "avx2";
+            return 0;
+        }
+    }
+#endif
+    if (!strcmp(name, "best"))
+        return json_engine_select("scalar");
+    return -1;
+}
+
+const char *json_engine_name(void) { return engine_name; }
+
+/* Chosen once, before main: the best path the CPU has, unless NDINGEST_SIMD names one. */
+__attribute__((constructor)) static void json_engine_init(void)
+{
+    const char *env = getenv("NDINGEST_SIMD");
+    if (env && *env && json_engine_select(env) == 0)
+        return;
+    if (env && *env)
+        fprintf(stderr, "ndingest: NDINGEST_SIMD=%s is not available here; using the best path\n",
+                env);
+    json_engine_select("best");
+}
+
+enum line_verdict json_line(const struct json_columns *c, const char *line, size_t n,
+                            struct cell *cells)
+{
+    if (fast_path && fast_path(c, (const u8 *)line, n, cells))
+        return LINE_VALID;
+    return json_line_strict(c, line, n, cells);
 }
 
 /* ---- unescaping -------------------------------------------------------------------- */

@@ -38,6 +38,7 @@ struct json_columns {
     uint64_t lenmask[JSON_MAX_NAME / 64 + 1];
     uint16_t head[1 << JSON_HASH_BITS];
     uint16_t next[JSON_MAX_COLUMNS];
+    uint64_t prefix[JSON_MAX_COLUMNS]; /* each name's first 8 bytes, zero-padded */
 };
 
 /* Compiles the column list (copying the names). 0, or -1 with a message in err (no
@@ -59,6 +60,14 @@ enum line_verdict {
  * line of 4 GiB or more is LINE_INVALID, since a cell's length is 32 bits. */
 enum line_verdict json_line(const struct json_columns *c, const char *p, size_t n,
                             struct cell *cells);
+
+/* The dispatch path json_line uses: "avx2" (a SIMD fast path for flat lines, falling back to
+ * the strict walk) or "scalar" (the strict walk only). Chosen once at start-up: the best the
+ * CPU supports, unless the environment variable NDINGEST_SIMD=scalar|avx2 forces one. */
+const char *json_engine_name(void);
+/* Forces a path by name ("scalar", "avx2", or "best"): 0, or -1 when this build or CPU lacks
+ * it (nothing changes). Not thread-safe: for start-up and tests. */
+int json_engine_select(const char *name);
 
 /* Writes the unescaped UTF-8 text of a string span that json_line accepted into dst, which
  * needs room for len bytes (unescaping never lengthens; dst may be p itself); returns the

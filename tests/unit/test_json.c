@@ -765,6 +765,141 @@ static void test_mutations(void **state)
         fail_msg("too few valid mutants to be a meaningful differential test");
 }
 
+/* ---- dispatch paths ------------------------------------------------------------------ */
+
+/* Judges p[0..n) (an exact-size copy) under every path: the verdicts must agree, and on a
+ * valid line every cell too (kind, length and position in the line). */
+static void expect_paths_agree(const struct json_columns *c, const char *p, size_t n)
+{
+    static const char *const paths[] = {"scalar", "avx2"};
+    char *q = tu_exact(p, n);
+    struct cell want[8], got[8];
+    const char *keep = json_engine_name();
+    enum line_verdict v0 = (enum line_verdict)-1;
+    for (size_t e = 0; e < sizeof paths / sizeof *paths; e++) {
+        if (json_engine_select(paths[e]) != 0)
+            continue;
+        memset(got, 0xA5, sizeof got);
+        enum line_verdict v = json_line(c, q, n, got);
+        if ((int)v0 < 0) {
+            v0 = v;
+            memcpy(want, got, sizeof got);
+            continue;
+        }
+        if (v != v0)
+            fail_msg("path %s: %s, scalar %s on \"%.*s\"", paths[e], verdict_name(v),
+                     verdict_name(v0), (int)n, p);
+        for (size_t i = 0; v == LINE_VALID && i < c->count; i++)
+            if (got[i].kind != want[i].kind || got[i].len != want[i].len ||
+                (got[i].kind != CELL_EMPTY && got[i].p != want[i].p))
+                fail_msg("path %s: cell %zu differs on \"%.*s\"", paths[e], i, (int)n, p);
+    }
+    json_engine_select(keep);
+    free(q);
+}
+
+static void test_paths_agree(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"vendorid", "tpep_pickup_datetime", "trip_distance",
+                                         "total_amount", "a", "bc", "s", "x"};
+    struct json_columns c;
+    init_cols(&c, names, 8);
+    static const char *const cases[] = {
+        "{\"a\":1,\"bc\":2,\"s\":\"x\",\"x\":123456789012}",   /* exactly 40 bytes */
+        "{\"aaaaaaaaaaaaaaaaaaaaaaaa\":1,\"a\":\"\"}",
+        "{\"aaaaaaaaaaaaaaaaaaaaaaaaa\":-0,\"a\":\"x\"}",
+        "{\"aaaaaaaaaaaaaaaaaaaaaaaaa\":0.5,\"bc\":-12.25}",
+        "{\"aaaaaaaaaaaaaaaaaaaaaaaaa\":1e5,\"bc\":-12.25}",
+        "{\"aaaaaaaaaaaaaaaaaaaaaaaaa\":1.5E+5,\"bc\":2}",
+        "{\"aaaaaaaaaaaaaaaaaaaaaaaaa\":01,\"bc\":-12.25}",
+        "{\"aaaaaaaaaaaaaaaaaaaaaaaaa\":1.,\"bc\":-12.25}",
+        "{\"aaaaaaaaaaaaaaaaaaaaaaaaa\":-,\"bc\":-12.25}",
+        "{\"aaaaaaaaaaaaaaaaaaaaaaaaa\":-a,\"bc\":-12.25}",
+        "{\"aaaaaaaaaaaaaaaaaaaaaaaaa\":true,\"bc\":false,\"s\":null}",
+        "{\"aaaaaaaaaaaaaaaaaaaaaaaaa\":true,\"bc\":false,\"s\":nul}",
+        "{\"aaaaaaaaaaaaaaaaaaaaaaaaa\":true,\"bc\":fals,\"s\":null}",
+        "{\"aaaaaaaaaaaaaaaaaaaaaaaaa\":tru,\"bc\":false,\"s\":null}",
+        "{\"a\":1,\"a\":\"two\",\"a\":null,\"bc\":\"x,y\",\"s\":\"q\"}",
+        "{\"a\":1,\"a\":\"two\",\"a\":null,\"bc\":\"x,y\",\"s\":\"q\"} ",
+        " {\"a\":1,\"a\":\"two\",\"a\":null,\"bc\":\"x,y\",\"s\":\"q\"}",
+        "{\"a\" :1,\"a\":\"two\",\"a\":null,\"bc\":\"x,y\",\"s\":\"q\"}",
+        "{\"a\":1 ,\"a\":\"two\",\"a\":null,\"bc\":\"x,y\",\"s\":\"q\"}",
+        "{\"a\":1,\"a\":\"t\\\"o\",\"a\":null,\"bc\":\"x,y\",\"s\":\"q\"}",
+        "{\"a\":1,\"a\":\"t\xc3\xa9o\",\"a\":null,\"bc\":\"x,y\",\"s\":\"q\"}",
+        "{\"a\":1,\"a\":\"t\xc3o\",\"a\":null,\"bc\":\"x,y\",\"s\":\"q\"}",
+        "{\"a\":1,\"a\":\"t\to\",\"a\":null,\"bc\":\"x,y\",\"s\":\"q\"}",
+        "{\"a\":1,\"a\":[1,2],\"x\":{\"b\":2},\"bc\":\"x,y\",\"s\":\"q\"}",
+        "{\"a\":1,\"bb\":2,\"ccccccccccccccccccccccccc\":3,,\"s\":\"q\"}",
+        "{\"a\":1,\"bb\":2,\"ccccccccccccccccccccccccc\":3,\"s\":\"q\",}",
+        "{\"a\":1,\"bb\":2,\"ccccccccccccccccccccccccc\":3,\"s\":\"q\"}}",
+        "{\"a\":1,\"bb\":2,\"ccccccccccccccccccccccccc\":3,\"s\":\"q\"\"}",
+        "{\"a\":1,\"bb\":2,\"ccccccccccccccccccccccccc\":3,\"s\":\"q}",
+        "{\"a\":1,\"bb\":2,\"ccccccccccccccccccccccccc\":3,\"s\":q\"}",
+        "{\"a\":1,\"bb\":2,\"ccccccccccccccccccccccccc\":3,\"\":\"q\"}",
+        "{\"a\":1,\"bb\":2,\"ccccccccccccccccccccccccc\":3,\"s\"}",
+        "{\"a\":1,\"bb\":2,\"ccccccccccccccccccccccccc\":3,\"s\":}",
+        "{\"a\":1,\"bb\":2,\"ccccccccccccccccccccccccc\":3:\"s\":1}",
+        "{\"a\":1,\"bb\":2,\"ccccccccccccccccccccccccc\":3,\"s\":1}\r",
+        "{\"vendorid\":2,\"vendorix\":3,\"vendori\":4,\"vendoridd\":5,\"total_amount\":1}",
+        "{\"total_amounT\":2,\"tpep_pickup_datetimE\":3,\"trip_distancE\":4}",
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        expect_paths_agree(&c, cases[i], strlen(cases[i]));
+    /* Lines with no quote or one quote, of every length across two 64-byte words: the
+     * fast path runs out of quotes there and must stop at the end of the line. */
+    char shape[200];
+    for (size_t n = 2; n < sizeof shape; n++) {
+        for (int q = 0; q < 4; q++) {
+            memset(shape, '1', n);
+            shape[0] = '{';
+            shape[n - 1] = '}';
+            if (q == 1 && n > 2)
+                shape[1] = '"';
+            if (q == 2 && n > 4)
+                memcpy(shape + 1, "\"a\":", 4);
+            if (q == 3 && n > 6)
+                memcpy(shape + 1, "\"a\":\"", 5);
+            expect_paths_agree(&c, shape, n);
+        }
+    }
+    /* The taxi line cut and padded at every length around the 32-byte blocks. */
+    for (size_t n = 0; n <= strlen(taxi); n++)
+        expect_paths_agree(&c, taxi, n);
+    /* Taxi mutants, as in test_mutations, compared path against path with 8 columns. */
+    static const unsigned char bytes[] = {'"', '\\', '{', '}', '[', ',', ':', ' ', '0', '1',
+                                          '-', '.', 'e', 'n', 't', 0x00, 0x1f, 0x80, 'a'};
+    char buf[1024];
+    for (size_t it = 0; it < 100000; it++) {
+        size_t n = strlen(taxi);
+        memcpy(buf, taxi, n);
+        int muts = 1 + (int)(next_rand() % 3);
+        for (int m = 0; m < muts; m++) {
+            size_t pos = n ? next_rand() % n : 0;
+            unsigned char b = bytes[next_rand() % sizeof bytes];
+            switch (next_rand() % 3) {
+            case 0:
+                if (n)
+                    buf[pos] = (char)b;
+                break;
+            case 1:
+                memmove(buf + pos + 1, buf + pos, n - pos);
+                buf[pos] = (char)b;
+                n++;
+                break;
+            default:
+                if (n) {
+                    memmove(buf + pos, buf + pos + 1, n - pos - 1);
+                    n--;
+                }
+                break;
+            }
+        }
+        expect_paths_agree(&c, buf, n);
+    }
+    json_columns_free(&c);
+}
+
 int main(void)
 {
     static const char *const a[] = {"a"};
@@ -776,10 +911,9 @@ int main(void)
         cmocka_unit_test(test_cells_key_matching), cmocka_unit_test(test_columns_init),
         cmocka_unit_test(test_depth),         cmocka_unit_test(test_long_values),
         cmocka_unit_test(test_blank),         cmocka_unit_test(test_unescape),
-        cmocka_unit_test(test_mutations),
+        cmocka_unit_test(test_mutations),     cmocka_unit_test(test_paths_agree),
     };
-    int failed = cmocka_run_group_tests_name("json", tests, NULL, NULL);
-
+    int failed = 0;
     size_t k;
     char **names = corpus_names(&k);
     struct CMUnitTest *corpus = calloc(k ? k : 1, sizeof *corpus);
@@ -788,8 +922,19 @@ int main(void)
         corpus[i].test_func = test_corpus_case;
         corpus[i].initial_state = names[i];
     }
-    if (k)
-        failed += _cmocka_run_group_tests("json_corpus", corpus, k, NULL, NULL);
+    /* Everything, under every dispatch path this build and CPU have. */
+    static const char *const paths[] = {"scalar", "avx2"};
+    for (size_t e = 0; e < sizeof paths / sizeof *paths; e++) {
+        if (json_engine_select(paths[e]) != 0) {
+            print_message("path %s: not available here, skipped\n", paths[e]);
+            continue;
+        }
+        print_message("path %s\n", json_engine_name());
+        failed += cmocka_run_group_tests_name("json", tests, NULL, NULL);
+        if (k)
+            failed += _cmocka_run_group_tests("json_corpus", corpus, k, NULL, NULL);
+    }
+    json_engine_select("best");
     for (size_t i = 0; i < k; i++)
         free(names[i]);
     free(names);
