@@ -96,6 +96,8 @@ int convert_run(const struct options *o)
     char *chunk = malloc(CONVERT_READ);
     if (!out || !chunk) {
         fputs("ndingest convert: out of memory\n", stderr);
+        sink_close(out);
+        free(chunk);
         return 2;
     }
     int rc = 0;

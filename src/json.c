@@ -233,7 +233,7 @@ static inline size_t scan_literal(const u8 *p, size_t i, size_t n)
  * so hostile nesting costs 128 bytes of stack, not a frame per level. */
 static size_t skip_container(const u8 *p, size_t i, size_t n)
 {
-    uint64_t stack[JSON_MAX_DEPTH / 64];
+    uint64_t stack[JSON_MAX_DEPTH / 64] = {0}; /* only nested values get here: cheap */
     unsigned d = 1; /* the top-level object */
     int esc;
     u8 c = p[i];
