@@ -375,6 +375,8 @@ int json_columns_init(struct json_columns *c, const char *const *names, size_t c
         c->count = i + 1;
         c->lenmask[len >> 6] |= 1ULL << (len & 63);
         c->prefix[i] = name_prefix((const u8 *)names[i], len);
+        if (len > 8)
+            c->suffix[i] = load64((const u8 *)names[i] + len - 8);
         unsigned h = name_hash(c->prefix[i], len);
         c->next[i] = c->head[h];
         c->head[h] = (uint16_t)(i + 1);
@@ -423,9 +425,12 @@ static inline __attribute__((always_inline)) int lookup_pre(const struct json_co
                                                             const u8 *k, size_t len,
                                                             uint64_t pre)
 {
+    /* Names of up to 16 bytes are told apart by their first and last words alone (which
+     * overlap for 9 to 15), so the common names need no byte comparison. */
     for (unsigned j = c->head[name_hash(pre, len)]; j; j = c->next[j - 1])
         if (c->lens[j - 1] == len && c->prefix[j - 1] == pre &&
-            (len <= 8 || key_eq((const u8 *)c->names[j - 1] + 8, k + 8, len - 8)))
+            (len <= 8 || (load64(k + len - 8) == c->suffix[j - 1] &&
+                          (len <= 16 || key_eq((const u8 *)c->names[j - 1] + 8, k + 8, len - 16)))))
             return (int)j - 1;
     return -1;
 }
@@ -570,6 +575,9 @@ tail:
 /* Lines longer than this take the strict walk: the bit masks live on the stack. */
 #define FAST_MAX 4096
 
+/* Bytes that start a number: one table load instead of two compares, on every value. */
+static const u8 num_start[256] = {['-'] = 1, ['0' ... '9'] = 1};
+
 /* The first set bit at or after i in the bit array m (32-bit halves, little-endian); the
  * caller has planted a set bit at or after i, so the loop ends. */
 __attribute__((target("avx2,bmi,bmi2"))) static inline size_t next_set(const uint32_t *m,
@@ -599,15 +607,17 @@ __attribute__((target("avx2,bmi,bmi2"))) static int json_line_avx2(
     uint32_t quote[FAST_MAX / 32 + 2] __attribute__((aligned(8)));
     uint32_t nondig[FAST_MAX / 32 + 2] __attribute__((aligned(8)));
     const __m256i vq = _mm256_set1_epi8('"'), vb = _mm256_set1_epi8('\\'),
-                  vsp = _mm256_set1_epi8(0x20), v0 = _mm256_set1_epi8('0' - 1),
-                  v9 = _mm256_set1_epi8('9' + 1);
+                  vsp = _mm256_set1_epi8(0x20), voff = _mm256_set1_epi8((char)('0' + 0x80)),
+                  vlim = _mm256_set1_epi8(-128 + 10);
+    /* A digit, less '0' + 0x80 (wrapping), is -128..-119 as a signed byte and nothing else
+     * is: one subtraction and one compare per block, not two compares and an and. */
+#define DIGITS(v) _mm256_cmpgt_epi8(vlim, _mm256_sub_epi8((v), voff))
     __m256i bad = _mm256_setzero_si256();
     size_t i = 0, k = 0;
     for (; n - i >= 32; i += 32, k++) {
         __m256i v = _mm256_loadu_si256((const __m256i *)(p + i));
         quote[k] = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, vq));
-        nondig[k] = ~(uint32_t)_mm256_movemask_epi8(
-            _mm256_and_si256(_mm256_cmpgt_epi8(v, v0), _mm256_cmpgt_epi8(v9, v)));
+        nondig[k] = ~(uint32_t)_mm256_movemask_epi8(DIGITS(v));
         /* signed: bytes < 0x20 and >= 0x80 are both "less than" a space */
         bad = _mm256_or_si256(bad, _mm256_or_si256(_mm256_cmpeq_epi8(v, vb),
                                                    _mm256_cmpgt_epi8(vsp, v)));
@@ -616,12 +626,12 @@ __attribute__((target("avx2,bmi,bmi2"))) static int json_line_avx2(
         unsigned sh = (unsigned)(i + 32 - n);
         __m256i v = _mm256_loadu_si256((const __m256i *)(p + n - 32));
         quote[k] = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, vq)) >> sh;
-        nondig[k] = ~((uint32_t)_mm256_movemask_epi8(_mm256_and_si256(
-                          _mm256_cmpgt_epi8(v, v0), _mm256_cmpgt_epi8(v9, v))) >> sh);
+        nondig[k] = ~((uint32_t)_mm256_movemask_epi8(DIGITS(v)) >> sh);
         bad = _mm256_or_si256(bad, _mm256_or_si256(_mm256_cmpeq_epi8(v, vb),
                                                    _mm256_cmpgt_epi8(vsp, v)));
         k++;
     }
+#undef DIGITS
     if (!_mm256_testz_si256(bad, bad))
         return 0;
     /* Sentinels, in slots k and k + 1 at most: bit n ends every search; quote bit n + 1
@@ -640,27 +650,52 @@ __attribute__((target("avx2,bmi,bmi2"))) static int json_line_avx2(
      * the bits met cleared) rather than searched for from the walk's position. Keys are
      * then found one cycle after another, not after the previous value has been parsed:
      * the position checks only feed branches, which are predicted. */
-    size_t qw = 0; /* word index of qbits */
+    size_t qbase = 0; /* bit index of qbits' bit 0 (kept, not shifted out of a word index,
+                       * to save an instruction per quote) */
     uint64_t qbits;
     memcpy(&qbits, quote, 8);
 #define POP_QUOTE(pos)                                                                     \
     do {                                                                                   \
-        while (!qbits)                                                                     \
-            memcpy(&qbits, quote + 2 * ++qw, 8);                                           \
-        (pos) = (qw << 6) + (size_t)_tzcnt_u64(qbits);                                     \
+        while (!qbits) {                                                                   \
+            qbase += 64;                                                                   \
+            memcpy(&qbits, quote + (qbase >> 5), 8);                                       \
+        }                                                                                  \
+        (pos) = qbase + (size_t)_tzcnt_u64(qbits);                                         \
         qbits &= qbits - 1;                                                                \
     } while (0)
-    size_t expect = 1; /* where the next key's opening quote must be */
+    /* Each key's opening quote must come right after the '{' or a ','. For the first key
+     * that is p[1]; for the others, the check of ',' and '"' after each value below does
+     * it: nothing the walk steps over holds a quote (digits, literals, the ':', and the
+     * string values' own two quotes, which are popped), so the next quote popped is that
+     * one, at the separator's position + 1. */
+    if (p[1] != '"')
+        return 0;
     for (;;) {
         size_t ko, ke, i;
         POP_QUOTE(ko);
         POP_QUOTE(ke);
-        if (ko != expect || ke >= n - 2 || p[ke + 1] != ':') /* so vs <= n - 1 */
+        if (ke >= n - 2 || p[ke + 1] != ':') /* so vs <= n - 1 */
             return 0;
-        size_t ks = ko + 1, vs = ke + 2;
-        uint32_t kind = CELL_RAW;
+        /* The key is looked up before its value is parsed: the key's span is then dead
+         * during the value's parse (fewer live registers), and a failed line's cells are
+         * unspecified anyway. The prefix word is read straight from the line when 8 bytes
+         * are there (always, for keys of 5 bytes or more). */
+        struct cell *cl = NULL; /* the key's cell, when it is a column */
+        {
+            size_t ks = ko + 1, kl = ke - ks;
+            if (kl < 64 ? (lenmask0 >> kl) & 1
+                        : kl <= JSON_MAX_NAME && ((c->lenmask[kl >> 6] >> (kl & 63)) & 1)) {
+                uint64_t pre = n - ks >= 8
+                                   ? _bzhi_u64(load64(p + ks), kl >= 8 ? 64 : 8 * (unsigned)kl)
+                                   : name_prefix(p + ks, kl);
+                int col = lookup_pre(c, p + ks, kl, pre);
+                if (col >= 0)
+                    cl = &cells[col];
+            }
+        }
+        size_t vs = ke + 2;
         u8 ch = p[vs];
-        if (LIKELY(ch == '-' || is_digit(ch))) {
+        if (LIKELY(num_start[ch])) {
             /* p[n-1] is '}', so every byte read here is before it or it. The digits end
              * where the first non-digit after vs is, whatever p[vs] is ('-' or a digit). */
             size_t first = vs + (ch == '-'), j = next_set(nondig, vs + 1);
@@ -675,6 +710,11 @@ __attribute__((target("avx2,bmi,bmi2"))) static int json_line_avx2(
                 j = f;
             }
             i = j; /* an exponent fails the check below */
+            if (cl) {
+                cl->p = (const char *)p + vs;
+                cl->len = (uint32_t)(i - vs);
+                cl->kind = CELL_RAW;
+            }
         } else if (ch == '"') {
             size_t vo, ve;
             POP_QUOTE(vo);
@@ -682,46 +722,40 @@ __attribute__((target("avx2,bmi,bmi2"))) static int json_line_avx2(
             if (vo != vs || ve >= n)
                 return 0;
             i = ve + 1; /* the string holds only printable ASCII, no backslash */
-            kind = CELL_STRING;
+            if (cl) {
+                cl->p = (const char *)p + vs + 1;
+                cl->len = (uint32_t)(ve - vs - 1);
+                cl->kind = CELL_STRING;
+            }
         } else if (ch == 't') {
             if (n - vs < 5 || !match4(p + vs, "true"))
                 return 0;
             i = vs + 4;
+            if (cl) {
+                cl->p = (const char *)p + vs;
+                cl->len = 4;
+                cl->kind = CELL_RAW;
+            }
         } else if (ch == 'f') {
             if (n - vs < 6 || !match4(p + vs + 1, "alse"))
                 return 0;
             i = vs + 5;
+            if (cl) {
+                cl->p = (const char *)p + vs;
+                cl->len = 5;
+                cl->kind = CELL_RAW;
+            }
         } else if (ch == 'n') {
             if (n - vs < 5 || !match4(p + vs, "null"))
                 return 0;
             i = vs + 4;
-            kind = CELL_EMPTY;
+            if (cl) {
+                cl->p = NULL;
+                cl->len = 0;
+                cl->kind = CELL_EMPTY;
+            }
         } else {
             return 0;
-        }
-
-        /* The key lookup, with the prefix word read straight from the line when 8 bytes
-         * are there (always, for keys of 5 bytes or more). */
-        size_t kl = ke - ks;
-        if (kl < 64 ? (lenmask0 >> kl) & 1
-                    : kl <= JSON_MAX_NAME && ((c->lenmask[kl >> 6] >> (kl & 63)) & 1)) {
-            uint64_t pre = n - ks >= 8 ? _bzhi_u64(load64(p + ks), kl >= 8 ? 64 : 8 * (unsigned)kl)
-                                       : name_prefix(p + ks, kl);
-            int col = lookup_pre(c, p + ks, kl, pre);
-            if (col >= 0) {
-                struct cell *cl = &cells[col];
-                if (kind == CELL_STRING) {
-                    cl->p = (const char *)p + vs + 1;
-                    cl->len = (uint32_t)(i - vs - 2);
-                } else if (kind == CELL_RAW) {
-                    cl->p = (const char *)p + vs;
-                    cl->len = (uint32_t)(i - vs);
-                } else {
-                    cl->p = NULL;
-                    cl->len = 0;
-                }
-                cl->kind = kind;
-            }
         }
 
         /* i <= n - 1. Next: the closing brace as the last byte, or ',' and the next key's
@@ -732,7 +766,6 @@ __attribute__((target("avx2,bmi,bmi2"))) static int json_line_avx2(
         memcpy(&sep, p + i, 2);
         if (sep != ('"' << 8 | ','))
             return 0;
-        expect = i + 1;
     }
 #undef POP_QUOTE
 }

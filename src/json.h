@@ -39,6 +39,7 @@ struct json_columns {
     uint16_t head[1 << JSON_HASH_BITS];
     uint16_t next[JSON_MAX_COLUMNS];
     uint64_t prefix[JSON_MAX_COLUMNS]; /* each name's first 8 bytes, zero-padded */
+    uint64_t suffix[JSON_MAX_COLUMNS]; /* each name's last 8 bytes, when it is longer than 8 */
 };
 
 /* Compiles the column list (copying the names). 0, or -1 with a message in err (no
