@@ -91,7 +91,7 @@ fuzz: deps
 	mkdir -p build/fuzz fuzz-out/corpus
 	clang -std=c11 $(CPPFLAGS) $(FUZZ_FLAGS) -Isrc -o build/fuzz/fuzz_ingest tests/fuzz/fuzz_ingest.c \
 		$(filter-out src/main.c src/server.c src/worker.c src/http.c,$(SRC)) -lz
-	build/fuzz/fuzz_ingest -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 \
+	build/fuzz/fuzz_ingest -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -print_final_stats=1 \
 		fuzz-out/corpus tests/json
 
 lint:

@@ -5,6 +5,14 @@ Deliberately simple and slow: Python's json module does the strict parsing; a sm
 over the top-level object keeps each value's text exactly as sent.
 """
 import json
+import sys
+
+# Numbers of any size are valid (Python 3.11 refuses to build ints over 4,300 digits), and
+# nesting up to 1,024 levels is (Python's default recursion limit is 1,000).
+if hasattr(sys, "set_int_max_str_digits"):
+    sys.set_int_max_str_digits(0)
+sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
+MAX_DEPTH = 1024
 
 DEFAULT_COLUMNS = ["vendorid", "tpep_pickup_datetime", "trip_distance", "total_amount"]
 WS = " \t\r\n"
@@ -23,6 +31,29 @@ def _reject_constant(name):
 
 
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, strict=True)
+_PAIRS = json.JSONDecoder(parse_constant=_reject_constant, strict=True,
+                          object_pairs_hook=lambda pairs: [tuple(p) for p in pairs])
+
+
+def _strict(value, depth):
+    """No lone surrogate (U+D800..U+DFFF) in any string or key, nesting at most MAX_DEPTH;
+    value sits at depth `depth` (the top-level object's values at 2)."""
+    stack = [(value, depth)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, str):
+            if any(0xD800 <= ord(c) <= 0xDFFF for c in v):
+                return False
+        elif isinstance(v, list):
+            if d > MAX_DEPTH:
+                return False
+            for x in v:
+                if isinstance(x, tuple):  # an object's pair (object_pairs_hook below)
+                    stack.append((x[0], d))
+                    stack.append((x[1], d + 1))
+                else:
+                    stack.append((x, d + 1))
+    return True
 
 
 def _skip_ws(s, i):
@@ -52,12 +83,16 @@ def parse_object(line):
                 if i >= len(s) or s[i] != '"':
                     return None
                 key, i = _DECODER.raw_decode(s, i)
+                if not _strict(key, 2):
+                    return None
                 i = _skip_ws(s, i)
                 if i >= len(s) or s[i] != ":":
                     return None
                 i = _skip_ws(s, i + 1)
                 start = i
                 value, i = _DECODER.raw_decode(s, i)
+                if not _strict(_PAIRS.raw_decode(s, start)[0], 2):
+                    return None
                 if isinstance(value, (str, bool)) or value is None:
                     pairs[key] = value
                 else:  # number, object or array: keep the text as sent
