@@ -38,7 +38,9 @@
 enum route { ROUTE_NONE, ROUTE_INGEST, ROUTE_HEALTH, ROUTE_METRICS, ROUTE_UNKNOWN };
 /* What the connection's timer is waiting for. */
 enum deadline { DEADLINE_NONE, DEADLINE_HEADERS, DEADLINE_BODY };
-enum header_id { HEADER_OTHER, HEADER_CONTENT_ENCODING, HEADER_EXPECT };
+enum header_id { HEADER_OTHER, HEADER_CONTENT_ENCODING, HEADER_EXPECT, HEADER_AUTHORIZATION };
+/* "Bearer " and a token of up to WORKER_TOKEN_MAX bytes, with room for extra spaces. */
+#define HTTP_AUTH_MAX (WORKER_TOKEN_MAX + 32)
 
 /* What one request has said so far. Only the few headers that matter are kept, each in a
  * small fixed buffer: anything longer is not a value we accept anyway. */
@@ -65,6 +67,9 @@ struct http_request {
     char url[64];
     char field[24];
     char value[64];
+    uint16_t auth_len;       /* --token-file: the Authorization value */
+    uint8_t auth_long, auth_count;
+    char auth[HTTP_AUTH_MAX];
 };
 
 struct http_conn {
@@ -80,6 +85,9 @@ struct http_conn {
     unsigned eof : 1;         /* the client has closed its side */
     unsigned output_full : 1; /* reading paused until the output drains */
     unsigned deadline : 2;    /* enum deadline */
+    unsigned sync_wait : 1;   /* --fsync request: on the worker's commit list, parsing paused */
+    unsigned sync_keep_alive : 1; /* ...and what its response will say */
+    struct http_conn *commit_next;
     struct timespec linger_until;
     struct timespec started;  /* the request's first byte */
     struct event *deadline_ev; /* --header-timeout, --body-timeout */
@@ -115,6 +123,7 @@ static const char *status_text(int status)
     switch (status) {
     case 200: return "OK";
     case 400: return "Bad Request";
+    case 401: return "Unauthorized";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
@@ -383,6 +392,11 @@ static int on_header_field_complete(llhttp_t *p)
             r->header = HEADER_CONTENT_ENCODING;
         else if (r->field_len == 6 && !strncasecmp(r->field, "expect", 6))
             r->header = HEADER_EXPECT;
+        else if (r->field_len == 13 && !strncasecmp(r->field, "authorization", 13) &&
+                 ((struct http_conn *)p->data)->w->token_len) {
+            r->header = HEADER_AUTHORIZATION;
+            r->auth_count++;
+        }
     }
     r->field_len = 0;
     r->field_long = 0;
@@ -398,6 +412,15 @@ static int on_header_value(llhttp_t *p, const char *at, size_t n)
         return -1;
     if (r->header == HEADER_OTHER)
         return 0;
+    if (r->header == HEADER_AUTHORIZATION) {
+        if (n > sizeof r->auth - r->auth_len)
+            r->auth_long = 1;
+        else {
+            memcpy(r->auth + r->auth_len, at, n);
+            r->auth_len += (uint16_t)n;
+        }
+        return 0;
+    }
     if (n > sizeof r->value - r->value_len)
         r->value_long = 1;
     else {
@@ -456,6 +479,31 @@ static enum route route_of(const struct http_request *r)
     return ROUTE_UNKNOWN;
 }
 
+/* Whether the request carries "Authorization: Bearer <the token>". The comparison takes
+ * the same time whatever the bytes: every byte of the longest token is compared and the
+ * differences accumulated, without an early exit. */
+static int authorized(const struct http_conn *c)
+{
+    const struct http_request *r = &c->req;
+    const struct worker *w = c->w;
+    if (r->auth_count != 1 || r->auth_long || r->auth_len < 7 || strncasecmp(r->auth, "bearer ", 7))
+        return 0;
+    size_t i = 7;
+    while (i < r->auth_len && (r->auth[i] == ' ' || r->auth[i] == '\t'))
+        i++;
+    size_t n = r->auth_len - i;
+    while (n && (r->auth[i + n - 1] == ' ' || r->auth[i + n - 1] == '\t'))
+        n--;
+    if (n > WORKER_TOKEN_MAX)
+        return 0;
+    char given[WORKER_TOKEN_MAX] = {0};
+    memcpy(given, r->auth + i, n);
+    unsigned diff = (unsigned)(n ^ w->token_len);
+    for (size_t k = 0; k < WORKER_TOKEN_MAX; k++)
+        diff |= (unsigned char)(given[k] ^ w->token[k]);
+    return diff == 0;
+}
+
 static int on_headers_complete(llhttp_t *p)
 {
     struct http_conn *c = p->data;
@@ -468,6 +516,11 @@ static int on_headers_complete(llhttp_t *p)
     int method = llhttp_get_method(p);
     if (r->route == ROUTE_UNKNOWN)
         return reject_early(c, 404, NULL, "no such path: POST bodies to /, GET /healthz or /metrics");
+    /* --token-file guards the rows and the metrics; /healthz stays open for probes. */
+    if (c->w->token_len && r->route != ROUTE_HEALTH && !authorized(c))
+        return reject_early(c, 401, "WWW-Authenticate: Bearer\r\n",
+                            r->auth_count ? "invalid bearer token"
+                                          : "missing Authorization: Bearer token");
     if (r->route == ROUTE_HEALTH || r->route == ROUTE_METRICS)
         return method == HTTP_GET || method == HTTP_HEAD
                    ? 0
@@ -553,6 +606,17 @@ static int on_message_complete(llhttp_t *p)
         r->ingesting = 0;
         enum ingest_status st = ingest_end(&c->ingest);
         account_body(c);
+        if (st == INGEST_OK && c->w->o->fsync == FSYNC_REQUEST) {
+            /* Answered by http_commit once this loop turn's fdatasync is done; the next
+             * pipelined request waits until then, so responses stay in order. */
+            c->sync_wait = 1;
+            c->sync_keep_alive = (unsigned)keep_alive;
+            c->commit_next = c->w->commits;
+            if (!c->w->commits)
+                event_active(c->w->commit_ev, EV_TIMEOUT, 0);
+            c->w->commits = c;
+            return HPE_PAUSED;
+        }
         if (st == INGEST_OK) {
             char body[256];
             int n = ingest_stats_json(&c->ingest.stats, body, sizeof body);
@@ -642,7 +706,7 @@ static void closing_flushed(struct http_conn *c)
 static void read_requests(struct http_conn *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
-    while (!c->closing && !c->output_full) {
+    while (!c->closing && !c->output_full && !c->sync_wait) {
         struct evbuffer_iovec v[HTTP_PEEK_VECS];
         int n = evbuffer_peek(in, -1, NULL, v, HTTP_PEEK_VECS);
         if (n <= 0)
@@ -653,10 +717,15 @@ static void read_requests(struct http_conn *c)
         llhttp_errno_t e = HPE_OK;
         for (int i = 0; i < n && e == HPE_OK; i++) {
             e = llhttp_execute(&c->parser, v[i].iov_base, v[i].iov_len);
-            used += v[i].iov_len;
+            if (e == HPE_PAUSED && c->sync_wait) /* keep what follows the request */
+                used += (size_t)(llhttp_get_error_pos(&c->parser) - (const char *)v[i].iov_base);
+            else
+                used += v[i].iov_len;
         }
         evbuffer_drain(in, used);
-        if (e != HPE_OK)
+        if (c->sync_wait)
+            bufferevent_disable(c->bev, EV_READ);
+        else if (e != HPE_OK)
             parse_failed(c, e);
         else if (evbuffer_get_length(bufferevent_get_output(c->bev)) > HTTP_OUTPUT_HIGH) {
             c->output_full = 1;
@@ -800,7 +869,7 @@ struct http_conn *http_conn_new(struct worker *w, evutil_socket_t fd)
 
 void http_conn_drain(struct http_conn *c)
 {
-    if (c->closing || c->in_message)
+    if (c->closing || c->in_message || c->sync_wait)
         return; /* on its way out, or closes after its response */
     if (evbuffer_get_length(bufferevent_get_output(c->bev)))
         stop_reading_requests(c, 0);
@@ -817,6 +886,14 @@ void http_conn_free(struct http_conn *c)
 {
     struct worker *w = c->w;
     abandon_body(c);
+    if (c->sync_wait) { /* off the commit list */
+        struct http_conn **at = &w->commits;
+        while (*at && *at != c)
+            at = &(*at)->commit_next;
+        if (*at)
+            *at = c->commit_next;
+        c->sync_wait = 0;
+    }
     /* A request that got no answer (client gone, idle timeout, the drain's end) is logged too. */
     if (c->in_message && !c->req.responded && w->access_fd >= 0)
         log_request(c, 0, elapsed_ns(&c->started));
@@ -833,4 +910,38 @@ void http_conn_free(struct http_conn *c)
     atomic_fetch_sub_explicit(&w->slot->connections, 1, memory_order_relaxed);
     free(c);
     worker_conn_closed(w);
+}
+
+void http_commit(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    char err[300];
+    int r = worker_sync(w, err, sizeof err);
+    if (r)
+        log_error("%s: 500: %s", w->log_prefix, err);
+    struct http_conn *list = w->commits;
+    w->commits = NULL;
+    while (list) {
+        struct http_conn *c = list;
+        list = c->commit_next;
+        c->commit_next = NULL;
+        c->sync_wait = 0;
+        int keep_alive = c->sync_keep_alive && !w->draining;
+        if (!r) {
+            char body[256];
+            int n = ingest_stats_json(&c->ingest.stats, body, sizeof body);
+            respond(c, 200, NULL, body, (size_t)n, keep_alive);
+        } else {
+            respond_error(c, 500, NULL, err, keep_alive);
+        }
+        if (!keep_alive) {
+            stop_reading_requests(c, 0);
+            continue; /* write_cb closes it once the response is out */
+        }
+        llhttp_resume(&c->parser);
+        bufferevent_enable(c->bev, EV_READ);
+        read_requests(c); /* pipelined requests already read */
+    }
 }

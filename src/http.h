@@ -29,6 +29,11 @@ void http_conn_drain(struct http_conn *c);
 /* Closes now; a body being ingested is abandoned (rows not yet written are dropped). */
 void http_conn_free(struct http_conn *c);
 
+/* The worker's commit event (--fsync request): fdatasyncs the files written this loop
+ * turn once, then sends the responses of every request that waited for it (arg: the
+ * worker). */
+void http_commit(evutil_socket_t fd, short what, void *arg);
+
 /* The connection following c in its worker's list (for walking it while freeing). */
 struct http_conn *http_conn_next(const struct http_conn *c);
 

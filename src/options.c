@@ -41,6 +41,9 @@ static const char usage_text[] =
     "  --max-ratio N        a compressed body inflating more than N times gets 413\n"
     "                       (default 1000; 0 = unlimited)\n"
     "  --access-log FILE    append one line per request to FILE\n"
+    "  --token-file F       POST / and GET /metrics need Authorization: Bearer <F's first line>\n"
+    "  --fsync MODE         none (default), request (fdatasync before each 200, group-committed)\n"
+    "                       or interval:MS (fdatasync dirty files every MS milliseconds)\n"
     "  --quiet              no informational lines on stderr (errors still)\n"
     "  --no-quarantine      do not keep invalid lines in DIR/NAME-YYYY-MM-DD.invalid.ndjson\n"
     "  --reuseport          one SO_REUSEPORT socket per worker instead of one shared socket\n"
@@ -53,7 +56,8 @@ enum {
     OPT_LISTEN = 256, OPT_WORKERS, OPT_OUT_DIR, OPT_NAME, OPT_UTC, OPT_COLUMNS, OPT_HEADER,
     OPT_CRLF, OPT_MAX_LINE, OPT_MAX_BODY, OPT_TIMEOUT, OPT_NO_QUARANTINE, OPT_REUSEPORT,
     OPT_VERSION, OPT_ACCESS_LOG, OPT_QUIET, OPT_MAX_HEADER, OPT_MAX_HEADERS, OPT_HEADER_TIMEOUT,
-    OPT_BODY_TIMEOUT, OPT_MAX_CONNECTIONS, OPT_MAX_INFLATE, OPT_MAX_RATIO,
+    OPT_BODY_TIMEOUT, OPT_MAX_CONNECTIONS, OPT_MAX_INFLATE, OPT_MAX_RATIO, OPT_TOKEN_FILE,
+    OPT_FSYNC,
 };
 
 static const struct option serve_opts[] = {
@@ -79,6 +83,8 @@ static const struct option serve_opts[] = {
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
     {"max-inflate", required_argument, NULL, OPT_MAX_INFLATE},
     {"max-ratio", required_argument, NULL, OPT_MAX_RATIO},
+    {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
+    {"fsync", required_argument, NULL, OPT_FSYNC},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -289,6 +295,22 @@ int options_parse(struct options *o, int argc, char **argv)
         case OPT_MAX_RATIO:
             if (parse_uint(optarg, 0, 1000000000, &o->max_ratio))
                 return usage_error("--max-ratio: '%s' is not a number from 0 to 1000000000", optarg);
+            break;
+        case OPT_TOKEN_FILE:
+            if (!*optarg)
+                return usage_error("--token-file: empty file name%s", "");
+            o->token_file = optarg;
+            break;
+        case OPT_FSYNC:
+            if (!strcmp(optarg, "none"))
+                o->fsync = FSYNC_NONE;
+            else if (!strcmp(optarg, "request"))
+                o->fsync = FSYNC_REQUEST;
+            else if (!strncmp(optarg, "interval:", 9) &&
+                     !parse_uint(optarg + 9, 1, 3600000, &o->fsync_ms))
+                o->fsync = FSYNC_INTERVAL;
+            else
+                return usage_error("--fsync: '%s' is not none, request or interval:MS (1 to 3600000)", optarg);
             break;
         case ':':
             return usage_error("option '%s' needs a value", argv[optind - 1]);

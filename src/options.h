@@ -8,6 +8,10 @@
 #include "json.h"
 
 enum command { CMD_SERVE, CMD_CONVERT };
+/* --fsync: none (the kernel writes back when it likes), request (a 200 only after
+ * fdatasync of the files the request wrote, group-committed per loop turn), interval (a
+ * timer fdatasyncs dirty files every fsync_ms; acks not delayed). */
+enum fsync_mode { FSYNC_NONE, FSYNC_REQUEST, FSYNC_INTERVAL };
 
 struct options {
     enum command command;
@@ -29,6 +33,9 @@ struct options {
     unsigned max_connections; /* per worker; past it a connection gets 503 and is closed */
     uint64_t max_inflate; /* inflated bytes per compressed body, 0: unlimited */
     unsigned max_ratio;   /* inflated/compressed bytes, 0: unlimited */
+    const char *token_file; /* POST / and /metrics need "Authorization: Bearer <its first line>" */
+    enum fsync_mode fsync; /* when written rows are fdatasync'd */
+    unsigned fsync_ms;     /* FSYNC_INTERVAL: the period, milliseconds */
     /* both */
     size_t max_line;
     struct json_columns columns;

@@ -183,6 +183,7 @@ static int supervise(struct server *s)
     sigaddset(&set, SIGCHLD);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
     /* Blocked before forking, so that none is lost between forks; the workers unblock them
      * once libevent handles them. */
     sigprocmask(SIG_BLOCK, &set, NULL);
@@ -201,6 +202,10 @@ static int supervise(struct server *s)
             reap(s);
         else if (sig == SIGTERM || sig == SIGINT)
             return stop(s, &set, sig);
+        else if (sig == SIGHUP) /* reopen the files, re-read the token: the workers' job */
+            for (int i = 0; i < s->nslots; i++)
+                if (s->pids[i])
+                    kill(s->pids[i], SIGHUP);
     }
 }
 
@@ -253,6 +258,15 @@ int server_run(const struct options *o)
             return 1;
         }
         close(afd);
+    }
+    if (o->token_file) { /* each worker reads it; a missing or empty file is reported now */
+        char token[WORKER_TOKEN_MAX];
+        if (!worker_read_token(o->token_file, token, err, sizeof err)) {
+            log_error("ndingest: %s", err);
+            if (fd >= 0)
+                close(fd);
+            return 1;
+        }
     }
     if (check_out_dir(o)) {
         if (fd >= 0)

@@ -15,6 +15,8 @@ struct sink {
     int fd;                    /* -1: opened at the next write */
     int daily;                 /* 0: a caller's descriptor (convert's stdout) */
     int utc;
+    int dirty;                 /* written since the last fdatasync */
+    int sync_err;              /* -errno of a sync that failed as the file was closed */
     time_t day_start, day_end; /* the day path names: [start, end) */
     const char *dir, *name, *suffix, *header; /* copies, in store */
     size_t header_len;
@@ -274,6 +276,31 @@ struct sink *sink_open_daily(const struct sink_config *cfg, char *err, size_t er
     return s;
 }
 
+/* Closes the day's file; what was written to it unsynced is synced first, so that a
+ * request waiting for its sync (--fsync request) is not acknowledged on a closed file. */
+static void close_day(struct sink *s, int keep_error)
+{
+    if (s->fd < 0)
+        return;
+    if (s->dirty && fdatasync(s->fd) && !s->sync_err) /* keep_error: err tells of the write */
+        s->sync_err = keep_error ? -errno : fail(s, "fdatasync", s->path, errno);
+    s->dirty = 0;
+    close(s->fd);
+    s->fd = -1;
+}
+
+int sink_sync(struct sink *s)
+{
+    int r = s->sync_err;
+    s->sync_err = 0;
+    if (s->fd >= 0 && s->dirty) {
+        s->dirty = 0;
+        if (fdatasync(s->fd) && !r)
+            r = fail(s, "fdatasync", s->path, errno);
+    }
+    return r;
+}
+
 struct sink *sink_open_fd(int fd)
 {
     struct sink *s = malloc(sizeof *s);
@@ -295,10 +322,7 @@ int sink_write(struct sink *s, const char *p, size_t n)
     if (s->daily) {
         time_t t = now();
         if (t >= s->day_end || t < s->day_start) { /* midnight passed, or the clock stepped back */
-            if (s->fd >= 0) {
-                close(s->fd);
-                s->fd = -1;
-            }
+            close_day(s, 0);
             int r = set_day(s, t);
             if (r)
                 return r;
@@ -310,13 +334,12 @@ int sink_write(struct sink *s, const char *p, size_t n)
         }
     }
     int r = write_all(s->fd, p, n);
+    s->dirty = 1; /* even a failed write may have written some */
     if (r) {
         fail(s, "write", s->path, -r);
         /* Reopen at the next write: a bad descriptor heals; a full disk costs one open. */
-        if (s->daily) {
-            close(s->fd);
-            s->fd = -1;
-        }
+        if (s->daily)
+            close_day(s, 1);
     }
     return r;
 }
@@ -338,10 +361,8 @@ const char *sink_path(struct sink *s)
 
 void sink_reopen(struct sink *s)
 {
-    if (s->daily && s->fd >= 0) {
-        close(s->fd);
-        s->fd = -1;
-    }
+    if (s->daily)
+        close_day(s, 0);
 }
 
 void sink_close(struct sink *s)

@@ -31,7 +31,12 @@ int sink_write(struct sink *s, const char *p, size_t n);
 const char *sink_error(const struct sink *s);
 /* The path written to last (or that would be written now). */
 const char *sink_path(struct sink *s);
-/* Closes the current file so that the next write opens it anew (SIGHUP, log rotation). */
+/* fdatasync of what was written since the last sync (a no-op when nothing was, or when the
+ * file is closed). 0, or -errno with sink_error() telling what failed; a failed sync of
+ * a file closed since (midnight, sink_reopen) is reported here too. */
+int sink_sync(struct sink *s);
+/* Closes the current file so that the next write opens it anew (SIGHUP, log rotation).
+ * Rows written but not yet synced are fdatasync'd first. */
 void sink_reopen(struct sink *s);
 void sink_close(struct sink *s);
 

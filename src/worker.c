@@ -210,6 +210,105 @@ int worker_open_access_log(const char *path, char *err, size_t errlen)
     return fd;
 }
 
+size_t worker_read_token(const char *path, char *out, char *err, size_t errlen)
+{
+    char line[WORKER_TOKEN_MAX + 2];
+    memset(out, 0, WORKER_TOKEN_MAX);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(err, errlen, "--token-file %s: %s", path, strerror(errno));
+        return 0;
+    }
+    ssize_t n;
+    do
+        n = read(fd, line, sizeof line);
+    while (n < 0 && errno == EINTR);
+    int e = errno;
+    close(fd);
+    if (n < 0) {
+        snprintf(err, errlen, "--token-file %s: %s", path, strerror(e));
+        return 0;
+    }
+    size_t len = 0;
+    while (len < (size_t)n && line[len] != '\n')
+        len++;
+    if (len > WORKER_TOKEN_MAX) {
+        snprintf(err, errlen, "--token-file %s: the token is longer than %d bytes", path,
+                 WORKER_TOKEN_MAX);
+        return 0;
+    }
+    while (len && (line[len - 1] == ' ' || line[len - 1] == '\t' || line[len - 1] == '\r'))
+        len--;
+    if (!len) {
+        snprintf(err, errlen, "--token-file %s: empty (the token is its first line)", path);
+        return 0;
+    }
+    memcpy(out, line, len);
+    return len;
+}
+
+int worker_sync(struct worker *w, char *err, size_t errlen)
+{
+    int r = 0;
+    struct sink *sinks[] = {w->rows, w->quarantine};
+    for (size_t i = 0; i < 2; i++) {
+        if (!sinks[i])
+            continue;
+        int e = sink_sync(sinks[i]);
+        if (e && !r) {
+            r = e;
+            snprintf(err, errlen, "%s", sink_error(sinks[i]));
+        }
+    }
+    return r;
+}
+
+/* --fsync interval:MS */
+static void fsync_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    char err[300];
+    if (worker_sync(w, err, sizeof err))
+        log_error("%s: %s", w->log_prefix, err);
+}
+
+/* SIGHUP (forwarded by the main process): the day's files and the access log are opened
+ * anew at their next write, so that a rename by logrotate takes effect; the token file is
+ * read again. */
+static void sighup_cb(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    struct worker *w = arg;
+    if (w->rows)
+        sink_reopen(w->rows);
+    if (w->quarantine)
+        sink_reopen(w->quarantine);
+    char err[300];
+    if (w->access_fd >= 0) {
+        int fd = worker_open_access_log(w->o->access_log, err, sizeof err);
+        if (fd < 0)
+            log_error("%s: SIGHUP: %s; still writing the old file", w->log_prefix, err);
+        else {
+            dup3(fd, w->access_fd, O_CLOEXEC); /* the same number: nothing sees it closed */
+            close(fd);
+        }
+    }
+    if (w->o->token_file) {
+        char token[WORKER_TOKEN_MAX];
+        size_t len = worker_read_token(w->o->token_file, token, err, sizeof err);
+        if (!len)
+            log_error("%s: SIGHUP: %s; keeping the previous token", w->log_prefix, err);
+        else {
+            memcpy(w->token, token, sizeof w->token);
+            w->token_len = len;
+        }
+    }
+    log_info("%s: worker %d reopened its files (SIGHUP)", w->log_prefix, w->index);
+}
+
 void worker_conn_closed(struct worker *w)
 {
     if (w->draining && w->nconns == 0)
@@ -266,6 +365,13 @@ static int worker_start(struct worker *w)
             return -1;
         }
     }
+    if (w->o->token_file) {
+        char err[300];
+        if (!(w->token_len = worker_read_token(w->o->token_file, w->token, err, sizeof err))) {
+            log_error("%s: %s", w->log_prefix, err);
+            return -1;
+        }
+    }
     if (w->o->reuseport) {
         char err[256];
         struct sockaddr_storage ss;
@@ -282,10 +388,22 @@ static int worker_start(struct worker *w)
         !(w->deadline_ev = evtimer_new(w->base, deadline_cb, w)) ||
         !(w->sigterm_ev = evsignal_new(w->base, SIGTERM, signal_cb, w)) ||
         !(w->sigint_ev = evsignal_new(w->base, SIGINT, signal_cb, w)) ||
+        !(w->sighup_ev = evsignal_new(w->base, SIGHUP, sighup_cb, w)) ||
+        !(w->commit_ev = event_new(w->base, -1, 0, http_commit, w)) ||
+        (w->o->fsync == FSYNC_INTERVAL &&
+         !(w->fsync_ev = event_new(w->base, -1, EV_PERSIST, fsync_cb, w))) ||
         event_add(w->sigterm_ev, NULL) || event_add(w->sigint_ev, NULL) ||
+        event_add(w->sighup_ev, NULL) ||
         event_add(w->listen_ev, NULL)) {
         log_error("%s: cannot set up the event loop", w->log_prefix);
         return -1;
+    }
+    if (w->fsync_ev) {
+        const struct timeval tv = {(time_t)(w->o->fsync_ms / 1000), (suseconds_t)(w->o->fsync_ms % 1000) * 1000};
+        if (event_add(w->fsync_ev, &tv)) {
+            log_error("%s: cannot set up the event loop", w->log_prefix);
+            return -1;
+        }
     }
     /* The main process blocks its signals before forking; libevent catches them now. */
     sigset_t none;
@@ -299,7 +417,8 @@ static void worker_free(struct worker *w)
     while (w->conns)
         http_conn_free(w->conns);
     stop_listening(w);
-    struct event *evs[] = {w->listen_ev, w->rearm_ev, w->deadline_ev, w->sigterm_ev, w->sigint_ev};
+    struct event *evs[] = {w->listen_ev, w->rearm_ev, w->deadline_ev, w->sigterm_ev, w->sigint_ev,
+                           w->sighup_ev, w->commit_ev, w->fsync_ev};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
         if (evs[i])
             event_free(evs[i]);
@@ -332,6 +451,11 @@ int worker_run(const struct options *o, int index, int listen_fd, struct worker_
         return 1;
     }
     event_base_dispatch(w.base);
+    if (o->fsync != FSYNC_NONE) { /* what the last interval did not cover */
+        char err[300];
+        if (worker_sync(&w, err, sizeof err))
+            log_error("%s: %s", w.log_prefix, err);
+    }
     log_info("%s: worker %d stopped after %llu requests on %llu connections", w.log_prefix, index,
             (unsigned long long)atomic_load(&w.slot->requests),
             (unsigned long long)atomic_load(&w.slot->accepted));

@@ -25,6 +25,9 @@ struct worker_slot {
 
 struct http_conn;
 struct event_base;
+
+/* --token-file: the longest token accepted. */
+#define WORKER_TOKEN_MAX 256
 struct event;
 
 struct worker {
@@ -41,8 +44,13 @@ struct worker {
     unsigned nconns;
     char log_prefix[32];        /* "ndingest[pid]" */
     int access_fd;              /* --access-log, O_APPEND; -1: none */
+    char token[WORKER_TOKEN_MAX]; /* --token-file's token, zero-padded; re-read on SIGHUP */
+    size_t token_len;             /* 0: no --token-file */
+    struct http_conn *commits;  /* --fsync request: responses waiting for this turn's fdatasync */
+    struct event *commit_ev;    /* activated when the first joins: syncs, then answers them */
     /* private to worker.c */
-    struct event *listen_ev, *rearm_ev, *deadline_ev, *sigterm_ev, *sigint_ev;
+    struct event *listen_ev, *rearm_ev, *deadline_ev, *sigterm_ev, *sigint_ev, *sighup_ev;
+    struct event *fsync_ev;     /* --fsync interval:MS */
     int force_accept;           /* the balancing pause is over: accept even if unbalanced */
     struct sink *rows, *quarantine;
     struct buf header;
@@ -57,6 +65,13 @@ int worker_run(const struct options *o, int index, int listen_fd, struct worker_
 
 /* Opens --access-log for appending: the descriptor, or -1 with a message in err. */
 int worker_open_access_log(const char *path, char *err, size_t errlen);
+
+/* Reads --token-file's first line, trailing whitespace stripped, into out (zero-padded to
+ * WORKER_TOKEN_MAX): its length, or 0 with a message in err (missing, empty, too long). */
+size_t worker_read_token(const char *path, char *out, char *err, size_t errlen);
+
+/* --fsync request: fdatasyncs the dirty sinks. 0, or -errno with a message in err. */
+int worker_sync(struct worker *w, char *err, size_t errlen);
 
 /* Called by http.c when connection c has closed and unlinked itself. */
 void worker_conn_closed(struct worker *w);
