@@ -30,7 +30,7 @@ LLOBJ    := $(LLHTTP_SRC:/usr/share/llhttp/%.c=$(BUILD)/llhttp/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps run test unit integration data clean asan lint install fuzz profile callgrind bench
+.PHONY: all deps run test unit integration data clean asan memcheck lint install install-service fuzz profile callgrind bench
 all: $(BIN)
 
 $(BIN): $(OBJ) $(LLOBJ)
@@ -94,6 +94,12 @@ fuzz: deps
 	build/fuzz/fuzz_ingest -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -print_final_stats=1 \
 		fuzz-out/corpus tests/json
 
+# Integration tests against --workers 0 servers under valgrind memcheck (scripts/memcheck);
+# tests needing several workers or measuring RSS are skipped with a reason (conftest).
+MEMCHECK_TESTS ?= tests/integration/test_http.py tests/integration/test_format.py
+memcheck: $(BIN) data/nyc_taxi.ndjson
+	NDINGEST_BIN=$(abspath $(BIN)) PYTHON=$(PYTHON) scripts/memcheck $(MEMCHECK_TESTS)
+
 lint:
 	cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,performance,portability \
 		--inline-suppr --suppressions-list=.cppcheck-suppressions -Isrc src
@@ -103,6 +109,11 @@ install: $(BIN)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/ndingest
 	install -m 644 doc/ndingest.1 $(DESTDIR)$(PREFIX)/share/man/man1/ndingest.1
+	install -m 755 scripts/ndingest-check $(DESTDIR)$(PREFIX)/bin/ndingest-check
+
+install-service: install
+	install -D -m 644 scripts/ndingest.service $(DESTDIR)/etc/systemd/system/ndingest.service
+	install -D -m 644 scripts/ndingest.logrotate $(DESTDIR)/etc/logrotate.d/ndingest
 
 clean:
 	rm -rf $(BUILD) $(BIN)

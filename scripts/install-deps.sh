@@ -9,7 +9,7 @@ pkgs=(
     libevent-dev zlib1g-dev node-llhttp libcmocka-dev
     python3 python3-pytest
     curl apache2-utils wrk gnuplot-nox
-    clang libclang-rt-14-dev valgrind cppcheck clang-tidy
+    clang libclang-rt-14-dev valgrind cppcheck clang-tidy strace nginx-light
 )
 
 missing=()

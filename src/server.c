@@ -103,6 +103,10 @@ static int reap(struct server *s)
         atomic_store(&s->slots[i].live, 0);
         atomic_store(&s->slots[i].connections, 0);
         int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        if (WIFSIGNALED(status)) { /* it may have died inside a write(2) */
+            atomic_store(&s->slots[0].rows_torn, 1);
+            atomic_store(&s->slots[0].invalid_torn, 1);
+        }
         failed += !clean;
         if (s->stopping) {
             if (!clean)

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 struct sink {
@@ -20,6 +21,7 @@ struct sink {
     time_t day_start, day_end; /* the day path names: [start, end) */
     const char *dir, *name, *suffix, *header; /* copies, in store */
     size_t header_len;
+    atomic_uint *torn;         /* see sink_config */
     char path[PATH_MAX];
     char err[PATH_MAX + 128];
     char store[];
@@ -111,6 +113,14 @@ static int write_all(int fd, const char *p, size_t n)
     return 0;
 }
 
+/* Whether the file's last byte is not a '\n' (asked only after a torn write: two syscalls). */
+static int ends_mid_row(int fd)
+{
+    off_t end = lseek(fd, 0, SEEK_END); /* O_APPEND writes ignore the offset: harmless */
+    char last;
+    return end > 0 && pread(fd, &last, 1, end - 1) == 1 && last != '\n';
+}
+
 /* The date holding t as YYYYMMDD, -1 if t has no date. */
 static long day_key(const struct sink *s, time_t t)
 {
@@ -195,13 +205,13 @@ static int open_day(struct sink *s)
     for (int tries = 0; tries < 100; tries++) {
         int r = 0;
         if (!s->header) {
-            s->fd = open(s->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+            s->fd = open(s->path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
             if (s->fd >= 0)
                 return 0;
             r = fail(s, "open", s->path, errno);
         } else {
             /* Never O_CREAT here: an empty file without its header would be visible. */
-            s->fd = open(s->path, O_WRONLY | O_APPEND | O_CLOEXEC);
+            s->fd = open(s->path, O_RDWR | O_APPEND | O_CLOEXEC);
             if (s->fd >= 0)
                 return 0;
             if (errno != ENOENT)
@@ -251,6 +261,7 @@ struct sink *sink_open_daily(const struct sink_config *cfg, char *err, size_t er
     s->fd = -1;
     s->daily = 1;
     s->utc = cfg->utc;
+    s->torn = cfg->torn;
 
     int r = make_dir(s);
     if (!r)
@@ -333,8 +344,35 @@ int sink_write(struct sink *s, const char *p, size_t n)
                 return r;
         }
     }
-    int r = write_all(s->fd, p, n);
+    int r = 0;
+    int checked = s->torn && atomic_load(s->torn);
+    if (checked && ends_mid_row(s->fd)) {
+        /* A write cut short (full disk, size limit, a killed worker) left the file ending
+         * inside a row: start ours on a fresh line, in the same write(2), so the torn row
+         * stands alone as the one bad line and these rows stay whole. */
+        struct iovec iov[2] = {{.iov_base = "\n", .iov_len = 1}, {.iov_base = (void *)p, .iov_len = n}};
+        ssize_t w;
+        do
+            w = writev(s->fd, iov, 2);
+        while (w < 0 && errno == EINTR);
+        if (w < 0)
+            r = -errno;
+        else if (w == 0)
+            r = -EIO;
+        else {
+            p += w - 1;
+            n -= (size_t)(w - 1);
+        }
+    }
+    if (r == 0)
+        r = write_all(s->fd, p, n);
     s->dirty = 1; /* even a failed write may have written some */
+    if (s->torn) {
+        if (r)
+            atomic_store(s->torn, 1);
+        else if (checked)
+            atomic_store(s->torn, 0);
+    }
     if (r) {
         fail(s, "write", s->path, -r);
         /* Reopen at the next write: a bad descriptor heals; a full disk costs one open. */

@@ -3,6 +3,7 @@
 #ifndef NDINGEST_SINK_H
 #define NDINGEST_SINK_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <time.h>
 
@@ -12,6 +13,12 @@ struct sink_config {
     const char *suffix; /* ".csv" or ".invalid.ndjson" */
     int utc;            /* date files by UTC instead of local time */
     const char *header; /* written once at the top of each new day's file, or NULL */
+    /* Shared by every process writing these files (in memory mapped before the fork), or
+     * NULL: set when a write may have stopped inside a row (an error cut it short, or a
+     * worker was killed), so the next writer checks the file's tail and, if it ends inside
+     * a row, starts its rows on a fresh line. Only then: the check would race with writes
+     * in progress, which are not complete rows until they return. */
+    atomic_uint *torn;
     size_t header_len;
 };
 

@@ -319,7 +319,8 @@ static int open_sinks(struct worker *w)
 {
     const struct options *o = w->o;
     char err[256];
-    struct sink_config rows = {.dir = o->out_dir, .name = o->name, .suffix = ".csv", .utc = o->utc};
+    struct sink_config rows = {.dir = o->out_dir, .name = o->name, .suffix = ".csv", .utc = o->utc,
+                               .torn = &w->slots[0].rows_torn};
     if (o->header) {
         if (csv_header(&w->header, &o->columns, o->crlf)) {
             log_error("%s: out of memory for the header row", w->log_prefix);
@@ -334,7 +335,7 @@ static int open_sinks(struct worker *w)
     }
     if (o->quarantine) {
         struct sink_config bad = {.dir = o->out_dir, .name = o->name, .suffix = ".invalid.ndjson",
-                                  .utc = o->utc};
+                                  .utc = o->utc, .torn = &w->slots[0].invalid_torn};
         if (!(w->quarantine = sink_open_daily(&bad, err, sizeof err))) {
             log_error("%s: %s", w->log_prefix, err);
             return -1;

@@ -21,6 +21,8 @@ struct worker_slot {
     atomic_uint_fast64_t accepted;        /* connections, since the slot's process started */
     atomic_uint_fast64_t requests;        /* responses sent */
     struct metrics metrics;               /* GET /metrics, summed over the slots */
+    /* Slot 0 only: the day's files may end inside a row (sink_config.torn). */
+    atomic_uint rows_torn, invalid_torn;
 };
 
 struct http_conn;

@@ -178,6 +178,31 @@ static void test_write_today(void **state)
     }
 }
 
+/* A file left ending inside a row (a write cut short, a killed worker): the next batch starts
+ * on a fresh line, so its first row is not fused into the torn one. */
+static void test_torn_tail_isolated(void **state)
+{
+    (void)state;
+    char want[PATH_MAX], d0[16], err[256];
+    atomic_uint torn = 0;
+    struct sink_config cfg = {.dir = tmpdir, .name = "x", .suffix = ".csv", .utc = 1, .torn = &torn};
+    struct sink *s = sink_open_daily(&cfg, err, sizeof err);
+    assert_non_null(s);
+    date_of(time(NULL), 1, d0, sizeof d0);
+    path_in(want, tmpdir, d0);
+    assert_int_equal(sink_write(s, "a,b\n", 4), 0);
+    int fd = open(want, O_WRONLY | O_APPEND);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "torn,ro", 7), 7); /* another writer's cut-short row... */
+    close(fd);
+    atomic_store(&torn, 1); /* ...which it reported */
+    assert_int_equal(sink_write(s, "c,d\n", 4), 0);
+    assert_int_equal(sink_write(s, "e,f\n", 4), 0);
+    expect_file(want, "a,b\ntorn,ro\nc,d\ne,f\n");
+    assert_int_equal(atomic_load(&torn), 0); /* checked and mended: later writes pay nothing */
+    sink_close(s);
+}
+
 /* Midnight with the injected clock: by UTC, and by local time in New York. */
 static void test_rollover(void **state)
 {
@@ -720,6 +745,7 @@ int main(void)
     umask(022);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_write_today, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_torn_tail_isolated, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rollover, setup, teardown),
         cmocka_unit_test_setup_teardown(test_clock_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dst_days, setup, teardown),
