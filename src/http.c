@@ -486,7 +486,7 @@ static int authorized(const struct http_conn *c)
 {
     const struct http_request *r = &c->req;
     const struct worker *w = c->w;
-    if (r->auth_count != 1 || r->auth_long || r->auth_len < 7 || strncasecmp(r->auth, "bearer ", 7))
+    if (r->auth_count != 1 || r->auth_long || r->auth_len < 7 || strncasecmp(r->auth, "bearer ", 7) != 0)
         return 0;
     size_t i = 7;
     while (i < r->auth_len && (r->auth[i] == ' ' || r->auth[i] == '\t'))

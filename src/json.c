@@ -558,7 +558,7 @@ tail:
     return i == n ? LINE_VALID : LINE_INVALID;
 }
 
-/* ---- the flat-line fast path (AVX2) -------------------------------------------------- */
+/* ---- the flat-line fast path (SSE2, AVX2) ------------------------------------------- */
 
 /* Most lines are one flat object with no whitespace, escapes or non-ASCII bytes (the taxi
  * shape). For those, one SIMD pass proves the whole line free of backslashes, control and
@@ -566,51 +566,97 @@ tail:
  * checks the bytes between tokens and jumps over strings and digit runs with tzcnt. It
  * accepts a line only when it is strictly valid; anything it does not follow (whitespace,
  * nesting, exponents, escapes, UTF-8, long lines, ...) goes to json_line_strict, which
- * re-judges it from scratch. So verdicts and cells are those of the strict walk. */
+ * re-judges it from scratch. So verdicts and cells are those of the strict walk.
+ *
+ * The walk (fast_walk) is written once, in plain C; only the classification of the line
+ * into the quote and non-digit bit masks is per ISA (classify_sse2, classify_avx2). Both
+ * classifiers produce the same masks, so the paths agree bit for bit. */
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
-#define HAVE_FAST_AVX2 1
+#define HAVE_FAST_SIMD 1
 
 /* Lines longer than this take the strict walk: the bit masks live on the stack. */
 #define FAST_MAX 4096
+/* Mask words: 32 bits each, one per 32-byte block, and two for the sentinels. */
+#define FAST_WORDS (FAST_MAX / 32 + 2)
 
 /* Bytes that start a number: one table load instead of two compares, on every value. */
 static const u8 num_start[256] = {['-'] = 1, ['0' ... '9'] = 1};
 
+/* Whether the line may take the fast path at all. >= 32: the last 32-byte block is loaded
+ * as p[n-32..n), never past the end. The first and last bytes being the braces also bound
+ * every read of the walk to p[0..n). */
+static inline int fast_fits(const u8 *p, size_t n)
+{
+    return n >= 32 && n <= FAST_MAX && p[0] == '{' && p[n - 1] == '}';
+}
+
 /* The first set bit at or after i in the bit array m (32-bit halves, little-endian); the
  * caller has planted a set bit at or after i, so the loop ends. */
-__attribute__((target("avx2,bmi,bmi2"))) static inline size_t next_set(const uint32_t *m,
-                                                                      size_t i)
+static inline __attribute__((always_inline)) size_t next_set(const uint32_t *m, size_t i)
 {
     size_t w = i >> 6;
     uint64_t x;
     memcpy(&x, m + 2 * w, 8);
     x >>= i & 63;
     if (LIKELY(x)) /* usually in the same word */
-        return i + (size_t)_tzcnt_u64(x);
+        return i + (size_t)__builtin_ctzll(x);
     do {
         w++;
         memcpy(&x, m + 2 * w, 8);
     } while (!x);
-    return (w << 6) + (size_t)_tzcnt_u64(x);
+    return (w << 6) + (size_t)__builtin_ctzll(x);
 }
 
-__attribute__((target("avx2,bmi,bmi2"))) static int json_line_avx2(
-    const struct json_columns *c, const u8 *p, size_t n, struct cell *cells)
+/* A digit, less '0' + 0x80 (wrapping), is -128..-119 as a signed byte and nothing else is:
+ * one subtraction and one compare per block, not two compares and an and. A backslash, or
+ * a byte < 0x20 or >= 0x80 (both "less than" a space, signed), makes the line "bad". */
+
+/* SSE2 (baseline on x86-64): each 32-byte block as two 16-byte halves. Fills quote[0..k)
+ * and nondig[0..k) for the k = ceil(n / 32) blocks; returns k, or 0 when the line is bad. */
+static size_t classify_sse2(const u8 *p, size_t n, uint32_t *quote, uint32_t *nondig)
 {
-    /* >= 32: the last block is loaded as p[n-32..n), never past the end. The first and
-     * last bytes being the braces also bound every read below to p[0..n). */
-    if (n < 32 || n > FAST_MAX || p[0] != '{' || p[n - 1] != '}')
-        return 0;
-    /* Bit k: p[k] is '"' (quote) / is not a digit (nondig); sentinels past the end. */
-    uint32_t quote[FAST_MAX / 32 + 2] __attribute__((aligned(8)));
-    uint32_t nondig[FAST_MAX / 32 + 2] __attribute__((aligned(8)));
+    const __m128i vq = _mm_set1_epi8('"'), vb = _mm_set1_epi8('\\'), vsp = _mm_set1_epi8(0x20),
+                  voff = _mm_set1_epi8((char)('0' + 0x80)), vlim = _mm_set1_epi8(-128 + 10);
+#define DIGITS16(v) _mm_cmpgt_epi8(vlim, _mm_sub_epi8((v), voff))
+#define BAD16(v) _mm_or_si128(_mm_cmpeq_epi8((v), vb), _mm_cmpgt_epi8(vsp, (v)))
+    __m128i bad = _mm_setzero_si128();
+    size_t i = 0, k = 0;
+    for (; n - i >= 32; i += 32, k++) {
+        __m128i a = _mm_loadu_si128((const __m128i *)(p + i)),
+                b = _mm_loadu_si128((const __m128i *)(p + i + 16));
+        quote[k] = (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(a, vq)) |
+                   (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(b, vq)) << 16;
+        nondig[k] = ~((uint32_t)_mm_movemask_epi8(DIGITS16(a)) |
+                      (uint32_t)_mm_movemask_epi8(DIGITS16(b)) << 16);
+        bad = _mm_or_si128(bad, _mm_or_si128(BAD16(a), BAD16(b)));
+    }
+    if (i < n) { /* the tail: the last 32 bytes, shifted so bit 0 is p[i] */
+        unsigned sh = (unsigned)(i + 32 - n);
+        __m128i a = _mm_loadu_si128((const __m128i *)(p + n - 32)),
+                b = _mm_loadu_si128((const __m128i *)(p + n - 16));
+        quote[k] = ((uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(a, vq)) |
+                    (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(b, vq)) << 16) >>
+                   sh;
+        nondig[k] = ~(((uint32_t)_mm_movemask_epi8(DIGITS16(a)) |
+                       (uint32_t)_mm_movemask_epi8(DIGITS16(b)) << 16) >>
+                      sh);
+        bad = _mm_or_si128(bad, _mm_or_si128(BAD16(a), BAD16(b)));
+        k++;
+    }
+#undef DIGITS16
+#undef BAD16
+    return _mm_movemask_epi8(bad) ? 0 : k;
+}
+
+/* AVX2: the same masks, one 32-byte vector per block. */
+__attribute__((target("avx2"))) static size_t classify_avx2(const u8 *p, size_t n,
+                                                             uint32_t *quote, uint32_t *nondig)
+{
     const __m256i vq = _mm256_set1_epi8('"'), vb = _mm256_set1_epi8('\\'),
                   vsp = _mm256_set1_epi8(0x20), voff = _mm256_set1_epi8((char)('0' + 0x80)),
                   vlim = _mm256_set1_epi8(-128 + 10);
-    /* A digit, less '0' + 0x80 (wrapping), is -128..-119 as a signed byte and nothing else
-     * is: one subtraction and one compare per block, not two compares and an and. */
 #define DIGITS(v) _mm256_cmpgt_epi8(vlim, _mm256_sub_epi8((v), voff))
     __m256i bad = _mm256_setzero_si256();
     size_t i = 0, k = 0;
@@ -618,7 +664,6 @@ __attribute__((target("avx2,bmi,bmi2"))) static int json_line_avx2(
         __m256i v = _mm256_loadu_si256((const __m256i *)(p + i));
         quote[k] = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, vq));
         nondig[k] = ~(uint32_t)_mm256_movemask_epi8(DIGITS(v));
-        /* signed: bytes < 0x20 and >= 0x80 are both "less than" a space */
         bad = _mm256_or_si256(bad, _mm256_or_si256(_mm256_cmpeq_epi8(v, vb),
                                                    _mm256_cmpgt_epi8(vsp, v)));
     }
@@ -632,8 +677,16 @@ __attribute__((target("avx2,bmi,bmi2"))) static int json_line_avx2(
         k++;
     }
 #undef DIGITS
-    if (!_mm256_testz_si256(bad, bad))
-        return 0;
+    return _mm256_testz_si256(bad, bad) ? k : 0;
+}
+
+/* The walk over a classified line: quote[0..k) and nondig[0..k) as a classifier left them
+ * (both arrays FAST_WORDS long). 1 when the line is strictly valid (cells filled), 0 when
+ * the strict walk must judge it. Inlined into each path, so it is compiled for its ISA. */
+static inline __attribute__((always_inline)) int
+fast_walk(const struct json_columns *c, const u8 *p, size_t n, struct cell *cells,
+          uint32_t *quote, uint32_t *nondig, size_t k)
+{
     /* Sentinels, in slots k and k + 1 at most: bit n ends every search; quote bit n + 1
      * too, since two quotes are popped before their positions are checked. */
     quote[k] = quote[k + 1] = 0;
@@ -660,7 +713,7 @@ __attribute__((target("avx2,bmi,bmi2"))) static int json_line_avx2(
             qbase += 64;                                                                   \
             memcpy(&qbits, quote + (qbase >> 5), 8);                                       \
         }                                                                                  \
-        (pos) = qbase + (size_t)_tzcnt_u64(qbits);                                         \
+        (pos) = qbase + (size_t)__builtin_ctzll(qbits);                                    \
         qbits &= qbits - 1;                                                                \
     } while (0)
     /* Each key's opening quote must come right after the '{' or a ','. For the first key
@@ -685,9 +738,11 @@ __attribute__((target("avx2,bmi,bmi2"))) static int json_line_avx2(
             size_t ks = ko + 1, kl = ke - ks;
             if (kl < 64 ? (lenmask0 >> kl) & 1
                         : kl <= JSON_MAX_NAME && ((c->lenmask[kl >> 6] >> (kl & 63)) & 1)) {
-                uint64_t pre = n - ks >= 8
-                                   ? _bzhi_u64(load64(p + ks), kl >= 8 ? 64 : 8 * (unsigned)kl)
-                                   : name_prefix(p + ks, kl);
+                /* kl >= 1 here: no name is empty, so bit 0 of lenmask is clear */
+                uint64_t pre = n - ks >= 8 ? (kl >= 8 ? load64(p + ks)
+                                                      : load64(p + ks) << (64 - 8 * kl) >>
+                                                            (64 - 8 * kl))
+                                           : name_prefix(p + ks, kl);
                 int col = lookup_pre(c, p + ks, kl, pre);
                 if (col >= 0)
                     cl = &cells[col];
@@ -769,6 +824,29 @@ __attribute__((target("avx2,bmi,bmi2"))) static int json_line_avx2(
     }
 #undef POP_QUOTE
 }
+
+static int json_line_sse2(const struct json_columns *c, const u8 *p, size_t n,
+                          struct cell *cells)
+{
+    if (!fast_fits(p, n))
+        return 0;
+    /* Bit k: p[k] is '"' (quote) / is not a digit (nondig); sentinels past the end. */
+    uint32_t quote[FAST_WORDS] __attribute__((aligned(8)));
+    uint32_t nondig[FAST_WORDS] __attribute__((aligned(8)));
+    size_t k = classify_sse2(p, n, quote, nondig);
+    return k && fast_walk(c, p, n, cells, quote, nondig, k);
+}
+
+__attribute__((target("avx2,bmi,bmi2"))) static int json_line_avx2(
+    const struct json_columns *c, const u8 *p, size_t n, struct cell *cells)
+{
+    if (!fast_fits(p, n))
+        return 0;
+    uint32_t quote[FAST_WORDS] __attribute__((aligned(8)));
+    uint32_t nondig[FAST_WORDS] __attribute__((aligned(8)));
+    size_t k = classify_avx2(p, n, quote, nondig);
+    return k && fast_walk(c, p, n, cells, quote, nondig, k);
+}
 #endif
 
 /* ---- dispatch ------------------------------------------------------------------------ */
@@ -785,7 +863,7 @@ int json_engine_select(const char *name)
         engine_name = "scalar";
         return 0;
     }
-#ifdef HAVE_FAST_AVX2
+#ifdef HAVE_FAST_SIMD
     if (!strcmp(name, "avx2") || !strcmp(name, "best")) {
         __builtin_cpu_init();
         if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi") &&
@@ -794,6 +872,12 @@ int json_engine_select(const char *name)
             engine_name = "avx2";
             return 0;
         }
+    }
+    /* SSE2 is baseline on x86-64: always there. */
+    if (!strcmp(name, "sse2") || !strcmp(name, "best")) {
+        fast_path = json_line_sse2;
+        engine_name = "sse2";
+        return 0;
     }
 #endif
     if (!strcmp(name, "best"))

@@ -62,11 +62,13 @@ enum line_verdict {
 enum line_verdict json_line(const struct json_columns *c, const char *p, size_t n,
                             struct cell *cells);
 
-/* The dispatch path json_line uses: "avx2" (a SIMD fast path for flat lines, falling back to
- * the strict walk) or "scalar" (the strict walk only). Chosen once at start-up: the best the
- * CPU supports, unless the environment variable NDINGEST_SIMD=scalar|avx2 forces one. */
+/* The dispatch path json_line uses: "avx2" or "sse2" (a SIMD fast path for flat lines, the
+ * same walk with the line classified in 32- or 16-byte vectors, falling back to the strict
+ * walk; x86-64 only) or "scalar" (the strict walk only). Chosen once at start-up: the best
+ * the CPU supports (avx2 > sse2 > scalar), unless the environment variable
+ * NDINGEST_SIMD=scalar|sse2|avx2 forces one. */
 const char *json_engine_name(void);
-/* Forces a path by name ("scalar", "avx2", or "best"): 0, or -1 when this build or CPU lacks
+/* Forces a path by name ("scalar", "sse2", "avx2", or "best"): 0, or -1 when this build or CPU lacks
  * it (nothing changes). Not thread-safe: for start-up and tests. */
 int json_engine_select(const char *name);
 

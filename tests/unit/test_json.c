@@ -771,7 +771,7 @@ static void test_mutations(void **state)
  * valid line every cell too (kind, length and position in the line). */
 static void expect_paths_agree(const struct json_columns *c, const char *p, size_t n)
 {
-    static const char *const paths[] = {"scalar", "avx2"};
+    static const char *const paths[] = {"scalar", "sse2", "avx2"};
     char *q = tu_exact(p, n);
     struct cell want[8], got[8];
     const char *keep = json_engine_name();
@@ -923,7 +923,7 @@ int main(void)
         corpus[i].initial_state = names[i];
     }
     /* Everything, under every dispatch path this build and CPU have. */
-    static const char *const paths[] = {"scalar", "avx2"};
+    static const char *const paths[] = {"scalar", "sse2", "avx2"};
     for (size_t e = 0; e < sizeof paths / sizeof *paths; e++) {
         if (json_engine_select(paths[e]) != 0) {
             print_message("path %s: not available here, skipped\n", paths[e]);
