@@ -57,6 +57,20 @@ static uint64_t sum(const struct worker_slot *slots, int n, size_t offset)
 
 #define SUM(field) sum(slots, n, offsetof(struct metrics, field))
 
+void metrics_totals(struct metrics_totals *t, const struct worker_slot *slots, int n)
+{
+    t->rows = SUM(rows_valid) + SUM(rows_invalid);
+    t->body_bytes = SUM(body_bytes);
+    t->requests = 0;
+    for (int i = 0; i < METRICS_CODES; i++)
+        t->requests += sum(slots, n, offsetof(struct metrics, responses) +
+                                         (size_t)i * sizeof(atomic_uint_fast64_t));
+    t->connections = 0;
+    for (int i = 0; i < n; i++)
+        if (atomic_load_explicit(&slots[i].live, memory_order_relaxed))
+            t->connections += atomic_load_explicit(&slots[i].connections, memory_order_relaxed);
+}
+
 static void counter(struct out *o, const char *name, const char *help, uint64_t v)
 {
     put(o, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", name, help, name, name,

@@ -36,6 +36,16 @@ static inline void metrics_add(atomic_uint_fast64_t *c, uint64_t n)
 void metrics_response(struct metrics *m, int status, uint64_t duration_ns);
 
 struct worker_slot;
+
+/* The totals behind the live status line (server.c): summed over slots[0..n). */
+struct metrics_totals {
+    uint64_t rows;        /* valid + invalid */
+    uint64_t body_bytes;
+    uint64_t requests;    /* responses sent, every code */
+    uint64_t connections; /* open now, live slots only */
+};
+void metrics_totals(struct metrics_totals *t, const struct worker_slot *slots, int n);
+
 /* The exposition of the sum over slots[0..n), with the open connections of live slots.
  * Returns its length (snprintf's contract: >= size means truncated). */
 size_t metrics_format(char *out, size_t size, const struct worker_slot *slots, int n);

@@ -45,6 +45,9 @@ static const char usage_text[] =
     "  --fsync MODE         none (default), request (fdatasync before each 200, group-committed)\n"
     "                       or interval:MS (fdatasync dirty files every MS milliseconds)\n"
     "  --quiet              no informational lines on stderr (errors still)\n"
+    "  --status SEC         when stderr is a terminal, a live line of rows/s, MB/s,\n"
+    "                       connections and requests/s every SEC seconds (default 2;\n"
+    "                       0 = off; not with --quiet or --workers 0)\n"
     "  --no-quarantine      do not keep invalid lines in DIR/NAME-YYYY-MM-DD.invalid.ndjson\n"
     "  --reuseport          one SO_REUSEPORT socket per worker instead of one shared socket\n"
     "  -h, --help           this help\n"
@@ -57,7 +60,7 @@ enum {
     OPT_CRLF, OPT_MAX_LINE, OPT_MAX_BODY, OPT_TIMEOUT, OPT_NO_QUARANTINE, OPT_REUSEPORT,
     OPT_VERSION, OPT_ACCESS_LOG, OPT_QUIET, OPT_MAX_HEADER, OPT_MAX_HEADERS, OPT_HEADER_TIMEOUT,
     OPT_BODY_TIMEOUT, OPT_MAX_CONNECTIONS, OPT_MAX_INFLATE, OPT_MAX_RATIO, OPT_TOKEN_FILE,
-    OPT_FSYNC,
+    OPT_FSYNC, OPT_STATUS,
 };
 
 static const struct option serve_opts[] = {
@@ -85,6 +88,7 @@ static const struct option serve_opts[] = {
     {"max-ratio", required_argument, NULL, OPT_MAX_RATIO},
     {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
     {"fsync", required_argument, NULL, OPT_FSYNC},
+    {"status", required_argument, NULL, OPT_STATUS},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -194,6 +198,7 @@ int options_parse(struct options *o, int argc, char **argv)
     o->max_connections = 4096;
     o->max_inflate = (uint64_t)1 << 30;
     o->max_ratio = 1000;
+    o->status = 2;
     const char *columns = OPTIONS_DEFAULT_COLUMNS;
 
     int first = 1;
@@ -266,6 +271,10 @@ int options_parse(struct options *o, int argc, char **argv)
             o->access_log = optarg;
             break;
         case OPT_QUIET: o->quiet = 1; break;
+        case OPT_STATUS:
+            if (parse_uint(optarg, 0, 3600, &o->status))
+                return usage_error("--status: '%s' is not a number of seconds from 0 to 3600", optarg);
+            break;
         case OPT_MAX_HEADER:
             if (parse_size(optarg, &v) || v < 256 || v > ((uint64_t)1 << 30))
                 return usage_error("--max-header: '%s' is not a size from 256 to 1G", optarg);

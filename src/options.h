@@ -26,6 +26,7 @@ struct options {
     unsigned timeout;     /* idle read timeout, seconds */
     const char *access_log; /* one line per request appended here, or NULL */
     int quiet;            /* no informational lines on stderr (errors still) */
+    unsigned status;      /* seconds between live status lines on a terminal stderr, 0: off */
     uint64_t max_header;  /* request line + headers, bytes: 431 past it */
     unsigned max_headers; /* header (and trailer) fields: 431 past it */
     unsigned header_timeout; /* seconds for a request line + headers to arrive: 408 */

@@ -35,6 +35,12 @@ struct server {
     struct timespec *started;     /* when each worker was forked */
     struct timespec *restart_at;  /* when a dead worker is due again; tv_sec 0: not due */
     int stopping;
+    /* --status: a live line on a terminal stderr, from the shared counters' deltas */
+    unsigned status_sec;          /* 0: off */
+    struct timespec status_at;    /* when the next line is due */
+    struct timespec status_prev_t;
+    struct metrics_totals status_prev;
+    int status_shown;             /* a line is on the terminal, without a newline */
 };
 
 static struct timespec now(void)
@@ -49,6 +55,79 @@ static double seconds_between(struct timespec a, struct timespec b)
     return (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
 }
 
+/* n with thousands separators: "12,345". */
+static void group_digits(char *out, size_t size, uint64_t n)
+{
+    char digits[32];
+    int len = snprintf(digits, sizeof digits, "%llu", (unsigned long long)n);
+    size_t o = 0;
+    for (int i = 0; i < len && o + 2 < size; i++) {
+        if (i && (len - i) % 3 == 0)
+            out[o++] = ',';
+        out[o++] = digits[i];
+    }
+    out[o] = '\0';
+}
+
+static void status_write(const char *p, size_t len)
+{
+    while (len) {
+        ssize_t n = write(2, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return;
+        p += n;
+        len -= (size_t)n;
+    }
+}
+
+/* Ends the status line so that the next line of the log starts on a line of its own. */
+static void status_clear(struct server *s)
+{
+    if (!s->status_shown)
+        return;
+    status_write("\r\033[K", 4);
+    s->status_shown = 0;
+}
+
+/* Writes the status line when it is due; returns the seconds until the next one (or -1
+ * when off). */
+static double status_due(struct server *s)
+{
+    if (!s->status_sec)
+        return -1;
+    struct timespec t = now();
+    double wait = seconds_between(t, s->status_at);
+    if (wait > 0)
+        return wait;
+    struct metrics_totals cur;
+    metrics_totals(&cur, s->slots, s->nslots);
+    double dt = seconds_between(s->status_prev_t, t);
+    if (dt <= 0)
+        dt = 1e-9;
+    double rows = (double)(cur.rows - s->status_prev.rows) / dt;
+    double mb = (double)(cur.body_bytes - s->status_prev.body_bytes) / dt / 1e6;
+    double req = (double)(cur.requests - s->status_prev.requests) / dt;
+    char rows_s[40], req_s[40], line[192];
+    group_digits(rows_s, sizeof rows_s, (uint64_t)(rows + 0.5));
+    group_digits(req_s, sizeof req_s, (uint64_t)(req + 0.5));
+    int n = snprintf(line, sizeof line, "\rndingest: %s rows/s  %.1f MB/s  %llu conn%s  %s req/s\033[K",
+                     rows_s, mb, (unsigned long long)cur.connections,
+                     cur.connections == 1 ? "" : "s", req_s);
+    if (n > 0)
+        status_write(line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+    s->status_shown = 1;
+    s->status_prev = cur;
+    s->status_prev_t = t;
+    s->status_at.tv_sec += s->status_sec;
+    if (seconds_between(t, s->status_at) <= 0) { /* fell behind (a stopped process): skip */
+        s->status_at = t;
+        s->status_at.tv_sec += s->status_sec;
+    }
+    return seconds_between(t, s->status_at);
+}
+
 static void spawn(struct server *s, int i)
 {
     struct worker_slot *slot = &s->slots[i];
@@ -58,6 +137,7 @@ static void spawn(struct server *s, int i)
     atomic_store(&slot->live, 1);
     pid_t pid = fork();
     if (pid < 0) {
+        status_clear(s);
         log_error("ndingest: fork: %s; retrying in %d s", strerror(errno),
                 SERVER_RESTART_DELAY_SEC);
         atomic_store(&slot->live, 0);
@@ -108,6 +188,7 @@ static int reap(struct server *s)
             atomic_store(&s->slots[0].invalid_torn, 1);
         }
         failed += !clean;
+        status_clear(s);
         if (s->stopping) {
             if (!clean)
                 log_exit(i, pid, status);
@@ -153,6 +234,7 @@ static int running(const struct server *s)
 static int stop(struct server *s, const sigset_t *set, int sig)
 {
     s->stopping = 1;
+    status_clear(s);
     if (s->listen_fd >= 0)
         close(s->listen_fd); /* connections still queued are refused rather than left hanging */
     s->listen_fd = -1;
@@ -193,8 +275,17 @@ static int supervise(struct server *s)
     sigprocmask(SIG_BLOCK, &set, NULL);
     for (int i = 0; i < s->nslots; i++)
         spawn(s, i);
+    if (s->status_sec) {
+        s->status_prev_t = now();
+        metrics_totals(&s->status_prev, s->slots, s->nslots);
+        s->status_at = s->status_prev_t;
+        s->status_at.tv_sec += s->status_sec;
+    }
     for (;;) {
         double next = restart_due(s);
+        double status_next = status_due(s);
+        if (status_next >= 0 && (next < 0 || status_next < next))
+            next = status_next;
         int sig;
         if (next < 0) {
             sig = sigwaitinfo(&set, NULL);
@@ -311,6 +402,8 @@ int server_run(const struct options *o)
             .pids = calloc((size_t)nslots, sizeof(pid_t)),
             .started = calloc((size_t)nslots, sizeof(struct timespec)),
             .restart_at = calloc((size_t)nslots, sizeof(struct timespec)),
+            /* only for a person watching: not in a log file, not with --quiet */
+            .status_sec = !o->quiet && isatty(STDERR_FILENO) ? o->status : 0,
         };
         if (!s.pids || !s.started || !s.restart_at) {
             log_error("ndingest: out of memory");

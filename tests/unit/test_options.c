@@ -136,6 +136,29 @@ static void test_operations_options(void **state)
     options_free(&o);
 }
 
+static void test_status_option(void **state)
+{
+    (void)state;
+    struct options o;
+    assert_int_equal(parse(&o, "ndingest"), 0);
+    assert_int_equal(o.status, 2);
+    options_free(&o);
+    assert_int_equal(parse(&o, "ndingest --status 5"), 0);
+    assert_int_equal(o.status, 5);
+    options_free(&o);
+    assert_int_equal(parse(&o, "ndingest --status 0"), 0); /* off */
+    assert_int_equal(o.status, 0);
+    options_free(&o);
+    const char *bad[] = {"ndingest --status", "ndingest --status -1", "ndingest --status x",
+                         "ndingest --status 1.5", "ndingest --status 3601",
+                         "ndingest convert --status 1"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        print_message("%s\n", bad[i]);
+        assert_int_equal(parse(&o, bad[i]), 2);
+        options_free(&o);
+    }
+}
+
 static void test_convert_files(void **state)
 {
     (void)state;
@@ -177,6 +200,7 @@ int main(void)
         cmocka_unit_test(test_defaults),      cmocka_unit_test(test_serve_options),
         cmocka_unit_test(test_convert_files), cmocka_unit_test(test_usage_errors),
         cmocka_unit_test(test_operations_options),
+        cmocka_unit_test(test_status_option),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
