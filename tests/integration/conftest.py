@@ -219,3 +219,37 @@ def worker_pids(pid):
         except OSError:
             pass
     return sorted(pids)
+
+
+def wait_for(predicate, timeout=30, what="condition"):
+    """Polls predicate until it returns something true (returned), or fails after timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def alive(pid):
+    """pid exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def raw_connect(server, timeout=30):
+    s = socket.create_connection((server.host, server.port), timeout=timeout)
+    return s, s.makefile("rb")
+
+
+def assert_closed(sock, f, timeout=10):
+    """The server closes the connection: EOF (or a reset) before anything else arrives."""
+    sock.settimeout(timeout)
+    try:
+        assert f.read(1) == b""
+    except ConnectionResetError:
+        pass

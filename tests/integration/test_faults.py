@@ -16,7 +16,7 @@ import time
 import pytest
 
 import conftest
-from conftest import BINARY, ROOT, Server, ok_response, read_response, worker_pids
+from conftest import BINARY, ROOT, Server, ok_response, read_response, worker_pids, wait_for, alive
 
 CHECK = ROOT / "scripts" / "ndingest-check"
 SUFFIX = b",2017-01-01 00:00:00,1.5,9.75"
@@ -28,22 +28,6 @@ def marked_body(first, n, pad=40):
                     b'"total_amount":9.75,"pad":"%s"}\n' % (first + i, b"x" * pad) for i in range(n))
 
 
-def wait_for(predicate, timeout=30, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def markers(data):

@@ -16,7 +16,7 @@ import zlib
 import pytest
 
 import conftest
-from conftest import DATA, ok_response, read_response
+from conftest import DATA, ok_response, read_response, raw_connect, assert_closed
 
 COLUMNS = ["vendorid", "tpep_pickup_datetime", "trip_distance", "total_amount"]
 
@@ -50,18 +50,6 @@ def lines_counter(data):
     return collections.Counter(data.splitlines(keepends=True))
 
 
-def raw_connect(server, timeout=30):
-    s = socket.create_connection((server.host, server.port), timeout=timeout)
-    return s, s.makefile("rb")
-
-
-def assert_closed(sock, f, timeout=10):
-    """The server closes the connection: EOF (or a reset) before anything else arrives."""
-    sock.settimeout(timeout)
-    try:
-        assert f.read(1) == b""
-    except ConnectionResetError:
-        pass
 
 
 def assert_json_error(status, headers, body, expect_status):

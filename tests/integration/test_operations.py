@@ -13,7 +13,7 @@ import zlib
 
 import pytest
 
-from conftest import ok_response, read_response, worker_pids
+from conftest import ok_response, read_response, worker_pids, raw_connect, assert_closed
 
 METRIC_LINE = re.compile(r'^([a-z_]+)(\{[^}]*\})? (\S+)$')
 ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d"
@@ -57,17 +57,6 @@ def check_histogram(v, text):
         assert f"# HELP {name} " in text
 
 
-def raw_connect(server, timeout=30):
-    s = socket.create_connection((server.host, server.port), timeout=timeout)
-    return s, s.makefile("rb")
-
-
-def assert_closed(sock, f, timeout=10):
-    sock.settimeout(timeout)
-    try:
-        assert f.read(1) == b""
-    except ConnectionResetError:
-        pass
 
 
 def assert_error(resp, status):
