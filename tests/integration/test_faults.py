@@ -213,19 +213,24 @@ def test_worker_killed_under_load(start_server):
 
 # --- disk full, file-size limit -----------------------------------------------------------
 
-@pytest.fixture
-def small_tmpfs(tmp_path):
-    d = tmp_path / "disk"
+def mounted_tmpfs(tmp_path, name, options):
+    """A tmpfs the test mounts itself (skipped with the reason when it cannot), unmounted after."""
+    d = tmp_path / name
     d.mkdir()
     if os.geteuid() != 0:
-        pytest.skip("not root: cannot mount a tmpfs for the disk-full test")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(d)], capture_output=True)
+        pytest.skip(f"not root: cannot mount a tmpfs ({options})")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(d)], capture_output=True)
     if r.returncode != 0:
-        pytest.skip(f"mount -t tmpfs failed: {r.stderr.decode().strip()}")
+        pytest.skip(f"mount -t tmpfs -o {options} failed: {r.stderr.decode().strip()}")
     try:
         yield d
     finally:
         subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    yield from mounted_tmpfs(tmp_path, "disk", "size=2m")
 
 
 def fill_until_refused(s, lines, first_base, limit=400):
@@ -314,17 +319,7 @@ def start_fails(*args):
 
 @pytest.fixture
 def ro_tmpfs(tmp_path):
-    d = tmp_path / "ro"
-    d.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("not root: cannot mount a read-only tmpfs")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(d)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"mount -t tmpfs -o ro failed: {r.stderr.decode().strip()}")
-    try:
-        yield d
-    finally:
-        subprocess.run(["umount", "-l", str(d)], capture_output=True)
+    yield from mounted_tmpfs(tmp_path, "ro", "ro,size=1m")
 
 
 def one_error_line(err, *words):
