@@ -298,6 +298,24 @@ def test_pipelined_requests(server):
     assert server.csv_bytes() == b"".join(taxi_csv(b)[0] for b in bodies)
 
 
+def test_large_pipelined_burst_then_half_close(server):
+    """Several large requests in one burst, then the client's half-close: the server reads
+    far more than one page per wake-up (around libevent's 4 KiB reads), so requests arrive
+    mid-read and the end of file comes right after a large read; every one is answered."""
+    bodies = [b"".join(b'{"vendorid":%d,"trip_distance":%d.5}\n' % (r, i) for i in range(40000))
+              for r in range(1, 4)]
+    wire = b"".join(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%s" % (len(b), b)
+                    for b in bodies)
+    s, f = raw_connect(server)
+    with s, f:
+        s.sendall(wire)
+        s.shutdown(socket.SHUT_WR)
+        for b in bodies:
+            status, _, out = read_response(f)
+            assert status == 200 and out == ok_response(len(b), 40000, 0)
+    assert server.csv_bytes() == b"".join(taxi_csv(b)[0] for b in bodies)
+
+
 def test_http10_without_keepalive(server):
     body = b'{"vendorid":7}\n'
     s, f = raw_connect(server)
