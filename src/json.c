@@ -373,7 +373,7 @@ int json_columns_init(struct json_columns *c, const char *const *names, size_t c
         memcpy(c->names[i], names[i], len + 1);
         c->lens[i] = (uint32_t)len;
         c->count = i + 1;
-        c->lenmask[len >> 6] |= 1ULL << (len & 63);
+        c->bylen[len] = c->bylen[len] ? JSON_BYLEN_MANY : (uint16_t)(i + 1);
         c->prefix[i] = name_prefix((const u8 *)names[i], len);
         if (len > 8)
             c->suffix[i] = load64((const u8 *)names[i] + len - 8);
@@ -396,7 +396,7 @@ void json_columns_free(struct json_columns *c)
 
 /* Whether a[0..len) == b[0..len), len >= 1: names are short, so overlapping word loads beat
  * a memcmp call. Reads only inside both spans. */
-static inline int key_eq(const u8 *a, const u8 *b, size_t len)
+static inline __attribute__((always_inline)) int key_eq(const u8 *a, const u8 *b, size_t len)
 {
     if (len >= 8) {
         size_t i = 0;
@@ -419,27 +419,38 @@ static inline int key_eq(const u8 *a, const u8 *b, size_t len)
     return 1;
 }
 
-/* Column index of the key k[0..len) (raw, no escapes) whose prefix word is pre, or -1.
- * Most keys are rejected by the length bitmap alone, most others by an empty bucket. */
+/* Whether the key k[0..len) (raw, no escapes), whose prefix word is pre, is column j's
+ * name. Names of up to 16 bytes are told apart by their first and last words alone (which
+ * overlap for 9 to 15), so the common names need no byte comparison. */
+static inline __attribute__((always_inline)) int name_is(const struct json_columns *c,
+                                                         unsigned j, const u8 *k, size_t len,
+                                                         uint64_t pre)
+{
+    return c->lens[j] == len && c->prefix[j] == pre &&
+           (len <= 8 || (load64(k + len - 8) == c->suffix[j] &&
+                         (len <= 16 || key_eq((const u8 *)c->names[j] + 8, k + 8, len - 16))));
+}
+
+/* Column index of the key k[0..len), or -1; by = c->bylen[len], not 0. Usually one name has
+ * the key's length, and one word comparison rejects the key or starts accepting it. */
 static inline __attribute__((always_inline)) int lookup_pre(const struct json_columns *c,
                                                             const u8 *k, size_t len,
-                                                            uint64_t pre)
+                                                            uint64_t pre, unsigned by)
 {
-    /* Names of up to 16 bytes are told apart by their first and last words alone (which
-     * overlap for 9 to 15), so the common names need no byte comparison. */
+    if (LIKELY(by != JSON_BYLEN_MANY))
+        return name_is(c, by - 1, k, len, pre) ? (int)by - 1 : -1;
     for (unsigned j = c->head[name_hash(pre, len)]; j; j = c->next[j - 1])
-        if (c->lens[j - 1] == len && c->prefix[j - 1] == pre &&
-            (len <= 8 || (load64(k + len - 8) == c->suffix[j - 1] &&
-                          (len <= 16 || key_eq((const u8 *)c->names[j - 1] + 8, k + 8, len - 16)))))
+        if (name_is(c, j - 1, k, len, pre))
             return (int)j - 1;
     return -1;
 }
 
 static inline int lookup_plain(const struct json_columns *c, const u8 *k, size_t len)
 {
-    if (len > JSON_MAX_NAME || !((c->lenmask[len >> 6] >> (len & 63)) & 1))
+    unsigned by;
+    if (len > JSON_MAX_NAME || !(by = c->bylen[len]))
         return -1;
-    return lookup_pre(c, k, len, name_prefix(k, len));
+    return lookup_pre(c, k, len, name_prefix(k, len), by);
 }
 
 /* A key holding escapes: compared after unescaping. An escape turns at most 6 bytes into
@@ -452,6 +463,21 @@ static __attribute__((noinline)) int lookup_escaped(const struct json_columns *c
         return -1;
     size_t ulen = json_unescape((const char *)k, len, tmp);
     return ulen ? lookup_plain(c, (const u8 *)tmp, ulen) : -1;
+}
+
+/* Empties every cell: a few 16-byte stores for the usual handful of columns, rather than a
+ * memset call per line. */
+static inline __attribute__((always_inline)) void clear_cells(struct cell *cells, size_t count)
+{
+    if (count > 8) {
+        memset(cells, 0, count * sizeof *cells);
+        return;
+    }
+    for (size_t i = 0; i < count; i++) {
+        cells[i].p = NULL;
+        cells[i].len = 0;
+        cells[i].kind = CELL_EMPTY;
+    }
 }
 
 /* ---- the line ---------------------------------------------------------------------- */
@@ -695,9 +721,8 @@ fast_walk(const struct json_columns *c, const u8 *p, size_t n, struct cell *cell
     quote[(n + 1) >> 5] |= 1u << ((n + 1) & 31);
     nondig[n >> 5] |= 1u << (n & 31);
 
-    memset(cells, 0, c->count * sizeof *cells);
+    clear_cells(cells, c->count);
     /* Held in a register: the stores to cells might alias c as far as the compiler knows. */
-    const uint64_t lenmask0 = c->lenmask[0];
     /* The walk meets the quotes in order, and checks that what it steps over between two
      * of them holds none, so quotes are popped off a cursor (the current mask word, with
      * the bits met cleared) rather than searched for from the walk's position. Keys are
@@ -736,14 +761,14 @@ fast_walk(const struct json_columns *c, const u8 *p, size_t n, struct cell *cell
         struct cell *cl = NULL; /* the key's cell, when it is a column */
         {
             size_t ks = ko + 1, kl = ke - ks;
-            if (kl < 64 ? (lenmask0 >> kl) & 1
-                        : kl <= JSON_MAX_NAME && ((c->lenmask[kl >> 6] >> (kl & 63)) & 1)) {
-                /* kl >= 1 here: no name is empty, so bit 0 of lenmask is clear */
+            unsigned by;
+            if (kl <= JSON_MAX_NAME && (by = c->bylen[kl])) {
+                /* kl >= 1 here: no name is empty, so bylen[0] is 0 */
                 uint64_t pre = n - ks >= 8 ? (kl >= 8 ? load64(p + ks)
                                                       : load64(p + ks) << (64 - 8 * kl) >>
                                                             (64 - 8 * kl))
                                            : name_prefix(p + ks, kl);
-                int col = lookup_pre(c, p + ks, kl, pre);
+                int col = lookup_pre(c, p + ks, kl, pre, by);
                 if (col >= 0)
                     cl = &cells[col];
             }

@@ -27,15 +27,17 @@ struct cell {
 };
 
 #define JSON_HASH_BITS 9
+#define JSON_BYLEN_MANY 0xFFFF
 
 /* The selected columns, compiled once at start-up and shared read-only by every line. */
 struct json_columns {
     size_t count;
     char *names[JSON_MAX_COLUMNS];
     uint32_t lens[JSON_MAX_COLUMNS];
-    /* Key lookup, private to json.c: bit L set when some name is L bytes long (rejects
-     * most keys without reading them), and hash chains of column index + 1. */
-    uint64_t lenmask[JSON_MAX_NAME / 64 + 1];
+    /* Key lookup, private to json.c: by a key's length, 0 when no name is that long (most
+     * keys are rejected without being read), the column index + 1 when one name is, or
+     * JSON_BYLEN_MANY (then the hash chains of column index + 1 decide). */
+    uint16_t bylen[JSON_MAX_NAME + 1];
     uint16_t head[1 << JSON_HASH_BITS];
     uint16_t next[JSON_MAX_COLUMNS];
     uint64_t prefix[JSON_MAX_COLUMNS]; /* each name's first 8 bytes, zero-padded */

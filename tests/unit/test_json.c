@@ -542,6 +542,75 @@ static void test_columns_init(void **state)
     assert_int_equal(c.count, 0);
 }
 
+/* Keys as long as a column's name but not it, names sharing a length (then the hash chains
+ * decide), names past 16 bytes (compared in the middle too), in lines long enough for the
+ * SIMD paths and short ones for the strict walk, under every path; and a set of more than
+ * eight columns, whose cells are cleared another way. */
+static void test_lookup_by_length(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"total_amount", "vendorid",   "trip_distance",
+                                        "c1",           "c2",         "c3",
+                                        "store_and_fwd_flag", "a_name_longer_than_16"};
+    struct json_columns c;
+    init_cols(&c, names, 8);
+    static const char *const lines[] = {
+        "{\"tolls_amount\":1,\"pulocationid\":2,\"total_amount\":3.5,\"vendorix\":4}",
+        "{\"c4\":1,\"c2\":2,\"c0\":3,\"c3\":\"x\",\"padding_padding\":0,\"c1\":true}",
+        "{\"store_and_fwd_flaX\":\"N\",\"store_and_fwd_flag\":\"Y\",\"a_name_longer_than_1X\":1}",
+        "{\"a_name_longer_than_16\":-0.5,\"a_Name_longer_than_16\":2,\"vendorid\":null}",
+        "{\"tolls_amount\":1}",
+        "{\"c2\":7}",
+    };
+    /* Expected cells, as column index = value text ("" for a missing column). */
+    static const char *const want[][8] = {
+        {"3.5", "", "", "", "", "", "", ""},
+        {"", "", "", "true", "2", "x", "", ""},
+        {"", "", "", "", "", "", "Y", ""},
+        {"", "", "", "", "", "", "", "-0.5"},
+        {"", "", "", "", "", "", "", ""},
+        {"", "", "", "", "7", "", "", ""},
+    };
+    static const char *const paths[] = {"scalar", "sse2", "avx2"};
+    struct cell cells[8];
+    for (size_t e = 0; e < 3; e++) {
+        if (json_engine_select(paths[e]) != 0) {
+            print_message("path %s: not available here, skipped\n", paths[e]);
+            continue;
+        }
+        for (size_t l = 0; l < sizeof lines / sizeof *lines; l++) {
+            memset(cells, 0xA5, sizeof cells);
+            if (line(&c, lines[l], cells) != LINE_VALID)
+                fail_msg("path %s: line %zu not valid", paths[e], l);
+            for (size_t i = 0; i < 8; i++) {
+                if (!*want[l][i])
+                    expect_cell(&cells[i], CELL_EMPTY, "");
+                else
+                    expect_cell(&cells[i], strcmp(want[l][i], "x") && strcmp(want[l][i], "Y")
+                                               ? CELL_RAW : CELL_STRING, want[l][i]);
+            }
+        }
+    }
+    json_columns_free(&c);
+
+    static const char *const wide[] = {"k01", "k02", "k03", "k04", "k05",
+                                       "k06", "k07", "k08", "k09", "k10"};
+    init_cols(&c, wide, 10);
+    struct cell w[10];
+    for (size_t e = 0; e < 3; e++) {
+        if (json_engine_select(paths[e]) != 0)
+            continue;
+        memset(w, 0xA5, sizeof w);
+        assert_int_equal(line(&c, "{\"k10\":10,\"k03\":3,\"k11\":11,\"padding\":\"padding\"}", w),
+                         LINE_VALID);
+        for (size_t i = 0; i < 10; i++)
+            expect_cell(&w[i], i == 9 || i == 2 ? CELL_RAW : CELL_EMPTY,
+                        i == 9 ? "10" : i == 2 ? "3" : "");
+    }
+    json_engine_select("best");
+    json_columns_free(&c);
+}
+
 /* ---- limits ------------------------------------------------------------------------- */
 
 /* A line whose deepest value sits at depth d (the top-level object is depth 1). */
@@ -909,6 +978,7 @@ int main(void)
         cmocka_unit_test(test_corpus_size),   cmocka_unit_test(test_cells_taxi),
         cmocka_unit_test(test_cells_kinds),   cmocka_unit_test(test_cells_duplicates),
         cmocka_unit_test(test_cells_key_matching), cmocka_unit_test(test_columns_init),
+        cmocka_unit_test(test_lookup_by_length),
         cmocka_unit_test(test_depth),         cmocka_unit_test(test_long_values),
         cmocka_unit_test(test_blank),         cmocka_unit_test(test_unescape),
         cmocka_unit_test(test_mutations),     cmocka_unit_test(test_paths_agree),
