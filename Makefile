@@ -92,7 +92,7 @@ fuzz: deps
 	clang -std=c11 $(CPPFLAGS) $(FUZZ_FLAGS) -Isrc -o build/fuzz/fuzz_ingest tests/fuzz/fuzz_ingest.c \
 		$(filter-out src/main.c src/server.c src/worker.c src/http.c,$(SRC)) -lz
 	build/fuzz/fuzz_ingest -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -print_final_stats=1 \
-		fuzz-out/corpus tests/json
+		fuzz-out/corpus tests/json tests/fuzz/seeds
 
 # Integration tests against --workers 0 servers under valgrind memcheck (scripts/memcheck);
 # tests needing several workers or measuring RSS are skipped with a reason (conftest).
