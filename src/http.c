@@ -631,8 +631,15 @@ static int on_message_complete(llhttp_t *p)
             respond_error(c, ingest_failed(c, st), NULL, c->ingest.error, keep_alive);
         }
     }
-    if (keep_alive)
+    if (keep_alive) {
+        /* A client that pipelines without reading: stop at this request, not at the end of
+         * the read (up to 256 KiB of small requests, each with its response). */
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) > HTTP_OUTPUT_HIGH) {
+            c->output_full = 1;
+            return HPE_PAUSED;
+        }
         return 0;
+    }
     stop_reading_requests(c, 0);
     return HPE_PAUSED;
 }
@@ -723,13 +730,13 @@ static void read_requests(struct http_conn *c)
         llhttp_errno_t e = HPE_OK;
         for (int i = 0; i < n && e == HPE_OK; i++) {
             e = llhttp_execute(&c->parser, v[i].iov_base, v[i].iov_len);
-            if (e == HPE_PAUSED && c->sync_wait) /* keep what follows the request */
+            if (e == HPE_PAUSED && (c->sync_wait || c->output_full)) /* keep what follows */
                 used += (size_t)(llhttp_get_error_pos(&c->parser) - (const char *)v[i].iov_base);
             else
                 used += v[i].iov_len;
         }
         evbuffer_drain(in, used);
-        if (c->sync_wait)
+        if (c->sync_wait || c->output_full)
             bufferevent_disable(c->bev, EV_READ);
         else if (e != HPE_OK)
             parse_failed(c, e);
@@ -747,15 +754,21 @@ static void read_requests(struct http_conn *c)
         closing_flushed(c);
 }
 
-/* Reads up to HTTP_MAX_READ more bytes straight into the input buffer (no copy, no ioctl).
- * End of file and errors are left for the bufferevent to find on its next read: the socket
- * stays readable, so its event callback runs as usual. */
-static void read_more(struct http_conn *c)
+/* Reads up to HTTP_MAX_READ more bytes straight into the input buffer (no copy, no ioctl):
+ * 0, or -1 when the bytes read could not be kept (the connection must go). End of file and
+ * errors are left for the bufferevent to find on its next read: the socket stays readable,
+ * so its event callback runs as usual (a reset met here is then seen as end of file, which
+ * event_cb treats the same way unless a response is pending, whose write then fails). */
+static int read_more(struct http_conn *c)
 {
+#if LIBEVENT_VERSION_NUMBER >= 0x02020000
+    (void)c; /* evbuffer_set_max_read, at accept, does it */
+    return 0;
+#else
     struct evbuffer *in = bufferevent_get_input(c->bev);
     if (c->closing || c->output_full || c->sync_wait ||
         evbuffer_get_length(in) < HTTP_EVBUFFER_READ)
-        return;
+        return 0;
     /* The bufferevent keeps its input's end frozen but while it reads; so do we. */
     struct evbuffer_iovec v[2];
     evbuffer_unfreeze(in, 0);
@@ -768,15 +781,25 @@ static void read_more(struct http_conn *c)
             v[i].iov_len = take;
             left -= take;
         }
-        evbuffer_commit_space(in, v, n);
+        if (evbuffer_commit_space(in, v, n)) {
+            evbuffer_freeze(in, 0);
+            log_error("%s: could not keep %zd bytes read: connection closed",
+                      c->w->log_prefix, got);
+            return -1;
+        }
     }
     evbuffer_freeze(in, 0);
+    return 0;
+#endif
 }
 
 static void read_cb(struct bufferevent *bev, void *arg)
 {
     (void)bev;
-    read_more(arg);
+    if (read_more(arg)) {
+        http_conn_free(arg);
+        return;
+    }
     read_requests(arg);
 }
 
@@ -788,6 +811,7 @@ static void write_cb(struct bufferevent *bev, void *arg)
         closing_flushed(c);
     } else if (c->output_full) {
         c->output_full = 0;
+        llhttp_resume(&c->parser); /* when it paused at a request's end (a no-op otherwise) */
         bufferevent_enable(bev, EV_READ);
         read_requests(c);
     }
@@ -887,6 +911,9 @@ struct http_conn *http_conn_new(struct worker *w, evutil_socket_t fd)
     const struct timeval tv = {(time_t)w->o->timeout, 0};
     bufferevent_set_timeouts(c->bev, &tv, &tv);
     bufferevent_set_max_single_read(c->bev, HTTP_MAX_READ);
+#if LIBEVENT_VERSION_NUMBER >= 0x02020000
+    evbuffer_set_max_read(bufferevent_get_input(c->bev), HTTP_MAX_READ);
+#endif
     bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     set_deadline(c, DEADLINE_HEADERS); /* the first request's headers: from now */

@@ -2,12 +2,14 @@
 ~64 MB streamed body stays within a few MiB of its peak after a small one."""
 import http.client
 import os
+import socket
+import time
 import zlib
 from pathlib import Path
 
 import pytest
 
-from conftest import ok_response, today
+from conftest import ok_response, read_response, today
 import contract
 from test_format import TAXI_KEYS
 
@@ -172,3 +174,35 @@ def test_long_lines_bounded_by_max_line(start_server):
     n = -(-(32 << 20) // len(line))
     assert resp == ok_response(sent, 0, n)
     assert vm_hwm(pid) - small < GROWTH_LIMIT
+
+
+def test_pipelining_client_that_never_reads_is_bounded(start_server):
+    """Clients that pipeline small requests and never read their answers: each connection
+    stops reading once ~256 KiB of responses wait, request by request, however many requests
+    one (large) read brought in. Then a reader gets every answer, in order."""
+    s = start_server("--workers", "1")
+    pid = worker_pid(s.proc.pid)
+    status, _, _ = s.request("GET", "/metrics")
+    assert status == 200
+    before = vm_hwm(pid)
+    req = b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n"
+    count = 300_000 // len(req)
+    wire = req * count
+    socks = []
+    try:
+        for _ in range(16):
+            c = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+            c.sendall(wire)  # fits the socket buffers; the server reads it in large reads
+            socks.append(c)
+        time.sleep(2)
+        grown = vm_hwm(pid) - before
+        # Unbounded, each connection would queue ~count answers of ~2.7 KB: ~600 MB here.
+        assert grown < 64 << 20, f"VmHWM grew {grown >> 20} MiB"
+        f = socks[0].makefile("rb")
+        for _ in range(count):
+            status, _, _ = read_response(f)
+            assert status == 200
+        f.close()
+    finally:
+        for c in socks:
+            c.close()
