@@ -807,32 +807,15 @@ fast_walk(const struct json_columns *c, const u8 *p, size_t n, struct cell *cell
                 cl->len = (uint32_t)(ve - vs - 1);
                 cl->kind = CELL_STRING;
             }
-        } else if (ch == 't') {
-            if (n - vs < 5 || !match4(p + vs, "true"))
+        } else if (ch == 't' || ch == 'f' || ch == 'n') {
+            /* The strict walk's literal check; it cannot end at n, since p[n-1] is '}'. */
+            if (!(i = scan_literal(p, vs, n)))
                 return 0;
-            i = vs + 4;
             if (cl) {
-                cl->p = (const char *)p + vs;
-                cl->len = 4;
-                cl->kind = CELL_RAW;
-            }
-        } else if (ch == 'f') {
-            if (n - vs < 6 || !match4(p + vs + 1, "alse"))
-                return 0;
-            i = vs + 5;
-            if (cl) {
-                cl->p = (const char *)p + vs;
-                cl->len = 5;
-                cl->kind = CELL_RAW;
-            }
-        } else if (ch == 'n') {
-            if (n - vs < 5 || !match4(p + vs, "null"))
-                return 0;
-            i = vs + 4;
-            if (cl) {
-                cl->p = NULL;
-                cl->len = 0;
-                cl->kind = CELL_EMPTY;
+                int null = ch == 'n';
+                cl->p = null ? NULL : (const char *)p + vs;
+                cl->len = null ? 0 : (uint32_t)(i - vs);
+                cl->kind = null ? CELL_EMPTY : CELL_RAW;
             }
         } else {
             return 0;
