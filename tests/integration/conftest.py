@@ -136,7 +136,8 @@ class Server:
     def csv_bytes(self):
         return b"".join(p.read_bytes() for p in self.files("*.csv"))
 
-    def stop(self, sig=signal.SIGTERM, timeout=30):
+    def _end(self, sig, timeout):
+        """Signals the main process and waits; kills it (and raises) if it outlives timeout."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -145,8 +146,22 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
                 raise
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        self._end(sig, timeout)
         self._stderr.close()
         return self.proc.returncode
+
+    def kill_all(self, workers):
+        """For tests that stop processes by hand: whatever is left (the main process, the
+        given worker pids) is SIGKILLed, and the server's stderr closed."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for p in workers:
+            if alive(p):
+                os.kill(p, signal.SIGKILL)
+        self._stderr.close()
 
 
 @pytest.fixture

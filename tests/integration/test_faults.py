@@ -411,10 +411,4 @@ def test_main_killed_in_flight_request_still_acknowledged(tmp_path):
         with pytest.raises(OSError):
             socket.create_connection((s.host, s.port), timeout=5).close()
     finally:
-        if s.proc.poll() is None:
-            s.proc.kill()
-            s.proc.wait()
-        for p in workers:
-            if alive(p):
-                os.kill(p, signal.SIGKILL)
-        s._stderr.close()
+        s.kill_all(workers)

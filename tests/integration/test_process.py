@@ -255,10 +255,4 @@ def test_workers_exit_when_main_process_dies(tmp_path):
         s.proc.wait(30)
         wait_for(lambda: not any(alive(p) for p in workers), what="the workers to exit")
     finally:
-        if s.proc.poll() is None:
-            s.proc.kill()
-            s.proc.wait()
-        for p in workers:
-            if alive(p):
-                os.kill(p, signal.SIGKILL)
-        s._stderr.close()
+        s.kill_all(workers)

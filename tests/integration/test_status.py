@@ -63,14 +63,7 @@ class PtyServer(Server):
         return []
 
     def stop(self, sig=signal.SIGTERM, timeout=30):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise
+        self._end(sig, timeout)
         self.reader.join(10)
         os.close(self.master)
         return self.proc.returncode
