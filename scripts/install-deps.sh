@@ -10,6 +10,7 @@ pkgs=(
     python3 python3-pytest
     curl apache2-utils wrk gnuplot-nox
     clang libclang-rt-14-dev valgrind cppcheck clang-tidy strace nginx-light
+    g++ libsimdjson-dev
 )
 
 missing=()
