@@ -4,6 +4,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,96 +19,155 @@
 #define CONVERT_READ (1 << 20)
 #define CONVERT_WINDOW (16 << 20) /* a multiple of any page size */
 
-/* Feeds one file (or stdin) as one body, so that its last line without '\n' counts. */
-static int convert_file(struct ingest *g, const char *path, char *chunk, struct ingest_stats *total)
+struct convert {
+    struct ingest g;
+    char *chunk; /* read(2) buffer for what is not mapped */
+    struct ingest_stats total;
+    char error[512]; /* the first failure, repeated in the stats line; "" while none */
+};
+
+/* Every failure comes through here: a line on stderr now, and exit 2 at the end. */
+static void report(struct convert *c, const char *name, const char *what)
+{
+    fprintf(stderr, "ndingest convert: %s: %s\n", name, what);
+    if (!c->error[0])
+        snprintf(c->error, sizeof c->error, "%s: %s", name, what);
+}
+
+/* The window being fed, for on_sigbus. */
+static const char *volatile window;
+static volatile size_t window_len;
+static sigjmp_buf window_lost;
+
+/* Reading a mapped page that the file no longer has (another process truncated it) raises
+ * SIGBUS at the reading instruction. Inside the window that is a truncated input, and the
+ * feed is abandoned; anywhere else it is a real fault: the default action, as before. */
+static void on_sigbus(int sig, siginfo_t *si, void *ctx)
+{
+    (void)ctx;
+    const char *a = si->si_addr, *w = window;
+    if (w && a >= w && a < w + window_len)
+        siglongjmp(window_lost, 1);
+    signal(sig, SIG_DFL); /* the access runs again on return and now kills */
+}
+
+/* ingest_feed over one mapped window: its status, or -1 if the file shrank under it. Only
+ * code reading the window can fault, and it holds no lock and allocates nothing, so jumping
+ * out of it is safe; the caller then abandons the body (ingest_abort). */
+static int feed_window(struct ingest *g, const char *map, size_t len)
+{
+    window_len = len;
+    window = map;
+    if (sigsetjmp(window_lost, 1)) { /* 1: SIGBUS is unblocked again after the jump */
+        window = NULL;
+        return -1;
+    }
+    enum ingest_status status = ingest_feed(g, map, len);
+    window = NULL;
+    return (int)status;
+}
+
+/* A regular file is mapped rather than read: read(2) would copy every byte once more,
+ * which costs about as much as judging it. Windows keep the resident set bounded.
+ * 0; 1 if it cannot be mapped (nothing fed: read it instead); -1 after a reported error. */
+static int feed_mapped(struct convert *c, int fd, off_t size, const char *name)
+{
+    static const char truncated[] = "the file was truncated while being read";
+    for (off_t at = 0; at < size; at += CONVERT_WINDOW) {
+        size_t len = size - at < CONVERT_WINDOW ? (size_t)(size - at) : CONVERT_WINDOW;
+        const char *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, at);
+        if (map == MAP_FAILED) {
+            if (at == 0)
+                return 1;
+            report(c, name, strerror(errno));
+            return -1;
+        }
+        int status = feed_window(&c->g, map, len);
+        munmap((void *)map, len);
+        if (status < 0) {
+            report(c, name, truncated);
+            return -1;
+        }
+        if (status != INGEST_OK) {
+            report(c, name, c->g.error);
+            return -1;
+        }
+    }
+    /* A cut inside the last page read reads as zeros rather than faulting: ask the size. */
+    struct stat st;
+    if (fstat(fd, &st) == 0 && st.st_size < size) {
+        report(c, name, truncated);
+        return -1;
+    }
+    return 0;
+}
+
+static int feed_read(struct convert *c, int fd, const char *name)
+{
+    for (;;) {
+        ssize_t n = read(fd, c->chunk, CONVERT_READ);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            report(c, name, strerror(errno));
+            return -1;
+        }
+        if (n == 0)
+            return 0;
+        if (ingest_feed(&c->g, c->chunk, (size_t)n) != INGEST_OK) {
+            report(c, name, c->g.error);
+            return -1;
+        }
+    }
+}
+
+/* Feeds one file (or stdin) as one body, so that its last line without '\n' counts. On an
+ * error the rows still pending are dropped: stdout holds whole batches of whole rows. */
+static void convert_file(struct convert *c, const char *path)
 {
     int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : 0;
     const char *name = path ? path : "<stdin>";
     if (fd < 0) {
-        fprintf(stderr, "ndingest convert: %s: %s\n", name, strerror(errno));
-        return -1;
+        report(c, name, strerror(errno));
+        return;
     }
-    int rc = 0;
+    struct ingest *g = &c->g;
     ingest_begin(g, ENCODING_IDENTITY);
-    /* A regular file is mapped rather than read: read(2) would copy every byte once more,
-     * which costs about as much as judging it. Windows keep the resident set bounded. */
     struct stat st;
-    int mapped = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0;
-    for (off_t at = 0; mapped && at < st.st_size; at += CONVERT_WINDOW) {
-        size_t len = st.st_size - at < CONVERT_WINDOW ? (size_t)(st.st_size - at) : CONVERT_WINDOW;
-        void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, at);
-        if (map == MAP_FAILED) {
-            if (at == 0) {
-                mapped = 0; /* not mappable after all: read it */
-                break;
-            }
-            fprintf(stderr, "ndingest convert: %s: %s\n", name, strerror(errno));
-            ingest_abort(g);
-            rc = -1;
-            break;
-        }
-        enum ingest_status status = ingest_feed(g, map, len);
-        munmap(map, len);
-        if (status != INGEST_OK) {
-            fprintf(stderr, "ndingest convert: %s: %s\n", name, g->error);
-            ingest_abort(g);
-            rc = -1;
-            break;
-        }
-    }
-    if (mapped && rc == 0 && ingest_end(g) != INGEST_OK) {
-        fprintf(stderr, "ndingest convert: %s: %s\n", name, g->error);
-        rc = -1;
-    }
-    while (!mapped) {
-        ssize_t n = read(fd, chunk, CONVERT_READ);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            fprintf(stderr, "ndingest convert: %s: %s\n", name, strerror(errno));
-            ingest_end(g);
-            rc = -1;
-            break;
-        }
-        if (n == 0) {
-            if (ingest_end(g) != INGEST_OK) {
-                fprintf(stderr, "ndingest convert: %s: %s\n", name, g->error);
-                rc = -1;
-            }
-            break;
-        }
-        if (ingest_feed(g, chunk, (size_t)n) != INGEST_OK) {
-            fprintf(stderr, "ndingest convert: %s: %s\n", name, g->error);
-            ingest_abort(g);
-            rc = -1;
-            break;
-        }
-    }
-    total->bytes += g->stats.bytes;
-    total->valid += g->stats.valid;
-    total->invalid += g->stats.invalid;
+    int rc = 1;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0)
+        rc = feed_mapped(c, fd, st.st_size, name);
+    if (rc == 1)
+        rc = feed_read(c, fd, name);
+    if (rc == 0 && ingest_end(g) != INGEST_OK)
+        report(c, name, g->error); /* ingest_end dropped what was pending */
+    else if (rc)
+        ingest_abort(g);
+    c->total.bytes += g->stats.bytes;
+    c->total.valid += g->stats.valid;
+    c->total.invalid += g->stats.invalid;
     if (path)
         close(fd);
-    return rc;
 }
 
 int convert_run(const struct options *o)
 {
     struct sink *out = sink_open_fd(1);
-    char *chunk = malloc(CONVERT_READ);
-    if (!out || !chunk) {
+    struct convert c = {.chunk = NULL};
+    c.chunk = malloc(CONVERT_READ);
+    if (!out || !c.chunk) {
         fputs("ndingest convert: out of memory\n", stderr);
         sink_close(out);
-        free(chunk);
+        free(c.chunk);
         return 2;
     }
-    int rc = 0;
+    struct sigaction sa = {.sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, NULL);
     if (o->header) {
         struct buf h = {0};
-        if (csv_header(&h, &o->columns, o->crlf) || sink_write(out, h.p, h.len)) {
-            fprintf(stderr, "ndingest convert: %s\n", sink_error(out));
-            rc = 2;
-        }
+        if (csv_header(&h, &o->columns, o->crlf) || sink_write(out, h.p, h.len))
+            report(&c, "<stdout>", sink_error(out));
         buf_free(&h);
     }
     const struct ingest_config cfg = {
@@ -118,23 +179,18 @@ int convert_run(const struct options *o)
         .quarantine = NULL,
         .log_prefix = "ndingest convert",
     };
-    struct ingest g;
-    ingest_init(&g, &cfg);
-    struct ingest_stats total = {0};
-    if (rc == 0) {
-        if (o->nfiles == 0) {
-            if (convert_file(&g, NULL, chunk, &total))
-                rc = 2;
-        }
+    ingest_init(&c.g, &cfg);
+    if (!c.error[0]) {
+        if (o->nfiles == 0)
+            convert_file(&c, NULL);
         for (int i = 0; i < o->nfiles; i++)
-            if (convert_file(&g, strcmp(o->files[i], "-") ? o->files[i] : NULL, chunk, &total))
-                rc = 2;
+            convert_file(&c, strcmp(o->files[i], "-") ? o->files[i] : NULL);
     }
-    char line[256];
-    ingest_stats_json(&total, line, sizeof line);
+    char line[1024];
+    ingest_result_json(&c.total, c.error[0] ? c.error : NULL, line, sizeof line);
     fputs(line, stderr);
-    ingest_free(&g);
+    ingest_free(&c.g);
     sink_close(out);
-    free(chunk);
-    return rc;
+    free(c.chunk);
+    return c.error[0] ? 2 : 0;
 }

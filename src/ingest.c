@@ -143,11 +143,34 @@ void ingest_free(struct ingest *g)
     decoder_free(&g->decoder);
 }
 
+/* s as the inside of a JSON string; a byte that would need a \u escape (a control
+ * character, a byte of a non-ASCII file name) becomes '?': the message is for reading. */
+static void escape_text(char *out, size_t size, const char *s)
+{
+    size_t o = 0;
+    for (; *s && o + 3 <= size; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            out[o++] = '\\';
+        out[o++] = ch < 0x20 || ch >= 0x7f ? '?' : (char)ch;
+    }
+    out[o] = '\0';
+}
+
+int ingest_result_json(const struct ingest_stats *s, const char *error, char *out, size_t size)
+{
+    char text[512];
+    if (error)
+        escape_text(text, sizeof text, error);
+    return snprintf(out, size,
+                    "{\"result\": {\"status\": \"%s\"%s%s%s, \"stats\": {\"bytes\": %llu, \"records\": "
+                    "{\"valid\": %llu, \"invalid\": %llu, \"total\": %llu}}}}\n",
+                    error ? "error" : "ok", error ? ", \"error\": \"" : "", error ? text : "",
+                    error ? "\"" : "", (unsigned long long)s->bytes, (unsigned long long)s->valid,
+                    (unsigned long long)s->invalid, (unsigned long long)(s->valid + s->invalid));
+}
+
 int ingest_stats_json(const struct ingest_stats *s, char *out, size_t size)
 {
-    return snprintf(out, size,
-                    "{\"result\": {\"status\": \"ok\", \"stats\": {\"bytes\": %llu, \"records\": "
-                    "{\"valid\": %llu, \"invalid\": %llu, \"total\": %llu}}}}\n",
-                    (unsigned long long)s->bytes, (unsigned long long)s->valid,
-                    (unsigned long long)s->invalid, (unsigned long long)(s->valid + s->invalid));
+    return ingest_result_json(s, NULL, out, size);
 }

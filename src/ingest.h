@@ -67,5 +67,9 @@ void ingest_free(struct ingest *g);
  * {"result": {"status": "ok", "stats": {"bytes": N, "records": {"valid": V, "invalid": I, "total": T}}}}
  * Returns its length (snprintf's contract). */
 int ingest_stats_json(const struct ingest_stats *s, char *out, size_t size);
+/* The same for a run that failed (convert's exit 2) when error is not NULL:
+ * {"result": {"status": "error", "error": "MSG", "stats": {...}}} with MSG JSON-escaped (bytes
+ * outside printable ASCII as '?') and cut at 510 bytes; error NULL gives ingest_stats_json's. */
+int ingest_result_json(const struct ingest_stats *s, const char *error, char *out, size_t size);
 
 #endif

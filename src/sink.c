@@ -326,27 +326,13 @@ struct sink *sink_open_fd(int fd)
     return s;
 }
 
-int sink_write(struct sink *s, const char *p, size_t n)
+/* Appends p[0..n) to the open descriptor, on a fresh line if a torn tail is reported and
+ * found (*checked: the tail was looked at). 0 or -errno; the torn flag is the caller's. */
+static int append(struct sink *s, const char *p, size_t n, int *checked)
 {
-    if (!n)
-        return 0;
-    if (s->daily) {
-        time_t t = now();
-        if (t >= s->day_end || t < s->day_start) { /* midnight passed, or the clock stepped back */
-            close_day(s, 0);
-            int r = set_day(s, t);
-            if (r)
-                return r;
-        }
-        if (s->fd < 0) {
-            int r = open_day(s);
-            if (r)
-                return r;
-        }
-    }
     int r = 0;
-    int checked = s->torn && atomic_load(s->torn);
-    if (checked && ends_mid_row(s->fd)) {
+    *checked = s->torn && atomic_load(s->torn);
+    if (*checked && ends_mid_row(s->fd)) {
         /* A write cut short (full disk, size limit, a killed worker) left the file ending
          * inside a row: start ours on a fresh line, in the same write(2), so the torn row
          * stands alone as the one bad line and these rows stay whole. */
@@ -367,19 +353,63 @@ int sink_write(struct sink *s, const char *p, size_t n)
     if (r == 0)
         r = write_all(s->fd, p, n);
     s->dirty = 1; /* even a failed write may have written some */
-    if (s->torn) {
-        if (r)
-            atomic_store(s->torn, 1);
-        else if (checked)
-            atomic_store(s->torn, 0);
-    }
-    if (r) {
-        fail(s, "write", s->path, -r);
-        /* Reopen at the next write: a bad descriptor heals; a full disk costs one open. */
-        if (s->daily)
-            close_day(s, 1);
-    }
     return r;
+}
+
+/* Whether the open file has lost its last name (unlink, rm -rf): rows written to it are
+ * beyond anyone's reach and gone when it is closed. A rename keeps a name: not lost. */
+static int unlinked(int fd)
+{
+    struct stat st;
+    return fstat(fd, &st) == 0 && st.st_nlink == 0;
+}
+
+int sink_write(struct sink *s, const char *p, size_t n)
+{
+    if (!n)
+        return 0;
+    for (int tries = 0;; tries++) {
+        if (s->daily) {
+            time_t t = now();
+            if (t >= s->day_end || t < s->day_start) { /* midnight passed, or the clock stepped back */
+                close_day(s, 0);
+                int r = set_day(s, t);
+                if (r)
+                    return r;
+            }
+            if (s->fd < 0) {
+                int r = open_day(s);
+                if (r)
+                    return r;
+            }
+        }
+        int checked;
+        int r = append(s, p, n, &checked);
+        /* Asked after the write, not before, so that an unlink between the check and the
+         * write cannot take acknowledged rows with it. The batch then exists only in an
+         * inode without a name: write it again to the file at the path. The torn flag is
+         * left as it was, since the file whose tail was checked is not the one written. */
+        if (r == 0 && s->daily && unlinked(s->fd)) {
+            s->dirty = 0; /* syncing a file nobody can open saves nothing */
+            close_day(s, 0);
+            if (tries < 3)
+                continue;
+            r = -ENOENT; /* deleted as fast as it was made */
+        }
+        if (s->torn) {
+            if (r)
+                atomic_store(s->torn, 1);
+            else if (checked)
+                atomic_store(s->torn, 0);
+        }
+        if (r) {
+            fail(s, "write", s->path, -r);
+            /* Reopen at the next write: a bad descriptor heals; a full disk costs one open. */
+            if (s->daily)
+                close_day(s, 1);
+        }
+        return r;
+    }
 }
 
 const char *sink_error(const struct sink *s)

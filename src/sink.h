@@ -33,7 +33,12 @@ struct sink *sink_open_fd(int fd);
 
 /* Appends p[0..n), which holds whole rows, with as few write(2) calls as the kernel allows;
  * a short write is continued. 0 once every byte was written, else -errno with
- * sink_error() telling what failed. Rows go to the file of the day at the time of the call. */
+ * sink_error() telling what failed. Rows go to the file of the day at the time of the call.
+ * A daily sink then fstat()s the file (one call per batch): if it has lost its last name
+ * (unlink, rm -rf of the directory) the batch is written again to a new file at the path,
+ * directory and header made as for a new day, so 0 means the rows are in a file that had a
+ * name after they were written. A renamed file keeps its name and its rows until
+ * sink_reopen. */
 int sink_write(struct sink *s, const char *p, size_t n);
 const char *sink_error(const struct sink *s);
 /* The path written to last (or that would be written now). */

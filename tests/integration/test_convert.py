@@ -1,5 +1,7 @@
 """test_convert.py -- `ndingest convert`: files and stdin to CSV on stdout, stats on stderr,
 exit codes, and the same CSV as the server for the same input."""
+import json
+import os
 import subprocess
 import time
 
@@ -22,6 +24,16 @@ def stats_line(stderr):
     lines = stderr.splitlines(keepends=True)
     assert lines, "no stats line on stderr"
     return lines[-1]
+
+
+def check_error(err, *words):
+    """The stats line of a failed run: status "error", its message (with words) and counts."""
+    line = stats_line(err)
+    result = json.loads(line)["result"]
+    assert result["status"] == "error", line
+    assert result["error"] and all(w.encode() in result["error"].encode() for w in words), line
+    assert set(result["stats"]["records"]) == {"valid", "invalid", "total"}
+    return result
 
 
 def check_ok(rc, out, err, body, columns=contract.DEFAULT_COLUMNS, crlf=False, max_line=1 << 20):
@@ -137,6 +149,7 @@ def test_missing_file_exits_2(tmp_path):
     assert rc == 2
     assert out == b""
     assert str(missing).encode() in err
+    check_error(err, str(missing), "No such file")
 
 
 def test_missing_file_among_good_ones_exits_2(tmp_path):
@@ -145,11 +158,14 @@ def test_missing_file_among_good_ones_exits_2(tmp_path):
     rc, out, err = convert(good, tmp_path / "nope.ndjson")
     assert rc == 2
     assert b"nope.ndjson" in err
+    assert out == b"1,,,\n"  # the good file is still converted, and counted
+    assert check_error(err, "nope.ndjson")["stats"]["records"]["valid"] == 1
 
 
 def test_directory_exits_2(tmp_path):
     rc, _, err = convert(tmp_path)
     assert rc == 2, err
+    check_error(err, str(tmp_path))
 
 
 @pytest.mark.parametrize("args", [["--bogus"], ["--max-line"], ["--max-line", "abc"],
@@ -175,6 +191,45 @@ def test_full_stdout_is_an_error(tmp_path):
         p = subprocess.run([str(BINARY), "convert"], input=b'{"vendorid":1}\n' * 100000,
                            stdout=full, stderr=subprocess.PIPE, timeout=60)
     assert p.returncode == 2, p.stderr
+    check_error(p.stderr, "<stdout>", "No space left")
+
+
+def big_copy(path, taxi_body, copies=50):
+    """copies of the sample records in one file (29 MB: two of convert's mapped windows)."""
+    with open(path, "wb") as f:
+        for _ in range(copies):
+            f.write(taxi_body)
+    return contract.expected(taxi_body)[0] * copies
+
+
+@pytest.mark.parametrize("keep", [1000, 12345678, -100], ids=["to-1000", "past-reader", "last-page"])
+def test_file_truncated_while_read_exits_2(tmp_path, taxi_body, keep):
+    """Truncated under convert: exit 2 with a message, not SIGBUS; stdout holds whole rows.
+    Deterministic: convert's first 1 MiB of rows fills the 64 KiB pipe, so it waits there
+    (about 6 MB into the input) until the file has been cut. "last-page" keeps all but the
+    last 100 bytes, which the mapping then reads as zeros instead of faulting."""
+    f = tmp_path / "big.ndjson"
+    rows = big_copy(f, taxi_body)
+    size = f.stat().st_size
+    for attempt in range(3):
+        p = subprocess.Popen([str(BINARY), "convert", str(f)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        try:
+            first = p.stdout.read(4096)
+            assert first, "convert wrote nothing"
+            os.truncate(f, keep if keep > 0 else size + keep)
+            rest, err = p.communicate(timeout=120)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        out = first + rest
+        assert p.returncode == 2, (attempt, p.returncode, err[-300:])
+        assert b"truncated" in err and str(f).encode() in err, err
+        check_error(err, str(f), "truncated")
+        assert out.endswith(b"\n") and rows.startswith(out), (attempt, len(out))
+        assert len(out) < len(rows)
+        big_copy(f, taxi_body)  # whole again for the next attempt
 
 
 # -- the same CSV as the server ----------------------------------------------------------

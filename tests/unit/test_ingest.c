@@ -277,6 +277,34 @@ static void test_stats_json(void **state)
     assert_int_equal(n, strlen(out));
 }
 
+/* convert's line after a failure: says so, with the message made safe for JSON. */
+static void test_result_json_error(void **state)
+{
+    (void)state;
+    const struct ingest_stats s = {.bytes = 10, .valid = 2, .invalid = 1};
+    char out[1024];
+    int n = ingest_result_json(&s, "a \"b\"\\c:\n\x01\xc3\xa9", out, sizeof out);
+    assert_string_equal(out, "{\"result\": {\"status\": \"error\", \"error\": \"a \\\"b\\\"\\\\c:????\", "
+                             "\"stats\": {\"bytes\": 10, \"records\": "
+                             "{\"valid\": 2, \"invalid\": 1, \"total\": 3}}}}\n");
+    assert_int_equal(n, strlen(out));
+
+    char long_msg[2000];
+    memset(long_msg, '"', sizeof long_msg - 1);
+    long_msg[sizeof long_msg - 1] = '\0';
+    n = ingest_result_json(&s, long_msg, out, sizeof out);
+    assert_int_equal(n, strlen(out));
+    const char *msg = strstr(out, "\"error\": \"") + 10;
+    const char *end = strstr(msg, "\", \"stats\"");
+    assert_non_null(end);
+    assert_true(end - msg <= 510 && (end - msg) % 2 == 0); /* cut between escapes, not inside */
+
+    n = ingest_result_json(&s, NULL, out, sizeof out);
+    char ok[256];
+    assert_int_equal(n, ingest_stats_json(&s, ok, sizeof ok));
+    assert_string_equal(out, ok);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -287,6 +315,7 @@ int main(void)
         cmocka_unit_test(test_corrupt_gzip_writes_nothing),
         cmocka_unit_test(test_random_pieces),
         cmocka_unit_test(test_stats_json),
+        cmocka_unit_test(test_result_json_error),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -696,18 +696,184 @@ static void test_reopen(void **state)
     expect_file(path, "h\n3\n5\n");
 
     rm_tree(dir);
-    assert_int_equal(sink_write(s, "6\n", 2), 0); /* the old, unlinked file */
     sink_reopen(s);
-    assert_int_equal(sink_write(s, "7\n", 2), 0); /* a new directory and file */
-    expect_file(path, "h\n7\n");
+    assert_int_equal(sink_write(s, "6\n", 2), 0); /* a new directory and file */
+    expect_file(path, "h\n6\n");
     sink_close(s);
 
     /* Without a header, too. */
     s = open_sink(dir, NULL, 1);
     rm_tree(dir);
-    assert_int_equal(sink_write(s, "8\n", 2), 0);
-    expect_file(path, "8\n");
+    assert_int_equal(sink_write(s, "7\n", 2), 0);
+    expect_file(path, "7\n");
     sink_close(s);
+}
+
+/* The day's file unlinked under the sink (a cleanup job, an operator): the next batch does
+ * not vanish with the unlinked inode but lands in a new file at the path, with its header. */
+static void test_deleted_file_reopened(void **state)
+{
+    (void)state;
+    char path[PATH_MAX], bad[PATH_MAX];
+    sink_set_clock(fake_now);
+    fake = utc_time(2026, 11, 25, 12, 0, 0);
+    path_in(path, tmpdir, "2026-11-25");
+    for (int header = 0; header <= 1; header++) {
+        struct sink *s = open_sink(tmpdir, header ? "h\n" : NULL, 1);
+        assert_int_equal(sink_write(s, "1\n", 2), 0);
+        assert_int_equal(unlink(path), 0);
+        assert_int_equal(sink_write(s, "2\n", 2), 0);
+        assert_int_equal(sink_write(s, "3\n", 2), 0);
+        expect_file(path, header ? "h\n2\n3\n" : "2\n3\n");
+        assert_int_equal(unlink(path), 0);
+        sink_reopen(s); /* closed while unlinked: reopening by name works as before */
+        assert_int_equal(sink_write(s, "4\n", 2), 0);
+        expect_file(path, header ? "h\n4\n" : "4\n");
+        assert_int_equal(unlink(path), 0);
+        sink_close(s);
+    }
+
+    /* The quarantine file is a sink of its own kind, with the same rule. */
+    struct sink_config cfg = {.dir = tmpdir, .name = "x", .suffix = ".invalid.ndjson", .utc = 1};
+    char err[512];
+    struct sink *q = sink_open_daily(&cfg, err, sizeof err);
+    assert_non_null(q);
+    PATHF(bad, "%s/x-2026-11-25.invalid.ndjson", tmpdir);
+    assert_int_equal(sink_write(q, "nope\n", 5), 0);
+    assert_int_equal(unlink(bad), 0);
+    assert_int_equal(sink_write(q, "bad\n", 4), 0);
+    expect_file(bad, "bad\n");
+    sink_close(q);
+}
+
+/* rm -rf of the output directory: made again, with its parents, and the file with its
+ * header. */
+static void test_deleted_dir_reopened(void **state)
+{
+    (void)state;
+    char top[PATH_MAX], dir[PATH_MAX], path[PATH_MAX];
+    sink_set_clock(fake_now);
+    fake = utc_time(2026, 11, 25, 12, 0, 0);
+    PATHF(top, "%s/top", tmpdir);
+    PATHF(dir, "%s/a/b", top);
+    path_in(path, dir, "2026-11-25");
+    for (int header = 0; header <= 1; header++) {
+        struct sink *s = open_sink(dir, header ? "h\n" : NULL, 1);
+        assert_int_equal(sink_write(s, "1\n", 2), 0);
+        rm_tree(top);
+        assert_int_equal(sink_write(s, "2\n", 2), 0);
+        expect_file(path, header ? "h\n2\n" : "2\n");
+        assert_int_equal(count_entries(dir), 1); /* no temporary left behind */
+        rm_tree(top);
+        sink_close(s);
+    }
+}
+
+/* Renamed (logrotate without its postrotate SIGHUP): the file still has a name, so rows
+ * keep going to it, as documented, until sink_reopen. */
+static void test_renamed_file_keeps_rows(void **state)
+{
+    (void)state;
+    char path[PATH_MAX], moved[PATH_MAX + 8];
+    sink_set_clock(fake_now);
+    fake = utc_time(2026, 11, 25, 12, 0, 0);
+    path_in(path, tmpdir, "2026-11-25");
+    PATHF(moved, "%s.1", path);
+    struct sink *s = open_sink(tmpdir, "h\n", 1);
+    assert_int_equal(sink_write(s, "1\n", 2), 0);
+    assert_int_equal(rename(path, moved), 0);
+    assert_int_equal(sink_write(s, "2\n", 2), 0);
+    struct stat st;
+    assert_int_equal(stat(path, &st), -1); /* no new file yet */
+    sink_reopen(s);
+    assert_int_equal(sink_write(s, "3\n", 2), 0);
+    expect_file(moved, "h\n1\n2\n");
+    expect_file(path, "h\n3\n");
+    /* The renamed file deleted later (logrotate's rotate N) while still open: rows go to
+     * the path, not after it. */
+    assert_int_equal(rename(path, moved), 0);
+    assert_int_equal(sink_write(s, "4\n", 2), 0);
+    assert_int_equal(unlink(moved), 0);
+    assert_int_equal(sink_write(s, "5\n", 2), 0);
+    expect_file(path, "h\n5\n");
+    sink_close(s);
+}
+
+/* Workers that all still hold the unlinked file write at once: each finds it gone, and the
+ * new file gets exactly one header and every row, whole. */
+static void test_deleted_file_racing_workers(void **state)
+{
+    (void)state;
+    static const char header[] = "id,name,value\n";
+    sink_set_clock(fake_now);
+    fake = utc_time(2026, 11, 25, 12, 0, 0);
+    for (int round = 0; round < 10; round++) {
+        char dir[PATH_MAX], path[PATH_MAX];
+        PATHF(dir, "%s/race%d", tmpdir, round);
+        path_in(path, dir, "2026-11-25");
+        int gate[2], ready[2];
+        assert_int_equal(pipe(gate), 0);
+        assert_int_equal(pipe(ready), 0);
+        pid_t pids[RACERS];
+        for (int c = 0; c < RACERS; c++) {
+            pids[c] = fork();
+            assert_true(pids[c] >= 0);
+            if (pids[c] == 0) {
+                close(ready[0]);
+                struct sink_config cfg = {.dir = dir, .name = "x", .suffix = ".csv", .utc = 1,
+                                          .header = header, .header_len = sizeof header - 1};
+                char err[512], row[64];
+                struct sink *s = sink_open_daily(&cfg, err, sizeof err);
+                if (!s)
+                    _exit(2);
+                if (sink_write(s, "old,row,\n", 9)) /* every worker holds the file open */
+                    _exit(3);
+                if (write(ready[1], "r", 1) != 1)
+                    _exit(4);
+                close(ready[1]);
+                start_gate(gate);
+                for (int i = 0; i < RACE_ROWS; i++) {
+                    int n = snprintf(row, sizeof row, "%d,%d,new\n", c, i);
+                    if (sink_write(s, row, (size_t)n))
+                        _exit(5);
+                }
+                sink_close(s);
+                _exit(0);
+            }
+        }
+        close(ready[1]);
+        char c;
+        for (int k = 0; k < RACERS; k++)
+            assert_int_equal(read(ready[0], &c, 1), 1);
+        close(ready[0]);
+        if (round % 2)
+            rm_tree(dir);
+        else
+            assert_int_equal(unlink(path), 0);
+        close(gate[0]);
+        close(gate[1]); /* go */
+        wait_children(pids, RACERS);
+
+        size_t len;
+        char *text = slurp(path, &len);
+        assert_true(len >= sizeof header - 1);
+        assert_memory_equal(text, header, sizeof header - 1);
+        char seen[RACERS][RACE_ROWS] = {{0}};
+        int lines = 0;
+        char *save;
+        for (char *line = strtok_r(text + sizeof header - 1, "\n", &save); line;
+             line = strtok_r(NULL, "\n", &save)) {
+            int w, i, off = -1;
+            if (sscanf(line, "%d,%d,%n", &w, &i, &off) != 2 || off < 0 || w < 0 || w >= RACERS ||
+                i < 0 || i >= RACE_ROWS || strcmp(line + off, "new"))
+                fail_msg("round %d: torn, old or foreign row \"%s\"", round, line);
+            assert_int_equal(seen[w][i]++, 0);
+            lines++;
+        }
+        assert_int_equal(lines, RACERS * RACE_ROWS);
+        assert_int_equal(count_entries(dir), 1); /* every temporary unlinked */
+        free(text);
+    }
 }
 
 static void test_fd_sink(void **state)
@@ -754,6 +920,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_short_write_efbig, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unwritable_dir, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deleted_file_reopened, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deleted_dir_reopened, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_renamed_file_keeps_rows, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deleted_file_racing_workers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fd_sink, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
