@@ -226,14 +226,21 @@ static void usage_word(FILE *f, int *col, const char *w, int len)
     *col += len;
 }
 
+/* "--name ARG", or "--name" for rows without a value. */
+static void spelling(const struct option_row *r, char *out, size_t len)
+{
+    snprintf(out, len, "--%s%s%s", r->name, r->arg ? " " : "", r->arg ? r->arg : "");
+}
+
 /* "  --name ARG", the help wrapped under column 23, then "(default ...)" kept whole. */
 static void usage_row(FILE *f, const struct option_row *r)
 {
-    char left[64], dflt[32], tail[256];
+    char name[64], left[72], dflt[32], tail[256];
+    spelling(r, name, sizeof name);
     if (r->short_name)
-        snprintf(left, sizeof left, "  -%c, --%s", r->short_name, r->name);
+        snprintf(left, sizeof left, "  -%c, %s", r->short_name, name);
     else
-        snprintf(left, sizeof left, "  --%s%s%s", r->name, r->arg ? " " : "", r->arg ? r->arg : "");
+        snprintf(left, sizeof left, "  %s", name);
     int col = fprintf(f, "%-*s", USAGE_INDENT - 1, left);
     for (const char *w = r->help; *w; w += strspn(w, " ")) {
         int len = (int)strcspn(w, " ");
@@ -246,7 +253,7 @@ static void usage_row(FILE *f, const struct option_row *r)
         int len = snprintf(tail, sizeof tail, "(default %s%s%s%s%s)", d,
                            with_zero ? "; 0 = " : "", with_zero ? r->zero : "",
                            r->note ? "; " : "", r->note ? r->note : "");
-        usage_word(f, &col, tail, len);
+        usage_word(f, &col, tail, len < (int)sizeof tail ? len : (int)sizeof tail - 1);
     }
     fputc('\n', f);
 }
@@ -254,10 +261,12 @@ static void usage_row(FILE *f, const struct option_row *r)
 static void usage(FILE *f)
 {
     fputs("usage: ndingest [serve] [options]\n       ndingest convert", f);
-    for (size_t i = 0; i < NROWS; i++)
+    for (size_t i = 0; i < NROWS; i++) {
+        char name[64];
+        spelling(&rows[i], name, sizeof name);
         if (rows[i].convert && rows[i].kind != OPTION_ACTION)
-            fprintf(f, " [--%s%s%s]", rows[i].name, rows[i].arg ? " " : "",
-                    rows[i].arg ? rows[i].arg : "");
+            fprintf(f, " [%s]", name);
+    }
     fputs(" [FILE ...]\n"
           "\n"
           "Streams NDJSON bodies POSTed to / into CSV rows in DIR/NAME-YYYY-MM-DD.csv.\n"
