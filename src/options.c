@@ -1,10 +1,10 @@
-/* options.c -- the command line: commands, options, their defaults and sizes. */
+/* options.c -- the command line: one table of options drives parsing, defaults and --help. */
 #include "options.h"
 
 #include <errno.h>
 #include <getopt.h>
-#include <limits.h>
 #include <sched.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,95 +14,90 @@
 #define NDINGEST_VERSION "1.0.0"
 #endif
 
-static const char usage_text[] =
-    "usage: ndingest [serve] [options]\n"
-    "       ndingest convert [--columns LIST] [--header] [--crlf] [--max-line SIZE] [FILE ...]\n"
-    "\n"
-    "Streams NDJSON bodies POSTed to / into CSV rows in DIR/NAME-YYYY-MM-DD.csv.\n"
-    "\n"
-    "  --listen ADDR:PORT   address to serve on (default 127.0.0.1:8888; IPv6 as [::1]:8888)\n"
-    "  --workers N          worker processes (default: CPUs available; 0 = no fork)\n"
-    "  --out-dir DIR        output directory, created if missing (default csv)\n"
-    "  --name NAME          file name prefix (default nyc_taxi)\n"
-    "  --utc                date files by UTC instead of local time\n"
-    "  --columns a,b,c      top-level keys to write, in order\n"
-    "                       (default " OPTIONS_DEFAULT_COLUMNS ")\n"
-    "  --header             start each day's file with a header row\n"
-    "  --crlf               end rows with CRLF (RFC 4180) instead of LF\n"
-    "  --max-line SIZE      longer lines are invalid (default 1M)\n"
-    "  --max-body SIZE      larger bodies get 413 (default unlimited)\n"
-    "  --timeout SEC        idle read timeout per connection (default 60)\n"
-    "  --header-timeout SEC request line and headers must arrive within it (default 10)\n"
-    "  --body-timeout SEC   a body must arrive within it after its headers (default 300)\n"
-    "  --max-header SIZE    larger request line + headers get 431 (default 64K)\n"
-    "  --max-headers N      more header fields get 431 (default 100)\n"
-    "  --max-connections N  per worker; more get 503 and are closed (default 4096)\n"
-    "  --max-inflate SIZE   a compressed body inflating past it gets 413 (default 1G; 0 = unlimited)\n"
-    "  --max-ratio N        a compressed body inflating more than N times gets 413\n"
-    "                       (default 1000; 0 = unlimited)\n"
-    "  --access-log FILE    append one line per request to FILE\n"
-    "  --token-file F       POST / and GET /metrics need Authorization: Bearer <F's first line>\n"
-    "  --fsync MODE         none (default), request (fdatasync before each 200, group-committed)\n"
-    "                       or interval:MS (fdatasync dirty files every MS milliseconds)\n"
-    "  --quiet              no informational lines on stderr (errors still)\n"
-    "  --status SEC         when stderr is a terminal, a live line of rows/s, MB/s,\n"
-    "                       connections and requests/s every SEC seconds (default 2;\n"
-    "                       0 = off; not with --quiet or --workers 0)\n"
-    "  --no-quarantine      do not keep invalid lines in DIR/NAME-YYYY-MM-DD.invalid.ndjson\n"
-    "  --reuseport          one SO_REUSEPORT socket per worker instead of one shared socket\n"
-    "  -h, --help           this help\n"
-    "  --version            print the version\n"
-    "\n"
-    "SIZE takes a K, M or G suffix (binary multiples).\n";
+#define KiB ((uint64_t)1 << 10)
+#define MiB ((uint64_t)1 << 20)
+#define GiB ((uint64_t)1 << 30)
 
-enum {
-    OPT_LISTEN = 256, OPT_WORKERS, OPT_OUT_DIR, OPT_NAME, OPT_UTC, OPT_COLUMNS, OPT_HEADER,
-    OPT_CRLF, OPT_MAX_LINE, OPT_MAX_BODY, OPT_TIMEOUT, OPT_NO_QUARANTINE, OPT_REUSEPORT,
-    OPT_VERSION, OPT_ACCESS_LOG, OPT_QUIET, OPT_MAX_HEADER, OPT_MAX_HEADERS, OPT_HEADER_TIMEOUT,
-    OPT_BODY_TIMEOUT, OPT_MAX_CONNECTIONS, OPT_MAX_INFLATE, OPT_MAX_RATIO, OPT_TOKEN_FILE,
-    OPT_FSYNC, OPT_STATUS,
+static unsigned long default_workers(void);
+static int parse_name(struct options *o, const char *arg);
+static int parse_fsync(struct options *o, const char *arg);
+static int print_help(struct options *o, const char *arg);
+static int print_version(struct options *o, const char *arg);
+
+#define FIELD(f) .offset = offsetof(struct options, f), .size = sizeof(((struct options *)0)->f)
+/* Member names cannot take parentheses; every other argument is a value. */
+#define ROW_FLAG(n, f) .name = (n), .kind = OPTION_FLAG, FIELD(f)
+#define ROW_UINT(n, a, f, lo, hi, d) .name = (n), .kind = OPTION_UINT, .arg = (a), FIELD(f), \
+    .min = (lo), .max = (hi), .dflt = (d)
+#define ROW_SECONDS(n, f, lo, hi, d) .name = (n), .kind = OPTION_SECONDS, .arg = "SEC", FIELD(f), \
+    .min = (lo), .max = (hi), .dflt = (d)
+#define ROW_SIZE(n, f, lo, hi, d) .name = (n), .kind = OPTION_SIZE, .arg = "SIZE", FIELD(f), \
+    .min = (lo), .max = (hi), .dflt = (d)
+#define ROW_STRING(n, a, f, d) .name = (n), .kind = OPTION_STRING, .arg = (a), FIELD(f), \
+    .dflt_text = (d)
+#define ROW_FILE(n, a, f) .name = (n), .kind = OPTION_FILE, .arg = (a), FIELD(f)
+#define ROW_CUSTOM(n, a, fn, d) .name = (n), .kind = OPTION_CUSTOM, .arg = (a), .parse = (fn), \
+    .dflt_text = (d)
+#define ROW_ACTION(n, fn) .name = (n), .kind = OPTION_ACTION, .parse = (fn)
+
+/* Every option, in --help order. Adding one: a row here and its field in struct options. */
+static const struct option_row rows[] = {
+    {ROW_STRING("listen", "ADDR:PORT", listen, "127.0.0.1:8888"), .note = "IPv6 as [::1]:8888",
+     .help = "address to serve on"},
+    {ROW_UINT("workers", "N", workers, 0, 1024, 0), .dflt_fn = default_workers,
+     .dflt_text = "CPUs available", .zero = "no fork", .help = "worker processes"},
+    {ROW_STRING("out-dir", "DIR", out_dir, "csv"), .help = "output directory, created if missing"},
+    {ROW_CUSTOM("name", "NAME", parse_name, "nyc_taxi"), .help = "file name prefix"},
+    {ROW_FLAG("utc", utc), .help = "date files by UTC instead of local time"},
+    {ROW_STRING("columns", "a,b,c", columns_list, OPTIONS_DEFAULT_COLUMNS), .convert = 1,
+     .help = "top-level keys to write, in order"},
+    {ROW_FLAG("header", header), .convert = 1, .help = "start each day's file with a header row"},
+    {ROW_FLAG("crlf", crlf), .convert = 1, .help = "end rows with CRLF (RFC 4180) instead of LF"},
+    {ROW_SIZE("max-line", max_line, 1, 2 * GiB, 1 * MiB), .convert = 1,
+     .help = "longer lines are invalid"},
+    {ROW_SIZE("max-body", max_body, 0, UINT64_MAX, 0), .zero = "unlimited",
+     .help = "larger bodies get 413"},
+    {ROW_SECONDS("timeout", timeout, 1, 86400, 60), .help = "idle read timeout per connection"},
+    {ROW_SECONDS("header-timeout", header_timeout, 1, 86400, 10),
+     .help = "request line and headers must arrive within it"},
+    {ROW_SECONDS("body-timeout", body_timeout, 1, 86400, 300),
+     .help = "a body must arrive within it after its headers"},
+    {ROW_SIZE("max-header", max_header, 256, 1 * GiB, 64 * KiB),
+     .help = "larger request line + headers get 431"},
+    {ROW_UINT("max-headers", "N", max_headers, 1, 100000, 100),
+     .help = "more header fields get 431"},
+    {ROW_UINT("max-connections", "N", max_connections, 1, 1000000, 4096),
+     .help = "per worker; more get 503 and are closed"},
+    {ROW_SIZE("max-inflate", max_inflate, 0, UINT64_MAX, 1 * GiB), .zero = "unlimited",
+     .help = "a compressed body inflating past it gets 413"},
+    {ROW_UINT("max-ratio", "N", max_ratio, 0, 1000000000, 1000), .zero = "unlimited",
+     .help = "a compressed body inflating more than N times gets 413"},
+    {ROW_FILE("access-log", "FILE", access_log), .help = "append one line per request to FILE"},
+    {ROW_FILE("token-file", "F", token_file),
+     .help = "POST / and GET /metrics need Authorization: Bearer <F's first line>"},
+    {ROW_CUSTOM("fsync", "MODE", parse_fsync, "none"),
+     .help = "none, request (fdatasync before each 200, group-committed) or interval:MS "
+             "(fdatasync dirty files every MS milliseconds)"},
+    {ROW_FLAG("quiet", quiet), .help = "no informational lines on stderr (errors still)"},
+    {ROW_SECONDS("status", status, 0, 3600, 2), .zero = "off",
+     .note = "not with --quiet or --workers 0",
+     .help = "when stderr is a terminal, a live line of rows/s, MB/s, connections and "
+             "requests/s every SEC seconds"},
+    {ROW_FLAG("no-quarantine", quarantine), .dflt = 1,
+     .help = "do not keep invalid lines in DIR/NAME-YYYY-MM-DD.invalid.ndjson"},
+    {ROW_FLAG("reuseport", reuseport),
+     .help = "one SO_REUSEPORT socket per worker instead of one shared socket"},
+    {ROW_ACTION("help", print_help), .short_name = 'h', .convert = 1, .help = "this help"},
+    {ROW_ACTION("version", print_version), .convert = 1, .help = "print the version"},
 };
 
-static const struct option serve_opts[] = {
-    {"listen", required_argument, NULL, OPT_LISTEN},
-    {"workers", required_argument, NULL, OPT_WORKERS},
-    {"out-dir", required_argument, NULL, OPT_OUT_DIR},
-    {"name", required_argument, NULL, OPT_NAME},
-    {"utc", no_argument, NULL, OPT_UTC},
-    {"columns", required_argument, NULL, OPT_COLUMNS},
-    {"header", no_argument, NULL, OPT_HEADER},
-    {"crlf", no_argument, NULL, OPT_CRLF},
-    {"max-line", required_argument, NULL, OPT_MAX_LINE},
-    {"max-body", required_argument, NULL, OPT_MAX_BODY},
-    {"timeout", required_argument, NULL, OPT_TIMEOUT},
-    {"no-quarantine", no_argument, NULL, OPT_NO_QUARANTINE},
-    {"reuseport", no_argument, NULL, OPT_REUSEPORT},
-    {"access-log", required_argument, NULL, OPT_ACCESS_LOG},
-    {"quiet", no_argument, NULL, OPT_QUIET},
-    {"max-header", required_argument, NULL, OPT_MAX_HEADER},
-    {"max-headers", required_argument, NULL, OPT_MAX_HEADERS},
-    {"header-timeout", required_argument, NULL, OPT_HEADER_TIMEOUT},
-    {"body-timeout", required_argument, NULL, OPT_BODY_TIMEOUT},
-    {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
-    {"max-inflate", required_argument, NULL, OPT_MAX_INFLATE},
-    {"max-ratio", required_argument, NULL, OPT_MAX_RATIO},
-    {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
-    {"fsync", required_argument, NULL, OPT_FSYNC},
-    {"status", required_argument, NULL, OPT_STATUS},
-    {"help", no_argument, NULL, 'h'},
-    {"version", no_argument, NULL, OPT_VERSION},
-    {NULL, 0, NULL, 0},
-};
+#define NROWS (sizeof rows / sizeof *rows)
 
-static const struct option convert_opts[] = {
-    {"columns", required_argument, NULL, OPT_COLUMNS},
-    {"header", no_argument, NULL, OPT_HEADER},
-    {"crlf", no_argument, NULL, OPT_CRLF},
-    {"max-line", required_argument, NULL, OPT_MAX_LINE},
-    {"help", no_argument, NULL, 'h'},
-    {"version", no_argument, NULL, OPT_VERSION},
-    {NULL, 0, NULL, 0},
-};
+const struct option_row *options_table(size_t *count)
+{
+    *count = NROWS;
+    return rows;
+}
 
 int parse_size(const char *s, uint64_t *out)
 {
@@ -128,49 +123,288 @@ int parse_size(const char *s, uint64_t *out)
     return 0;
 }
 
-/* A whole number from min to max. 0, or -1. */
-static int parse_uint(const char *s, unsigned long min, unsigned long max, unsigned *out)
+/* A whole number from min to max, digits only (no sign, no space). 0, or -1. */
+static int parse_number(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
     if (!s || *s < '0' || *s > '9')
         return -1;
     errno = 0;
     char *end;
-    unsigned long v = strtoul(s, &end, 10);
+    unsigned long long v = strtoull(s, &end, 10);
     if (errno || *end || v < min || v > max)
         return -1;
-    *out = (unsigned)v;
+    *out = v;
     return 0;
 }
 
-static int default_workers(void)
+/* "1G", "64K", "256": the shortest exact spelling, as --help and errors show sizes. */
+static void format_size(uint64_t v, char *out, size_t len)
+{
+    static const char units[] = "GMK";
+    for (int i = 0; i < 3; i++) {
+        unsigned shift = 30 - 10 * (unsigned)i;
+        if (v && v % ((uint64_t)1 << shift) == 0) {
+            snprintf(out, len, "%llu%c", (unsigned long long)(v >> shift), units[i]);
+            return;
+        }
+    }
+    snprintf(out, len, "%llu", (unsigned long long)v);
+}
+
+static void *field(struct options *o, const struct option_row *r)
+{
+    return (char *)o + r->offset;
+}
+
+/* Numbers go through memcpy by the field's size: int, unsigned, size_t or uint64_t, the
+ * row's max (at most INT_MAX for 4-byte fields, checked by the unit test) fitting each. */
+static void store_number(struct options *o, const struct option_row *r, uint64_t v)
+{
+    if (r->size == sizeof(uint64_t)) {
+        memcpy(field(o, r), &v, sizeof v);
+    } else {
+        unsigned u = (unsigned)v;
+        memcpy(field(o, r), &u, sizeof u);
+    }
+}
+
+static void store_text(struct options *o, const struct option_row *r, const char *s)
+{
+    memcpy(field(o, r), &s, sizeof s);
+}
+
+static unsigned long default_workers(void)
 {
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
-        return CPU_COUNT(&set);
+        return (unsigned long)CPU_COUNT(&set);
     long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
+    return n > 0 ? (unsigned long)n : 1;
 }
 
-static int usage_error(const char *fmt, const char *arg)
+/* The default as --help shows it into buf, or NULL when the row has none to show. */
+static const char *default_text(const struct option_row *r, char *buf, size_t len)
 {
+    switch (r->kind) {
+    case OPTION_UINT:
+    case OPTION_SECONDS:
+    case OPTION_SIZE:
+        if (r->dflt_text)
+            return r->dflt_text;
+        if (r->dflt == 0 && r->zero)
+            return r->zero;
+        if (r->kind == OPTION_SIZE)
+            format_size(r->dflt, buf, len);
+        else
+            snprintf(buf, len, "%llu", (unsigned long long)r->dflt);
+        return buf;
+    case OPTION_STRING:
+    case OPTION_FILE:
+    case OPTION_CUSTOM:
+        return r->dflt_text;
+    case OPTION_FLAG:
+    case OPTION_ACTION:
+        break;
+    }
+    return NULL;
+}
+
+enum { USAGE_INDENT = 23, USAGE_WIDTH = 79 };
+
+/* Writes len bytes of w at *col after a space, or on a new indented line when they would
+ * pass the width. */
+static void usage_word(FILE *f, int *col, const char *w, int len)
+{
+    if (*col > USAGE_INDENT && *col + 1 + len > USAGE_WIDTH) {
+        fprintf(f, "\n%*s", USAGE_INDENT, "");
+        *col = USAGE_INDENT;
+    } else {
+        fputc(' ', f);
+        ++*col;
+    }
+    fwrite(w, 1, (size_t)len, f);
+    *col += len;
+}
+
+/* "--name ARG", or "--name" for rows without a value. */
+static void spelling(const struct option_row *r, char *out, size_t len)
+{
+    snprintf(out, len, "--%s%s%s", r->name, r->arg ? " " : "", r->arg ? r->arg : "");
+}
+
+/* "  --name ARG", the help wrapped under column 23, then "(default ...)" kept whole. */
+static void usage_row(FILE *f, const struct option_row *r)
+{
+    char name[64], left[72], dflt[32], tail[256];
+    spelling(r, name, sizeof name);
+    if (r->short_name)
+        snprintf(left, sizeof left, "  -%c, %s", r->short_name, name);
+    else
+        snprintf(left, sizeof left, "  %s", name);
+    int col = fprintf(f, "%-*s", USAGE_INDENT - 1, left);
+    for (const char *w = r->help; *w; w += strspn(w, " ")) {
+        int len = (int)strcspn(w, " ");
+        usage_word(f, &col, w, len);
+        w += len;
+    }
+    const char *d = default_text(r, dflt, sizeof dflt);
+    if (d) {
+        int with_zero = r->zero && d != r->zero;
+        int len = snprintf(tail, sizeof tail, "(default %s%s%s%s%s)", d,
+                           with_zero ? "; 0 = " : "", with_zero ? r->zero : "",
+                           r->note ? "; " : "", r->note ? r->note : "");
+        usage_word(f, &col, tail, len < (int)sizeof tail ? len : (int)sizeof tail - 1);
+    }
+    fputc('\n', f);
+}
+
+static void usage(FILE *f)
+{
+    fputs("usage: ndingest [serve] [options]\n       ndingest convert", f);
+    for (size_t i = 0; i < NROWS; i++) {
+        char name[64];
+        spelling(&rows[i], name, sizeof name);
+        if (rows[i].convert && rows[i].kind != OPTION_ACTION)
+            fprintf(f, " [%s]", name);
+    }
+    fputs(" [FILE ...]\n"
+          "\n"
+          "Streams NDJSON bodies POSTed to / into CSV rows in DIR/NAME-YYYY-MM-DD.csv.\n"
+          "\n", f);
+    for (size_t i = 0; i < NROWS; i++)
+        usage_row(f, &rows[i]);
+    fputs("\nSIZE takes a K, M or G suffix (binary multiples).\n", f);
+}
+
+__attribute__((format(printf, 1, 2)))
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
     fputs("ndingest: ", stderr);
-    fprintf(stderr, fmt, arg);
+    vfprintf(stderr, fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized): va_start above */
+    va_end(ap);
     fputc('\n', stderr);
-    fputs(usage_text, stderr);
+    usage(stderr);
     return 2;
 }
 
-/* Splits the comma list into o->column_names (pointing into a private copy). */
-static int parse_columns(struct options *o, const char *list)
+static int print_help(struct options *o, const char *arg)
+{
+    (void)o, (void)arg;
+    usage(stdout);
+    return 1;
+}
+
+static int print_version(struct options *o, const char *arg)
+{
+    (void)o, (void)arg;
+    puts("ndingest " NDINGEST_VERSION);
+    return 1;
+}
+
+static int parse_name(struct options *o, const char *arg)
+{
+    if (!*arg || strchr(arg, '/'))
+        return usage_error("--name: '%s' must be a non-empty file name without '/'", arg);
+    o->name = arg;
+    return 0;
+}
+
+static int parse_fsync(struct options *o, const char *arg)
+{
+    uint64_t ms;
+    if (!strcmp(arg, "none")) {
+        o->fsync = FSYNC_NONE;
+    } else if (!strcmp(arg, "request")) {
+        o->fsync = FSYNC_REQUEST;
+    } else if (!strncmp(arg, "interval:", 9) && !parse_number(arg + 9, 1, 3600000, &ms)) {
+        o->fsync = FSYNC_INTERVAL;
+        o->fsync_ms = (unsigned)ms;
+    } else {
+        return usage_error("--fsync: '%s' is not none, request or interval:MS (1 to 3600000)", arg);
+    }
+    return 0;
+}
+
+/* The row's value when its option is absent. */
+static void apply_default(struct options *o, const struct option_row *r)
+{
+    switch (r->kind) {
+    case OPTION_FLAG:
+        store_number(o, r, r->dflt);
+        break;
+    case OPTION_UINT:
+    case OPTION_SECONDS:
+    case OPTION_SIZE:
+        store_number(o, r, r->dflt_fn ? r->dflt_fn() : r->dflt);
+        break;
+    case OPTION_STRING:
+    case OPTION_FILE:
+        store_text(o, r, r->dflt_text);
+        break;
+    case OPTION_CUSTOM:
+        if (r->dflt_text)
+            (void)r->parse(o, r->dflt_text); /* a default that parses: the unit test's job */
+        break;
+    case OPTION_ACTION:
+        break;
+    }
+}
+
+/* The row's option given with arg (NULL for flags and actions): 0, 1 or 2 as options_parse. */
+static int apply(struct options *o, const struct option_row *r, const char *arg)
+{
+    uint64_t v;
+    switch (r->kind) {
+    case OPTION_FLAG:
+        store_number(o, r, !r->dflt);
+        return 0;
+    case OPTION_UINT:
+    case OPTION_SECONDS:
+        if (parse_number(arg, r->min, r->max, &v))
+            return usage_error("--%s: '%s' is not a number%s from %llu to %llu", r->name, arg,
+                               r->kind == OPTION_SECONDS ? " of seconds" : "",
+                               (unsigned long long)r->min, (unsigned long long)r->max);
+        store_number(o, r, v);
+        return 0;
+    case OPTION_SIZE:
+        if (parse_size(arg, &v) || v < r->min || v > r->max) {
+            if (r->min == 0 && r->max == UINT64_MAX)
+                return usage_error("--%s: '%s' is not a size", r->name, arg);
+            char lo[32], hi[32];
+            format_size(r->min, lo, sizeof lo);
+            format_size(r->max, hi, sizeof hi);
+            return usage_error("--%s: '%s' is not a size from %s to %s", r->name, arg, lo, hi);
+        }
+        store_number(o, r, v);
+        return 0;
+    case OPTION_FILE:
+        if (!*arg)
+            return usage_error("--%s: empty file name", r->name);
+        store_text(o, r, arg);
+        return 0;
+    case OPTION_STRING:
+        store_text(o, r, arg);
+        return 0;
+    case OPTION_CUSTOM:
+    case OPTION_ACTION:
+        return r->parse(o, arg);
+    }
+    return 0;
+}
+
+/* Splits o->columns_list into o->column_names (pointing into a private copy). */
+static int parse_columns(struct options *o)
 {
     free(o->columns_buf);
-    char *copy = o->columns_buf = strdup(list);
+    char *copy = o->columns_buf = strdup(o->columns_list);
     if (!copy)
-        return usage_error("out of memory%s", "");
+        return usage_error("out of memory");
     size_t n = 0;
     for (char *tok; (tok = strsep(&copy, ",")) != NULL;) {
         if (n == JSON_MAX_COLUMNS)
-            return usage_error("--columns: more than 256 columns%s", "");
+            return usage_error("--columns: more than %d columns", JSON_MAX_COLUMNS);
         o->column_names[n++] = tok;
     }
     json_columns_free(&o->columns);
@@ -180,26 +414,15 @@ static int parse_columns(struct options *o, const char *list)
     return 0;
 }
 
+/* getopt_long reports long options as this plus their row's index; short ones as themselves. */
+enum { ROW_VAL = 256 };
+
 int options_parse(struct options *o, int argc, char **argv)
 {
     memset(o, 0, sizeof *o);
     o->command = CMD_SERVE;
-    o->listen = "127.0.0.1:8888";
-    o->workers = default_workers();
-    o->out_dir = "csv";
-    o->name = "nyc_taxi";
-    o->quarantine = 1;
-    o->timeout = 60;
-    o->max_line = 1 << 20;
-    o->max_header = (uint64_t)64 << 10;
-    o->max_headers = 100;
-    o->header_timeout = 10;
-    o->body_timeout = 300;
-    o->max_connections = 4096;
-    o->max_inflate = (uint64_t)1 << 30;
-    o->max_ratio = 1000;
-    o->status = 2;
-    const char *columns = OPTIONS_DEFAULT_COLUMNS;
+    for (size_t i = 0; i < NROWS; i++)
+        apply_default(o, &rows[i]);
 
     int first = 1;
     if (argc > 1 && argv[1][0] != '-') {
@@ -211,119 +434,42 @@ int options_parse(struct options *o, int argc, char **argv)
             return usage_error("unknown command '%s'", argv[1]);
         first = 2;
     }
-    const struct option *table = o->command == CMD_SERVE ? serve_opts : convert_opts;
+
+    /* The command's options only: getopt_long then calls the others unknown. */
+    struct option longopts[NROWS + 1];
+    char shortopts[NROWS + 2] = ":";
+    size_t n = 0, ns = 1;
+    for (size_t i = 0; i < NROWS; i++) {
+        if (o->command == CMD_CONVERT && !rows[i].convert)
+            continue;
+        longopts[n++] = (struct option){rows[i].name, rows[i].arg ? required_argument : no_argument,
+                                        NULL, ROW_VAL + (int)i};
+        if (rows[i].short_name)
+            shortopts[ns++] = rows[i].short_name;
+    }
+    longopts[n] = (struct option){NULL, 0, NULL, 0};
+    shortopts[ns] = '\0';
 
     /* getopt_long scans argv from optind; hide the command word from it. */
     optind = first;
     opterr = 0;
     int c;
-    uint64_t v;
-    while ((c = getopt_long(argc, argv, ":h", table, NULL)) != -1) {
-        switch (c) {
-        case 'h':
-            fputs(usage_text, stdout);
-            return 1;
-        case OPT_VERSION:
-            puts("ndingest " NDINGEST_VERSION);
-            return 1;
-        case OPT_LISTEN: o->listen = optarg; break;
-        case OPT_WORKERS: {
-            char *end;
-            long n = strtol(optarg, &end, 10);
-            if (*optarg == '\0' || *end || n < 0 || n > 1024)
-                return usage_error("--workers: '%s' is not a number from 0 to 1024", optarg);
-            o->workers = (int)n;
-            break;
+    while ((c = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
+        const struct option_row *r = NULL;
+        if (c >= ROW_VAL) {
+            r = &rows[c - ROW_VAL];
+        } else if (c != ':' && c != '?') {
+            for (size_t i = 0; i < NROWS && !r; i++)
+                if (rows[i].short_name == c)
+                    r = &rows[i];
         }
-        case OPT_OUT_DIR: o->out_dir = optarg; break;
-        case OPT_NAME:
-            if (!*optarg || strchr(optarg, '/'))
-                return usage_error("--name: '%s' must be a non-empty file name without '/'", optarg);
-            o->name = optarg;
-            break;
-        case OPT_UTC: o->utc = 1; break;
-        case OPT_COLUMNS: columns = optarg; break;
-        case OPT_HEADER: o->header = 1; break;
-        case OPT_CRLF: o->crlf = 1; break;
-        case OPT_MAX_LINE:
-            if (parse_size(optarg, &v) || v == 0 || v > ((uint64_t)1 << 31))
-                return usage_error("--max-line: '%s' is not a size from 1 to 2G", optarg);
-            o->max_line = (size_t)v;
-            break;
-        case OPT_MAX_BODY:
-            if (parse_size(optarg, &v))
-                return usage_error("--max-body: '%s' is not a size", optarg);
-            o->max_body = v;
-            break;
-        case OPT_TIMEOUT: {
-            char *end;
-            long n = strtol(optarg, &end, 10);
-            if (*optarg == '\0' || *end || n <= 0 || n > 86400)
-                return usage_error("--timeout: '%s' is not a number of seconds from 1 to 86400", optarg);
-            o->timeout = (unsigned)n;
-            break;
-        }
-        case OPT_NO_QUARANTINE: o->quarantine = 0; break;
-        case OPT_REUSEPORT: o->reuseport = 1; break;
-        case OPT_ACCESS_LOG:
-            if (!*optarg)
-                return usage_error("--access-log: empty file name%s", "");
-            o->access_log = optarg;
-            break;
-        case OPT_QUIET: o->quiet = 1; break;
-        case OPT_STATUS:
-            if (parse_uint(optarg, 0, 3600, &o->status))
-                return usage_error("--status: '%s' is not a number of seconds from 0 to 3600", optarg);
-            break;
-        case OPT_MAX_HEADER:
-            if (parse_size(optarg, &v) || v < 256 || v > ((uint64_t)1 << 30))
-                return usage_error("--max-header: '%s' is not a size from 256 to 1G", optarg);
-            o->max_header = v;
-            break;
-        case OPT_MAX_HEADERS:
-            if (parse_uint(optarg, 1, 100000, &o->max_headers))
-                return usage_error("--max-headers: '%s' is not a number from 1 to 100000", optarg);
-            break;
-        case OPT_HEADER_TIMEOUT:
-            if (parse_uint(optarg, 1, 86400, &o->header_timeout))
-                return usage_error("--header-timeout: '%s' is not a number of seconds from 1 to 86400", optarg);
-            break;
-        case OPT_BODY_TIMEOUT:
-            if (parse_uint(optarg, 1, 86400, &o->body_timeout))
-                return usage_error("--body-timeout: '%s' is not a number of seconds from 1 to 86400", optarg);
-            break;
-        case OPT_MAX_CONNECTIONS:
-            if (parse_uint(optarg, 1, 1000000, &o->max_connections))
-                return usage_error("--max-connections: '%s' is not a number from 1 to 1000000", optarg);
-            break;
-        case OPT_MAX_INFLATE:
-            if (parse_size(optarg, &v))
-                return usage_error("--max-inflate: '%s' is not a size", optarg);
-            o->max_inflate = v;
-            break;
-        case OPT_MAX_RATIO:
-            if (parse_uint(optarg, 0, 1000000000, &o->max_ratio))
-                return usage_error("--max-ratio: '%s' is not a number from 0 to 1000000000", optarg);
-            break;
-        case OPT_TOKEN_FILE:
-            if (!*optarg)
-                return usage_error("--token-file: empty file name%s", "");
-            o->token_file = optarg;
-            break;
-        case OPT_FSYNC:
-            if (!strcmp(optarg, "none"))
-                o->fsync = FSYNC_NONE;
-            else if (!strcmp(optarg, "request"))
-                o->fsync = FSYNC_REQUEST;
-            else if (!strncmp(optarg, "interval:", 9) &&
-                     !parse_uint(optarg + 9, 1, 3600000, &o->fsync_ms))
-                o->fsync = FSYNC_INTERVAL;
-            else
-                return usage_error("--fsync: '%s' is not none, request or interval:MS (1 to 3600000)", optarg);
-            break;
-        case ':':
+        if (r) {
+            int rc = apply(o, r, optarg);
+            if (rc)
+                return rc;
+        } else if (c == ':') {
             return usage_error("option '%s' needs a value", argv[optind - 1]);
-        default:
+        } else {
             return usage_error("unknown option '%s'", argv[optind - 1]);
         }
     }
@@ -331,7 +477,7 @@ int options_parse(struct options *o, int argc, char **argv)
         return usage_error("unexpected argument '%s'", argv[optind]);
     o->files = argv + optind;
     o->nfiles = argc - optind;
-    return parse_columns(o, columns);
+    return parse_columns(o);
 }
 
 void options_free(struct options *o)

@@ -13,6 +13,8 @@ enum command { CMD_SERVE, CMD_CONVERT };
  * timer fdatasyncs dirty files every fsync_ms; acks not delayed). */
 enum fsync_mode { FSYNC_NONE, FSYNC_REQUEST, FSYNC_INTERVAL };
 
+/* Filled by options_parse from the table in options.c: an option is one row there plus its
+ * field here. Strings point into argv or static storage, except columns_buf. */
 struct options {
     enum command command;
     /* serve */
@@ -39,6 +41,7 @@ struct options {
     unsigned fsync_ms;     /* FSYNC_INTERVAL: the period, milliseconds */
     /* both */
     size_t max_line;
+    const char *columns_list; /* --columns as given; split into column_names and columns */
     struct json_columns columns;
     const char *column_names[JSON_MAX_COLUMNS];
     char *columns_buf; /* the --columns list, split in place */
@@ -49,8 +52,45 @@ struct options {
 
 #define OPTIONS_DEFAULT_COLUMNS "vendorid,tpep_pickup_datetime,trip_distance,total_amount"
 
+/* How a row's value is read. Numbers and sizes are checked against [min, max]; flags and
+ * numbers live in int, unsigned, size_t or uint64_t fields (the row records the size). */
+enum option_kind {
+    OPTION_FLAG,    /* no value: sets the field to !dflt */
+    OPTION_UINT,    /* a whole number */
+    OPTION_SECONDS, /* a whole number of seconds (only the wording differs from UINT) */
+    OPTION_SIZE,    /* parse_size's syntax */
+    OPTION_STRING,  /* any text, kept as a pointer into argv */
+    OPTION_FILE,    /* a non-empty file name */
+    OPTION_CUSTOM,  /* row->parse reads it (a mode, a validated name) */
+    OPTION_ACTION,  /* no value: row->parse prints something and parsing stops (exit 0) */
+};
+
+/* One option: parsing, its default and its --help line all come from here. */
+struct option_row {
+    const char *name;      /* without the leading "--" */
+    char short_name;       /* "-h", or 0 */
+    enum option_kind kind;
+    int convert;           /* also accepted by `ndingest convert` (every row serves) */
+    const char *arg;       /* the value's name in --help ("N", "SIZE"), NULL without a value */
+    size_t offset, size;   /* the field in struct options (not for CUSTOM and ACTION) */
+    uint64_t min, max;     /* UINT, SECONDS, SIZE: the accepted range */
+    uint64_t dflt;         /* FLAG, UINT, SECONDS, SIZE: the value when the option is absent */
+    unsigned long (*dflt_fn)(void); /* numbers: a default computed at start instead of dflt */
+    /* The default as --help shows it, NULL for none. STRING, FILE, CUSTOM: also the value
+     * (CUSTOM rows pass it to parse). Numbers: only for a computed default. */
+    const char *dflt_text;
+    const char *zero;      /* numbers: what 0 means ("unlimited", "off"), or NULL */
+    const char *note;      /* more about the default, shown after it in --help */
+    /* CUSTOM, ACTION: 0 to go on, or options_parse's 1 or 2 (the error already printed). */
+    int (*parse)(struct options *o, const char *arg);
+    const char *help;      /* one sentence, no default (--help adds it), no newlines */
+};
+
+/* The rows in --help order; their number in *count. Static storage. */
+const struct option_row *options_table(size_t *count);
+
 /* Fills o from argv. 0 to go on; 1 when --help/--version was printed (exit 0); 2 after a
- * one-line error plus usage on stderr (exit 2). */
+ * one-line error plus usage on stderr (exit 2). options_free after any of them. */
 int options_parse(struct options *o, int argc, char **argv);
 void options_free(struct options *o);
 

@@ -1,4 +1,5 @@
-/* test_options.c -- the command line: sizes, defaults, and usage errors. */
+/* test_options.c -- the command line: sizes, defaults, usage errors and the option table. */
+#include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -44,16 +45,9 @@ static void test_bad_sizes(void **state)
     }
 }
 
-static int parse(struct options *o, const char *line)
+/* options_parse with its stderr (usage errors print the usage) kept out of the test log. */
+static int parse_argv(struct options *o, int argc, char **argv)
 {
-    static char copy[512];
-    char *argv[32];
-    int argc = 0;
-    snprintf(copy, sizeof copy, "%s", line);
-    for (char *save = NULL, *t = strtok_r(copy, " ", &save); t; t = strtok_r(NULL, " ", &save))
-        argv[argc++] = t;
-    argv[argc] = NULL;
-    /* Usage errors print the usage on stderr; keep the test log readable. */
     fflush(stderr);
     int saved = dup(2), null = open("/dev/null", O_WRONLY);
     dup2(null, 2);
@@ -63,6 +57,18 @@ static int parse(struct options *o, const char *line)
     close(saved);
     close(null);
     return rc;
+}
+
+static int parse(struct options *o, const char *line)
+{
+    static char copy[512];
+    char *argv[32];
+    int argc = 0;
+    snprintf(copy, sizeof copy, "%s", line);
+    for (char *save = NULL, *t = strtok_r(copy, " ", &save); t; t = strtok_r(NULL, " ", &save))
+        argv[argc++] = t;
+    argv[argc] = NULL;
+    return parse_argv(o, argc, argv);
 }
 
 static void test_defaults(void **state)
@@ -91,6 +97,10 @@ static void test_defaults(void **state)
     assert_int_equal(o.columns.count, 4);
     assert_string_equal(o.columns.names[0], "vendorid");
     assert_string_equal(o.columns.names[3], "total_amount");
+    assert_int_equal(o.status, 2);
+    assert_int_equal(o.fsync, FSYNC_NONE);
+    assert_true(!o.utc && !o.header && !o.crlf && !o.reuseport);
+    assert_null(o.token_file);
     options_free(&o);
 }
 
@@ -193,6 +203,130 @@ static void test_usage_errors(void **state)
     }
 }
 
+/* A number or flag field as the row describes it (int, unsigned, size_t or uint64_t). */
+static uint64_t field_value(const struct options *o, const struct option_row *r)
+{
+    const char *p = (const char *)o + r->offset;
+    if (r->size == sizeof(uint64_t)) {
+        uint64_t v;
+        memcpy(&v, p, sizeof v);
+        return v;
+    }
+    unsigned u;
+    memcpy(&u, p, sizeof u);
+    return u;
+}
+
+/* "ndingest [convert] --NAME VALUE": convert for rows convert takes, so both tables see it. */
+static int parse_row(struct options *o, const struct option_row *r, const char *cmd, const char *value)
+{
+    char line[256];
+    snprintf(line, sizeof line, "ndingest%s%s --%s%s%s", cmd ? " " : "", cmd ? cmd : "", r->name,
+             value ? " " : "", value ? value : "");
+    print_message("%s\n", line);
+    return parse(o, line);
+}
+
+static void expect_number(const struct option_row *r, const char *cmd, uint64_t v)
+{
+    struct options o;
+    char text[32];
+    snprintf(text, sizeof text, "%llu", (unsigned long long)v);
+    assert_int_equal(parse_row(&o, r, cmd, text), 0);
+    assert_true(field_value(&o, r) == v);
+    options_free(&o);
+}
+
+static void expect_rejected(const struct option_row *r, const char *cmd, const char *value)
+{
+    struct options o;
+    assert_int_equal(parse_row(&o, r, cmd, value), 2);
+    options_free(&o);
+}
+
+/* Every row, so a new option gets these checks for nothing: its bounds hold at both ends
+ * and fail one past them, its default lies inside them, its field is wide enough, and
+ * `convert` takes only the rows marked for it. */
+static void test_table_rows(void **state)
+{
+    (void)state;
+    size_t n;
+    const struct option_row *rows = options_table(&n);
+    assert_true(n > 20);
+    for (size_t i = 0; i < n; i++) {
+        const struct option_row *r = &rows[i];
+        print_message("row --%s\n", r->name);
+        assert_true(r->name && *r->name && r->help && *r->help && !strchr(r->help, '\n'));
+        assert_true((r->arg != NULL) == (r->kind != OPTION_FLAG && r->kind != OPTION_ACTION));
+        if (!r->convert && r->kind != OPTION_ACTION)
+            expect_rejected(r, "convert", r->arg ? "1" : NULL);
+        const char *cmd = r->convert ? "convert" : NULL;
+        struct options o;
+        switch (r->kind) {
+        case OPTION_UINT:
+        case OPTION_SECONDS:
+        case OPTION_SIZE: {
+            assert_true(r->size == 4 || r->size == 8);
+            assert_true(r->min <= r->max && r->max <= (r->size == 4 ? INT_MAX : UINT64_MAX));
+            assert_true(r->dflt_fn || (r->min <= r->dflt && r->dflt <= r->max));
+            expect_number(r, cmd, r->min);
+            expect_number(r, cmd, r->max);
+            char text[32];
+            if (r->max < UINT64_MAX) {
+                snprintf(text, sizeof text, "%llu", (unsigned long long)r->max + 1);
+                expect_rejected(r, cmd, text);
+            }
+            if (r->min > 0) {
+                snprintf(text, sizeof text, "%llu", (unsigned long long)r->min - 1);
+                expect_rejected(r, cmd, text);
+            }
+            snprintf(text, sizeof text, "+%llu", (unsigned long long)r->min);
+            expect_rejected(r, cmd, text);
+            expect_rejected(r, cmd, "x");
+            assert_int_equal(parse(&o, r->convert ? "ndingest convert" : "ndingest"), 0);
+            if (!r->dflt_fn)
+                assert_true(field_value(&o, r) == r->dflt);
+            options_free(&o);
+            break;
+        }
+        case OPTION_FLAG:
+            assert_int_equal(parse_row(&o, r, cmd, NULL), 0);
+            assert_true(field_value(&o, r) == !r->dflt);
+            options_free(&o);
+            break;
+        case OPTION_STRING:
+        case OPTION_FILE:
+        case OPTION_CUSTOM:
+            /* A default --help shows must be one the parser takes. */
+            if (r->dflt_text) {
+                assert_int_equal(parse_row(&o, r, cmd, r->dflt_text), 0);
+                options_free(&o);
+            }
+            break;
+        case OPTION_ACTION:
+            break;
+        }
+    }
+}
+
+/* --columns takes JSON_MAX_COLUMNS names and refuses one more. */
+static void test_max_columns(void **state)
+{
+    (void)state;
+    static char list[8 * JSON_MAX_COLUMNS + 16];
+    size_t len = 0;
+    for (int i = 0; i < JSON_MAX_COLUMNS; i++)
+        len += (size_t)snprintf(list + len, sizeof list - len, "%sc%d", i ? "," : "", i);
+    char *argv[] = {"ndingest", "--columns", list, NULL};
+    struct options o;
+    assert_int_equal(parse_argv(&o, 3, argv), 0);
+    assert_int_equal(o.columns.count, JSON_MAX_COLUMNS);
+    options_free(&o);
+    snprintf(list + len, sizeof list - len, ",one_more");
+    assert_int_equal(parse_argv(&o, 3, argv), 2);
+    options_free(&o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -201,6 +335,7 @@ int main(void)
         cmocka_unit_test(test_convert_files), cmocka_unit_test(test_usage_errors),
         cmocka_unit_test(test_operations_options),
         cmocka_unit_test(test_status_option),
+        cmocka_unit_test(test_table_rows),    cmocka_unit_test(test_max_columns),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
