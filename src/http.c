@@ -603,11 +603,13 @@ static int on_message_complete(llhttp_t *p)
         static const char ok[] = "{\"status\": \"ok\"}\n";
         respond(c, 200, NULL, ok, sizeof ok - 1, keep_alive);
     } else if (r->route == ROUTE_METRICS) {
-        char text[8192];
-        size_t n = metrics_format(text, sizeof text, c->w->slots, c->w->nslots);
-        if (n >= sizeof text)
-            n = sizeof text - 1;
-        respond_as(c, 200, "text/plain; version=0.0.4", NULL, text, n, keep_alive);
+        /* Sized by the slot count (~100 bytes each), so built per request, never cut. */
+        struct buf text = {0};
+        if (metrics_format(&text, c->w->slots, c->w->nslots))
+            respond_error(c, 500, NULL, "out of memory for the metrics", keep_alive);
+        else
+            respond_as(c, 200, "text/plain; version=0.0.4", NULL, text.p, text.len, keep_alive);
+        buf_free(&text);
     } else if (r->route == ROUTE_INGEST) {
         r->ingesting = 0;
         enum ingest_status st = ingest_end(&c->ingest);
