@@ -1,7 +1,6 @@
 /* http.c -- one client connection: llhttp framing over a bufferevent, routes, responses. */
 #include "http.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -24,6 +23,7 @@
 #include "ingest.h"
 #include "log.h"
 #include "metrics.h"
+#include "net.h"
 #include "worker.h"
 
 /* Responses waiting for a client that pipelines without reading them: past this much, the
@@ -838,26 +838,6 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     http_conn_free(c);
 }
 
-/* "addr:port" ("[v6]:port") of the socket's peer, or "-". */
-static void peer_name(evutil_socket_t fd, char *out, size_t size)
-{
-    struct sockaddr_storage ss = {0};
-    socklen_t len = sizeof ss;
-    char host[INET6_ADDRSTRLEN];
-    snprintf(out, size, "-");
-    if (getpeername(fd, (struct sockaddr *)&ss, &len))
-        return;
-    if (ss.ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
-        if (inet_ntop(AF_INET, &a->sin_addr, host, sizeof host))
-            snprintf(out, size, "%s:%u", host, ntohs(a->sin_port));
-    } else if (ss.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
-        if (inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host))
-            snprintf(out, size, "[%s]:%u", host, ntohs(a->sin6_port));
-    }
-}
-
 void http_refuse(struct worker *w, evutil_socket_t fd)
 {
     static const char body[] = "{\"error\": \"too many connections: try again later\"}\n";
@@ -876,7 +856,7 @@ void http_refuse(struct worker *w, evutil_socket_t fd)
     (void)sent;
     shutdown(fd, SHUT_WR);
     if (w->access_fd >= 0)
-        peer_name(fd, peer, sizeof peer);
+        net_peer_name(fd, peer, sizeof peer);
     close(fd);
     metrics_response(&w->slot->metrics, 503, 0);
     if (w->access_fd >= 0)
@@ -903,7 +883,7 @@ struct http_conn *http_conn_new(struct worker *w, evutil_socket_t fd)
         return NULL;
     }
     if (w->access_fd >= 0)
-        peer_name(fd, c->peer, sizeof c->peer);
+        net_peer_name(fd, c->peer, sizeof c->peer);
     /* Responses are written whole; Nagle would only hold the next one back. */
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);

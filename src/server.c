@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "net.h"
 #include "sink.h"
 #include "worker.h"
 
@@ -329,13 +330,13 @@ int server_run(const struct options *o)
     char err[256];
     struct sockaddr_storage ss;
     unsigned sslen;
-    if (listen_addr_parse(o->listen, &ss, &sslen, err, sizeof err)) {
+    if (net_parse_listen(o->listen, &ss, &sslen, err, sizeof err)) {
         log_error("ndingest: %s", err);
         return 1;
     }
     /* With --reuseport the socket is only bound, to report a bad address now; listening
      * on it would queue connections that no worker accepts. */
-    int fd = listen_socket(&ss, sslen, o->reuseport, !o->reuseport, err, sizeof err);
+    int fd = net_listen_socket(&ss, sslen, o->reuseport, !o->reuseport, err, sizeof err);
     if (fd < 0) {
         log_error("ndingest: %s: %s", o->listen, err);
         return 1;

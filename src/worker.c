@@ -4,8 +4,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <netdb.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +16,7 @@
 #include "csv.h"
 #include "http.h"
 #include "log.h"
+#include "net.h"
 #include "sink.h"
 
 /* Connections a wake-up may accept: a few, so that a burst does not cost a wake-up each,
@@ -33,68 +32,6 @@
 /* Pending rows are written in batches of this much: few write(2)s per body, and bounded
  * memory per connection. */
 #define WORKER_FLUSH_BYTES (1 << 20)
-#define WORKER_BACKLOG 1024
-
-int listen_addr_parse(const char *listen, struct sockaddr_storage *ss, unsigned *sslen,
-                      char *err, size_t errlen)
-{
-    char host[256];
-    const char *port;
-    if (listen[0] == '[') {
-        const char *end = strchr(listen, ']');
-        if (!end || end[1] != ':' || (size_t)(end - listen - 1) >= sizeof host)
-            goto malformed;
-        memcpy(host, listen + 1, (size_t)(end - listen - 1));
-        host[end - listen - 1] = '\0';
-        port = end + 2;
-    } else {
-        const char *colon = strrchr(listen, ':');
-        if (!colon || (size_t)(colon - listen) >= sizeof host || memchr(listen, ':', (size_t)(colon - listen)))
-            goto malformed;
-        memcpy(host, listen, (size_t)(colon - listen));
-        host[colon - listen] = '\0';
-        port = colon + 1;
-    }
-    char *end;
-    long p = strtol(port, &end, 10);
-    if (!*port || *end || p < 1 || p > 65535)
-        goto malformed;
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    hints.ai_family = host[0] ? AF_UNSPEC : AF_INET; /* ":8888" means every IPv4 address */
-    struct addrinfo *res;
-    int rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
-    if (rc) {
-        snprintf(err, errlen, "--listen %s: %s", listen, gai_strerror(rc));
-        return -1;
-    }
-    memcpy(ss, res->ai_addr, res->ai_addrlen);
-    *sslen = (unsigned)res->ai_addrlen;
-    freeaddrinfo(res);
-    return 0;
-malformed:
-    snprintf(err, errlen, "--listen '%s': expected ADDR:PORT, or [IPv6]:PORT", listen);
-    return -1;
-}
-
-int listen_socket(const struct sockaddr_storage *ss, unsigned sslen, int reuseport,
-                  int listen_now, char *err, size_t errlen)
-{
-    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        snprintf(err, errlen, "socket: %s", strerror(errno));
-        return -1;
-    }
-    int one = 1;
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
-        (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one)) ||
-        bind(fd, (const struct sockaddr *)ss, sslen) ||
-        (listen_now && listen(fd, WORKER_BACKLOG))) {
-        snprintf(err, errlen, "cannot listen: %s", strerror(errno));
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
 
 static void pause_accepting(struct worker *w, long usec)
 {
@@ -377,8 +314,8 @@ static int worker_start(struct worker *w)
         char err[256];
         struct sockaddr_storage ss;
         unsigned sslen;
-        if (listen_addr_parse(w->o->listen, &ss, &sslen, err, sizeof err) ||
-            (w->listen_fd = listen_socket(&ss, sslen, 1, 1, err, sizeof err)) < 0) {
+        if (net_parse_listen(w->o->listen, &ss, &sslen, err, sizeof err) ||
+            (w->listen_fd = net_listen_socket(&ss, sslen, 1, 1, err, sizeof err)) < 0) {
             log_error("%s: %s", w->log_prefix, err);
             return -1;
         }

@@ -64,15 +64,4 @@ int worker_sync(struct worker *w, char *err, size_t errlen);
 /* Called by http.c when connection c has closed and unlinked itself. */
 void worker_conn_closed(struct worker *w);
 
-/* Socket helpers shared with server.c. */
-struct sockaddr_storage;
-/* Parses "host:port" / "[v6]:port" into ss. 0, or -1 with a message in err. */
-int listen_addr_parse(const char *listen, struct sockaddr_storage *ss, unsigned *sslen,
-                      char *err, size_t errlen);
-/* A bound, nonblocking socket (SO_REUSEADDR, and SO_REUSEPORT when asked), listening
- * when listen_now (else only bound, to check the address). The descriptor, or -1 with a
- * message in err. */
-int listen_socket(const struct sockaddr_storage *ss, unsigned sslen, int reuseport,
-                  int listen_now, char *err, size_t errlen);
-
 #endif
