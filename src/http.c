@@ -19,6 +19,7 @@
 #include <event2/event.h>
 #include <llhttp.h>
 
+#include "auth.h"
 #include "decode.h"
 #include "ingest.h"
 #include "log.h"
@@ -45,8 +46,8 @@ enum route { ROUTE_NONE, ROUTE_INGEST, ROUTE_HEALTH, ROUTE_METRICS, ROUTE_UNKNOW
 /* What the connection's timer is waiting for. */
 enum deadline { DEADLINE_NONE, DEADLINE_HEADERS, DEADLINE_BODY };
 enum header_id { HEADER_OTHER, HEADER_CONTENT_ENCODING, HEADER_EXPECT, HEADER_AUTHORIZATION };
-/* "Bearer " and a token of up to WORKER_TOKEN_MAX bytes, with room for extra spaces. */
-#define HTTP_AUTH_MAX (WORKER_TOKEN_MAX + 32)
+/* "Bearer " and a token of up to AUTH_TOKEN_MAX bytes, with room for extra spaces. */
+#define HTTP_AUTH_MAX (AUTH_TOKEN_MAX + 32)
 
 /* What one request has said so far. Only the few headers that matter are kept, each in a
  * small fixed buffer: anything longer is not a value we accept anyway. */
@@ -399,7 +400,7 @@ static int on_header_field_complete(llhttp_t *p)
         else if (r->field_len == 6 && !strncasecmp(r->field, "expect", 6))
             r->header = HEADER_EXPECT;
         else if (r->field_len == 13 && !strncasecmp(r->field, "authorization", 13) &&
-                 ((struct http_conn *)p->data)->w->token_len) {
+                 auth_enabled(&((struct http_conn *)p->data)->w->auth)) {
             r->header = HEADER_AUTHORIZATION;
             r->auth_count++;
         }
@@ -485,29 +486,11 @@ static enum route route_of(const struct http_request *r)
     return ROUTE_UNKNOWN;
 }
 
-/* Whether the request carries "Authorization: Bearer <the token>". The comparison takes
- * the same time whatever the bytes: every byte of the longest token is compared and the
- * differences accumulated, without an early exit. */
+/* Whether the request carries "Authorization: Bearer <the token>", once. */
 static int authorized(const struct http_conn *c)
 {
     const struct http_request *r = &c->req;
-    const struct worker *w = c->w;
-    if (r->auth_count != 1 || r->auth_long || r->auth_len < 7 || strncasecmp(r->auth, "bearer ", 7) != 0)
-        return 0;
-    size_t i = 7;
-    while (i < r->auth_len && (r->auth[i] == ' ' || r->auth[i] == '\t'))
-        i++;
-    size_t n = r->auth_len - i;
-    while (n && (r->auth[i + n - 1] == ' ' || r->auth[i + n - 1] == '\t'))
-        n--;
-    if (n > WORKER_TOKEN_MAX)
-        return 0;
-    char given[WORKER_TOKEN_MAX] = {0};
-    memcpy(given, r->auth + i, n);
-    unsigned diff = (unsigned)(n ^ w->token_len);
-    for (size_t k = 0; k < WORKER_TOKEN_MAX; k++)
-        diff |= (unsigned char)(given[k] ^ w->token[k]);
-    return diff == 0;
+    return r->auth_count == 1 && !r->auth_long && auth_check(&c->w->auth, r->auth, r->auth_len);
 }
 
 static int on_headers_complete(llhttp_t *p)
@@ -523,7 +506,7 @@ static int on_headers_complete(llhttp_t *p)
     if (r->route == ROUTE_UNKNOWN)
         return reject_early(c, 404, NULL, "no such path: POST bodies to /, GET /healthz or /metrics");
     /* --token-file guards the rows and the metrics; /healthz stays open for probes. */
-    if (c->w->token_len && r->route != ROUTE_HEALTH && !authorized(c))
+    if (auth_enabled(&c->w->auth) && r->route != ROUTE_HEALTH && !authorized(c))
         return reject_early(c, 401, "WWW-Authenticate: Bearer\r\n",
                             r->auth_count ? "invalid bearer token"
                                           : "missing Authorization: Bearer token");

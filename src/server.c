@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "log.h"
 #include "net.h"
 #include "sink.h"
@@ -356,8 +357,8 @@ int server_run(const struct options *o)
         close(afd);
     }
     if (o->token_file) { /* each worker reads it; a missing or empty file is reported now */
-        char token[WORKER_TOKEN_MAX];
-        if (!worker_read_token(o->token_file, token, err, sizeof err)) {
+        struct auth token;
+        if (auth_load(&token, o->token_file, err, sizeof err)) {
             log_error("ndingest: %s", err);
             if (fd >= 0)
                 close(fd);

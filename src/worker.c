@@ -147,43 +147,6 @@ int worker_open_access_log(const char *path, char *err, size_t errlen)
     return fd;
 }
 
-size_t worker_read_token(const char *path, char *out, char *err, size_t errlen)
-{
-    char line[WORKER_TOKEN_MAX + 2];
-    memset(out, 0, WORKER_TOKEN_MAX);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        snprintf(err, errlen, "--token-file %s: %s", path, strerror(errno));
-        return 0;
-    }
-    ssize_t n;
-    do
-        n = read(fd, line, sizeof line);
-    while (n < 0 && errno == EINTR);
-    int e = errno;
-    close(fd);
-    if (n < 0) {
-        snprintf(err, errlen, "--token-file %s: %s", path, strerror(e));
-        return 0;
-    }
-    size_t len = 0;
-    while (len < (size_t)n && line[len] != '\n')
-        len++;
-    if (len > WORKER_TOKEN_MAX) {
-        snprintf(err, errlen, "--token-file %s: the token is longer than %d bytes", path,
-                 WORKER_TOKEN_MAX);
-        return 0;
-    }
-    while (len && (line[len - 1] == ' ' || line[len - 1] == '\t' || line[len - 1] == '\r'))
-        len--;
-    if (!len) {
-        snprintf(err, errlen, "--token-file %s: empty (the token is its first line)", path);
-        return 0;
-    }
-    memcpy(out, line, len);
-    return len;
-}
-
 int worker_sync(struct worker *w, char *err, size_t errlen)
 {
     int r = 0;
@@ -233,16 +196,8 @@ static void sighup_cb(evutil_socket_t sig, short what, void *arg)
             close(fd);
         }
     }
-    if (w->o->token_file) {
-        char token[WORKER_TOKEN_MAX];
-        size_t len = worker_read_token(w->o->token_file, token, err, sizeof err);
-        if (!len)
-            log_error("%s: SIGHUP: %s; keeping the previous token", w->log_prefix, err);
-        else {
-            memcpy(w->token, token, sizeof w->token);
-            w->token_len = len;
-        }
-    }
+    if (w->o->token_file)
+        auth_reload(&w->auth, w->o->token_file, w->log_prefix);
     log_info("%s: worker %d reopened its files (SIGHUP)", w->log_prefix, w->index);
 }
 
@@ -305,7 +260,7 @@ static int worker_start(struct worker *w)
     }
     if (w->o->token_file) {
         char err[300];
-        if (!(w->token_len = worker_read_token(w->o->token_file, w->token, err, sizeof err))) {
+        if (auth_load(&w->auth, w->o->token_file, err, sizeof err)) {
             log_error("%s: %s", w->log_prefix, err);
             return -1;
         }

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "auth.h"
 #include "ingest.h"
 #include "options.h"
 #include "slots.h"
@@ -14,8 +15,6 @@
 struct http_conn;
 struct event_base;
 
-/* --token-file: the longest token accepted. */
-#define WORKER_TOKEN_MAX 256
 struct event;
 
 struct worker {
@@ -32,8 +31,7 @@ struct worker {
     unsigned nconns;
     char log_prefix[32];        /* "ndingest[pid]" */
     int access_fd;              /* --access-log, O_APPEND; -1: none */
-    char token[WORKER_TOKEN_MAX]; /* --token-file's token, zero-padded; re-read on SIGHUP */
-    size_t token_len;             /* 0: no --token-file */
+    struct auth auth;           /* --token-file; re-read on SIGHUP */
     struct http_conn *commits;  /* --fsync request: responses waiting for this turn's fdatasync */
     struct event *commit_ev;    /* activated when the first joins: syncs, then answers them */
     /* private to worker.c */
@@ -53,10 +51,6 @@ int worker_run(const struct options *o, int index, int listen_fd, struct worker_
 
 /* Opens --access-log for appending: the descriptor, or -1 with a message in err. */
 int worker_open_access_log(const char *path, char *err, size_t errlen);
-
-/* Reads --token-file's first line, trailing whitespace stripped, into out (zero-padded to
- * WORKER_TOKEN_MAX): its length, or 0 with a message in err (missing, empty, too long). */
-size_t worker_read_token(const char *path, char *out, char *err, size_t errlen);
 
 /* --fsync request: fdatasyncs the dirty sinks. 0, or -errno with a message in err. */
 int worker_sync(struct worker *w, char *err, size_t errlen);
