@@ -19,6 +19,7 @@
 #include <event2/event.h>
 #include <llhttp.h>
 
+#include "access_log.h"
 #include "auth.h"
 #include "decode.h"
 #include "ingest.h"
@@ -153,56 +154,23 @@ static uint64_t elapsed_ns(const struct timespec *since)
     return ns > 0 ? (uint64_t)ns : 0;
 }
 
-/* s[0..n) as one access-log field: bytes that are not printable ASCII, and '"', become '?'. */
-static size_t log_field(char *dst, size_t cap, const char *s, size_t n)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n && o + 1 < cap; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        dst[o++] = ch <= 0x20 || ch >= 0x7f || ch == '"' ? '?' : (char)ch;
-    }
-    if (!o && cap > 1)
-        dst[o++] = '-';
-    dst[o] = '\0';
-    return o;
-}
-
-/* One --access-log line, written with one write(2) (O_APPEND: lines of the workers never
- * mix): time, peer, method, path, status (0: none was sent), body bytes, valid and invalid
- * rows, milliseconds. Per request, so snprintf is affordable here. */
-static void access_log(struct worker *w, const char *peer, const char *method, const char *path,
-                       size_t path_len, int truncated, int status, uint64_t body_bytes,
-                       const struct ingest_stats *st, uint64_t ns)
-{
-    char ts[40], url[80], line[320];
-    log_timestamp(ts, sizeof ts, 1);
-    size_t ulen = log_field(url, sizeof url - 3, path, path_len);
-    if (truncated)
-        memcpy(url + ulen, "...", 4);
-    int n = snprintf(line, sizeof line, "%s %s %s %s %d %llu %llu %llu %llu.%03llu\n", ts, peer,
-                     method, url, status, (unsigned long long)body_bytes,
-                     (unsigned long long)(st ? st->valid : 0), (unsigned long long)(st ? st->invalid : 0),
-                     (unsigned long long)(ns / 1000000), (unsigned long long)(ns / 1000 % 1000));
-    if (n <= 0)
-        return;
-    if ((size_t)n >= sizeof line) {
-        n = sizeof line;
-        line[n - 1] = '\n';
-    }
-    if (write(w->access_fd, line, (size_t)n) < 0) { /* nothing better to do than say so, once */
-        static int told;
-        if (!told++)
-            log_error("%s: --access-log: %s", w->log_prefix, strerror(errno));
-    }
-}
-
 /* The request's access-log line (status 0: it got no response). */
 static void log_request(struct http_conn *c, int status, uint64_t ns)
 {
     const struct http_request *r = &c->req;
-    access_log(c->w, c->peer, r->method_known ? llhttp_method_name(llhttp_get_method(&c->parser)) : "-",
-               r->url, r->url_len, r->url_long, status, r->body_bytes,
-               r->ingest_begun ? &c->ingest.stats : NULL, ns);
+    const struct access_log_entry e = {
+        .peer = c->peer,
+        .method = r->method_known ? llhttp_method_name(llhttp_get_method(&c->parser)) : "-",
+        .path = r->url,
+        .path_len = r->url_len,
+        .truncated = r->url_long,
+        .status = status,
+        .body_bytes = r->body_bytes,
+        .valid = r->ingest_begun ? c->ingest.stats.valid : 0,
+        .invalid = r->ingest_begun ? c->ingest.stats.invalid : 0,
+        .ns = ns,
+    };
+    access_log_write(&c->w->access, &e);
 }
 
 /* The body's counters, once per ingested body (ended or abandoned). */
@@ -240,7 +208,7 @@ static void respond_as(struct http_conn *c, int status, const char *ctype, const
     atomic_fetch_add_explicit(&c->w->slot->requests, 1, memory_order_relaxed);
     uint64_t ns = elapsed_ns(&c->started);
     metrics_response(&c->w->slot->metrics, status, ns);
-    if (c->w->access_fd >= 0)
+    if (access_log_enabled(&c->w->access))
         log_request(c, status, ns);
 }
 
@@ -838,12 +806,12 @@ void http_refuse(struct worker *w, evutil_socket_t fd)
     ssize_t sent = send(fd, msg, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
     (void)sent;
     shutdown(fd, SHUT_WR);
-    if (w->access_fd >= 0)
+    if (access_log_enabled(&w->access))
         net_peer_name(fd, peer, sizeof peer);
     close(fd);
     metrics_response(&w->slot->metrics, 503, 0);
-    if (w->access_fd >= 0)
-        access_log(w, peer, "-", "", 0, 0, 503, 0, NULL, 0);
+    const struct access_log_entry e = {.peer = peer, .method = "-", .path = "", .status = 503};
+    access_log_write(&w->access, &e);
 }
 
 struct http_conn *http_conn_new(struct worker *w, evutil_socket_t fd)
@@ -865,7 +833,7 @@ struct http_conn *http_conn_new(struct worker *w, evutil_socket_t fd)
         free(c);
         return NULL;
     }
-    if (w->access_fd >= 0)
+    if (access_log_enabled(&w->access))
         net_peer_name(fd, c->peer, sizeof c->peer);
     /* Responses are written whole; Nagle would only hold the next one back. */
     int one = 1;
@@ -920,7 +888,7 @@ void http_conn_free(struct http_conn *c)
         c->sync_wait = 0;
     }
     /* A request that got no answer (client gone, idle timeout, the drain's end) is logged too. */
-    if (c->in_message && !c->req.responded && w->access_fd >= 0)
+    if (c->in_message && !c->req.responded && access_log_enabled(&w->access))
         log_request(c, 0, elapsed_ns(&c->started));
     ingest_free(&c->ingest);
     event_free(c->deadline_ev);

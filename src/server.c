@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "access_log.h"
 #include "auth.h"
 #include "log.h"
 #include "net.h"
@@ -347,14 +348,14 @@ int server_run(const struct options *o)
         fd = -1;
     }
     if (o->access_log) { /* each worker opens it; a bad path is reported now, once */
-        int afd = worker_open_access_log(o->access_log, err, sizeof err);
-        if (afd < 0) {
+        struct access_log log;
+        if (access_log_open(&log, o->access_log, "ndingest", err, sizeof err)) {
             log_error("ndingest: %s", err);
             if (fd >= 0)
                 close(fd);
             return 1;
         }
-        close(afd);
+        access_log_close(&log);
     }
     if (o->token_file) { /* each worker reads it; a missing or empty file is reported now */
         struct auth token;

@@ -139,14 +139,6 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     drain(arg);
 }
 
-int worker_open_access_log(const char *path, char *err, size_t errlen)
-{
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0)
-        snprintf(err, errlen, "--access-log %s: %s", path, strerror(errno));
-    return fd;
-}
-
 int worker_sync(struct worker *w, char *err, size_t errlen)
 {
     int r = 0;
@@ -186,16 +178,7 @@ static void sighup_cb(evutil_socket_t sig, short what, void *arg)
         sink_reopen(w->rows);
     if (w->quarantine)
         sink_reopen(w->quarantine);
-    char err[300];
-    if (w->access_fd >= 0) {
-        int fd = worker_open_access_log(w->o->access_log, err, sizeof err);
-        if (fd < 0)
-            log_error("%s: SIGHUP: %s; still writing the old file", w->log_prefix, err);
-        else {
-            dup3(fd, w->access_fd, O_CLOEXEC); /* the same number: nothing sees it closed */
-            close(fd);
-        }
-    }
+    access_log_reopen(&w->access);
     if (w->o->token_file)
         auth_reload(&w->auth, w->o->token_file, w->log_prefix);
     log_info("%s: worker %d reopened its files (SIGHUP)", w->log_prefix, w->index);
@@ -251,22 +234,16 @@ static int worker_start(struct worker *w)
 {
     if (open_sinks(w))
         return -1;
-    if (w->o->access_log) {
-        char err[256];
-        if ((w->access_fd = worker_open_access_log(w->o->access_log, err, sizeof err)) < 0) {
-            log_error("%s: %s", w->log_prefix, err);
-            return -1;
-        }
+    char err[300];
+    if (access_log_open(&w->access, w->o->access_log, w->log_prefix, err, sizeof err)) {
+        log_error("%s: %s", w->log_prefix, err);
+        return -1;
     }
-    if (w->o->token_file) {
-        char err[300];
-        if (auth_load(&w->auth, w->o->token_file, err, sizeof err)) {
-            log_error("%s: %s", w->log_prefix, err);
-            return -1;
-        }
+    if (w->o->token_file && auth_load(&w->auth, w->o->token_file, err, sizeof err)) {
+        log_error("%s: %s", w->log_prefix, err);
+        return -1;
     }
     if (w->o->reuseport) {
-        char err[256];
         struct sockaddr_storage ss;
         unsigned sslen;
         if (net_parse_listen(w->o->listen, &ss, &sslen, err, sizeof err) ||
@@ -322,8 +299,7 @@ static void worker_free(struct worker *w)
     if (w->quarantine)
         sink_close(w->quarantine);
     buf_free(&w->header);
-    if (w->access_fd >= 0)
-        close(w->access_fd);
+    access_log_close(&w->access);
 }
 
 int worker_run(const struct options *o, int index, int listen_fd, struct worker_slot *slots,
@@ -336,7 +312,7 @@ int worker_run(const struct options *o, int index, int listen_fd, struct worker_
         .nslots = nslots,
         .slot = slots + index,
         .listen_fd = listen_fd,
-        .access_fd = -1,
+        .access = {.fd = -1},
     };
     snprintf(w.log_prefix, sizeof w.log_prefix, "ndingest[%d]", (int)getpid());
     if (worker_start(&w)) {

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "access_log.h"
 #include "auth.h"
 #include "ingest.h"
 #include "options.h"
@@ -30,7 +31,7 @@ struct worker {
     struct http_conn *conns;    /* open connections, for the drain */
     unsigned nconns;
     char log_prefix[32];        /* "ndingest[pid]" */
-    int access_fd;              /* --access-log, O_APPEND; -1: none */
+    struct access_log access;   /* --access-log; reopened on SIGHUP */
     struct auth auth;           /* --token-file; re-read on SIGHUP */
     struct http_conn *commits;  /* --fsync request: responses waiting for this turn's fdatasync */
     struct event *commit_ev;    /* activated when the first joins: syncs, then answers them */
@@ -48,9 +49,6 @@ struct worker {
  * the process exit code: 0 after a clean drain, 1 when it cannot start. */
 int worker_run(const struct options *o, int index, int listen_fd, struct worker_slot *slots,
                int nslots);
-
-/* Opens --access-log for appending: the descriptor, or -1 with a message in err. */
-int worker_open_access_log(const char *path, char *err, size_t errlen);
 
 /* --fsync request: fdatasyncs the dirty sinks. 0, or -errno with a message in err. */
 int worker_sync(struct worker *w, char *err, size_t errlen);
