@@ -26,6 +26,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "net.h"
+#include "route.h"
 #include "worker.h"
 
 /* Responses waiting for a client that pipelines without reading them: past this much, the
@@ -43,7 +44,6 @@
 #define HTTP_LINGER_SEC 2
 #define HTTP_PEEK_VECS 16
 
-enum route { ROUTE_NONE, ROUTE_INGEST, ROUTE_HEALTH, ROUTE_METRICS, ROUTE_UNKNOWN };
 /* What the connection's timer is waiting for. */
 enum deadline { DEADLINE_NONE, DEADLINE_HEADERS, DEADLINE_BODY };
 enum header_id { HEADER_OTHER, HEADER_CONTENT_ENCODING, HEADER_EXPECT, HEADER_AUTHORIZATION };
@@ -53,6 +53,7 @@ enum header_id { HEADER_OTHER, HEADER_CONTENT_ENCODING, HEADER_EXPECT, HEADER_AU
 /* What one request has said so far. Only the few headers that matter are kept, each in a
  * small fixed buffer: anything longer is not a value we accept anyway. */
 struct http_request {
+    const struct route *route; /* NULL until the headers are complete, or 404 */
     uint64_t body_bytes;
     uint64_t header_bytes;
     uint32_t header_count;   /* fields, trailers included */
@@ -61,7 +62,6 @@ struct http_request {
     uint8_t url_long, field_long, value_long;
     uint8_t header;          /* enum header_id of the value being read */
     uint8_t headers_done;    /* later header callbacks are trailers */
-    uint8_t route;           /* enum route */
     uint8_t ingesting;       /* ingest_begin was called and neither end nor abort yet */
     uint8_t responded;       /* the final response is already queued */
     uint8_t expect_continue;
@@ -438,22 +438,6 @@ static int on_header_value_complete(llhttp_t *p)
     return 0;
 }
 
-static enum route route_of(const struct http_request *r)
-{
-    if (r->url_long)
-        return ROUTE_UNKNOWN;
-    size_t n = 0;
-    while (n < r->url_len && r->url[n] != '?' && r->url[n] != '#')
-        n++;
-    if (n == 1 && r->url[0] == '/')
-        return ROUTE_INGEST;
-    if (n == 8 && !memcmp(r->url, "/healthz", 8))
-        return ROUTE_HEALTH;
-    if (n == 8 && !memcmp(r->url, "/metrics", 8))
-        return ROUTE_METRICS;
-    return ROUTE_UNKNOWN;
-}
-
 /* Whether the request carries "Authorization: Bearer <the token>", once. */
 static int authorized(const struct http_conn *c)
 {
@@ -467,23 +451,20 @@ static int on_headers_complete(llhttp_t *p)
     struct http_request *r = &c->req;
     const struct options *o = c->w->o;
     r->headers_done = 1;
-    r->route = (uint8_t)route_of(r);
+    /* A target past the URL buffer is not looked up (404); issue #9 lifts that. */
+    r->route = r->url_long ? NULL : route_find(r->url, r->url_len);
     /* From here the body (if any) has --body-timeout to arrive; the message's end stops it. */
     set_deadline(c, has_body(p) ? DEADLINE_BODY : DEADLINE_NONE);
-    int method = llhttp_get_method(p);
-    if (r->route == ROUTE_UNKNOWN)
-        return reject_early(c, 404, NULL, "no such path: POST bodies to /, GET /healthz or /metrics");
-    /* --token-file guards the rows and the metrics; /healthz stays open for probes. */
-    if (auth_enabled(&c->w->auth) && r->route != ROUTE_HEALTH && !authorized(c))
+    if (!r->route)
+        return reject_early(c, 404, NULL, route_not_found);
+    if (r->route->needs_token && auth_enabled(&c->w->auth) && !authorized(c))
         return reject_early(c, 401, "WWW-Authenticate: Bearer\r\n",
                             r->auth_count ? "invalid bearer token"
                                           : "missing Authorization: Bearer token");
-    if (r->route == ROUTE_HEALTH || r->route == ROUTE_METRICS)
-        return method == HTTP_GET || method == HTTP_HEAD
-                   ? 0
-                   : reject_early(c, 405, "Allow: GET, HEAD\r\n", "method not allowed: use GET");
-    if (method != HTTP_POST)
-        return reject_early(c, 405, "Allow: POST\r\n", "method not allowed: use POST");
+    if (!route_allows(r->route, llhttp_get_method(p)))
+        return reject_early(c, 405, r->route->allow, r->route->refusal);
+    if (r->route->id != ROUTE_INGEST)
+        return 0;
     if (r->encoding_bad) {
         char msg[128];
         snprintf(msg, sizeof msg, "unsupported Content-Encoding: %.*s (use gzip, deflate or identity)",
@@ -550,10 +531,10 @@ static int on_message_complete(llhttp_t *p)
     set_deadline(c, DEADLINE_NONE);
     if (r->responded) {
         /* refused early, without a body */
-    } else if (r->route == ROUTE_HEALTH) {
+    } else if (r->route->id == ROUTE_HEALTH) {
         static const char ok[] = "{\"status\": \"ok\"}\n";
         respond(c, 200, NULL, ok, sizeof ok - 1, keep_alive);
-    } else if (r->route == ROUTE_METRICS) {
+    } else if (r->route->id == ROUTE_METRICS) {
         /* Sized by the slot count (~100 bytes each), so built per request, never cut. */
         struct buf text = {0};
         if (metrics_format(&text, c->w->slots, c->w->nslots))
@@ -561,7 +542,7 @@ static int on_message_complete(llhttp_t *p)
         else
             respond_as(c, 200, "text/plain; version=0.0.4", NULL, text.p, text.len, keep_alive);
         buf_free(&text);
-    } else if (r->route == ROUTE_INGEST) {
+    } else if (r->route->id == ROUTE_INGEST) {
         r->ingesting = 0;
         enum ingest_status st = ingest_end(&c->ingest);
         account_body(c);

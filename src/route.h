@@ -1,0 +1,33 @@
+/* route.h -- the routing table: request target and method to a route, and what it needs. */
+#ifndef NDINGEST_ROUTE_H
+#define NDINGEST_ROUTE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* What http.c does with a request once its route is known (its handler). */
+enum route_id { ROUTE_INGEST, ROUTE_HEALTH, ROUTE_METRICS };
+
+/* One row of the table. Adding a route is one row here, plus a handler in http.c when it
+ * does something new. */
+struct route {
+    const char *path;    /* matched exactly, before any '?' or '#' */
+    size_t path_len;
+    enum route_id id;
+    uint64_t methods;    /* bit 1 << llhttp method, per method served (HEAD: as GET) */
+    const char *allow;   /* the 405's header line: "Allow: GET, HEAD\r\n" */
+    const char *refusal; /* the 405's message */
+    int needs_token;     /* with --token-file: 401 without "Authorization: Bearer <token>" */
+};
+
+/* The 404's message: what there is instead. */
+extern const char route_not_found[];
+
+/* The route of the request target path[0..n) (query and fragment ignored), or NULL (404).
+ * path need not be NUL-terminated; a NUL byte in it is a byte like another. */
+const struct route *route_find(const char *path, size_t n);
+
+/* Whether r serves method (an llhttp_method_t); 0 means 405. */
+int route_allows(const struct route *r, int method);
+
+#endif
