@@ -17,8 +17,11 @@
 #include "access_log.h"
 #include "auth.h"
 #include "log.h"
+#include "metrics.h"
 #include "net.h"
+#include "options.h"
 #include "sink.h"
+#include "slots.h"
 #include "worker.h"
 
 /* A worker that dies sooner than this after starting is restarted only after this long, so

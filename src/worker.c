@@ -13,11 +13,16 @@
 
 #include <event2/event.h>
 
+#include "access_log.h"
+#include "auth.h"
 #include "csv.h"
 #include "http.h"
+#include "ingest.h"
 #include "log.h"
 #include "net.h"
+#include "options.h"
 #include "sink.h"
+#include "slots.h"
 
 /* Connections a wake-up may accept: a few, so that a burst does not cost a wake-up each,
  * but the balance is checked between them. */
@@ -32,6 +37,27 @@
 /* Pending rows are written in batches of this much: few write(2)s per body, and bounded
  * memory per connection. */
 #define WORKER_FLUSH_BYTES (1 << 20)
+
+struct worker {
+    const struct options *o;
+    int index;                  /* 0..nslots-1; also the X-Worker header */
+    struct worker_slot *slots;  /* every worker's, for balancing */
+    int nslots;
+    struct worker_slot *slot;   /* slots + index */
+    struct event_base *base;
+    struct ingest_config ingest;
+    struct http_server *http;   /* the connections */
+    int listen_fd;              /* -1 once closed */
+    int draining;               /* stopping: no more accepting, no more keep-alive */
+    char log_prefix[32];        /* "ndingest[pid]" */
+    struct access_log access;   /* --access-log; reopened on SIGHUP */
+    struct auth auth;           /* --token-file; re-read on SIGHUP */
+    struct event *listen_ev, *rearm_ev, *deadline_ev, *sigterm_ev, *sigint_ev, *sighup_ev;
+    struct event *fsync_ev;     /* --fsync interval:MS */
+    int force_accept;           /* the balancing pause is over: accept even if unbalanced */
+    struct sink *rows, *quarantine;
+    struct buf header;
+};
 
 static void pause_accepting(struct worker *w, long usec)
 {
@@ -56,7 +82,8 @@ static int others_less_loaded(const struct worker *w)
 {
     for (int i = 0; i < w->nslots; i++)
         if (i != w->index && atomic_load_explicit(&w->slots[i].live, memory_order_relaxed) &&
-            atomic_load_explicit(&w->slots[i].connections, memory_order_relaxed) < w->nconns)
+            atomic_load_explicit(&w->slots[i].connections, memory_order_relaxed) <
+                http_server_connections(w->http))
             return 1;
     return 0;
 }
@@ -84,9 +111,8 @@ static void accept_cb(evutil_socket_t fd, short what, void *arg)
             }
             return; /* EAGAIN: a sibling took it; ECONNABORTED: gone already */
         }
-        if (w->nconns >= w->o->max_connections)
-            http_refuse(w, cfd); /* 503, closed: siblings less loaded were given their chance */
-        else if (!http_conn_new(w, cfd))
+        /* Past --max-connections a 503: siblings less loaded were given their chance. */
+        if (http_server_accept(w->http, cfd))
             log_error("%s: out of memory for a connection: closed", w->log_prefix);
     }
 }
@@ -107,9 +133,8 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct worker *w = arg;
     log_error("%s: %u connection(s) still busy %d s after SIGTERM: abandoned", w->log_prefix,
-              w->nconns, WORKER_DRAIN_SEC);
-    while (w->conns)
-        http_conn_free(w->conns);
+              http_server_connections(w->http), WORKER_DRAIN_SEC);
+    http_server_close_all(w->http);
 }
 
 /* Stops accepting, closes idle connections, and lets requests in progress finish (their
@@ -120,11 +145,8 @@ static void drain(struct worker *w)
         return;
     w->draining = 1;
     stop_listening(w);
-    for (struct http_conn *c = w->conns, *next; c; c = next) {
-        next = http_conn_next(c);
-        http_conn_drain(c);
-    }
-    if (w->nconns == 0) {
+    http_server_drain(w->http);
+    if (http_server_connections(w->http) == 0) {
         event_base_loopexit(w->base, NULL);
         return;
     }
@@ -139,7 +161,8 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     drain(arg);
 }
 
-int worker_sync(struct worker *w, char *err, size_t errlen)
+/* --fsync: fdatasyncs the dirty sinks. 0, or -errno with a message in err. */
+static int sync_sinks(struct worker *w, char *err, size_t errlen)
 {
     int r = 0;
     struct sink *sinks[] = {w->rows, w->quarantine};
@@ -162,7 +185,7 @@ static void fsync_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct worker *w = arg;
     char err[300];
-    if (worker_sync(w, err, sizeof err))
+    if (sync_sinks(w, err, sizeof err))
         log_error("%s: %s", w->log_prefix, err);
 }
 
@@ -184,10 +207,16 @@ static void sighup_cb(evutil_socket_t sig, short what, void *arg)
     log_info("%s: worker %d reopened its files (SIGHUP)", w->log_prefix, w->index);
 }
 
-void worker_conn_closed(struct worker *w)
+/* The HTTP side's callbacks. */
+static int http_sync(void *arg, char *err, size_t errlen)
 {
-    if (w->draining && w->nconns == 0)
-        event_base_loopexit(w->base, NULL);
+    return sync_sinks(arg, err, errlen);
+}
+
+static void http_drained(void *arg)
+{
+    struct worker *w = arg;
+    event_base_loopexit(w->base, NULL);
 }
 
 static int open_sinks(struct worker *w)
@@ -259,13 +288,21 @@ static int worker_start(struct worker *w)
         !(w->sigterm_ev = evsignal_new(w->base, SIGTERM, signal_cb, w)) ||
         !(w->sigint_ev = evsignal_new(w->base, SIGINT, signal_cb, w)) ||
         !(w->sighup_ev = evsignal_new(w->base, SIGHUP, sighup_cb, w)) ||
-        !(w->commit_ev = event_new(w->base, -1, 0, http_commit, w)) ||
         (w->o->fsync == FSYNC_INTERVAL &&
          !(w->fsync_ev = event_new(w->base, -1, EV_PERSIST, fsync_cb, w))) ||
         event_add(w->sigterm_ev, NULL) || event_add(w->sigint_ev, NULL) ||
         event_add(w->sighup_ev, NULL) ||
         event_add(w->listen_ev, NULL)) {
         log_error("%s: cannot set up the event loop", w->log_prefix);
+        return -1;
+    }
+    const struct http_server_config http = {
+        .o = w->o, .base = w->base, .slots = w->slots, .nslots = w->nslots, .index = w->index,
+        .ingest = &w->ingest, .access = &w->access, .auth = &w->auth, .log_prefix = w->log_prefix,
+        .sync = http_sync, .drained = http_drained, .arg = w,
+    };
+    if (!(w->http = http_server_new(&http))) {
+        log_error("%s: out of memory for the HTTP server", w->log_prefix);
         return -1;
     }
     if (w->fsync_ev) {
@@ -284,11 +321,10 @@ static int worker_start(struct worker *w)
 
 static void worker_free(struct worker *w)
 {
-    while (w->conns)
-        http_conn_free(w->conns);
+    http_server_free(w->http);
     stop_listening(w);
     struct event *evs[] = {w->listen_ev, w->rearm_ev, w->deadline_ev, w->sigterm_ev, w->sigint_ev,
-                           w->sighup_ev, w->commit_ev, w->fsync_ev};
+                           w->sighup_ev, w->fsync_ev};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
         if (evs[i])
             event_free(evs[i]);
@@ -322,7 +358,7 @@ int worker_run(const struct options *o, int index, int listen_fd, struct worker_
     event_base_dispatch(w.base);
     if (o->fsync != FSYNC_NONE) { /* what the last interval did not cover */
         char err[300];
-        if (worker_sync(&w, err, sizeof err))
+        if (sync_sinks(&w, err, sizeof err))
             log_error("%s: %s", w.log_prefix, err);
     }
     log_info("%s: worker %d stopped after %llu requests on %llu connections", w.log_prefix, index,
