@@ -645,7 +645,9 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
 
 static void linger_start(struct http_conn *c)
 {
-    shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    if (fd >= 0) /* not a socket (http_server_attach): its end is not ours to shut */
+        shutdown(fd, SHUT_WR);
     c->shut = 1;
     clock_gettime(CLOCK_MONOTONIC, &c->linger_until);
     c->linger_until.tv_sec += HTTP_LINGER_SEC;
@@ -724,7 +726,7 @@ static int read_more(struct http_conn *c)
     return 0;
 #else
     struct evbuffer *in = bufferevent_get_input(c->bev);
-    if (c->closing || c->output_full || c->sync_wait ||
+    if (c->closing || c->output_full || c->sync_wait || bufferevent_getfd(c->bev) < 0 ||
         evbuffer_get_length(in) < HTTP_EVBUFFER_READ)
         return 0;
     /* The bufferevent keeps its input's end frozen but while it reads; so do we. */
