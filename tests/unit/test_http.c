@@ -52,6 +52,18 @@ static int sync_cb(void *arg, char *err, size_t errlen)
     return sink_sync(f->rows);
 }
 
+/* The fixture's server, with drained as its drain's end (or NULL). */
+static void serve(struct fixture *f, void (*drained)(void *))
+{
+    const struct http_server_config cfg = {
+        .o = &f->o, .base = f->base, .slots = f->slots, .nslots = 1, .index = 0,
+        .ingest = &f->ingest, .access = &f->access, .auth = &f->auth, .log_prefix = "test",
+        .sync = sync_cb, .drained = drained, .arg = f,
+    };
+    f->http = http_server_new(&cfg);
+    assert_non_null(f->http);
+}
+
 /* A server over a fresh temp dir; extra: more options ("--fsync request"), or NULL. */
 static struct fixture *start(const char *extra)
 {
@@ -80,13 +92,7 @@ static struct fixture *start(const char *extra)
     f->ingest = (struct ingest_config){.columns = &f->o.columns, .max_line = f->o.max_line,
                                        .flush_bytes = 1 << 20, .rows = f->rows};
     f->access.fd = -1;
-    const struct http_server_config cfg = {
-        .o = &f->o, .base = f->base, .slots = f->slots, .nslots = 1, .index = 0,
-        .ingest = &f->ingest, .access = &f->access, .auth = &f->auth, .log_prefix = "test",
-        .sync = sync_cb, .arg = f,
-    };
-    f->http = http_server_new(&cfg);
-    assert_non_null(f->http);
+    serve(f, NULL);
     return f;
 }
 
@@ -282,13 +288,7 @@ static void test_drain(void **state)
     (void)state;
     struct fixture *f = start(NULL);
     http_server_free(f->http);
-    const struct http_server_config cfg = {
-        .o = &f->o, .base = f->base, .slots = f->slots, .nslots = 1, .index = 0,
-        .ingest = &f->ingest, .access = &f->access, .auth = &f->auth, .log_prefix = "test",
-        .sync = sync_cb, .drained = drained_cb, .arg = f,
-    };
-    f->http = http_server_new(&cfg);
-    assert_non_null(f->http);
+    serve(f, drained_cb);
     struct bufferevent *idle = connect_client(f), *busy = connect_client(f);
     SEND(busy, "POST / HTTP/1.1\r\nContent-Length: 8\r\n\r\n{\"a\":");
     free(responses(f, busy, 0));
