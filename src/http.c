@@ -998,8 +998,10 @@ void http_server_drain(struct http_server *s)
 
 void http_server_close_all(struct http_server *s)
 {
-    while (s->conns)
-        http_conn_free(s->conns);
+    for (struct http_conn *c = s->conns, *next; c; c = next) {
+        next = c->next; /* freeing c unlinks only c */
+        http_conn_free(c);
+    }
 }
 
 void http_server_free(struct http_server *s)

@@ -6,7 +6,7 @@
 #include <llhttp.h>
 
 #define METHOD(m) ((uint64_t)1 << (m))
-#define PATH(s) s, sizeof s - 1
+#define PATH(s) (s), sizeof(s) - 1
 
 /* Counts are operational data, so /metrics is guarded like the rows; /healthz stays open
  * for load balancers and probes. */
