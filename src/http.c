@@ -571,7 +571,7 @@ static int on_message_complete(llhttp_t *p)
         enum ingest_status st = ingest_end(&c->ingest);
         account_body(c);
         if (st == INGEST_OK && c->s->o->fsync == FSYNC_REQUEST) {
-            /* Answered by http_commit once this loop turn's fdatasync is done; the next
+            /* Answered by commit_cb once this loop turn's fdatasync is done; the next
              * pipelined request waits until then, so responses stay in order. */
             c->sync_wait = 1;
             c->sync_keep_alive = (unsigned)keep_alive;
