@@ -462,6 +462,17 @@ static int on_header_value_complete(llhttp_t *p)
     return 0;
 }
 
+/* llhttp's method as the routing table's bit; 0 for the methods no route serves. */
+static unsigned route_method_of(int method)
+{
+    switch (method) {
+    case HTTP_GET: return ROUTE_GET;
+    case HTTP_HEAD: return ROUTE_HEAD;
+    case HTTP_POST: return ROUTE_POST;
+    default: return 0;
+    }
+}
+
 /* Whether the request carries "Authorization: Bearer <the token>", once. */
 static int authorized(const struct http_conn *c)
 {
@@ -485,7 +496,7 @@ static int on_headers_complete(llhttp_t *p)
         return reject_early(c, 401, "WWW-Authenticate: Bearer\r\n",
                             r->auth_count ? "invalid bearer token"
                                           : "missing Authorization: Bearer token");
-    if (!route_allows(r->route, llhttp_get_method(p)))
+    if (!route_allows(r->route, route_method_of(llhttp_get_method(p))))
         return reject_early(c, 405, r->route->allow, r->route->refusal);
     if (r->route->id != ROUTE_INGEST)
         return 0;

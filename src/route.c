@@ -3,18 +3,15 @@
 
 #include <string.h>
 
-#include <llhttp.h>
-
-#define METHOD(m) ((uint64_t)1 << (m))
 #define PATH(s) (s), sizeof(s) - 1
 
 /* Counts are operational data, so /metrics is guarded like the rows; /healthz stays open
  * for load balancers and probes. */
 static const struct route routes[] = {
-    {PATH("/"), ROUTE_INGEST, METHOD(HTTP_POST), "Allow: POST\r\n", "method not allowed: use POST", 1},
-    {PATH("/healthz"), ROUTE_HEALTH, METHOD(HTTP_GET) | METHOD(HTTP_HEAD), "Allow: GET, HEAD\r\n",
+    {PATH("/"), ROUTE_INGEST, ROUTE_POST, "Allow: POST\r\n", "method not allowed: use POST", 1},
+    {PATH("/healthz"), ROUTE_HEALTH, ROUTE_GET | ROUTE_HEAD, "Allow: GET, HEAD\r\n",
      "method not allowed: use GET", 0},
-    {PATH("/metrics"), ROUTE_METRICS, METHOD(HTTP_GET) | METHOD(HTTP_HEAD), "Allow: GET, HEAD\r\n",
+    {PATH("/metrics"), ROUTE_METRICS, ROUTE_GET | ROUTE_HEAD, "Allow: GET, HEAD\r\n",
      "method not allowed: use GET", 1},
 };
 
@@ -31,7 +28,7 @@ const struct route *route_find(const char *path, size_t n)
     return NULL;
 }
 
-int route_allows(const struct route *r, int method)
+int route_allows(const struct route *r, unsigned method)
 {
-    return method >= 0 && method < 64 && (r->methods & METHOD(method)) != 0;
+    return method != 0 && (r->methods & method) == method;
 }
