@@ -1,7 +1,6 @@
-/* http.c -- one client connection: llhttp framing over a bufferevent, routes, responses. */
+/* http.c -- a worker's connections: llhttp framing over bufferevents, routes, responses, group commit. */
 #include "http.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -20,11 +19,16 @@
 #include <event2/event.h>
 #include <llhttp.h>
 
+#include "access_log.h"
+#include "auth.h"
 #include "decode.h"
 #include "ingest.h"
 #include "log.h"
 #include "metrics.h"
-#include "worker.h"
+#include "net.h"
+#include "options.h"
+#include "route.h"
+#include "slots.h"
 
 /* Responses waiting for a client that pipelines without reading them: past this much, the
  * connection stops reading requests until its output has drained. */
@@ -41,16 +45,16 @@
 #define HTTP_LINGER_SEC 2
 #define HTTP_PEEK_VECS 16
 
-enum route { ROUTE_NONE, ROUTE_INGEST, ROUTE_HEALTH, ROUTE_METRICS, ROUTE_UNKNOWN };
 /* What the connection's timer is waiting for. */
 enum deadline { DEADLINE_NONE, DEADLINE_HEADERS, DEADLINE_BODY };
 enum header_id { HEADER_OTHER, HEADER_CONTENT_ENCODING, HEADER_EXPECT, HEADER_AUTHORIZATION };
-/* "Bearer " and a token of up to WORKER_TOKEN_MAX bytes, with room for extra spaces. */
-#define HTTP_AUTH_MAX (WORKER_TOKEN_MAX + 32)
+/* "Bearer " and a token of up to AUTH_TOKEN_MAX bytes, with room for extra spaces. */
+#define HTTP_AUTH_MAX (AUTH_TOKEN_MAX + 32)
 
 /* What one request has said so far. Only the few headers that matter are kept, each in a
  * small fixed buffer: anything longer is not a value we accept anyway. */
 struct http_request {
+    const struct route *route; /* NULL until the headers are complete, or 404 */
     uint64_t body_bytes;
     uint64_t header_bytes;
     uint32_t header_count;   /* fields, trailers included */
@@ -59,7 +63,6 @@ struct http_request {
     uint8_t url_long, field_long, value_long;
     uint8_t header;          /* enum header_id of the value being read */
     uint8_t headers_done;    /* later header callbacks are trailers */
-    uint8_t route;           /* enum route */
     uint8_t ingesting;       /* ingest_begin was called and neither end nor abort yet */
     uint8_t responded;       /* the final response is already queued */
     uint8_t expect_continue;
@@ -79,8 +82,8 @@ struct http_request {
 };
 
 struct http_conn {
-    struct http_conn *prev, *next; /* the worker's list */
-    struct worker *w;
+    struct http_conn *prev, *next; /* the server's list */
+    struct http_server *s;
     struct bufferevent *bev;
     llhttp_t parser;
     struct http_request req;
@@ -91,7 +94,7 @@ struct http_conn {
     unsigned eof : 1;         /* the client has closed its side */
     unsigned output_full : 1; /* reading paused until the output drains */
     unsigned deadline : 2;    /* enum deadline */
-    unsigned sync_wait : 1;   /* --fsync request: on the worker's commit list, parsing paused */
+    unsigned sync_wait : 1;   /* --fsync request: on the server's commit list, parsing paused */
     unsigned sync_keep_alive : 1; /* ...and what its response will say */
     struct http_conn *commit_next;
     struct timespec linger_until;
@@ -101,6 +104,29 @@ struct http_conn {
     struct ingest ingest;     /* reused by every request of the connection */
 };
 
+/* One worker's HTTP side: what it was lent (http.h), its connections, and the group
+ * commit of --fsync request, which lives wholly here: a completed ingest joins the commit
+ * list, and the commit event syncs once per loop turn and answers everyone on it. */
+struct http_server {
+    const struct options *o;
+    struct event_base *base;
+    struct worker_slot *slots, *slot; /* slot: slots + index, this worker's */
+    int nslots, index;
+    const struct ingest_config *ingest;
+    struct access_log *access;
+    const struct auth *auth;
+    const char *log_prefix;
+    int (*sync)(void *arg, char *err, size_t errlen);
+    void (*drained)(void *arg);
+    void *arg;
+    struct http_conn *conns;   /* open connections, for the drain */
+    unsigned nconns;
+    int draining;              /* no more keep-alive; drained() once the last one closes */
+    struct http_conn *commits; /* --fsync request: responses waiting for this turn's fdatasync */
+    struct event *commit_ev;   /* activated when the first joins */
+};
+
+static void http_conn_free(struct http_conn *c);
 static int on_message_begin(llhttp_t *p);
 static int on_url(llhttp_t *p, const char *at, size_t n);
 static int on_header_field(llhttp_t *p, const char *at, size_t n);
@@ -152,56 +178,23 @@ static uint64_t elapsed_ns(const struct timespec *since)
     return ns > 0 ? (uint64_t)ns : 0;
 }
 
-/* s[0..n) as one access-log field: bytes that are not printable ASCII, and '"', become '?'. */
-static size_t log_field(char *dst, size_t cap, const char *s, size_t n)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n && o + 1 < cap; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        dst[o++] = ch <= 0x20 || ch >= 0x7f || ch == '"' ? '?' : (char)ch;
-    }
-    if (!o && cap > 1)
-        dst[o++] = '-';
-    dst[o] = '\0';
-    return o;
-}
-
-/* One --access-log line, written with one write(2) (O_APPEND: lines of the workers never
- * mix): time, peer, method, path, status (0: none was sent), body bytes, valid and invalid
- * rows, milliseconds. Per request, so snprintf is affordable here. */
-static void access_log(struct worker *w, const char *peer, const char *method, const char *path,
-                       size_t path_len, int truncated, int status, uint64_t body_bytes,
-                       const struct ingest_stats *st, uint64_t ns)
-{
-    char ts[40], url[80], line[320];
-    log_timestamp(ts, sizeof ts, 1);
-    size_t ulen = log_field(url, sizeof url - 3, path, path_len);
-    if (truncated)
-        memcpy(url + ulen, "...", 4);
-    int n = snprintf(line, sizeof line, "%s %s %s %s %d %llu %llu %llu %llu.%03llu\n", ts, peer,
-                     method, url, status, (unsigned long long)body_bytes,
-                     (unsigned long long)(st ? st->valid : 0), (unsigned long long)(st ? st->invalid : 0),
-                     (unsigned long long)(ns / 1000000), (unsigned long long)(ns / 1000 % 1000));
-    if (n <= 0)
-        return;
-    if ((size_t)n >= sizeof line) {
-        n = sizeof line;
-        line[n - 1] = '\n';
-    }
-    if (write(w->access_fd, line, (size_t)n) < 0) { /* nothing better to do than say so, once */
-        static int told;
-        if (!told++)
-            log_error("%s: --access-log: %s", w->log_prefix, strerror(errno));
-    }
-}
-
 /* The request's access-log line (status 0: it got no response). */
 static void log_request(struct http_conn *c, int status, uint64_t ns)
 {
     const struct http_request *r = &c->req;
-    access_log(c->w, c->peer, r->method_known ? llhttp_method_name(llhttp_get_method(&c->parser)) : "-",
-               r->url, r->url_len, r->url_long, status, r->body_bytes,
-               r->ingest_begun ? &c->ingest.stats : NULL, ns);
+    const struct access_log_entry e = {
+        .peer = c->peer,
+        .method = r->method_known ? llhttp_method_name(llhttp_get_method(&c->parser)) : "-",
+        .path = r->url,
+        .path_len = r->url_len,
+        .truncated = r->url_long,
+        .status = status,
+        .body_bytes = r->body_bytes,
+        .valid = r->ingest_begun ? c->ingest.stats.valid : 0,
+        .invalid = r->ingest_begun ? c->ingest.stats.invalid : 0,
+        .ns = ns,
+    };
+    access_log_write(c->s->access, &e);
 }
 
 /* The body's counters, once per ingested body (ended or abandoned). */
@@ -211,7 +204,7 @@ static void account_body(struct http_conn *c)
     if (!r->ingest_begun || r->accounted)
         return;
     r->accounted = 1;
-    struct metrics *m = &c->w->slot->metrics;
+    struct metrics *m = &c->s->slot->metrics;
     const struct ingest_stats *st = &c->ingest.stats;
     metrics_add(&m->rows_valid, st->valid);
     metrics_add(&m->rows_invalid, st->invalid);
@@ -229,17 +222,17 @@ static void respond_as(struct http_conn *c, int status, const char *ctype, const
     int n = snprintf(head, sizeof head,
                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                      "X-Worker: %d\r\nConnection: %s\r\n%s\r\n",
-                     status, status_text(status), ctype, len, c->w->index,
+                     status, status_text(status), ctype, len, c->s->index,
                      keep_alive ? "keep-alive" : "close", extra ? extra : "");
     evbuffer_add(out, head, (size_t)n);
     /* HEAD gets the length of what GET would have sent, and nothing more. */
     if (llhttp_get_method(&c->parser) != HTTP_HEAD)
         evbuffer_add(out, body, len);
     c->req.responded = 1;
-    atomic_fetch_add_explicit(&c->w->slot->requests, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->s->slot->requests, 1, memory_order_relaxed);
     uint64_t ns = elapsed_ns(&c->started);
-    metrics_response(&c->w->slot->metrics, status, ns);
-    if (c->w->access_fd >= 0)
+    metrics_response(&c->s->slot->metrics, status, ns);
+    if (access_log_enabled(c->s->access))
         log_request(c, status, ns);
 }
 
@@ -300,7 +293,7 @@ static void set_deadline(struct http_conn *c, enum deadline d)
         if (c->deadline != DEADLINE_NONE)
             evtimer_del(c->deadline_ev);
     } else {
-        const struct options *o = c->w->o;
+        const struct options *o = c->s->o;
         const struct timeval tv = {(time_t)(d == DEADLINE_HEADERS ? o->header_timeout : o->body_timeout), 0};
         evtimer_add(c->deadline_ev, &tv);
     }
@@ -325,7 +318,7 @@ static int has_body(const llhttp_t *p)
  * message completes at once); with one, answering now spares the client sending it. */
 static int reject_early(struct http_conn *c, int status, const char *extra, const char *msg)
 {
-    if (has_body(&c->parser) || !llhttp_should_keep_alive(&c->parser) || c->w->draining) {
+    if (has_body(&c->parser) || !llhttp_should_keep_alive(&c->parser) || c->s->draining) {
         reject(c, status, extra, msg);
         return HPE_PAUSED;
     }
@@ -335,7 +328,7 @@ static int reject_early(struct http_conn *c, int status, const char *extra, cons
 
 static int count_header_bytes(struct http_conn *c, size_t n)
 {
-    uint64_t max = c->w->o->max_header;
+    uint64_t max = c->s->o->max_header;
     c->req.header_bytes += n;
     if (c->req.header_bytes <= max)
         return 0;
@@ -399,7 +392,7 @@ static int on_header_field_complete(llhttp_t *p)
         else if (r->field_len == 6 && !strncasecmp(r->field, "expect", 6))
             r->header = HEADER_EXPECT;
         else if (r->field_len == 13 && !strncasecmp(r->field, "authorization", 13) &&
-                 ((struct http_conn *)p->data)->w->token_len) {
+                 auth_enabled(((struct http_conn *)p->data)->s->auth)) {
             r->header = HEADER_AUTHORIZATION;
             r->auth_count++;
         }
@@ -443,10 +436,10 @@ static int on_header_value_complete(llhttp_t *p)
     if (count_header_bytes(p->data, 4))
         return -1;
     struct http_conn *c = p->data;
-    if (++r->header_count > c->w->o->max_headers) {
+    if (++r->header_count > c->s->o->max_headers) {
         if (!c->closing) {
             char msg[128];
-            snprintf(msg, sizeof msg, "more than --max-headers %u header fields", c->w->o->max_headers);
+            snprintf(msg, sizeof msg, "more than --max-headers %u header fields", c->s->o->max_headers);
             reject(c, 431, NULL, msg);
         }
         return -1;
@@ -469,70 +462,44 @@ static int on_header_value_complete(llhttp_t *p)
     return 0;
 }
 
-static enum route route_of(const struct http_request *r)
+/* llhttp's method as the routing table's bit; 0 for the methods no route serves. */
+static unsigned route_method_of(int method)
 {
-    if (r->url_long)
-        return ROUTE_UNKNOWN;
-    size_t n = 0;
-    while (n < r->url_len && r->url[n] != '?' && r->url[n] != '#')
-        n++;
-    if (n == 1 && r->url[0] == '/')
-        return ROUTE_INGEST;
-    if (n == 8 && !memcmp(r->url, "/healthz", 8))
-        return ROUTE_HEALTH;
-    if (n == 8 && !memcmp(r->url, "/metrics", 8))
-        return ROUTE_METRICS;
-    return ROUTE_UNKNOWN;
+    switch (method) {
+    case HTTP_GET: return ROUTE_GET;
+    case HTTP_HEAD: return ROUTE_HEAD;
+    case HTTP_POST: return ROUTE_POST;
+    default: return 0;
+    }
 }
 
-/* Whether the request carries "Authorization: Bearer <the token>". The comparison takes
- * the same time whatever the bytes: every byte of the longest token is compared and the
- * differences accumulated, without an early exit. */
+/* Whether the request carries "Authorization: Bearer <the token>", once. */
 static int authorized(const struct http_conn *c)
 {
     const struct http_request *r = &c->req;
-    const struct worker *w = c->w;
-    if (r->auth_count != 1 || r->auth_long || r->auth_len < 7 || strncasecmp(r->auth, "bearer ", 7) != 0)
-        return 0;
-    size_t i = 7;
-    while (i < r->auth_len && (r->auth[i] == ' ' || r->auth[i] == '\t'))
-        i++;
-    size_t n = r->auth_len - i;
-    while (n && (r->auth[i + n - 1] == ' ' || r->auth[i + n - 1] == '\t'))
-        n--;
-    if (n > WORKER_TOKEN_MAX)
-        return 0;
-    char given[WORKER_TOKEN_MAX] = {0};
-    memcpy(given, r->auth + i, n);
-    unsigned diff = (unsigned)(n ^ w->token_len);
-    for (size_t k = 0; k < WORKER_TOKEN_MAX; k++)
-        diff |= (unsigned char)(given[k] ^ w->token[k]);
-    return diff == 0;
+    return r->auth_count == 1 && !r->auth_long && auth_check(c->s->auth, r->auth, r->auth_len);
 }
 
 static int on_headers_complete(llhttp_t *p)
 {
     struct http_conn *c = p->data;
     struct http_request *r = &c->req;
-    const struct options *o = c->w->o;
+    const struct options *o = c->s->o;
     r->headers_done = 1;
-    r->route = (uint8_t)route_of(r);
+    /* A target past the URL buffer is not looked up (404); issue #9 lifts that. */
+    r->route = r->url_long ? NULL : route_find(r->url, r->url_len);
     /* From here the body (if any) has --body-timeout to arrive; the message's end stops it. */
     set_deadline(c, has_body(p) ? DEADLINE_BODY : DEADLINE_NONE);
-    int method = llhttp_get_method(p);
-    if (r->route == ROUTE_UNKNOWN)
-        return reject_early(c, 404, NULL, "no such path: POST bodies to /, GET /healthz or /metrics");
-    /* --token-file guards the rows and the metrics; /healthz stays open for probes. */
-    if (c->w->token_len && r->route != ROUTE_HEALTH && !authorized(c))
+    if (!r->route)
+        return reject_early(c, 404, NULL, route_not_found);
+    if (r->route->needs_token && auth_enabled(c->s->auth) && !authorized(c))
         return reject_early(c, 401, "WWW-Authenticate: Bearer\r\n",
                             r->auth_count ? "invalid bearer token"
                                           : "missing Authorization: Bearer token");
-    if (r->route == ROUTE_HEALTH || r->route == ROUTE_METRICS)
-        return method == HTTP_GET || method == HTTP_HEAD
-                   ? 0
-                   : reject_early(c, 405, "Allow: GET, HEAD\r\n", "method not allowed: use GET");
-    if (method != HTTP_POST)
-        return reject_early(c, 405, "Allow: POST\r\n", "method not allowed: use POST");
+    if (!route_allows(r->route, route_method_of(llhttp_get_method(p))))
+        return reject_early(c, 405, r->route->allow, r->route->refusal);
+    if (r->route->id != ROUTE_INGEST)
+        return 0;
     if (r->encoding_bad) {
         char msg[128];
         snprintf(msg, sizeof msg, "unsupported Content-Encoding: %.*s (use gzip, deflate or identity)",
@@ -547,7 +514,7 @@ static int on_headers_complete(llhttp_t *p)
     }
     r->ingest_begun = 1;
     if (ingest_begin(&c->ingest, (enum content_encoding)r->encoding) != INGEST_OK) {
-        log_error("%s: %s", c->w->log_prefix, c->ingest.error);
+        log_error("%s: %s", c->s->log_prefix, c->ingest.error);
         return reject_early(c, 500, NULL, c->ingest.error);
     }
     r->ingesting = 1;
@@ -563,7 +530,7 @@ static int ingest_failed(struct http_conn *c, enum ingest_status st)
         return 400;
     if (st == INGEST_ETOOBIG)
         return 413;
-    log_error("%s: 500: %s", c->w->log_prefix, c->ingest.error);
+    log_error("%s: 500: %s", c->s->log_prefix, c->ingest.error);
     return 500;
 }
 
@@ -574,7 +541,7 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
     r->body_bytes += n;
     if (!r->ingesting)
         return 0; /* a body nobody asked for (GET /healthz with one): skipped */
-    uint64_t max = c->w->o->max_body;
+    uint64_t max = c->s->o->max_body;
     if (max && r->body_bytes > max) {
         char msg[128];
         snprintf(msg, sizeof msg, "body is larger than --max-body %llu", (unsigned long long)max);
@@ -594,33 +561,35 @@ static int on_message_complete(llhttp_t *p)
 {
     struct http_conn *c = p->data;
     struct http_request *r = &c->req;
-    int keep_alive = llhttp_should_keep_alive(p) && !c->w->draining;
+    int keep_alive = llhttp_should_keep_alive(p) && !c->s->draining;
     c->in_message = 0;
     set_deadline(c, DEADLINE_NONE);
     if (r->responded) {
         /* refused early, without a body */
-    } else if (r->route == ROUTE_HEALTH) {
+    } else if (r->route->id == ROUTE_HEALTH) {
         static const char ok[] = "{\"status\": \"ok\"}\n";
         respond(c, 200, NULL, ok, sizeof ok - 1, keep_alive);
-    } else if (r->route == ROUTE_METRICS) {
-        char text[8192];
-        size_t n = metrics_format(text, sizeof text, c->w->slots, c->w->nslots);
-        if (n >= sizeof text)
-            n = sizeof text - 1;
-        respond_as(c, 200, "text/plain; version=0.0.4", NULL, text, n, keep_alive);
-    } else if (r->route == ROUTE_INGEST) {
+    } else if (r->route->id == ROUTE_METRICS) {
+        /* Sized by the slot count (~100 bytes each), so built per request, never cut. */
+        struct buf text = {0};
+        if (metrics_format(&text, c->s->slots, c->s->nslots))
+            respond_error(c, 500, NULL, "out of memory for the metrics", keep_alive);
+        else
+            respond_as(c, 200, "text/plain; version=0.0.4", NULL, text.p, text.len, keep_alive);
+        buf_free(&text);
+    } else if (r->route->id == ROUTE_INGEST) {
         r->ingesting = 0;
         enum ingest_status st = ingest_end(&c->ingest);
         account_body(c);
-        if (st == INGEST_OK && c->w->o->fsync == FSYNC_REQUEST) {
-            /* Answered by http_commit once this loop turn's fdatasync is done; the next
+        if (st == INGEST_OK && c->s->o->fsync == FSYNC_REQUEST) {
+            /* Answered by commit_cb once this loop turn's fdatasync is done; the next
              * pipelined request waits until then, so responses stay in order. */
             c->sync_wait = 1;
             c->sync_keep_alive = (unsigned)keep_alive;
-            c->commit_next = c->w->commits;
-            if (!c->w->commits)
-                event_active(c->w->commit_ev, EV_TIMEOUT, 0);
-            c->w->commits = c;
+            c->commit_next = c->s->commits;
+            if (!c->s->commits)
+                event_active(c->s->commit_ev, EV_TIMEOUT, 0);
+            c->s->commits = c;
             return HPE_PAUSED;
         }
         if (st == INGEST_OK) {
@@ -676,10 +645,10 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
     char msg[128];
     if (d == DEADLINE_HEADERS)
         snprintf(msg, sizeof msg, "request headers not received within --header-timeout %u s",
-                 c->w->o->header_timeout);
+                 c->s->o->header_timeout);
     else
         snprintf(msg, sizeof msg, "request body not received within --body-timeout %u s",
-                 c->w->o->body_timeout);
+                 c->s->o->body_timeout);
     reject(c, 408, NULL, msg);
     if (!evbuffer_get_length(bufferevent_get_output(c->bev)))
         closing_flushed(c);
@@ -687,7 +656,9 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
 
 static void linger_start(struct http_conn *c)
 {
-    shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    if (fd >= 0) /* not a socket (http_server_attach): its end is not ours to shut */
+        shutdown(fd, SHUT_WR);
     c->shut = 1;
     clock_gettime(CLOCK_MONOTONIC, &c->linger_until);
     c->linger_until.tv_sec += HTTP_LINGER_SEC;
@@ -766,7 +737,7 @@ static int read_more(struct http_conn *c)
     return 0;
 #else
     struct evbuffer *in = bufferevent_get_input(c->bev);
-    if (c->closing || c->output_full || c->sync_wait ||
+    if (c->closing || c->output_full || c->sync_wait || bufferevent_getfd(c->bev) < 0 ||
         evbuffer_get_length(in) < HTTP_EVBUFFER_READ)
         return 0;
     /* The bufferevent keeps its input's end frozen but while it reads; so do we. */
@@ -784,7 +755,7 @@ static int read_more(struct http_conn *c)
         if (evbuffer_commit_space(in, v, n)) {
             evbuffer_freeze(in, 0);
             log_error("%s: could not keep %zd bytes read: connection closed",
-                      c->w->log_prefix, got);
+                      c->s->log_prefix, got);
             return -1;
         }
     }
@@ -836,27 +807,8 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     http_conn_free(c);
 }
 
-/* "addr:port" ("[v6]:port") of the socket's peer, or "-". */
-static void peer_name(evutil_socket_t fd, char *out, size_t size)
-{
-    struct sockaddr_storage ss = {0};
-    socklen_t len = sizeof ss;
-    char host[INET6_ADDRSTRLEN];
-    snprintf(out, size, "-");
-    if (getpeername(fd, (struct sockaddr *)&ss, &len))
-        return;
-    if (ss.ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
-        if (inet_ntop(AF_INET, &a->sin_addr, host, sizeof host))
-            snprintf(out, size, "%s:%u", host, ntohs(a->sin_port));
-    } else if (ss.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
-        if (inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host))
-            snprintf(out, size, "[%s]:%u", host, ntohs(a->sin6_port));
-    }
-}
-
-void http_refuse(struct worker *w, evutil_socket_t fd)
+/* At --max-connections: 503 on fd at once, and closed. */
+static void refuse(struct http_server *s, evutil_socket_t fd)
 {
     static const char body[] = "{\"error\": \"too many connections: try again later\"}\n";
     char msg[512], peer[64] = "-";
@@ -864,7 +816,7 @@ void http_refuse(struct worker *w, evutil_socket_t fd)
                      "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
                      "Content-Length: %zu\r\nX-Worker: %d\r\nConnection: close\r\n"
                      "Retry-After: 1\r\n\r\n%s",
-                     sizeof body - 1, w->index, body);
+                     sizeof body - 1, s->index, body);
     /* Whatever of a request has already arrived is read first, so that closing does not
      * reset the connection under the response. */
     char sink[4096];
@@ -873,42 +825,33 @@ void http_refuse(struct worker *w, evutil_socket_t fd)
     ssize_t sent = send(fd, msg, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
     (void)sent;
     shutdown(fd, SHUT_WR);
-    if (w->access_fd >= 0)
-        peer_name(fd, peer, sizeof peer);
+    if (access_log_enabled(s->access))
+        net_peer_name(fd, peer, sizeof peer);
     close(fd);
-    metrics_response(&w->slot->metrics, 503, 0);
-    if (w->access_fd >= 0)
-        access_log(w, peer, "-", "", 0, 0, 503, 0, NULL, 0);
+    metrics_response(&s->slot->metrics, 503, 0);
+    const struct access_log_entry e = {.peer = peer, .method = "-", .path = "", .status = 503};
+    access_log_write(s->access, &e);
 }
 
-struct http_conn *http_conn_new(struct worker *w, evutil_socket_t fd)
+int http_server_attach(struct http_server *s, struct bufferevent *bev, const char *peer)
 {
     struct http_conn *c = malloc(sizeof *c);
-    if (!c) {
-        close(fd);
-        return NULL;
+    if (c) {
+        memset(c, 0, offsetof(struct http_conn, ingest));
+        c->deadline_ev = evtimer_new(s->base, deadline_cb, c);
     }
-    memset(c, 0, offsetof(struct http_conn, ingest));
-    c->w = w;
-    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    c->deadline_ev = c->bev ? evtimer_new(w->base, deadline_cb, c) : NULL;
-    if (!c->deadline_ev) {
-        if (c->bev)
-            bufferevent_free(c->bev);
-        else
-            close(fd);
+    if (!c || !c->deadline_ev) {
+        bufferevent_free(bev);
         free(c);
-        return NULL;
+        return -1;
     }
-    if (w->access_fd >= 0)
-        peer_name(fd, c->peer, sizeof c->peer);
-    /* Responses are written whole; Nagle would only hold the next one back. */
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    c->s = s;
+    c->bev = bev;
+    snprintf(c->peer, sizeof c->peer, "%s", peer ? peer : "-");
     llhttp_init(&c->parser, HTTP_REQUEST, &settings);
     c->parser.data = c;
-    ingest_init(&c->ingest, &w->ingest);
-    const struct timeval tv = {(time_t)w->o->timeout, 0};
+    ingest_init(&c->ingest, s->ingest);
+    const struct timeval tv = {(time_t)s->o->timeout, 0};
     bufferevent_set_timeouts(c->bev, &tv, &tv);
     bufferevent_set_max_single_read(c->bev, HTTP_MAX_READ);
 #if LIBEVENT_VERSION_NUMBER >= 0x02020000
@@ -917,17 +860,38 @@ struct http_conn *http_conn_new(struct worker *w, evutil_socket_t fd)
     bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     set_deadline(c, DEADLINE_HEADERS); /* the first request's headers: from now */
-    c->next = w->conns;
-    if (w->conns)
-        w->conns->prev = c;
-    w->conns = c;
-    w->nconns++;
-    atomic_fetch_add_explicit(&w->slot->connections, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&w->slot->accepted, 1, memory_order_relaxed);
-    return c;
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    s->nconns++;
+    atomic_fetch_add_explicit(&s->slot->connections, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->slot->accepted, 1, memory_order_relaxed);
+    return 0;
 }
 
-void http_conn_drain(struct http_conn *c)
+int http_server_accept(struct http_server *s, evutil_socket_t fd)
+{
+    if (s->nconns >= s->o->max_connections) {
+        refuse(s, fd);
+        return 0;
+    }
+    struct bufferevent *bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!bev) {
+        close(fd);
+        return -1;
+    }
+    char peer[64] = "-";
+    if (access_log_enabled(s->access))
+        net_peer_name(fd, peer, sizeof peer);
+    /* Responses are written whole; Nagle would only hold the next one back. */
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return http_server_attach(s, bev, peer);
+}
+
+/* Idle: closes now; in the middle of a request: closes after its response. */
+static void conn_drain(struct http_conn *c)
 {
     if (c->closing || c->in_message || c->sync_wait)
         return; /* on its way out, or closes after its response */
@@ -937,17 +901,12 @@ void http_conn_drain(struct http_conn *c)
         http_conn_free(c);
 }
 
-struct http_conn *http_conn_next(const struct http_conn *c)
+static void http_conn_free(struct http_conn *c)
 {
-    return c->next;
-}
-
-void http_conn_free(struct http_conn *c)
-{
-    struct worker *w = c->w;
+    struct http_server *s = c->s;
     abandon_body(c);
     if (c->sync_wait) { /* off the commit list */
-        struct http_conn **at = &w->commits;
+        struct http_conn **at = &s->commits;
         while (*at && *at != c)
             at = &(*at)->commit_next;
         if (*at)
@@ -955,7 +914,7 @@ void http_conn_free(struct http_conn *c)
         c->sync_wait = 0;
     }
     /* A request that got no answer (client gone, idle timeout, the drain's end) is logged too. */
-    if (c->in_message && !c->req.responded && w->access_fd >= 0)
+    if (c->in_message && !c->req.responded && access_log_enabled(s->access))
         log_request(c, 0, elapsed_ns(&c->started));
     ingest_free(&c->ingest);
     event_free(c->deadline_ev);
@@ -963,32 +922,35 @@ void http_conn_free(struct http_conn *c)
     if (c->prev)
         c->prev->next = c->next;
     else
-        w->conns = c->next;
+        s->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    w->nconns--;
-    atomic_fetch_sub_explicit(&w->slot->connections, 1, memory_order_relaxed);
+    s->nconns--;
+    atomic_fetch_sub_explicit(&s->slot->connections, 1, memory_order_relaxed);
     free(c);
-    worker_conn_closed(w);
+    if (s->draining && !s->nconns && s->drained)
+        s->drained(s->arg);
 }
 
-void http_commit(evutil_socket_t fd, short what, void *arg)
+/* The commit event (--fsync request): fdatasyncs the files written this loop turn once,
+ * then sends the responses of every request that waited for it. */
+static void commit_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    struct worker *w = arg;
+    struct http_server *s = arg;
     char err[300];
-    int r = worker_sync(w, err, sizeof err);
+    int r = s->sync(s->arg, err, sizeof err);
     if (r)
-        log_error("%s: 500: %s", w->log_prefix, err);
-    struct http_conn *list = w->commits;
-    w->commits = NULL;
+        log_error("%s: 500: %s", s->log_prefix, err);
+    struct http_conn *list = s->commits;
+    s->commits = NULL;
     while (list) {
         struct http_conn *c = list;
         list = c->commit_next;
         c->commit_next = NULL;
         c->sync_wait = 0;
-        int keep_alive = c->sync_keep_alive && !w->draining;
+        int keep_alive = c->sync_keep_alive && !s->draining;
         if (!r) {
             char body[256];
             int n = ingest_stats_json(&c->ingest.stats, body, sizeof body);
@@ -1004,4 +966,61 @@ void http_commit(evutil_socket_t fd, short what, void *arg)
         bufferevent_enable(c->bev, EV_READ);
         read_requests(c); /* pipelined requests already read */
     }
+}
+
+struct http_server *http_server_new(const struct http_server_config *cfg)
+{
+    struct http_server *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->o = cfg->o;
+    s->base = cfg->base;
+    s->slots = cfg->slots;
+    s->nslots = cfg->nslots;
+    s->index = cfg->index;
+    s->slot = cfg->slots + cfg->index;
+    s->ingest = cfg->ingest;
+    s->access = cfg->access;
+    s->auth = cfg->auth;
+    s->log_prefix = cfg->log_prefix;
+    s->sync = cfg->sync;
+    s->drained = cfg->drained;
+    s->arg = cfg->arg;
+    if (!(s->commit_ev = event_new(s->base, -1, 0, commit_cb, s))) {
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+unsigned http_server_connections(const struct http_server *s)
+{
+    return s->nconns;
+}
+
+void http_server_drain(struct http_server *s)
+{
+    s->draining = 1;
+    for (struct http_conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        conn_drain(c);
+    }
+}
+
+void http_server_close_all(struct http_server *s)
+{
+    for (struct http_conn *c = s->conns, *next; c; c = next) {
+        next = c->next; /* freeing c unlinks only c */
+        http_conn_free(c);
+    }
+}
+
+void http_server_free(struct http_server *s)
+{
+    if (!s)
+        return;
+    s->drained = NULL; /* going away, not draining */
+    http_server_close_all(s);
+    event_free(s->commit_ev);
+    free(s);
 }

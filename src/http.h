@@ -1,40 +1,76 @@
-/* http.h -- one client connection: HTTP/1.x framing with llhttp over a bufferevent, the
- * routes (POST / ingests the body as it arrives, GET /healthz), and the responses. */
+/* http.h -- a worker's HTTP side: its client connections, HTTP/1.x framing with llhttp over
+ * bufferevents, the routes (route.h: POST / ingests the body as it arrives, GET /healthz,
+ * GET /metrics), the responses, and the group commit of --fsync request. */
 #ifndef NDINGEST_HTTP_H
 #define NDINGEST_HTTP_H
 
+#include <stddef.h>
+
 #include <event2/util.h>
 
-struct worker;
-struct http_conn;
+struct access_log;
+struct auth;
+struct bufferevent;
+struct event_base;
+struct ingest_config;
+struct options;
+struct worker_slot;
 
 /* Limits (struct options): request line plus headers (and trailers) past --max-header
  * bytes or --max-headers fields get 431; headers not complete --header-timeout seconds
  * after the connection opened (first request) or the request began (later ones) get 408,
- * as does a body not complete --body-timeout seconds after its headers. */
+ * as does a body not complete --body-timeout seconds after its headers; a connection idle
+ * --timeout seconds is closed; past --max-connections a new one gets 503. */
 
-/* Takes over the accepted socket fd (nonblocking): the connection serves requests until
- * the client leaves, a timeout, an error response, or the worker's drain closes it. NULL
- * when memory is exhausted (fd is then closed). The connection links itself into the
- * worker's list and calls worker_conn_closed() when it goes away. */
-struct http_conn *http_conn_new(struct worker *w, evutil_socket_t fd);
+/* What the worker lends the server. Every pointer is borrowed and must outlive it. */
+struct http_server_config {
+    const struct options *o;            /* the limits above, --max-body, --fsync */
+    struct event_base *base;
+    struct worker_slot *slots;          /* every worker's: /metrics sums them */
+    int nslots;
+    int index;                          /* this worker's slot; also the X-Worker header */
+    const struct ingest_config *ingest; /* each connection's pipeline writes through it */
+    struct access_log *access;          /* a disabled log (fd -1) logs nothing */
+    const struct auth *auth;            /* no token loaded: nothing is guarded */
+    const char *log_prefix;             /* "ndingest[pid]" */
+    /* --fsync request: fdatasyncs what the worker's sinks have written. 0, or nonzero with
+     * a message in err (every request waiting for it then gets a 500 with that message).
+     * Called from the event loop, at most once per loop turn. */
+    int (*sync)(void *arg, char *err, size_t errlen);
+    /* After http_server_drain: called when the last connection has closed (may be NULL). */
+    void (*drained)(void *arg);
+    void *arg;                          /* for sync and drained */
+};
 
-/* The worker holds --max-connections already: answers 503 on fd at once and closes it. */
-void http_refuse(struct worker *w, evutil_socket_t fd);
+struct http_server;
 
-/* The worker is stopping: an idle connection closes now (and is freed before this
- * returns), one in the middle of a request closes after its response. */
-void http_conn_drain(struct http_conn *c);
+/* A server with no connections yet. NULL when memory is exhausted. */
+struct http_server *http_server_new(const struct http_server_config *cfg);
 
-/* Closes now; a body being ingested is abandoned (rows not yet written are dropped). */
-void http_conn_free(struct http_conn *c);
+/* Closes every connection now (bodies being ingested are abandoned: rows not yet written
+ * are dropped), then frees s. NULL is a no-op. Call it before freeing the event base. */
+void http_server_free(struct http_server *s);
 
-/* The worker's commit event (--fsync request): fdatasyncs the files written this loop
- * turn once, then sends the responses of every request that waited for it (arg: the
- * worker). */
-void http_commit(evutil_socket_t fd, short what, void *arg);
+/* Takes over the accepted, nonblocking socket fd: the connection serves requests until
+ * the client leaves, a timeout, an error response, or the drain closes it. At
+ * --max-connections fd gets a 503 at once and is closed (0 is returned). -1 when memory is
+ * exhausted (fd is then closed). */
+int http_server_accept(struct http_server *s, evutil_socket_t fd);
 
-/* The connection following c in its worker's list (for walking it while freeing). */
-struct http_conn *http_conn_next(const struct http_conn *c);
+/* The same over any bufferevent (a bufferevent_pair in tests and fuzzing): the server owns
+ * bev from now, even on failure (-1, bev freed). peer: the access log's name for the
+ * client, or NULL for "-". */
+int http_server_attach(struct http_server *s, struct bufferevent *bev, const char *peer);
+
+/* Connections open now (for balancing the accepting between workers). */
+unsigned http_server_connections(const struct http_server *s);
+
+/* The worker is stopping: idle connections close now, one in the middle of a request (or
+ * waiting for the group commit) closes after its response, which says Connection: close.
+ * drained() is called when the last one has gone (not when none was open). */
+void http_server_drain(struct http_server *s);
+
+/* The drain's deadline: closes every connection now, as http_server_free does. */
+void http_server_close_all(struct http_server *s);
 
 #endif

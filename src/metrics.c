@@ -4,7 +4,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-#include "worker.h"
+#include "slots.h"
 
 static const int codes[METRICS_CODES - 1] = {200, 400, 401, 404, 405, 408, 413, 415, 431, 500, 503};
 static const uint64_t bucket_ns[METRICS_BUCKETS] = {
@@ -27,21 +27,36 @@ void metrics_response(struct metrics *m, int status, uint64_t duration_ns)
     metrics_add(&m->duration_ns, duration_ns);
 }
 
+/* The exposition is built in a growable buffer: it grows with the slot count, and a cut
+ * would end the text mid-line. failed: memory ran out once, everything after is skipped. */
 struct out {
-    char *p;
-    size_t size, len;
+    struct buf *b;
+    int failed;
 };
 
+/* Per response to GET /metrics, not per row: a printf is affordable. */
 __attribute__((format(printf, 2, 3))) static void put(struct out *o, const char *fmt, ...)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    char *at = o->len < o->size ? o->p + o->len : NULL;
-    size_t room = o->len < o->size ? o->size - o->len : 0;
-    int n = vsnprintf(at, room, fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized): va_start above */
-    va_end(ap);
-    if (n > 0)
-        o->len += (size_t)n;
+    for (size_t want = 128; !o->failed;) {
+        if (buf_reserve(o->b, want)) {
+            o->failed = 1;
+            return;
+        }
+        size_t room = o->b->cap - o->b->len;
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(o->b->p + o->b->len, room, fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized): va_start above */
+        va_end(ap);
+        if (n < 0) {
+            o->failed = 1;
+            return;
+        }
+        if ((size_t)n < room) {
+            o->b->len += (size_t)n;
+            return;
+        }
+        want = (size_t)n + 1;
+    }
 }
 
 static uint64_t sum(const struct worker_slot *slots, int n, size_t offset)
@@ -77,11 +92,9 @@ static void counter(struct out *o, const char *name, const char *help, uint64_t 
         (unsigned long long)v);
 }
 
-size_t metrics_format(char *buf, size_t size, const struct worker_slot *slots, int n)
+int metrics_format(struct buf *out, const struct worker_slot *slots, int n)
 {
-    struct out o = {buf, size, 0};
-    if (size)
-        buf[0] = '\0';
+    struct out o = {out, 0};
     put(&o, "# HELP ndingest_requests_total Responses sent, by HTTP status code.\n"
             "# TYPE ndingest_requests_total counter\n");
     for (int i = 0; i < METRICS_CODES; i++) {
@@ -141,5 +154,5 @@ size_t metrics_format(char *buf, size_t size, const struct worker_slot *slots, i
             atomic_load_explicit(&slots[i].live, memory_order_relaxed)
                 ? atomic_load_explicit(&slots[i].connections, memory_order_relaxed)
                 : 0u);
-    return o.len;
+    return o.failed ? -1 : 0;
 }

@@ -1,5 +1,5 @@
 /* metrics.h -- the counters behind GET /metrics (Prometheus text format 0.0.4). Each worker
- * keeps its own in its slot of the memory shared by every process (worker.h) and is the
+ * keeps its own in its slot of the memory shared by every process (slots.h) and is the
  * only writer of them, so it adds with a relaxed load and store (no locked instruction);
  * whichever worker answers /metrics sums every slot. Counted per request, never per byte. */
 #ifndef NDINGEST_METRICS_H
@@ -8,6 +8,8 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "buf.h"
 
 /* The status codes ndingest sends; anything else is counted as "other". */
 #define METRICS_CODES 12
@@ -46,8 +48,9 @@ struct metrics_totals {
 };
 void metrics_totals(struct metrics_totals *t, const struct worker_slot *slots, int n);
 
-/* The exposition of the sum over slots[0..n), with the open connections of live slots.
- * Returns its length (snprintf's contract: >= size means truncated). */
-size_t metrics_format(char *out, size_t size, const struct worker_slot *slots, int n);
+/* Appends the exposition of the sum over slots[0..n), with the open connections of live
+ * slots, to out (grown as needed: ~2.7 KB plus ~100 bytes per slot). 0, or -1 when memory
+ * is exhausted (out then holds a prefix: not to be sent). */
+int metrics_format(struct buf *out, const struct worker_slot *slots, int n);
 
 #endif

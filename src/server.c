@@ -14,8 +14,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "access_log.h"
+#include "auth.h"
 #include "log.h"
+#include "metrics.h"
+#include "net.h"
+#include "options.h"
 #include "sink.h"
+#include "slots.h"
 #include "worker.h"
 
 /* A worker that dies sooner than this after starting is restarted only after this long, so
@@ -329,13 +335,13 @@ int server_run(const struct options *o)
     char err[256];
     struct sockaddr_storage ss;
     unsigned sslen;
-    if (listen_addr_parse(o->listen, &ss, &sslen, err, sizeof err)) {
+    if (net_parse_listen(o->listen, &ss, &sslen, err, sizeof err)) {
         log_error("ndingest: %s", err);
         return 1;
     }
     /* With --reuseport the socket is only bound, to report a bad address now; listening
      * on it would queue connections that no worker accepts. */
-    int fd = listen_socket(&ss, sslen, o->reuseport, !o->reuseport, err, sizeof err);
+    int fd = net_listen_socket(&ss, sslen, o->reuseport, !o->reuseport, err, sizeof err);
     if (fd < 0) {
         log_error("ndingest: %s: %s", o->listen, err);
         return 1;
@@ -345,18 +351,18 @@ int server_run(const struct options *o)
         fd = -1;
     }
     if (o->access_log) { /* each worker opens it; a bad path is reported now, once */
-        int afd = worker_open_access_log(o->access_log, err, sizeof err);
-        if (afd < 0) {
+        struct access_log log;
+        if (access_log_open(&log, o->access_log, "ndingest", err, sizeof err)) {
             log_error("ndingest: %s", err);
             if (fd >= 0)
                 close(fd);
             return 1;
         }
-        close(afd);
+        access_log_close(&log);
     }
     if (o->token_file) { /* each worker reads it; a missing or empty file is reported now */
-        char token[WORKER_TOKEN_MAX];
-        if (!worker_read_token(o->token_file, token, err, sizeof err)) {
+        struct auth token;
+        if (auth_load(&token, o->token_file, err, sizeof err)) {
             log_error("ndingest: %s", err);
             if (fd >= 0)
                 close(fd);

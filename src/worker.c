@@ -2,10 +2,6 @@
 #include "worker.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
-#include <netdb.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,10 +11,16 @@
 
 #include <event2/event.h>
 
+#include "access_log.h"
+#include "auth.h"
 #include "csv.h"
 #include "http.h"
+#include "ingest.h"
 #include "log.h"
+#include "net.h"
+#include "options.h"
 #include "sink.h"
+#include "slots.h"
 
 /* Connections a wake-up may accept: a few, so that a burst does not cost a wake-up each,
  * but the balance is checked between them. */
@@ -33,68 +35,27 @@
 /* Pending rows are written in batches of this much: few write(2)s per body, and bounded
  * memory per connection. */
 #define WORKER_FLUSH_BYTES (1 << 20)
-#define WORKER_BACKLOG 1024
 
-int listen_addr_parse(const char *listen, struct sockaddr_storage *ss, unsigned *sslen,
-                      char *err, size_t errlen)
-{
-    char host[256];
-    const char *port;
-    if (listen[0] == '[') {
-        const char *end = strchr(listen, ']');
-        if (!end || end[1] != ':' || (size_t)(end - listen - 1) >= sizeof host)
-            goto malformed;
-        memcpy(host, listen + 1, (size_t)(end - listen - 1));
-        host[end - listen - 1] = '\0';
-        port = end + 2;
-    } else {
-        const char *colon = strrchr(listen, ':');
-        if (!colon || (size_t)(colon - listen) >= sizeof host || memchr(listen, ':', (size_t)(colon - listen)))
-            goto malformed;
-        memcpy(host, listen, (size_t)(colon - listen));
-        host[colon - listen] = '\0';
-        port = colon + 1;
-    }
-    char *end;
-    long p = strtol(port, &end, 10);
-    if (!*port || *end || p < 1 || p > 65535)
-        goto malformed;
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    hints.ai_family = host[0] ? AF_UNSPEC : AF_INET; /* ":8888" means every IPv4 address */
-    struct addrinfo *res;
-    int rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
-    if (rc) {
-        snprintf(err, errlen, "--listen %s: %s", listen, gai_strerror(rc));
-        return -1;
-    }
-    memcpy(ss, res->ai_addr, res->ai_addrlen);
-    *sslen = (unsigned)res->ai_addrlen;
-    freeaddrinfo(res);
-    return 0;
-malformed:
-    snprintf(err, errlen, "--listen '%s': expected ADDR:PORT, or [IPv6]:PORT", listen);
-    return -1;
-}
-
-int listen_socket(const struct sockaddr_storage *ss, unsigned sslen, int reuseport,
-                  int listen_now, char *err, size_t errlen)
-{
-    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        snprintf(err, errlen, "socket: %s", strerror(errno));
-        return -1;
-    }
-    int one = 1;
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
-        (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one)) ||
-        bind(fd, (const struct sockaddr *)ss, sslen) ||
-        (listen_now && listen(fd, WORKER_BACKLOG))) {
-        snprintf(err, errlen, "cannot listen: %s", strerror(errno));
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
+struct worker {
+    const struct options *o;
+    int index;                  /* 0..nslots-1; also the X-Worker header */
+    struct worker_slot *slots;  /* every worker's, for balancing */
+    int nslots;
+    struct worker_slot *slot;   /* slots + index */
+    struct event_base *base;
+    struct ingest_config ingest;
+    struct http_server *http;   /* the connections */
+    int listen_fd;              /* -1 once closed */
+    int draining;               /* stopping: no more accepting, no more keep-alive */
+    char log_prefix[32];        /* "ndingest[pid]" */
+    struct access_log access;   /* --access-log; reopened on SIGHUP */
+    struct auth auth;           /* --token-file; re-read on SIGHUP */
+    struct event *listen_ev, *rearm_ev, *deadline_ev, *sigterm_ev, *sigint_ev, *sighup_ev;
+    struct event *fsync_ev;     /* --fsync interval:MS */
+    int force_accept;           /* the balancing pause is over: accept even if unbalanced */
+    struct sink *rows, *quarantine;
+    struct buf header;
+};
 
 static void pause_accepting(struct worker *w, long usec)
 {
@@ -119,7 +80,8 @@ static int others_less_loaded(const struct worker *w)
 {
     for (int i = 0; i < w->nslots; i++)
         if (i != w->index && atomic_load_explicit(&w->slots[i].live, memory_order_relaxed) &&
-            atomic_load_explicit(&w->slots[i].connections, memory_order_relaxed) < w->nconns)
+            atomic_load_explicit(&w->slots[i].connections, memory_order_relaxed) <
+                http_server_connections(w->http))
             return 1;
     return 0;
 }
@@ -147,9 +109,8 @@ static void accept_cb(evutil_socket_t fd, short what, void *arg)
             }
             return; /* EAGAIN: a sibling took it; ECONNABORTED: gone already */
         }
-        if (w->nconns >= w->o->max_connections)
-            http_refuse(w, cfd); /* 503, closed: siblings less loaded were given their chance */
-        else if (!http_conn_new(w, cfd))
+        /* Past --max-connections a 503: siblings less loaded were given their chance. */
+        if (http_server_accept(w->http, cfd))
             log_error("%s: out of memory for a connection: closed", w->log_prefix);
     }
 }
@@ -170,9 +131,8 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct worker *w = arg;
     log_error("%s: %u connection(s) still busy %d s after SIGTERM: abandoned", w->log_prefix,
-              w->nconns, WORKER_DRAIN_SEC);
-    while (w->conns)
-        http_conn_free(w->conns);
+              http_server_connections(w->http), WORKER_DRAIN_SEC);
+    http_server_close_all(w->http);
 }
 
 /* Stops accepting, closes idle connections, and lets requests in progress finish (their
@@ -183,11 +143,8 @@ static void drain(struct worker *w)
         return;
     w->draining = 1;
     stop_listening(w);
-    for (struct http_conn *c = w->conns, *next; c; c = next) {
-        next = http_conn_next(c);
-        http_conn_drain(c);
-    }
-    if (w->nconns == 0) {
+    http_server_drain(w->http);
+    if (http_server_connections(w->http) == 0) {
         event_base_loopexit(w->base, NULL);
         return;
     }
@@ -202,52 +159,8 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     drain(arg);
 }
 
-int worker_open_access_log(const char *path, char *err, size_t errlen)
-{
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0)
-        snprintf(err, errlen, "--access-log %s: %s", path, strerror(errno));
-    return fd;
-}
-
-size_t worker_read_token(const char *path, char *out, char *err, size_t errlen)
-{
-    char line[WORKER_TOKEN_MAX + 2];
-    memset(out, 0, WORKER_TOKEN_MAX);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        snprintf(err, errlen, "--token-file %s: %s", path, strerror(errno));
-        return 0;
-    }
-    ssize_t n;
-    do
-        n = read(fd, line, sizeof line);
-    while (n < 0 && errno == EINTR);
-    int e = errno;
-    close(fd);
-    if (n < 0) {
-        snprintf(err, errlen, "--token-file %s: %s", path, strerror(e));
-        return 0;
-    }
-    size_t len = 0;
-    while (len < (size_t)n && line[len] != '\n')
-        len++;
-    if (len > WORKER_TOKEN_MAX) {
-        snprintf(err, errlen, "--token-file %s: the token is longer than %d bytes", path,
-                 WORKER_TOKEN_MAX);
-        return 0;
-    }
-    while (len && (line[len - 1] == ' ' || line[len - 1] == '\t' || line[len - 1] == '\r'))
-        len--;
-    if (!len) {
-        snprintf(err, errlen, "--token-file %s: empty (the token is its first line)", path);
-        return 0;
-    }
-    memcpy(out, line, len);
-    return len;
-}
-
-int worker_sync(struct worker *w, char *err, size_t errlen)
+/* --fsync: fdatasyncs the dirty sinks. 0, or -errno with a message in err. */
+static int sync_sinks(struct worker *w, char *err, size_t errlen)
 {
     int r = 0;
     struct sink *sinks[] = {w->rows, w->quarantine};
@@ -270,7 +183,7 @@ static void fsync_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct worker *w = arg;
     char err[300];
-    if (worker_sync(w, err, sizeof err))
+    if (sync_sinks(w, err, sizeof err))
         log_error("%s: %s", w->log_prefix, err);
 }
 
@@ -286,33 +199,22 @@ static void sighup_cb(evutil_socket_t sig, short what, void *arg)
         sink_reopen(w->rows);
     if (w->quarantine)
         sink_reopen(w->quarantine);
-    char err[300];
-    if (w->access_fd >= 0) {
-        int fd = worker_open_access_log(w->o->access_log, err, sizeof err);
-        if (fd < 0)
-            log_error("%s: SIGHUP: %s; still writing the old file", w->log_prefix, err);
-        else {
-            dup3(fd, w->access_fd, O_CLOEXEC); /* the same number: nothing sees it closed */
-            close(fd);
-        }
-    }
-    if (w->o->token_file) {
-        char token[WORKER_TOKEN_MAX];
-        size_t len = worker_read_token(w->o->token_file, token, err, sizeof err);
-        if (!len)
-            log_error("%s: SIGHUP: %s; keeping the previous token", w->log_prefix, err);
-        else {
-            memcpy(w->token, token, sizeof w->token);
-            w->token_len = len;
-        }
-    }
+    access_log_reopen(&w->access);
+    if (w->o->token_file)
+        auth_reload(&w->auth, w->o->token_file, w->log_prefix);
     log_info("%s: worker %d reopened its files (SIGHUP)", w->log_prefix, w->index);
 }
 
-void worker_conn_closed(struct worker *w)
+/* The HTTP side's callbacks. */
+static int http_sync(void *arg, char *err, size_t errlen)
 {
-    if (w->draining && w->nconns == 0)
-        event_base_loopexit(w->base, NULL);
+    return sync_sinks(arg, err, errlen);
+}
+
+static void http_drained(void *arg)
+{
+    struct worker *w = arg;
+    event_base_loopexit(w->base, NULL);
 }
 
 static int open_sinks(struct worker *w)
@@ -359,26 +261,20 @@ static int worker_start(struct worker *w)
 {
     if (open_sinks(w))
         return -1;
-    if (w->o->access_log) {
-        char err[256];
-        if ((w->access_fd = worker_open_access_log(w->o->access_log, err, sizeof err)) < 0) {
-            log_error("%s: %s", w->log_prefix, err);
-            return -1;
-        }
+    char err[300];
+    if (access_log_open(&w->access, w->o->access_log, w->log_prefix, err, sizeof err)) {
+        log_error("%s: %s", w->log_prefix, err);
+        return -1;
     }
-    if (w->o->token_file) {
-        char err[300];
-        if (!(w->token_len = worker_read_token(w->o->token_file, w->token, err, sizeof err))) {
-            log_error("%s: %s", w->log_prefix, err);
-            return -1;
-        }
+    if (w->o->token_file && auth_load(&w->auth, w->o->token_file, err, sizeof err)) {
+        log_error("%s: %s", w->log_prefix, err);
+        return -1;
     }
     if (w->o->reuseport) {
-        char err[256];
         struct sockaddr_storage ss;
         unsigned sslen;
-        if (listen_addr_parse(w->o->listen, &ss, &sslen, err, sizeof err) ||
-            (w->listen_fd = listen_socket(&ss, sslen, 1, 1, err, sizeof err)) < 0) {
+        if (net_parse_listen(w->o->listen, &ss, &sslen, err, sizeof err) ||
+            (w->listen_fd = net_listen_socket(&ss, sslen, 1, 1, err, sizeof err)) < 0) {
             log_error("%s: %s", w->log_prefix, err);
             return -1;
         }
@@ -390,13 +286,21 @@ static int worker_start(struct worker *w)
         !(w->sigterm_ev = evsignal_new(w->base, SIGTERM, signal_cb, w)) ||
         !(w->sigint_ev = evsignal_new(w->base, SIGINT, signal_cb, w)) ||
         !(w->sighup_ev = evsignal_new(w->base, SIGHUP, sighup_cb, w)) ||
-        !(w->commit_ev = event_new(w->base, -1, 0, http_commit, w)) ||
         (w->o->fsync == FSYNC_INTERVAL &&
          !(w->fsync_ev = event_new(w->base, -1, EV_PERSIST, fsync_cb, w))) ||
         event_add(w->sigterm_ev, NULL) || event_add(w->sigint_ev, NULL) ||
         event_add(w->sighup_ev, NULL) ||
         event_add(w->listen_ev, NULL)) {
         log_error("%s: cannot set up the event loop", w->log_prefix);
+        return -1;
+    }
+    const struct http_server_config http = {
+        .o = w->o, .base = w->base, .slots = w->slots, .nslots = w->nslots, .index = w->index,
+        .ingest = &w->ingest, .access = &w->access, .auth = &w->auth, .log_prefix = w->log_prefix,
+        .sync = http_sync, .drained = http_drained, .arg = w,
+    };
+    if (!(w->http = http_server_new(&http))) {
+        log_error("%s: out of memory for the HTTP server", w->log_prefix);
         return -1;
     }
     if (w->fsync_ev) {
@@ -415,11 +319,10 @@ static int worker_start(struct worker *w)
 
 static void worker_free(struct worker *w)
 {
-    while (w->conns)
-        http_conn_free(w->conns);
+    http_server_free(w->http);
     stop_listening(w);
     struct event *evs[] = {w->listen_ev, w->rearm_ev, w->deadline_ev, w->sigterm_ev, w->sigint_ev,
-                           w->sighup_ev, w->commit_ev, w->fsync_ev};
+                           w->sighup_ev, w->fsync_ev};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
         if (evs[i])
             event_free(evs[i]);
@@ -430,8 +333,7 @@ static void worker_free(struct worker *w)
     if (w->quarantine)
         sink_close(w->quarantine);
     buf_free(&w->header);
-    if (w->access_fd >= 0)
-        close(w->access_fd);
+    access_log_close(&w->access);
 }
 
 int worker_run(const struct options *o, int index, int listen_fd, struct worker_slot *slots,
@@ -444,7 +346,7 @@ int worker_run(const struct options *o, int index, int listen_fd, struct worker_
         .nslots = nslots,
         .slot = slots + index,
         .listen_fd = listen_fd,
-        .access_fd = -1,
+        .access = {.fd = -1},
     };
     snprintf(w.log_prefix, sizeof w.log_prefix, "ndingest[%d]", (int)getpid());
     if (worker_start(&w)) {
@@ -454,7 +356,7 @@ int worker_run(const struct options *o, int index, int listen_fd, struct worker_
     event_base_dispatch(w.base);
     if (o->fsync != FSYNC_NONE) { /* what the last interval did not cover */
         char err[300];
-        if (worker_sync(&w, err, sizeof err))
+        if (sync_sinks(&w, err, sizeof err))
             log_error("%s: %s", w.log_prefix, err);
     }
     log_info("%s: worker %d stopped after %llu requests on %llu connections", w.log_prefix, index,

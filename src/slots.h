@@ -1,0 +1,23 @@
+/* slots.h -- the per-worker rows of the memory shared by the main process and every worker. */
+#ifndef NDINGEST_SLOTS_H
+#define NDINGEST_SLOTS_H
+
+#include <stdatomic.h>
+
+#include "metrics.h"
+
+/* One worker's row, mapped before the fork (server.c owns the mapping). Each worker writes
+ * only its own slot; the others read it to balance accepting, and whoever answers
+ * GET /metrics sums them all. A cache line each, so a worker's counting does not slow its
+ * neighbours' reads. metrics: never reset, so totals survive a worker's replacement. */
+struct worker_slot {
+    _Alignas(64) atomic_uint connections; /* open now */
+    atomic_uint live;                     /* a process is running this slot (main sets it) */
+    atomic_uint_fast64_t accepted;        /* connections, since the slot's process started */
+    atomic_uint_fast64_t requests;        /* responses sent */
+    struct metrics metrics;               /* GET /metrics, summed over the slots */
+    /* Slot 0 only: the day's files may end inside a row (sink_config.torn). */
+    atomic_uint rows_torn, invalid_torn;
+};
+
+#endif

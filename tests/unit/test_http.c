@@ -1,0 +1,324 @@
+/* test_http.c -- requests through an http_server in-process, over a bufferevent pair: no
+ * socket, no worker. The rows must land in the day's file, the answers in order. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <ftw.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "access_log.h"
+#include "auth.h"
+#include "http.h"
+#include "ingest.h"
+#include "options.h"
+#include "sink.h"
+#include "slots.h"
+#include "testutil.h"
+
+struct fixture {
+    char dir[64];
+    struct options o;
+    struct event_base *base;
+    struct worker_slot *slots;
+    struct sink *rows;
+    struct ingest_config ingest;
+    struct access_log access;
+    struct auth auth;
+    struct http_server *http;
+    int syncs;      /* calls of the sync callback */
+    int sync_fails; /* it answers an error */
+};
+
+static int sync_cb(void *arg, char *err, size_t errlen)
+{
+    struct fixture *f = arg;
+    f->syncs++;
+    if (f->sync_fails) {
+        snprintf(err, errlen, "disk on fire");
+        return -5;
+    }
+    return sink_sync(f->rows);
+}
+
+/* The fixture's server, with drained as its drain's end (or NULL). */
+static void serve(struct fixture *f, void (*drained)(void *))
+{
+    const struct http_server_config cfg = {
+        .o = &f->o, .base = f->base, .slots = f->slots, .nslots = 1, .index = 0,
+        .ingest = &f->ingest, .access = &f->access, .auth = &f->auth, .log_prefix = "test",
+        .sync = sync_cb, .drained = drained, .arg = f,
+    };
+    f->http = http_server_new(&cfg);
+    assert_non_null(f->http);
+}
+
+/* A server over a fresh temp dir; extra: more options ("--fsync request"), or NULL. */
+static struct fixture *start(const char *extra)
+{
+    struct fixture *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/test_http.XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    char *argv[8] = {"ndingest", "--out-dir", f->dir, "--columns", "a,b", "--quiet"};
+    int argc = 6;
+    char copy[64] = "";
+    if (extra) {
+        snprintf(copy, sizeof copy, "%s", extra);
+        argv[argc++] = strtok(copy, " ");
+        argv[argc++] = strtok(NULL, " ");
+    }
+    assert_int_equal(options_parse(&f->o, argc, argv), 0);
+    f->base = event_base_new();
+    assert_non_null(f->base);
+    f->slots = aligned_alloc(64, sizeof *f->slots);
+    assert_non_null(f->slots);
+    memset(f->slots, 0, sizeof *f->slots);
+    char err[256];
+    const struct sink_config rows = {.dir = f->dir, .name = "t", .suffix = ".csv", .utc = 1};
+    f->rows = sink_open_daily(&rows, err, sizeof err);
+    assert_non_null(f->rows);
+    f->ingest = (struct ingest_config){.columns = &f->o.columns, .max_line = f->o.max_line,
+                                       .flush_bytes = 1 << 20, .rows = f->rows};
+    f->access.fd = -1;
+    serve(f, NULL);
+    return f;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void stop(struct fixture *f)
+{
+    http_server_free(f->http);
+    sink_close(f->rows);
+    event_base_free(f->base);
+    free(f->slots);
+    options_free(&f->o);
+    nftw(f->dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+    free(f);
+}
+
+/* A client end attached to the server. */
+static struct bufferevent *connect_client(struct fixture *f)
+{
+    struct bufferevent *pair[2];
+    assert_int_equal(bufferevent_pair_new(f->base, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS,
+                                          pair), 0);
+    assert_int_equal(http_server_attach(f->http, pair[0], "pair"), 0);
+    bufferevent_enable(pair[1], EV_READ | EV_WRITE);
+    return pair[1];
+}
+
+/* Runs the loop until the client has n whole responses (Content-Length bodies) or 10 s
+ * have passed; returns what arrived, NUL-terminated (the caller frees it). */
+static char *responses(struct fixture *f, struct bufferevent *client, int n)
+{
+    struct evbuffer *in = bufferevent_get_input(client);
+    time_t give_up = time(NULL) + 10;
+    for (;;) {
+        event_base_loop(f->base, EVLOOP_NONBLOCK);
+        size_t len = evbuffer_get_length(in);
+        char *text = malloc(len + 1);
+        assert_non_null(text);
+        evbuffer_copyout(in, text, len);
+        text[len] = '\0';
+        int whole = 0;
+        for (const char *p = text; (p = strstr(p, "HTTP/1.1 ")) != NULL;) {
+            const char *cl = strstr(p, "Content-Length: "), *end = strstr(p, "\r\n\r\n");
+            if (!cl || !end || end + 4 + atoi(cl + 16) > text + len)
+                break;
+            whole++;
+            p = end + 4 + atoi(cl + 16);
+        }
+        if (whole >= n || time(NULL) > give_up) {
+            evbuffer_drain(in, len);
+            return text;
+        }
+        free(text);
+        usleep(1000);
+    }
+}
+
+#define SEND(client, s) assert_int_equal(bufferevent_write(client, s, sizeof s - 1), 0)
+
+static const char body[] = "{\"a\":1,\"b\":\"x\"}\n{\"a\":2}\nnot json\n";
+
+static char *day_file(struct fixture *f, size_t *n)
+{
+    return tu_slurp(sink_path(f->rows), n);
+}
+
+static void test_post_rows_land(void **state)
+{
+    (void)state;
+    struct fixture *f = start(NULL);
+    struct bufferevent *client = connect_client(f);
+    char req[256];
+    int n = snprintf(req, sizeof req, "POST /?x=1 HTTP/1.1\r\nHost: t\r\nContent-Length: %zu\r\n\r\n%s",
+                     sizeof body - 1, body);
+    assert_int_equal(bufferevent_write(client, req, (size_t)n), 0);
+    char *got = responses(f, client, 1);
+    if (strncmp(got, "HTTP/1.1 200 OK\r\n", 17))
+        fail_msg("got: %s", got);
+    assert_non_null(strstr(got, "\"records\": {\"valid\": 2, \"invalid\": 1, \"total\": 3}"));
+    assert_non_null(strstr(got, "X-Worker: 0\r\n"));
+    assert_non_null(strstr(got, "Connection: keep-alive\r\n"));
+    free(got);
+    size_t len;
+    char *rows = day_file(f, &len);
+    assert_int_equal(len, 7);
+    assert_memory_equal(rows, "1,x\n2,\n", 7);
+    free(rows);
+    assert_int_equal(atomic_load(&f->slots[0].metrics.rows_valid), 2);
+    assert_int_equal(http_server_connections(f->http), 1);
+    bufferevent_free(client);
+    stop(f);
+}
+
+/* Pipelined requests are answered in order, each by its route. */
+static void test_pipelined_routes(void **state)
+{
+    (void)state;
+    struct fixture *f = start(NULL);
+    struct bufferevent *client = connect_client(f);
+    SEND(client, "GET /healthz HTTP/1.1\r\n\r\n"
+                 "GET /nope HTTP/1.1\r\n\r\n"
+                 "DELETE /metrics HTTP/1.1\r\n\r\n"
+                 "GET /metrics HTTP/1.1\r\n\r\n");
+    char *got = responses(f, client, 4);
+    const char *a = strstr(got, "HTTP/1.1 200 OK"), *b = strstr(got, "HTTP/1.1 404 Not Found"),
+               *c = strstr(got, "HTTP/1.1 405 Method Not Allowed"),
+               *d = strstr(got, "ndingest_requests_total{code=\"405\"} 1\n");
+    if (!a || !b || !c || !d || !(a < b && b < c && c < d))
+        fail_msg("got: %s", got);
+    assert_non_null(strstr(got, "{\"status\": \"ok\"}\n"));
+    assert_non_null(strstr(got, "Allow: GET, HEAD\r\n"));
+    assert_non_null(strstr(got, "Content-Type: text/plain; version=0.0.4\r\n"));
+    free(got);
+    bufferevent_free(client);
+    stop(f);
+}
+
+/* With a token, a POST without it writes nothing and gets 401 (the connection closes: its
+ * body is not read); /healthz stays open. */
+static void test_token_guards_rows(void **state)
+{
+    (void)state;
+    struct fixture *f = start(NULL);
+    memcpy(f->auth.token, "sesame", 6);
+    f->auth.len = 6;
+    struct bufferevent *client = connect_client(f);
+    SEND(client, "POST / HTTP/1.1\r\nContent-Length: 8\r\n\r\n{\"a\":1}\n");
+    char *got = responses(f, client, 1);
+    if (strncmp(got, "HTTP/1.1 401 Unauthorized\r\n", 27) || !strstr(got, "WWW-Authenticate: Bearer\r\n") ||
+        !strstr(got, "Connection: close\r\n"))
+        fail_msg("got: %s", got);
+    free(got);
+    bufferevent_free(client);
+    client = connect_client(f);
+    SEND(client, "GET /healthz HTTP/1.1\r\n\r\n"
+                 "POST / HTTP/1.1\r\nAuthorization: Bearer sesame\r\nContent-Length: 8\r\n\r\n{\"a\":1}\n");
+    got = responses(f, client, 2);
+    const char *health = strstr(got, "{\"status\": \"ok\"}"), *ok = strstr(got, "\"valid\": 1");
+    if (!health || !ok || health > ok)
+        fail_msg("got: %s", got);
+    free(got);
+    size_t len;
+    char *rows = day_file(f, &len);
+    assert_int_equal(len, 3);
+    assert_memory_equal(rows, "1,\n", 3);
+    free(rows);
+    bufferevent_free(client);
+    stop(f);
+}
+
+/* --fsync request: the answer waits for the server's sync callback; its failure is a 500
+ * with its message, and the rows stay written (not acknowledged). */
+static void test_group_commit_uses_the_callback(void **state)
+{
+    (void)state;
+    struct fixture *f = start("--fsync request");
+    struct bufferevent *a = connect_client(f), *b = connect_client(f);
+    SEND(a, "POST / HTTP/1.1\r\nContent-Length: 8\r\n\r\n{\"a\":1}\n");
+    SEND(b, "POST / HTTP/1.1\r\nContent-Length: 8\r\n\r\n{\"a\":2}\n");
+    char *got_a = responses(f, a, 1), *got_b = responses(f, b, 1);
+    assert_int_equal(strncmp(got_a, "HTTP/1.1 200 OK\r\n", 17), 0);
+    assert_int_equal(strncmp(got_b, "HTTP/1.1 200 OK\r\n", 17), 0);
+    assert_true(f->syncs >= 1 && f->syncs <= 2);
+    free(got_a);
+    free(got_b);
+    f->sync_fails = 1;
+    SEND(a, "POST / HTTP/1.1\r\nContent-Length: 8\r\n\r\n{\"a\":3}\n");
+    got_a = responses(f, a, 1);
+    if (strncmp(got_a, "HTTP/1.1 500 Internal Server Error\r\n", 36) || !strstr(got_a, "disk on fire"))
+        fail_msg("got: %s", got_a);
+    free(got_a);
+    bufferevent_free(a);
+    bufferevent_free(b);
+    stop(f);
+}
+
+/* The drain closes an idle connection at once and calls drained() when the last goes. */
+static int drained_calls;
+static void drained_cb(void *arg)
+{
+    (void)arg;
+    drained_calls++;
+}
+
+static void test_drain(void **state)
+{
+    (void)state;
+    struct fixture *f = start(NULL);
+    http_server_free(f->http);
+    serve(f, drained_cb);
+    struct bufferevent *idle = connect_client(f), *busy = connect_client(f);
+    SEND(busy, "POST / HTTP/1.1\r\nContent-Length: 8\r\n\r\n{\"a\":");
+    free(responses(f, busy, 0));
+    assert_int_equal(http_server_connections(f->http), 2);
+    drained_calls = 0;
+    http_server_drain(f->http);
+    assert_int_equal(http_server_connections(f->http), 1);
+    assert_int_equal(drained_calls, 0);
+    SEND(busy, "1}\n");
+    char *got = responses(f, busy, 1);
+    if (strncmp(got, "HTTP/1.1 200 OK\r\n", 17) || !strstr(got, "Connection: close\r\n"))
+        fail_msg("got: %s", got);
+    free(got);
+    for (time_t until = time(NULL) + 10; http_server_connections(f->http) && time(NULL) < until;)
+        event_base_loop(f->base, EVLOOP_NONBLOCK);
+    assert_int_equal(http_server_connections(f->http), 0);
+    assert_int_equal(drained_calls, 1);
+    bufferevent_free(idle);
+    bufferevent_free(busy);
+    stop(f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_post_rows_land),
+        cmocka_unit_test(test_pipelined_routes),
+        cmocka_unit_test(test_token_guards_rows),
+        cmocka_unit_test(test_group_commit_uses_the_callback),
+        cmocka_unit_test(test_drain),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,186 @@
+/* test_metrics.c -- the /metrics exposition: every slot's lines, whole, at 1,024 workers. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <ctype.h>
+
+#include "slots.h"
+
+#define NSLOTS 1024
+
+static struct worker_slot *slots_new(int n)
+{
+    struct worker_slot *s = aligned_alloc(64, sizeof *s * (size_t)n);
+    assert_non_null(s);
+    memset(s, 0, sizeof *s * (size_t)n);
+    return s;
+}
+
+/* Whether a metric name is [a-zA-Z_:][a-zA-Z0-9_:]* over p[0..n). */
+static int is_name(const char *p, size_t n)
+{
+    if (!n || isdigit((unsigned char)p[0]))
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)p[i]) && p[i] != '_' && p[i] != ':')
+            return 0;
+    return 1;
+}
+
+/* One line of the Prometheus text format 0.0.4 as ndingest writes it: a HELP or TYPE
+ * comment, or NAME[{label="value",...}] VALUE. Fails the test with the line otherwise. */
+static void check_line(const char *p, size_t n)
+{
+    char line[512];
+    snprintf(line, sizeof line, "%.*s", (int)n, p);
+    if (!strncmp(line, "# HELP ", 7) || !strncmp(line, "# TYPE ", 7)) {
+        const char *name = line + 7, *sp = strchr(name, ' ');
+        if (!sp || !is_name(name, (size_t)(sp - name)) || !sp[1])
+            fail_msg("bad comment line: %s", line);
+        if (line[2] == 'T' && strcmp(sp + 1, "counter") && strcmp(sp + 1, "gauge") &&
+            strcmp(sp + 1, "histogram"))
+            fail_msg("bad type: %s", line);
+        return;
+    }
+    size_t k = 0;
+    while (k < n && line[k] != '{' && line[k] != ' ')
+        k++;
+    if (!is_name(line, k))
+        fail_msg("bad metric name: %s", line);
+    if (line[k] == '{') {
+        for (k++;;) {
+            size_t s = k;
+            while (line[k] && line[k] != '=')
+                k++;
+            if (!is_name(line + s, k - s) || line[k + 1] != '"')
+                fail_msg("bad label: %s", line);
+            k += 2;
+            while (line[k] && line[k] != '"')
+                k++;
+            if (line[k] != '"')
+                fail_msg("unterminated label value: %s", line);
+            k++;
+            if (line[k] == '}')
+                break;
+            if (line[k] != ',')
+                fail_msg("bad label list: %s", line);
+            k++;
+        }
+        k++;
+    }
+    if (line[k] != ' ')
+        fail_msg("no value: %s", line);
+    char *end;
+    strtod(line + k + 1, &end);
+    if (end == line + k + 1 || *end)
+        fail_msg("bad value: %s", line);
+}
+
+static void test_1024_workers_nothing_cut(void **state)
+{
+    (void)state;
+    struct worker_slot *s = slots_new(NSLOTS);
+    for (int i = 0; i < NSLOTS; i++) {
+        atomic_store(&s[i].live, i % 3 != 0);
+        atomic_store(&s[i].connections, (unsigned)(i % 7));
+        metrics_add(&s[i].metrics.rows_valid, 10);
+        for (int k = 0; k <= i % 5; k++)
+            metrics_response(&s[i].metrics, 200, 2000000);
+    }
+    struct buf out = {0};
+    assert_int_equal(metrics_format(&out, s, NSLOTS), 0);
+    assert_true(out.len > 10 * 8192); /* far past the old fixed 8 KiB buffer */
+    assert_int_equal(out.p[out.len - 1], '\n');
+    assert_null(memchr(out.p, '\0', out.len));
+
+    /* Every line well-formed, and every worker's two lines present with its values. */
+    char *text = malloc(out.len + 1);
+    assert_non_null(text);
+    memcpy(text, out.p, out.len);
+    text[out.len] = '\0';
+    size_t lines = 0;
+    for (const char *p = text; *p;) {
+        const char *nl = strchr(p, '\n');
+        assert_non_null(nl);
+        check_line(p, (size_t)(nl - p));
+        lines++;
+        p = nl + 1;
+    }
+    assert_true(lines > 2 * NSLOTS);
+    uint64_t total = 0;
+    for (int i = 0; i < NSLOTS; i++) {
+        char want[96];
+        snprintf(want, sizeof want, "\nndingest_worker_requests_total{worker=\"%d\"} %d\n", i, i % 5 + 1);
+        if (!strstr(text, want))
+            fail_msg("missing: %s", want + 1);
+        snprintf(want, sizeof want, "\nndingest_worker_open_connections{worker=\"%d\"} %d\n", i,
+                 i % 3 ? i % 7 : 0);
+        if (!strstr(text, want))
+            fail_msg("missing: %s", want + 1);
+        total += (uint64_t)(i % 5 + 1);
+    }
+    char want[96];
+    snprintf(want, sizeof want, "\nndingest_requests_total{code=\"200\"} %llu\n", (unsigned long long)total);
+    assert_non_null(strstr(text, want));
+    snprintf(want, sizeof want, "\nndingest_rows_total{verdict=\"valid\"} %d\n", 10 * NSLOTS);
+    assert_non_null(strstr(text, want));
+    /* The last family's last line closes the text. */
+    snprintf(want, sizeof want, "ndingest_worker_open_connections{worker=\"%d\"} %d\n", NSLOTS - 1,
+             (NSLOTS - 1) % 3 ? (NSLOTS - 1) % 7 : 0);
+    assert_int_equal(strcmp(text + out.len - strlen(want), want), 0);
+    free(text);
+    buf_free(&out);
+    free(s);
+}
+
+/* Appending keeps what the buffer held: the caller may put a prefix first. */
+static void test_appends(void **state)
+{
+    (void)state;
+    struct worker_slot *s = slots_new(1);
+    struct buf out = {0};
+    assert_int_equal(buf_append(&out, "x", 1), 0);
+    assert_int_equal(metrics_format(&out, s, 1), 0);
+    assert_int_equal(out.p[0], 'x');
+    assert_int_equal(strncmp(out.p + 1, "# HELP ndingest_requests_total ", 31), 0);
+    buf_free(&out);
+    free(s);
+}
+
+static void test_totals_live_connections_only(void **state)
+{
+    (void)state;
+    struct worker_slot *s = slots_new(3);
+    atomic_store(&s[0].live, 1);
+    atomic_store(&s[0].connections, 4);
+    atomic_store(&s[1].connections, 9); /* a dead slot's stale count */
+    atomic_store(&s[2].live, 1);
+    atomic_store(&s[2].connections, 1);
+    metrics_add(&s[1].metrics.rows_invalid, 2);
+    metrics_add(&s[2].metrics.rows_valid, 3);
+    metrics_response(&s[1].metrics, 404, 0);
+    metrics_response(&s[2].metrics, 299, 0); /* counted as "other" */
+    struct metrics_totals t;
+    metrics_totals(&t, s, 3);
+    assert_int_equal(t.connections, 5);
+    assert_int_equal(t.rows, 5);
+    assert_int_equal(t.requests, 2);
+    free(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_1024_workers_nothing_cut),
+        cmocka_unit_test(test_appends),
+        cmocka_unit_test(test_totals_live_connections_only),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
