@@ -25,14 +25,12 @@ endif
 LIBS     := -levent -lz $(LLHTTP_LIBS)
 
 # The sources in two lists. SERVER_SRC is what only `serve` needs (sockets, libevent, HTTP,
-# workers, their counters): named here, one by one, and a server module not yet in the tree
-# is simply absent. CORE_SRC is every other file but main.c: the ingest pipeline (decode,
+# workers, their counters): named here, one by one. CORE_SRC is every other file but main.c: the ingest pipeline (decode,
 # lines, JSON engine with its per-ISA json_*.c, CSV, the day's file) and `convert`; it links
 # with zlib alone, which is what the fuzz target needs. So a new file is core unless it is
 # added to SERVER_SRC; one that wants libevent and is not gets caught by `make fuzz`.
 SRC        := $(wildcard src/*.c)
-SERVER_SRC := $(filter $(SRC),$(addprefix src/,server.c worker.c http.c metrics.c net.c auth.c \
-              access_log.c routes.c commit.c))
+SERVER_SRC := $(addprefix src/,server.c worker.c http.c metrics.c net.c auth.c access_log.c route.c)
 CORE_SRC   := $(filter-out src/main.c $(SERVER_SRC),$(SRC))
 LIBOBJ   := $(CORE_SRC:src/%.c=$(BUILD)/obj/%.o) $(SERVER_SRC:src/%.c=$(BUILD)/obj/%.o)
 OBJ      := $(BUILD)/obj/main.o $(LIBOBJ)
