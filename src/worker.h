@@ -53,7 +53,6 @@ struct worker {
     /* private to worker.c */
     struct event *listen_ev, *rearm_ev, *deadline_ev, *sigterm_ev, *sigint_ev, *sighup_ev;
     struct event *fsync_ev;     /* --fsync interval:MS */
-    int force_accept;           /* the balancing pause is over: accept even if unbalanced */
     struct sink *rows, *quarantine;
     struct buf header;
 };
