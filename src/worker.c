@@ -22,11 +22,13 @@
 #include "sink.h"
 #include "slots.h"
 
-/* Connections a wake-up may accept: a few, so that a burst does not cost a wake-up each,
- * but the balance is checked between them. */
-#define WORKER_ACCEPT_BATCH 4
-/* A worker ahead of the least loaded one leaves the socket to the others this long, then
- * takes one connection whatever the balance, so nothing waits on a busy sibling. */
+/* Connections a wake-up may accept (the balance is checked between them). Under load a
+ * loop turn serves every readable connection and may last 100 ms or more, and a wake-up
+ * comes once a turn: a batch of 4 left 500 keep-alive clients in the backlog for seconds
+ * (doc/design.md, "Fair service"), while 64 empties it in a few turns. */
+#define WORKER_ACCEPT_BATCH 64
+/* A worker ahead of the least loaded one leaves the socket to the others this long; if
+ * connections are still waiting then, the others are busy: it takes a batch regardless. */
 #define WORKER_BALANCE_PAUSE_USEC 5000
 /* Out of descriptors: accepting again at once would spin; wait for connections to close. */
 #define WORKER_EMFILE_PAUSE_USEC 100000
@@ -52,7 +54,6 @@ struct worker {
     struct auth auth;           /* --token-file; re-read on SIGHUP */
     struct event *listen_ev, *rearm_ev, *deadline_ev, *sigterm_ev, *sigint_ev, *sighup_ev;
     struct event *fsync_ev;     /* --fsync interval:MS */
-    int force_accept;           /* the balancing pause is over: accept even if unbalanced */
     struct sink *rows, *quarantine;
     struct buf header;
 };
@@ -62,17 +63,6 @@ static void pause_accepting(struct worker *w, long usec)
     const struct timeval tv = {0, usec};
     event_del(w->listen_ev);
     evtimer_add(w->rearm_ev, &tv);
-}
-
-static void rearm_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    struct worker *w = arg;
-    if (w->draining)
-        return;
-    w->force_accept = 1;
-    event_add(w->listen_ev, NULL);
 }
 
 /* Whether another running worker holds fewer connections than this one. */
@@ -86,21 +76,19 @@ static int others_less_loaded(const struct worker *w)
     return 0;
 }
 
-/* The listening socket is readable. Every worker polls the same socket, so each wake-up
- * may find the connection already taken (EAGAIN). */
-static void accept_cb(evutil_socket_t fd, short what, void *arg)
+/* Accepts up to a batch of connections. Every worker polls the same socket, so any of them
+ * may find the connection already taken (EAGAIN). balance: step back for a while when a
+ * sibling holds fewer connections, so that clients arriving a few at a time are shared. */
+static void accept_batch(struct worker *w, int balance)
 {
-    (void)what;
-    struct worker *w = arg;
     for (int i = 0; i < WORKER_ACCEPT_BATCH && !w->draining; i++) {
         /* With SO_REUSEPORT the kernel has already chosen this worker: waiting would only
          * delay the connection. */
-        if (!w->o->reuseport && !w->force_accept && others_less_loaded(w)) {
+        if (balance && !w->o->reuseport && others_less_loaded(w)) {
             pause_accepting(w, WORKER_BALANCE_PAUSE_USEC);
             return;
         }
-        w->force_accept = 0;
-        int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int cfd = accept4(w->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (cfd < 0) {
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 log_error("%s: accept: %s; pausing accepts for 100 ms", w->log_prefix,
@@ -113,6 +101,28 @@ static void accept_cb(evutil_socket_t fd, short what, void *arg)
         if (http_server_accept(w->http, cfd))
             log_error("%s: out of memory for a connection: closed", w->log_prefix);
     }
+}
+
+static void accept_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    accept_batch(arg, 1);
+}
+
+/* The balancing pause is over. Connections still waiting have waited for busy siblings:
+ * take a whole batch now, whatever the balance (one per pause drained a deep backlog at one
+ * per loop turn). Now, not at the next wake-up: that may be a later burst, which the
+ * balance should share. */
+static void rearm_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    if (w->draining)
+        return;
+    event_add(w->listen_ev, NULL);
+    accept_batch(w, 0);
 }
 
 static void stop_listening(struct worker *w)
