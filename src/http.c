@@ -21,6 +21,7 @@
 #include <llhttp.h>
 
 #include "decode.h"
+#include "http_strict.h"
 #include "ingest.h"
 #include "log.h"
 #include "metrics.h"
@@ -83,6 +84,7 @@ struct http_conn {
     struct worker *w;
     struct bufferevent *bev;
     llhttp_t parser;
+    struct http_strict strict; /* checks the framing ahead of the parser */
     struct http_request req;
     unsigned in_message : 1;  /* between the first byte of a request and its end */
     unsigned closing : 1;     /* no more requests: close once the output is flushed */
@@ -137,6 +139,7 @@ static const char *status_text(int status)
     case 415: return "Unsupported Media Type";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
     case 503: return "Service Unavailable";
     default: return "Error";
     }
@@ -473,14 +476,15 @@ static enum route route_of(const struct http_request *r)
 {
     if (r->url_long)
         return ROUTE_UNKNOWN;
-    size_t n = 0;
-    while (n < r->url_len && r->url[n] != '?' && r->url[n] != '#')
+    size_t len, n = 0;
+    const char *path = http_strict_path(r->url, r->url_len, &len);
+    while (n < len && path[n] != '?' && path[n] != '#')
         n++;
-    if (n == 1 && r->url[0] == '/')
+    if (n == 1 && path[0] == '/')
         return ROUTE_INGEST;
-    if (n == 8 && !memcmp(r->url, "/healthz", 8))
+    if (n == 8 && !memcmp(path, "/healthz", 8))
         return ROUTE_HEALTH;
-    if (n == 8 && !memcmp(r->url, "/metrics", 8))
+    if (n == 8 && !memcmp(path, "/metrics", 8))
         return ROUTE_METRICS;
     return ROUTE_UNKNOWN;
 }
@@ -644,6 +648,14 @@ static int on_message_complete(llhttp_t *p)
     return HPE_PAUSED;
 }
 
+/* http_strict refused the next byte after llhttp took all before it. */
+static void framing_refused(struct http_conn *c)
+{
+    char msg[200];
+    snprintf(msg, sizeof msg, "malformed request: %s", c->strict.error);
+    reject(c, c->strict.status, NULL, msg);
+}
+
 /* The parser stopped with e, and not because a callback of ours said so. */
 static void parse_failed(struct http_conn *c, llhttp_errno_t e)
 {
@@ -728,16 +740,23 @@ static void read_requests(struct http_conn *c)
             n = HTTP_PEEK_VECS;
         size_t used = 0;
         llhttp_errno_t e = HPE_OK;
-        for (int i = 0; i < n && e == HPE_OK; i++) {
-            e = llhttp_execute(&c->parser, v[i].iov_base, v[i].iov_len);
+        int refused = 0;
+        for (int i = 0; i < n && e == HPE_OK && !refused; i++) {
+            /* llhttp gets only what http_strict found well framed. */
+            size_t ok = http_strict_check(&c->strict, v[i].iov_base, v[i].iov_len);
+            size_t took = ok;
+            e = llhttp_execute(&c->parser, v[i].iov_base, ok);
             if (e == HPE_PAUSED && (c->sync_wait || c->output_full)) /* keep what follows */
-                used += (size_t)(llhttp_get_error_pos(&c->parser) - (const char *)v[i].iov_base);
-            else
-                used += v[i].iov_len;
+                took = (size_t)(llhttp_get_error_pos(&c->parser) - (const char *)v[i].iov_base);
+            http_strict_consumed(&c->strict, took);
+            used += took;
+            refused = e == HPE_OK && ok < v[i].iov_len;
         }
         evbuffer_drain(in, used);
         if (c->sync_wait || c->output_full)
             bufferevent_disable(c->bev, EV_READ);
+        else if (refused)
+            framing_refused(c);
         else if (e != HPE_OK)
             parse_failed(c, e);
         else if (evbuffer_get_length(bufferevent_get_output(c->bev)) > HTTP_OUTPUT_HIGH) {
