@@ -35,13 +35,15 @@ enum state {
 };
 
 /* Which framing header a field line is, while its name is read and then for its value. */
-enum header { H_NONE, H_MAYBE_CL, H_MAYBE_TE, H_CL, H_TE };
+enum header { H_NONE, H_MAYBE_CL, H_MAYBE_TE, H_MAYBE_HOST, H_CL, H_TE };
 
 /* What a header block said, in s->flags. */
 #define F_LENGTH 0x01   /* a Content-Length */
 #define F_CODING 0x02   /* a Transfer-Encoding */
 #define F_CHUNKED 0x04  /* ...that is exactly "chunked" */
 #define F_LENGTH_BAD 0x08
+#define F_HOST 0x10     /* a Host */
+#define F_HOST_TWICE 0x20
 
 /* tchar (RFC 9110 §5.6.2): the bytes of methods, field names and chunk extensions. */
 static int is_tchar(unsigned char ch)
@@ -83,14 +85,17 @@ static void fail(struct http_strict *s, int status, const char *why)
 static const char content_length[] = "content-length";
 static const char transfer_encoding[] = "transfer-encoding";
 static const char chunked[] = "chunked";
+static const char host[] = "host";
 
-/* One byte of a field name, matched against the two names that frame the body. */
+/* One byte of a field name, matched against the names that frame the body, and Host. */
 static void name_byte(struct http_strict *s, unsigned char ch)
 {
     if (s->trailer || s->header == H_NONE)
         return;
-    const char *name = s->header == H_MAYBE_CL ? content_length : transfer_encoding;
-    size_t len = s->header == H_MAYBE_CL ? sizeof content_length - 1 : sizeof transfer_encoding - 1;
+    const char *name = s->header == H_MAYBE_CL   ? content_length
+                       : s->header == H_MAYBE_TE ? transfer_encoding
+                                                 : host;
+    size_t len = strlen(name);
     if (s->match < len && (ch | 0x20) == (unsigned char)name[s->match])
         s->match++;
     else
@@ -111,6 +116,9 @@ static void name_end(struct http_strict *s)
         if (s->flags & F_CODING) /* codings stacked over two lines */
             fail(s, 501, "unsupported Transfer-Encoding: only a lone chunked is implemented");
         s->flags |= F_CODING;
+    } else if (s->header == H_MAYBE_HOST && s->match == sizeof host - 1) {
+        s->flags |= s->flags & F_HOST ? F_HOST_TWICE : F_HOST;
+        s->header = H_NONE;
     } else {
         s->header = H_NONE;
     }
@@ -174,6 +182,9 @@ static void block_end(struct http_strict *s)
         fail(s, 400, "both Transfer-Encoding and Content-Length");
     } else if ((f & F_CODING) && s->version < 11) {
         fail(s, 400, "Transfer-Encoding in an HTTP/1.0 request");
+    } else if ((f & F_HOST_TWICE) || (!(f & F_HOST) && s->version >= 11)) {
+        /* RFC 9112 §3.2: the Host is how a request names its target; one, always. */
+        fail(s, 400, f & F_HOST ? "more than one Host header" : "HTTP/1.1 request without a Host header");
     } else if (f & F_LENGTH_BAD) {
         fail(s, 400, "invalid or repeated Content-Length");
     } else if (f & F_CHUNKED) {
@@ -275,7 +286,10 @@ static void step(struct http_strict *s, unsigned char ch)
             s->state = S_BLOCK_LF;
         } else if (is_tchar(ch)) {
             s->state = S_NAME;
-            s->header = (ch | 0x20) == 'c' ? H_MAYBE_CL : (ch | 0x20) == 't' ? H_MAYBE_TE : H_NONE;
+            s->header = (ch | 0x20) == 'c'   ? H_MAYBE_CL
+                        : (ch | 0x20) == 't' ? H_MAYBE_TE
+                        : (ch | 0x20) == 'h' ? H_MAYBE_HOST
+                                             : H_NONE;
             s->match = 0;
             name_byte(s, ch);
         } else if (ch == ':') {

@@ -171,3 +171,16 @@ def test_well_framed_chunked_with_extensions_and_trailers(server):
     assert st == 200
     (st, _, _), s, f = send(server, b"\r\n\r\n" + head_cl(0) + b"\r\n")
     assert st == 400
+
+
+@pytest.mark.parametrize("wire", [
+    b"POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(ROWS), ROWS),
+    b"POST / HTTP/1.1\r\nHost: a\r\nHost: b\r\nContent-Length: %d\r\n\r\n%s" % (len(ROWS), ROWS),
+    b"POST / HTTP/1.0\r\nHost: a\r\nhost: a\r\nContent-Length: %d\r\n\r\n%s" % (len(ROWS), ROWS),
+], ids=["none", "two", "two-1.0"])
+def test_host_missing_or_twice_is_400(server, wire):
+    # RFC 9112 §3.2: a server MUST answer 400 to such a request (found by the h11 differential).
+    assert_refused(server, wire, words="Host")
+    # HTTP/1.0 needs none.
+    (st, _, _), s, f = send(server, b"POST / HTTP/1.0\r\nContent-Length: %d\r\n\r\n%s" % (len(ROWS), ROWS))
+    assert st == 200

@@ -25,7 +25,7 @@ struct framing_case {
 static const struct framing_case cases[] = {
     {CL_HEAD "\r\nabcde" CL_HEAD "\r\nfghij", 0, 0},
     {"\r\n" CL_HEAD "\r\nabcde", 0, 0},
-    {"GET /healthz HTTP/1.0\r\n\r\nGET http://h/x?y HTTP/1.1\r\nA:\r\nB: \t v v \t\r\n\r\n", 0, 0},
+    {"GET /healthz HTTP/1.0\r\n\r\nGET http://h/x?y HTTP/1.1\r\nhOsT: h\r\nA:\r\nB: \t v v \t\r\n\r\n", 0, 0},
     {TE_HEAD "5\r\nabcde\r\nA;x;y=z;q=\"a \\\" b\"\r\n0123456789\r\n0\r\nT: 1\r\n\r\n", 0, 0},
     {TE_HEAD "0\r\n\r\n" TE_HEAD "1\r\n\n\r\n0\r\n\r\n", 0, 0},
     {CL_HEAD "\rXabcde", 6, 400},
@@ -61,8 +61,11 @@ static const struct framing_case cases[] = {
     {"POST / HTTP/1.1\r\nTransfer-Encoding: chunk\r\n\r\n", 4, 501},
     {"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n", 34, 501},
     {"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", 11, 501},
+    {"GET / HTTP/1.1\r\nHostname: h\r\n\r\n", 1, 400},
+    {"GET / HTTP/1.1\r\nHost: h\r\nHost: h\r\n\r\n", 1, 400},
+    {"GET / HTTP/1.0\r\nHost: h\r\nHost: i\r\n\r\n", 1, 400},
     /* Framing headers in a trailer say nothing about the framing. */
-    {TE_HEAD "0\r\nContent-Length: 7\r\nTransfer-Encoding: gzip\r\n\r\nGET / HTTP/1.1\r\n\r\n", 0, 0},
+    {TE_HEAD "0\r\nContent-Length: 7\r\nTransfer-Encoding: gzip\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n", 0, 0},
 };
 
 /* Feeds the wire in pieces of `piece` bytes; the caller parses only `parse` bytes of each
