@@ -35,7 +35,7 @@ enum state {
 };
 
 /* Which framing header a field line is, while its name is read and then for its value. */
-enum header { H_NONE, H_MAYBE_CL, H_MAYBE_TE, H_MAYBE_HOST, H_CL, H_TE };
+enum header { H_NONE, H_MAYBE_CL, H_MAYBE_TE, H_MAYBE_HOST, H_MAYBE_CONN, H_CL, H_TE, H_CONN };
 
 /* What a header block said, in s->flags. */
 #define F_LENGTH 0x01   /* a Content-Length */
@@ -86,6 +86,7 @@ static const char content_length[] = "content-length";
 static const char transfer_encoding[] = "transfer-encoding";
 static const char chunked[] = "chunked";
 static const char host[] = "host";
+static const char connection[] = "connection";
 
 /* One byte of a field name, matched against the names that frame the body, and Host. */
 static void name_byte(struct http_strict *s, unsigned char ch)
@@ -94,10 +95,13 @@ static void name_byte(struct http_strict *s, unsigned char ch)
         return;
     const char *name = s->header == H_MAYBE_CL   ? content_length
                        : s->header == H_MAYBE_TE ? transfer_encoding
+                       : s->header == H_MAYBE_CONN ? connection
                                                  : host;
     size_t len = strlen(name);
     if (s->match < len && (ch | 0x20) == (unsigned char)name[s->match])
         s->match++;
+    else if (s->header == H_MAYBE_CL && s->match == 3 && (ch | 0x20) == 'n') /* "con..." */
+        s->header = H_MAYBE_CONN, s->match++;
     else
         s->header = H_NONE;
 }
@@ -116,6 +120,8 @@ static void name_end(struct http_strict *s)
         if (s->flags & F_CODING) /* codings stacked over two lines */
             fail(s, 501, "unsupported Transfer-Encoding: only a lone chunked is implemented");
         s->flags |= F_CODING;
+    } else if (s->header == H_MAYBE_CONN && s->match == sizeof connection - 1) {
+        s->header = H_CONN;
     } else if (s->header == H_MAYBE_HOST && s->match == sizeof host - 1) {
         s->flags |= s->flags & F_HOST ? F_HOST_TWICE : F_HOST;
         s->header = H_NONE;
@@ -132,6 +138,13 @@ enum { V_LEAD, V_IN, V_TRAIL };
 /* One byte of a Content-Length or Transfer-Encoding value (not a CR). */
 static void value_byte(struct http_strict *s, unsigned char ch)
 {
+    if (s->header == H_CONN) {
+        /* llhttp 8.1 misses "close" followed by a tab, and would then read on: a request
+         * after it would be processed, which RFC 9112 §9.6 forbids. */
+        if (ch == '\t')
+            fail(s, 400, "a tab in the Connection header");
+        return;
+    }
     if (ch == ' ' || ch == '\t') {
         if (s->value == V_IN)
             s->value = V_TRAIL;
@@ -160,7 +173,9 @@ static void value_byte(struct http_strict *s, unsigned char ch)
 
 static void value_end(struct http_strict *s)
 {
-    if (s->header == H_CL && !s->match)
+    if (s->header == H_CONN)
+        ;
+    else if (s->header == H_CL && !s->match)
         s->flags |= F_LENGTH_BAD; /* empty */
     else if (s->header == H_TE && s->match == sizeof chunked - 1)
         s->flags |= F_CHUNKED;

@@ -15,9 +15,10 @@
  * control bytes in a value; a Content-Length that is not one run of digits, or given twice
  * (§6.3); Transfer-Encoding with Content-Length (§6.3) or in an HTTP/1.0 request (§6.1); any
  * transfer coding but a lone `chunked` (501, §6.1); an HTTP/1.1 request without a Host, or
- * any with two (§3.2); a chunk size that is not hex, chunk extensions outside their grammar
- * (§7.1.1), chunk data not followed by CRLF, a malformed trailer field. One CRLF before a
- * request line is ignored (§2.2). */
+ * any with two (§3.2); a tab in a Connection header (llhttp 8.1 misses a "close" before a
+ * tab, and would read on, which §9.6 forbids); a chunk size that is not hex, chunk
+ * extensions outside their grammar (§7.1.1), chunk data not followed by CRLF, a malformed
+ * trailer field. One CRLF before a request line is ignored (§2.2). */
 #ifndef NDINGEST_HTTP_STRICT_H
 #define NDINGEST_HTTP_STRICT_H
 

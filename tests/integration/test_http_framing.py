@@ -184,3 +184,12 @@ def test_host_missing_or_twice_is_400(server, wire):
     # HTTP/1.0 needs none.
     (st, _, _), s, f = send(server, b"POST / HTTP/1.0\r\nContent-Length: %d\r\n\r\n%s" % (len(ROWS), ROWS))
     assert st == 200
+
+
+def test_tab_in_connection_is_400(server):
+    # llhttp 8.1 misses "close" before a tab and would process the request after it
+    # (RFC 9112 §9.6 forbids that); found by the h11 differential.
+    second = head_cl(len(ROWS)) + b"\r\n" + ROWS
+    assert_refused(server, b"POST / HTTP/1.1\r\nHost: t\r\nConnection: close\t\r\n"
+                           b"Content-Length: %d\r\n\r\n%s" % (len(ROWS), ROWS) + second,
+                   words="Connection")

@@ -64,6 +64,8 @@ static const struct framing_case cases[] = {
     {"GET / HTTP/1.1\r\nHostname: h\r\n\r\n", 1, 400},
     {"GET / HTTP/1.1\r\nHost: h\r\nHost: h\r\n\r\n", 1, 400},
     {"GET / HTTP/1.0\r\nHost: h\r\nHost: i\r\n\r\n", 1, 400},
+    {"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\t\r\n\r\n", 5, 400},
+    {"GET / HTTP/1.1\r\nHost: h\r\nConnect: \t\r\nConnection: close \r\nContent-Lengthy: \t\r\n\r\n", 0, 0},
     /* Framing headers in a trailer say nothing about the framing. */
     {TE_HEAD "0\r\nContent-Length: 7\r\nTransfer-Encoding: gzip\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n", 0, 0},
 };
