@@ -39,6 +39,10 @@ def _bare_lf(stream, seen):
     return re.search(rb"(^|[^\r}])\n", stream) is not None
 
 
+def _bare_cr(stream, seen):
+    return re.search(rb"\r(?!\n)", stream) is not None
+
+
 def _obs_fold(stream, seen):
     return re.search(rb"\n[ \t]", stream) is not None
 
@@ -82,6 +86,11 @@ def _framing_value_blanks(stream, seen):
     return re.search(rb"(?im)^(content-length|transfer-encoding):[^\r\n]*[ \t]\r?$", stream) is not None
 
 
+def _framing_field_in_trailer(stream, seen):
+    return re.search(rb"(?im)^0+(;[^\r\n]*)?\r\n([^\r\n]+\r\n)*(transfer-encoding|content-length):",
+                     stream) is not None
+
+
 def _control_byte(stream, seen):
     return re.search(rb"[\x01-\x08\x0b\x0c\x0e-\x1f\x7f]", stream) is not None
 
@@ -111,6 +120,9 @@ DIFFERENCES = [
     ("bare-lf", "RFC 9112 §2.2: a recipient MAY take a bare LF as a line end; h11 does in the "
                 "request line and header blocks, ndingest refuses it (400) so that no proxy "
                 "in front frames the stream otherwise", _bare_lf),
+    ("bare-cr", "RFC 9112 §2.2: a bare CR MUST be taken as invalid or replaced by SP; h11's "
+                "chunk-ext pattern `;.*` takes it inside an extension, ndingest refuses it (400)",
+     _bare_cr),
     ("obs-fold", "RFC 9112 §5.2: a server MUST either reject obs-fold with 400 or replace it "
                  "with SP; h11 replaces, ndingest rejects", _obs_fold),
     ("content-length-twice", "RFC 9110 §8.6 and RFC 9112 §6.3 (5): a recipient MAY reject "
@@ -133,6 +145,10 @@ DIFFERENCES = [
                              "8.1 refuses blanks after a Content-Length or Transfer-Encoding "
                              "value (400), h11 strips them. An ndingest limit (llhttp's), "
                              "refusing, never misframing", _framing_value_blanks),
+    ("framing-field-in-trailer", "RFC 9110 §6.5.1: a sender MUST NOT put a field in a trailer "
+                                 "unless its definition allows it, and framing fields never are; "
+                                 "h11 ignores them there, llhttp 8.1 refuses Transfer-Encoding "
+                                 "in a trailer (400)", _framing_field_in_trailer),
     ("control-byte", "RFC 9110 §5.5: a field value with a CTL other than HTAB is invalid (a "
                      "recipient MAY retain it); h11 takes any byte but NUL and whitespace, "
                      "ndingest refuses (400)", _control_byte),
@@ -319,7 +335,7 @@ def ndingest_view(server, data, bytewise):
             else:
                 s.sendall(data)
             s.shutdown(socket.SHUT_WR)
-        except (BrokenPipeError, ConnectionResetError):
+        except OSError:
             pass  # refused and closed before all was sent: its answer is still to read
         while True:
             try:
