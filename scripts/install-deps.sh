@@ -7,7 +7,7 @@ set -euo pipefail
 pkgs=(
     build-essential pkg-config
     libevent-dev zlib1g-dev node-llhttp libcmocka-dev
-    python3 python3-pytest
+    python3 python3-pytest python3-h11
     curl apache2-utils wrk gnuplot-nox
     clang libclang-rt-14-dev valgrind cppcheck clang-tidy strace nginx-light
     g++ libsimdjson-dev

@@ -22,6 +22,7 @@
 #include "access_log.h"
 #include "auth.h"
 #include "decode.h"
+#include "http_strict.h"
 #include "ingest.h"
 #include "log.h"
 #include "metrics.h"
@@ -86,6 +87,7 @@ struct http_conn {
     struct http_server *s;
     struct bufferevent *bev;
     llhttp_t parser;
+    struct http_strict strict; /* checks the framing ahead of the parser */
     struct http_request req;
     unsigned in_message : 1;  /* between the first byte of a request and its end */
     unsigned closing : 1;     /* no more requests: close once the output is flushed */
@@ -163,6 +165,7 @@ static const char *status_text(int status)
     case 415: return "Unsupported Media Type";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
     case 503: return "Service Unavailable";
     default: return "Error";
     }
@@ -487,7 +490,13 @@ static int on_headers_complete(llhttp_t *p)
     const struct options *o = c->s->o;
     r->headers_done = 1;
     /* A target past the URL buffer is not looked up (404); issue #9 lifts that. */
-    r->route = r->url_long ? NULL : route_find(r->url, r->url_len);
+    if (r->url_long) {
+        r->route = NULL;
+    } else { /* an absolute-form target is routed on its path (RFC 9112 section 3.2.2) */
+        size_t len;
+        const char *path = http_strict_path(r->url, r->url_len, &len);
+        r->route = route_find(path, len);
+    }
     /* From here the body (if any) has --body-timeout to arrive; the message's end stops it. */
     set_deadline(c, has_body(p) ? DEADLINE_BODY : DEADLINE_NONE);
     if (!r->route)
@@ -613,6 +622,14 @@ static int on_message_complete(llhttp_t *p)
     return HPE_PAUSED;
 }
 
+/* http_strict refused the next byte after llhttp took all before it. */
+static void framing_refused(struct http_conn *c)
+{
+    char msg[200];
+    snprintf(msg, sizeof msg, "malformed request: %s", c->strict.error);
+    reject(c, c->strict.status, NULL, msg);
+}
+
 /* The parser stopped with e, and not because a callback of ours said so. */
 static void parse_failed(struct http_conn *c, llhttp_errno_t e)
 {
@@ -699,16 +716,23 @@ static void read_requests(struct http_conn *c)
             n = HTTP_PEEK_VECS;
         size_t used = 0;
         llhttp_errno_t e = HPE_OK;
-        for (int i = 0; i < n && e == HPE_OK; i++) {
-            e = llhttp_execute(&c->parser, v[i].iov_base, v[i].iov_len);
+        int refused = 0;
+        for (int i = 0; i < n && e == HPE_OK && !refused; i++) {
+            /* llhttp gets only what http_strict found well framed. */
+            size_t ok = http_strict_check(&c->strict, v[i].iov_base, v[i].iov_len);
+            size_t took = ok;
+            e = llhttp_execute(&c->parser, v[i].iov_base, ok);
             if (e == HPE_PAUSED && (c->sync_wait || c->output_full)) /* keep what follows */
-                used += (size_t)(llhttp_get_error_pos(&c->parser) - (const char *)v[i].iov_base);
-            else
-                used += v[i].iov_len;
+                took = (size_t)(llhttp_get_error_pos(&c->parser) - (const char *)v[i].iov_base);
+            http_strict_consumed(&c->strict, took);
+            used += took;
+            refused = e == HPE_OK && ok < v[i].iov_len;
         }
         evbuffer_drain(in, used);
         if (c->sync_wait || c->output_full)
             bufferevent_disable(c->bev, EV_READ);
+        else if (refused)
+            framing_refused(c);
         else if (e != HPE_OK)
             parse_failed(c, e);
         else if (evbuffer_get_length(bufferevent_get_output(c->bev)) > HTTP_OUTPUT_HIGH) {

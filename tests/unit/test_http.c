@@ -198,10 +198,10 @@ static void test_pipelined_routes(void **state)
     (void)state;
     struct fixture *f = start(NULL);
     struct bufferevent *client = connect_client(f);
-    SEND(client, "GET /healthz HTTP/1.1\r\n\r\n"
-                 "GET /nope HTTP/1.1\r\n\r\n"
-                 "DELETE /metrics HTTP/1.1\r\n\r\n"
-                 "GET /metrics HTTP/1.1\r\n\r\n");
+    SEND(client, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+                 "GET /nope HTTP/1.1\r\nHost: t\r\n\r\n"
+                 "DELETE /metrics HTTP/1.1\r\nHost: t\r\n\r\n"
+                 "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
     char *got = responses(f, client, 4);
     const char *a = strstr(got, "HTTP/1.1 200 OK"), *b = strstr(got, "HTTP/1.1 404 Not Found"),
                *c = strstr(got, "HTTP/1.1 405 Method Not Allowed"),
@@ -225,7 +225,7 @@ static void test_token_guards_rows(void **state)
     memcpy(f->auth.token, "sesame", 6);
     f->auth.len = 6;
     struct bufferevent *client = connect_client(f);
-    SEND(client, "POST / HTTP/1.1\r\nContent-Length: 8\r\n\r\n{\"a\":1}\n");
+    SEND(client, "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 8\r\n\r\n{\"a\":1}\n");
     char *got = responses(f, client, 1);
     if (strncmp(got, "HTTP/1.1 401 Unauthorized\r\n", 27) || !strstr(got, "WWW-Authenticate: Bearer\r\n") ||
         !strstr(got, "Connection: close\r\n"))
@@ -233,8 +233,8 @@ static void test_token_guards_rows(void **state)
     free(got);
     bufferevent_free(client);
     client = connect_client(f);
-    SEND(client, "GET /healthz HTTP/1.1\r\n\r\n"
-                 "POST / HTTP/1.1\r\nAuthorization: Bearer sesame\r\nContent-Length: 8\r\n\r\n{\"a\":1}\n");
+    SEND(client, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+                 "POST / HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer sesame\r\nContent-Length: 8\r\n\r\n{\"a\":1}\n");
     got = responses(f, client, 2);
     const char *health = strstr(got, "{\"status\": \"ok\"}"), *ok = strstr(got, "\"valid\": 1");
     if (!health || !ok || health > ok)
@@ -256,8 +256,8 @@ static void test_group_commit_uses_the_callback(void **state)
     (void)state;
     struct fixture *f = start("--fsync request");
     struct bufferevent *a = connect_client(f), *b = connect_client(f);
-    SEND(a, "POST / HTTP/1.1\r\nContent-Length: 8\r\n\r\n{\"a\":1}\n");
-    SEND(b, "POST / HTTP/1.1\r\nContent-Length: 8\r\n\r\n{\"a\":2}\n");
+    SEND(a, "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 8\r\n\r\n{\"a\":1}\n");
+    SEND(b, "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 8\r\n\r\n{\"a\":2}\n");
     char *got_a = responses(f, a, 1), *got_b = responses(f, b, 1);
     assert_int_equal(strncmp(got_a, "HTTP/1.1 200 OK\r\n", 17), 0);
     assert_int_equal(strncmp(got_b, "HTTP/1.1 200 OK\r\n", 17), 0);
@@ -265,7 +265,7 @@ static void test_group_commit_uses_the_callback(void **state)
     free(got_a);
     free(got_b);
     f->sync_fails = 1;
-    SEND(a, "POST / HTTP/1.1\r\nContent-Length: 8\r\n\r\n{\"a\":3}\n");
+    SEND(a, "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 8\r\n\r\n{\"a\":3}\n");
     got_a = responses(f, a, 1);
     if (strncmp(got_a, "HTTP/1.1 500 Internal Server Error\r\n", 36) || !strstr(got_a, "disk on fire"))
         fail_msg("got: %s", got_a);
@@ -290,7 +290,7 @@ static void test_drain(void **state)
     http_server_free(f->http);
     serve(f, drained_cb);
     struct bufferevent *idle = connect_client(f), *busy = connect_client(f);
-    SEND(busy, "POST / HTTP/1.1\r\nContent-Length: 8\r\n\r\n{\"a\":");
+    SEND(busy, "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 8\r\n\r\n{\"a\":");
     free(responses(f, busy, 0));
     assert_int_equal(http_server_connections(f->http), 2);
     drained_calls = 0;
