@@ -8,9 +8,9 @@
 
 struct scalar {
     const char *name;
-    const char *max;     /* integers: the largest value, in decimal */
-    const char *min;     /* signed integers: the magnitude of the smallest; NULL if unsigned */
-    const char *range;   /* the out-of-range message */
+    const char *max;   /* integers: the largest value, in decimal */
+    const char *min;   /* signed integers: the magnitude of the smallest; NULL if unsigned */
+    const char *range; /* the out-of-range message */
 };
 
 static const struct scalar scalars[] = {
@@ -83,8 +83,8 @@ struct tparse {
 
 static void tp_blank(struct tparse *s)
 {
-    while (s->i < s->n && (s->p[s->i] == ' ' || s->p[s->i] == '\t' || s->p[s->i] == '\n' ||
-                           s->p[s->i] == '\r'))
+    while (s->i < s->n &&
+           (s->p[s->i] == ' ' || s->p[s->i] == '\t' || s->p[s->i] == '\n' || s->p[s->i] == '\r'))
         s->i++;
 }
 
@@ -100,8 +100,7 @@ static int tp_char(struct tparse *s, char c)
 
 static int word_char(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
 }
 
 static int tp_word(struct tparse *s, const char *w)
@@ -414,10 +413,7 @@ static long num_bounds(const struct number *x, long *last)
 /* MARK: - Cells */
 
 /* Cells are appended piece by piece; type_cell takes a refused one back by its start. */
-static int put(struct buf *out, const char *p, size_t n)
-{
-    return buf_append(out, p, n);
-}
+static int put(struct buf *out, const char *p, size_t n) { return buf_append(out, p, n); }
 
 static int put_c(struct buf *out, char c) { return buf_append(out, &c, 1); }
 
@@ -453,13 +449,33 @@ static int put_array_string(struct buf *out, const char *p, size_t n)
     for (size_t i = 0; i < n; i++) {
         char c = p[i];
         switch (c) {
-        case '\'': *w++ = '\\'; *w++ = '\''; break;
-        case '\\': *w++ = '\\'; *w++ = '\\'; break;
-        case '\n': *w++ = '\\'; *w++ = 'n'; break;
-        case '\r': *w++ = '\\'; *w++ = 'r'; break;
-        case '\t': *w++ = '\\'; *w++ = 't'; break;
-        case '\0': *w++ = '\\'; *w++ = '0'; break;
-        default: *w++ = c; break;
+        case '\'':
+            *w++ = '\\';
+            *w++ = '\'';
+            break;
+        case '\\':
+            *w++ = '\\';
+            *w++ = '\\';
+            break;
+        case '\n':
+            *w++ = '\\';
+            *w++ = 'n';
+            break;
+        case '\r':
+            *w++ = '\\';
+            *w++ = 'r';
+            break;
+        case '\t':
+            *w++ = '\\';
+            *w++ = 't';
+            break;
+        case '\0':
+            *w++ = '\\';
+            *w++ = '0';
+            break;
+        default:
+            *w++ = c;
+            break;
         }
     }
     *w++ = '\'';
@@ -512,9 +528,9 @@ struct instant {
     uint32_t nsec;
 };
 
-#define D1900 (-25567LL)  /* days_from_civil(1900, 1, 1) */
-#define D2300 (120530LL)  /* days_from_civil(2300, 1, 1) */
-#define D2149 (65535LL)   /* days_from_civil(2149, 6, 6): Date is 16 bits of days */
+#define D1900 (-25567LL) /* days_from_civil(1900, 1, 1) */
+#define D2300 (120530LL) /* days_from_civil(2300, 1, 1) */
+#define D2149 (65535LL)  /* days_from_civil(2149, 6, 6): Date is 16 bits of days */
 
 /* Parses YYYY-MM-DD, and unless date_only, an optional time: (T or space) hh:mm[:ss[.f]]
  * then Z, +hh, +hhmm or +hh:mm (or -). 0, or a type_result. */
@@ -660,12 +676,12 @@ static int put_when(struct buf *out, const struct instant *at, int date_only, un
 /* MARK: - Checking one value */
 
 static const char *const kind_msg[] = {
-    [TYPE_INT8 ... TYPE_UINT256] = "expected an integer",
-    [TYPE_FLOAT32 ... TYPE_DECIMAL] = "expected a number",
+    [TYPE_INT8... TYPE_UINT256] = "expected an integer",
+    [TYPE_FLOAT32... TYPE_DECIMAL] = "expected a number",
     [TYPE_STRING] = "expected a string",
     [TYPE_BOOL] = "expected true or false",
-    [TYPE_DATE ... TYPE_DATE32] = "expected a date string",
-    [TYPE_DATETIME ... TYPE_DATETIME64] = "expected a date-time string or Unix seconds",
+    [TYPE_DATE... TYPE_DATE32] = "expected a date string",
+    [TYPE_DATETIME... TYPE_DATETIME64] = "expected a date-time string or Unix seconds",
     [TYPE_UUID] = "expected a UUID string",
 };
 
@@ -700,8 +716,8 @@ static enum type_result check_integer(unsigned kind, const struct number *x, str
     return TYPE_OK;
 }
 
-static enum type_result check_float(unsigned kind, const struct number *x, const char *p,
-                                    size_t n, struct buf *out, const char **why)
+static enum type_result check_float(unsigned kind, const struct number *x, const char *p, size_t n,
+                                    struct buf *out, const char **why)
 {
     long last, first = num_bounds(x, &last);
     if (first >= 0) {
@@ -729,8 +745,8 @@ static enum type_result check_float(unsigned kind, const struct number *x, const
     return TYPE_OK;
 }
 
-static enum type_result check_decimal(const struct type *t, const struct number *x,
-                                      struct buf *out, const char **why)
+static enum type_result check_decimal(const struct type *t, const struct number *x, struct buf *out,
+                                      const char **why)
 {
     long last, first = num_bounds(x, &last);
     if (first < 0)
@@ -860,9 +876,15 @@ static enum type_result check_when(const struct type *t, const struct cell *v, s
     }
     int64_t lo, hi; /* seconds, inclusive */
     switch (k) {
-    case TYPE_DATE: lo = 0, hi = D2149 * 86400; break;
-    case TYPE_DATETIME: lo = 0, hi = 4294967295LL; break;
-    default: lo = D1900 * 86400, hi = D2300 * 86400 - 1; break;
+    case TYPE_DATE:
+        lo = 0, hi = D2149 * 86400;
+        break;
+    case TYPE_DATETIME:
+        lo = 0, hi = 4294967295LL;
+        break;
+    default:
+        lo = D1900 * 86400, hi = D2300 * 86400 - 1;
+        break;
     }
     if (at.sec < lo || at.sec > hi) {
         *why = scalars[k].range;
@@ -938,8 +960,7 @@ static enum type_result check_scalar(const struct type *t, const struct cell *v,
         const char *s = NULL;
         if ((v->len == 4 && memcmp(v->p, "true", 4) == 0) || (v->len == 1 && v->p[0] == '1'))
             s = "true";
-        else if ((v->len == 5 && memcmp(v->p, "false", 5) == 0) ||
-                 (v->len == 1 && v->p[0] == '0'))
+        else if ((v->len == 5 && memcmp(v->p, "false", 5) == 0) || (v->len == 1 && v->p[0] == '0'))
             s = "false";
         if (!s) {
             *why = kind_msg[k];
@@ -1003,8 +1024,8 @@ static enum type_result check_value(const struct type *t, unsigned depth, const 
                                     struct buf *out, int in_array, const char **why);
 
 /* An array's text p[0..n) at nesting depth: its elements through check_value. */
-static enum type_result check_array(const struct type *t, unsigned depth, const char *p,
-                                    size_t n, struct buf *out, const char **why)
+static enum type_result check_array(const struct type *t, unsigned depth, const char *p, size_t n,
+                                    struct buf *out, const char **why)
 {
     size_t i = 0;
     while (i < n && blank(p[i]))

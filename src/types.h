@@ -28,7 +28,7 @@ enum type_kind {
     TYPE_UINT256,
     TYPE_FLOAT32,
     TYPE_FLOAT64,
-    TYPE_DECIMAL,    /* precision, scale */
+    TYPE_DECIMAL, /* precision, scale */
     TYPE_STRING,
     TYPE_BOOL,
     TYPE_DATE,       /* 1970-01-01 .. 2149-06-06 */
@@ -61,14 +61,15 @@ int type_parse(struct type *t, const char *p, size_t n, const char **why);
 /* Why a value was refused: the quarantine's reason code. */
 enum type_result {
     TYPE_OK = 0,
-    TYPE_ERR_NOMEM,     /* out cannot grow */
-    TYPE_ERR_NULL,      /* missing or null for a non-Nullable column (and no DEFAULT) */
-    TYPE_ERR_KIND,      /* the wrong JSON kind: a string for a number, an object for a Date... */
-    TYPE_ERR_SYNTAX,    /* the right kind, but not the type's form: 1.5 for an integer, "x" for a UUID */
-    TYPE_ERR_RANGE,     /* outside the type's range */
-    TYPE_ERR_SCALE,     /* more decimal places than the Decimal's scale */
+    TYPE_ERR_NOMEM,  /* out cannot grow */
+    TYPE_ERR_NULL,   /* missing or null for a non-Nullable column (and no DEFAULT) */
+    TYPE_ERR_KIND,   /* the wrong JSON kind: a string for a number, an object for a Date... */
+    TYPE_ERR_SYNTAX, /* the right kind, but not the type's form: 1.5 for an integer, "x" for a UUID
+                      */
+    TYPE_ERR_RANGE,  /* outside the type's range */
+    TYPE_ERR_SCALE,  /* more decimal places than the Decimal's scale */
     TYPE_ERR_PRECISION, /* more integer digits than the Decimal's precision allows */
-    TYPE_ERR_DATE,  /* not a calendar date or time (Feb 30, 24:00, a bad offset) */
+    TYPE_ERR_DATE,      /* not a calendar date or time (Feb 30, 24:00, a bad offset) */
 };
 
 /* Checks the value v (as json_line gives it) against t and appends its CSV cell to out:

@@ -7,8 +7,8 @@
 
 #include <cmocka.h>
 
-#include "types.h"
 #include "testutil.h"
+#include "types.h"
 
 enum { RAW = CELL_RAW, STR = CELL_STRING, ESC = CELL_STRING_ESCAPED };
 
@@ -32,8 +32,8 @@ static void check(const char *type, int kind, const char *value, const char *wan
         if (got != TYPE_OK)
             fail_msg("%s %s: refused (%d, %s), expected %s", type, value, got, why, want);
         if (b.len - 2 != strlen(want) || memcmp(b.p + 2, want, b.len - 2) != 0)
-            fail_msg("%s %s: wrote [%.*s], expected [%s]", type, value, (int)(b.len - 2),
-                     b.p + 2, want);
+            fail_msg("%s %s: wrote [%.*s], expected [%s]", type, value, (int)(b.len - 2), b.p + 2,
+                     want);
     } else {
         if (got == TYPE_OK)
             fail_msg("%s %s: accepted as [%.*s], expected refusal %d", type, value,
@@ -48,7 +48,7 @@ static void check(const char *type, int kind, const char *value, const char *wan
     buf_free(&b);
     free(copy);
 }
-#define OK(type, kind, value, want) check(type, kind, value, want, TYPE_OK, NULL)
+#define OK(type, kind, value, want)   check(type, kind, value, want, TYPE_OK, NULL)
 #define NO(type, kind, value, r, msg) check(type, kind, value, NULL, r, msg)
 
 static void parse_ok(const char *text, const char *canonical)
@@ -77,9 +77,9 @@ static void test_parse(void **state)
 {
     (void)state;
     static const char *const plain[] = {
-        "Int8",   "Int16",   "Int32",   "Int64",   "Int128",  "Int256", "UInt8",  "UInt16",
-        "UInt32", "UInt64",  "UInt128", "UInt256", "Float32", "Float64", "String", "Bool",
-        "Date",   "Date32",  "DateTime", "UUID",
+        "Int8",   "Int16",  "Int32",  "Int64",   "Int128",   "Int256",  "UInt8",
+        "UInt16", "UInt32", "UInt64", "UInt128", "UInt256",  "Float32", "Float64",
+        "String", "Bool",   "Date",   "Date32",  "DateTime", "UUID",
     };
     for (size_t i = 0; i < sizeof plain / sizeof *plain; i++)
         parse_ok(plain[i], plain[i]);
@@ -159,8 +159,7 @@ static void test_integer_ranges(void **state)
         {"Int128", "-170141183460469231731687303715884105728",
          "170141183460469231731687303715884105727", "-170141183460469231731687303715884105729",
          "170141183460469231731687303715884105728"},
-        {"Int256",
-         "-57896044618658097711785492504343953926634992332820282019728792003956564819968",
+        {"Int256", "-57896044618658097711785492504343953926634992332820282019728792003956564819968",
          "57896044618658097711785492504343953926634992332820282019728792003956564819967",
          "-57896044618658097711785492504343953926634992332820282019728792003956564819969",
          "57896044618658097711785492504343953926634992332820282019728792003956564819968"},
@@ -285,8 +284,8 @@ static void test_decimal(void **state)
     NO("Decimal(10, 0)", RAW, "0.5", TYPE_ERR_SCALE, "scale exceeds 0");
     OK("Decimal(3, 3)", RAW, "0.999", "0.999");
     NO("Decimal(3, 3)", RAW, "1", TYPE_ERR_PRECISION, NULL);
-    OK("Decimal(76, 38)",
-       RAW, "12345678901234567890123456789012345678.12345678901234567890123456789012345678",
+    OK("Decimal(76, 38)", RAW,
+       "12345678901234567890123456789012345678.12345678901234567890123456789012345678",
        "12345678901234567890123456789012345678.12345678901234567890123456789012345678");
     NO("Decimal(76, 76)", RAW, "0.1e-76", TYPE_ERR_SCALE, "scale exceeds 76");
     NO("Decimal(10, 2)", STR, "1.5", TYPE_ERR_KIND, "expected a number");
