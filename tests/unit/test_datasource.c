@@ -579,6 +579,51 @@ static void test_load(void **state)
     rmdir(dir);
 }
 
+/* Every prefix of a definition parses or fails with a FILE:LINE message, never reading
+ * past the text (ASan); lines named are within the prefix. */
+static void test_prefixes(void **state)
+{
+    (void)state;
+    static const char extra[] = "SCHEMA >\n"
+                                "  `a b` Array(Nullable(DateTime64(3, 'UTC'))) "
+                                "`json:$['x\\'y'].z[:]` DEFAULT [] CODEC(ZSTD(1)),\n"
+                                "  c Decimal(10, 2) DEFAULT -1.5e-1 `json:$.c[3]`\n"
+                                "TOKEN \"t t\" APPEND\n";
+    const char *const texts[] = {taxi, extra};
+    for (size_t k = 0; k < 2; k++) {
+        size_t len = strlen(texts[k]);
+        for (size_t n = 0; n <= len; n++) {
+            char *copy = tu_exact(texts[k], n);
+            char err[512];
+            struct datasource *ds = datasource_parse("p.datasource", copy, n, err, sizeof err);
+            if (ds) {
+                datasource_free(ds);
+            } else {
+                int line = 0;
+                if (sscanf(err, "p.datasource:%d: ", &line) != 1 || line < 1)
+                    fail_msg("prefix %zu: message \"%s\"", n, err);
+                int lines = 1;
+                for (size_t i = 0; i + 1 < n; i++)
+                    lines += copy[i] == '\n';
+                if (line > lines)
+                    fail_msg("prefix %zu: line %d of %d: %s", n, line, lines, err);
+            }
+            free(copy);
+        }
+    }
+    char err[512];
+    struct datasource *ds = parse("p.datasource", extra, err, sizeof err);
+    if (!ds)
+        fail_msg("%s", err);
+    expect_key(&ds->columns[0].steps[0], "x'y", 3);
+    assert_int_equal(ds->columns[0].steps[2].kind, DS_STEP_EVERY);
+    assert_string_equal(ds->columns[0].default_cell, "\"[]\"");
+    assert_string_equal(ds->columns[1].default_cell, "-0.15");
+    assert_int_equal(ds->columns[1].steps[1].index, 3);
+    assert_string_equal(ds->tokens[0].name, "t t");
+    datasource_free(ds);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -590,6 +635,7 @@ int main(void)
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_null_and_default),
         cmocka_unit_test(test_load),
+        cmocka_unit_test(test_prefixes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
