@@ -1,0 +1,105 @@
+/* datasource.h -- a dataset's definition: a Tinybird .datasource file parsed into columns
+ * (name, ClickHouse type, JSONPath compiled into steps, DEFAULT) and its other
+ * instructions. */
+#ifndef NDINGEST_DATASOURCE_H
+#define NDINGEST_DATASOURCE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "json.h"
+#include "types.h"
+
+/* Limits of one definition; each is checked with a FILE:LINE error. */
+#define DS_MAX_COLUMNS  JSON_MAX_COLUMNS /* columns per dataset */
+#define DS_MAX_NAME     JSON_MAX_NAME    /* bytes of a column name, a path key, a dataset name */
+#define DS_MAX_PATH     1024             /* bytes of a `json:` path as written */
+#define DS_MAX_DEPTH    32               /* steps of a path */
+#define DS_MAX_SETTINGS 32               /* DESCRIPTION, ENGINE... instructions */
+#define DS_MAX_TOKENS   64               /* TOKEN lines */
+#define DS_MAX_FILE     (1024 * 1024)    /* bytes of a .datasource file (datasource_load) */
+
+enum ds_step_kind {
+    DS_STEP_KEY,   /* the member named key[0..len) of an object */
+    DS_STEP_INDEX, /* element index of an array (0-based) */
+    DS_STEP_EVERY, /* every element of an array, [:] (only in Array columns) */
+};
+
+/* One step of a compiled path: $.a['b.c'][2][:] is KEY a, KEY b.c, INDEX 2, EVERY. */
+struct ds_step {
+    uint32_t kind; /* enum ds_step_kind */
+    uint32_t len;  /* KEY: the key's length */
+    uint32_t index;
+    const char *key; /* KEY: unescaped, NUL-terminated (it may hold NULs of its own) */
+};
+
+struct ds_column {
+    const char *name; /* NUL-terminated */
+    uint32_t name_len;
+    struct type type;
+    const char *type_text; /* as written, blanks trimmed */
+    const char *path;      /* as written: "$.pickup.zone.name"; "$.NAME" when none was */
+    const struct ds_step *steps;
+    uint32_t nsteps;
+    int has_default;
+    int default_is_expr;      /* DEFAULT is an expression (now(), ...): its cell is empty */
+    const char *default_text; /* as written; NULL without DEFAULT */
+    /* What a missing or null value becomes when has_default: the literal's CSV cell, checked
+     * against the type at load time, or for an expression an empty cell, which ClickHouse's
+     * CSV input (input_format_csv_empty_as_default, on by default) fills with the column's
+     * own DEFAULT. */
+    const char *default_cell;
+    uint32_t default_len;
+    int line; /* where the column's definition starts */
+};
+
+/* An instruction other than SCHEMA and TOKEN, kept as written: DESCRIPTION, ENGINE,
+ * ENGINE_SORTING_KEY, ... A block value (KEY >) has its lines trimmed and joined by '\n';
+ * an inline value loses the double quotes around it, if any. */
+struct ds_setting {
+    const char *key, *value;
+    int line;
+};
+
+/* TOKEN name APPEND|READ: a token allowed to append to (or read) this dataset. */
+struct ds_token {
+    const char *name, *scope;
+    int line;
+};
+
+/* A parsed definition, read-only once returned; every string is owned by it. */
+struct datasource {
+    const char *name; /* the dataset's name: the file's base name without .datasource */
+    size_t ncolumns, nsettings, ntokens;
+    struct ds_column columns[DS_MAX_COLUMNS];
+    struct ds_setting settings[DS_MAX_SETTINGS];
+    struct ds_token tokens[DS_MAX_TOKENS];
+    void *arena; /* private: the blocks holding the strings and steps */
+};
+
+/* Parses the text[0..len) of the datafile named file (used in messages and, without its
+ * directories and its .datasource suffix, as the dataset's name). Returns the definition
+ * (free it with datasource_free), or NULL with "FILE:LINE: message" in err[0..errlen) for
+ * the first error: unknown instruction, bad type, path or DEFAULT, duplicate column, a
+ * limit exceeded, no SCHEMA. Not for the hot path: it allocates and formats. */
+struct datasource *datasource_parse(const char *file, const char *text, size_t len, char *err,
+                                    size_t errlen);
+
+/* Reads and parses the file at path (at most DS_MAX_FILE bytes; its name must end in
+ * .datasource). NULL with "PATH: message" or "PATH:LINE: message" in err. */
+struct datasource *datasource_load(const char *path, char *err, size_t errlen);
+
+void datasource_free(struct datasource *ds);
+
+/* The value of instruction key ("ENGINE", "DESCRIPTION"...), or NULL when absent. */
+const char *datasource_setting(const struct datasource *ds, const char *key);
+
+/* Appends column c's CSV cell for the value v (as json_line gives it): a missing or null
+ * value takes the DEFAULT when there is one, else type_cell decides (\N when Nullable,
+ * TYPE_ERR_NULL otherwise). Same contract as type_cell: on refusal out->len is unchanged
+ * and *why holds a static message. No allocation beyond out's growth. */
+enum type_result datasource_cell(const struct ds_column *c, const struct cell *v, struct buf *out,
+                                 const char **why);
+
+#endif
