@@ -6,10 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef unsigned char u8;
+#include "simd.h"
 
-#define LIKELY(x) __builtin_expect(!!(x), 1)
-#define UNLIKELY(x) __builtin_expect(!!(x), 0)
+typedef unsigned char u8;
 
 /* ---- character classes ------------------------------------------------------------- */
 
@@ -42,20 +41,7 @@ static inline size_t skip_ws(const u8 *p, size_t i, size_t n)
     return i;
 }
 
-/* ---- SWAR helpers ---------------------------------------------------------------- */
-
-#define ONES 0x0101010101010101ULL
-#define HIGH 0x8080808080808080ULL
-
-static inline uint64_t load64(const u8 *p)
-{
-    uint64_t x;
-    memcpy(&x, p, 8);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    x = __builtin_bswap64(x); /* so that the lowest flagged bit is the first byte */
-#endif
-    return x;
-}
+/* ---- strings ----------------------------------------------------------------------- */
 
 /* High bit set in each byte that is '"', '\\', < 0x20 or >= 0x80. Borrows can flag bytes
  * above a true hit, never below one, so the lowest flag is always exact. */
@@ -64,8 +50,6 @@ static inline uint64_t str_special8(uint64_t x)
     uint64_t q = x ^ (ONES * '"'), b = x ^ (ONES * '\\');
     return (((q - ONES) & ~q) | ((b - ONES) & ~b) | ((x - ONES * 0x20) & ~x) | x) & HIGH;
 }
-
-/* ---- strings ----------------------------------------------------------------------- */
 
 /* p[i] >= 0x80 starts a UTF-8 sequence: returns the index after it, or 0 when it is not
  * well-formed (Unicode Table 3-7: no overlongs, surrogates, > U+10FFFF or truncation). */
