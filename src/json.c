@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "json_internal.h"
+#include "log.h"
 
 /* ---- character classes ------------------------------------------------------------- */
 
@@ -483,7 +484,7 @@ static const struct json_path *const paths[] = {
     NULL,
 };
 
-static json_path_fn fast_path; /* NULL: the strict walk alone */
+static json_path_fn fast_path; /* NULL: the strict walk alone, until json_engine_init */
 static const char *engine_name = "scalar";
 
 int json_engine_select(const char *name)
@@ -504,16 +505,15 @@ int json_engine_select(const char *name)
 
 const char *json_engine_name(void) { return engine_name; }
 
-/* Chosen once, before main: the best path the CPU has, unless NDINGEST_SIMD names one. */
-__attribute__((constructor)) static void json_engine_init(void)
+void json_engine_init(void)
 {
     const char *env = getenv("NDINGEST_SIMD");
     if (env && *env && json_engine_select(env) == 0)
         return;
-    if (env && *env)
-        fprintf(stderr, "ndingest: NDINGEST_SIMD=%s is not available here; using the best path\n",
-                env);
     json_engine_select("best");
+    if (env && *env)
+        log_error("NDINGEST_SIMD=%s is not available here; using the best path, %s", env,
+                  engine_name);
 }
 
 enum line_verdict json_line(const struct json_columns *c, const char *line, size_t n,

@@ -24,6 +24,7 @@ static void setup(void)
     char err[128];
     if (json_columns_init(&columns, names, 6, err, sizeof err))
         abort();
+    json_engine_init(); /* as ndingest's main does; paths_agree then tries every path */
     for (int i = 0; i < 2; i++) {
         rows_fd[i] = memfd_create("rows", 0);
         rows_sink[i] = sink_open_fd(rows_fd[i]);

@@ -288,5 +288,6 @@ int main(void)
         cmocka_unit_test(test_random_pieces),
         cmocka_unit_test(test_stats_json),
     };
+    json_engine_init(); /* the path ndingest's main would choose */
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
