@@ -26,7 +26,8 @@ struct cell {
     uint32_t kind; /* enum cell_kind */
 };
 
-struct json_lookup; /* the key lookup tables: private to the engine (json_internal.h) */
+/* The columns as the walks read them: private to the engine (json_internal.h). */
+struct json_lookup;
 
 /* The selected columns, compiled once at start-up and shared read-only by every line.
  * count, names and lens are for readers (the CSV header, the row's width); the rest is the
