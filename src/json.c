@@ -153,6 +153,13 @@ static inline size_t scan_string(const u8 *p, size_t i, size_t n, int *esc)
     }
 }
 
+size_t json_scan_string(const u8 *p, size_t i, size_t n, int *esc)
+{
+    return scan_string(p, i, n, esc);
+}
+
+size_t json_utf8_seq(const u8 *p, size_t i, size_t n) { return utf8_seq(p, i, n); }
+
 /* ---- numbers ----------------------------------------------------------------------- */
 
 /* p[i] is '-' or a digit: returns the index after the number, or 0. The byte after is
@@ -356,7 +363,7 @@ static inline int lookup_plain(const struct json_lookup *lk, const u8 *k, size_t
 
 /* A key holding escapes: compared after unescaping. An escape turns at most 6 bytes into
  * 1, so a longer raw key cannot match any name. */
-static __attribute__((noinline)) int lookup_escaped(const struct json_lookup *lk,
+__attribute__((noinline)) int json_lookup_escaped(const struct json_lookup *lk,
                                                     const u8 *k, size_t len)
 {
     char tmp[JSON_MAX_NAME * 6];
@@ -433,7 +440,7 @@ json_line_strict(const struct json_lookup *lk, const char *line, size_t n, struc
         if (!i)
             return LINE_INVALID;
 
-        int col = kesc ? lookup_escaped(lk, p + ks, kl) : lookup_plain(lk, p + ks, kl);
+        int col = kesc ? json_lookup_escaped(lk, p + ks, kl) : lookup_plain(lk, p + ks, kl);
         if (col >= 0) {
             struct cell *cl = &cells[col];
             if (kind == CELL_EMPTY) {
@@ -477,6 +484,7 @@ tail:
 static const struct json_path path_scalar = {"scalar", NULL, NULL};
 static const struct json_path *const paths[] = {
 #ifdef JSON_HAVE_X86
+    &json_path_avx512,
     &json_path_avx2,
     &json_path_sse2,
 #endif

@@ -129,6 +129,17 @@ static inline size_t scan_literal(const u8 *p, size_t i, size_t n)
     }
 }
 
+/* ---- the strict walk's pieces the fast paths use on rare lines (json.c) ---------------- */
+
+/* i is just after an opening quote: the index just after the closing quote, or 0 when the
+ * string is invalid (escapes, UTF-8, control bytes) or unterminated; *esc is set when a
+ * backslash was seen. */
+size_t json_scan_string(const u8 *p, size_t i, size_t n, int *esc);
+/* p[i] >= 0x80 starts a UTF-8 sequence: the index after it, or 0 when it is not well-formed. */
+size_t json_utf8_seq(const u8 *p, size_t i, size_t n);
+/* The column index of a key holding escapes (compared after unescaping), or -1. */
+int json_lookup_escaped(const struct json_lookup *lk, const u8 *k, size_t len);
+
 /* ---- dispatch ---------------------------------------------------------------------------- */
 
 /* A fast path: 1 when it has proved the line p[0..n) strictly valid and filled cells as
@@ -148,8 +159,9 @@ struct json_path {
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define JSON_HAVE_X86 1
-extern const struct json_path json_path_sse2; /* json_sse2.c */
-extern const struct json_path json_path_avx2; /* json_avx2.c */
+extern const struct json_path json_path_sse2;   /* json_sse2.c */
+extern const struct json_path json_path_avx2;   /* json_avx2.c */
+extern const struct json_path json_path_avx512; /* json_avx512.c */
 #endif
 
 #endif
