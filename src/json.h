@@ -61,16 +61,17 @@ enum line_verdict json_line(const struct json_columns *c, const char *p, size_t 
                             struct cell *cells);
 
 /* Chooses the dispatch path, once at start-up, before the first json_line (and before
- * forking, so that workers inherit it): the best the CPU supports (avx2 > sse2 > scalar),
- * unless the environment variable NDINGEST_SIMD=scalar|sse2|avx2 forces one; a name this
+ * forking, so that workers inherit it): the best the CPU supports (avx512 > avx2 > sse2 >
+ * scalar), unless the environment variable NDINGEST_SIMD=scalar|sse2|avx2|avx512 forces
+ * one; a name this
  * build or CPU lacks is reported with log_error and the best path is used. Until it is
  * called, json_line takes the scalar path (same answers, slower). Not thread-safe. */
 void json_engine_init(void);
-/* The dispatch path json_line uses: "avx2" or "sse2" (a SIMD fast path for flat lines, the
- * same walk with the line classified in 32- or 16-byte vectors, falling back to the strict
- * walk; x86-64 only) or "scalar" (the strict walk only). */
+/* The dispatch path json_line uses: "avx512", "avx2" or "sse2" (the SIMD fast path: the
+ * same walk with the line classified in 64-, 32- or 16-byte vectors, falling back to the
+ * strict walk on what it does not follow; x86-64 only) or "scalar" (the strict walk only). */
 const char *json_engine_name(void);
-/* Forces a path by name ("scalar", "sse2", "avx2", or "best"): 0, or -1 when this build or
+/* Forces a path by name ("scalar", "sse2", "avx2", "avx512", or "best"): 0, or -1 when this build or
  * CPU lacks it (nothing changes). Not thread-safe: for start-up and tests. */
 int json_engine_select(const char *name);
 
