@@ -4,25 +4,16 @@
 
 #include <string.h>
 
+#include "simd.h"
+
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
-
-#define LIKELY(x) __builtin_expect(!!(x), 1)
-
-#define ONES 0x0101010101010101ULL
-#define HIGH 0x8080808080808080ULL
 
 static const unsigned char needs_quote[256] = {[','] = 1, ['"'] = 1, ['\r'] = 1, ['\n'] = 1};
 
 /* First bytes of raw cells that are a number, true or false (never quoted). */
 static const unsigned char plain_raw[256] = {['-'] = 1, ['0' ... '9'] = 1, ['t'] = 1, ['f'] = 1};
-
-static inline uint64_t has_byte(uint64_t x, unsigned char c)
-{
-    uint64_t v = x ^ (ONES * c);
-    return (v - ONES) & ~v & HIGH;
-}
 
 /* Whether s[0..n) holds a byte that forces quoting. */
 static inline int must_quote(const char *s, size_t n)

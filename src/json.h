@@ -26,26 +26,22 @@ struct cell {
     uint32_t kind; /* enum cell_kind */
 };
 
-#define JSON_HASH_BITS 9
-#define JSON_BYLEN_MANY 0xFFFF
+/* The columns as the walks read them: private to the engine (json_internal.h). */
+struct json_lookup;
 
-/* The selected columns, compiled once at start-up and shared read-only by every line. */
+/* The selected columns, compiled once at start-up and shared read-only by every line.
+ * count, names and lens are for readers (the CSV header, the row's width); the rest is the
+ * engine's. Zero-filled is "no columns" (json_columns_free may be called on it). */
 struct json_columns {
     size_t count;
-    char *names[JSON_MAX_COLUMNS];
+    char *names[JSON_MAX_COLUMNS]; /* NUL-terminated copies, owned */
     uint32_t lens[JSON_MAX_COLUMNS];
-    /* Key lookup, private to json.c: by a key's length, 0 when no name is that long (most
-     * keys are rejected without being read), the column index + 1 when one name is, or
-     * JSON_BYLEN_MANY (then the hash chains of column index + 1 decide). */
-    uint16_t bylen[JSON_MAX_NAME + 1];
-    uint16_t head[1 << JSON_HASH_BITS];
-    uint16_t next[JSON_MAX_COLUMNS];
-    uint64_t prefix[JSON_MAX_COLUMNS]; /* each name's first 8 bytes, zero-padded */
-    uint64_t suffix[JSON_MAX_COLUMNS]; /* each name's last 8 bytes, when it is longer than 8 */
+    struct json_lookup *lookup; /* owned */
 };
 
 /* Compiles the column list (copying the names). 0, or -1 with a message in err (no
- * columns, an empty, duplicate or too long a name, too many columns, out of memory). */
+ * columns, an empty, duplicate or too long a name, too many columns, out of memory); on
+ * -1, c is left zero-filled. */
 int json_columns_init(struct json_columns *c, const char *const *names, size_t count,
                       char *err, size_t errlen);
 void json_columns_free(struct json_columns *c);
@@ -64,14 +60,19 @@ enum line_verdict {
 enum line_verdict json_line(const struct json_columns *c, const char *p, size_t n,
                             struct cell *cells);
 
-/* The dispatch path json_line uses: "avx2" or "sse2" (a SIMD fast path for flat lines, the
- * same walk with the line classified in 32- or 16-byte vectors, falling back to the strict
- * walk; x86-64 only) or "scalar" (the strict walk only). Chosen once at start-up: the best
- * the CPU supports (avx2 > sse2 > scalar), unless the environment variable
- * NDINGEST_SIMD=scalar|sse2|avx2 forces one. */
+/* Chooses the dispatch path, once at start-up, before the first json_line (and before
+ * forking, so that workers inherit it): the best the CPU supports (avx512 > avx2 > sse2 >
+ * scalar), unless the environment variable NDINGEST_SIMD=scalar|sse2|avx2|avx512 forces
+ * one; a name this
+ * build or CPU lacks is reported with log_error and the best path is used. Until it is
+ * called, json_line takes the scalar path (same answers, slower). Not thread-safe. */
+void json_engine_init(void);
+/* The dispatch path json_line uses: "avx512", "avx2" or "sse2" (the SIMD fast path: the
+ * same walk with the line classified in 64-, 32- or 16-byte vectors, falling back to the
+ * strict walk on what it does not follow; x86-64 only) or "scalar" (the strict walk only). */
 const char *json_engine_name(void);
-/* Forces a path by name ("scalar", "sse2", "avx2", or "best"): 0, or -1 when this build or CPU lacks
- * it (nothing changes). Not thread-safe: for start-up and tests. */
+/* Forces a path by name ("scalar", "sse2", "avx2", "avx512", or "best"): 0, or -1 when this build or
+ * CPU lacks it (nothing changes). Not thread-safe: for start-up and tests. */
 int json_engine_select(const char *name);
 
 /* Writes the unescaped UTF-8 text of a string span that json_line accepted into dst, which

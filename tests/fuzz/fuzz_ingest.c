@@ -24,6 +24,7 @@ static void setup(void)
     char err[128];
     if (json_columns_init(&columns, names, 6, err, sizeof err))
         abort();
+    json_engine_init(); /* as ndingest's main does; paths_agree then tries every path */
     for (int i = 0; i < 2; i++) {
         rows_fd[i] = memfd_create("rows", 0);
         rows_sink[i] = sink_open_fd(rows_fd[i]);
@@ -61,7 +62,7 @@ static size_t run(int which, const uint8_t *data, size_t n, size_t step, struct 
  * same cells (kind, length, position). */
 static void paths_agree(const uint8_t *data, size_t n)
 {
-    static const char *const paths[] = {"scalar", "sse2", "avx2"};
+    static const char *const paths[] = {"scalar", "sse2", "avx2", "avx512"};
     for (size_t at = 0; at < n;) {
         const uint8_t *nl = memchr(data + at, '\n', n - at);
         size_t len = (size_t)((nl ? nl - data : (ptrdiff_t)n) - (ptrdiff_t)at);

@@ -317,5 +317,6 @@ int main(void)
         cmocka_unit_test(test_stats_json),
         cmocka_unit_test(test_result_json_error),
     };
+    json_engine_init(); /* the path ndingest's main would choose */
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

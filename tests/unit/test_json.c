@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <unistd.h>
 
 #include "json.h"
 #include "testutil.h"
@@ -571,9 +572,10 @@ static void test_lookup_by_length(void **state)
         {"", "", "", "", "", "", "", ""},
         {"", "", "", "", "7", "", "", ""},
     };
-    static const char *const paths[] = {"scalar", "sse2", "avx2"};
+    static const char *const paths[] = {"scalar", "sse2", "avx2", "avx512"};
+    const char *keep = json_engine_name(); /* the path main runs this group under */
     struct cell cells[8];
-    for (size_t e = 0; e < 3; e++) {
+    for (size_t e = 0; e < sizeof paths / sizeof *paths; e++) {
         if (json_engine_select(paths[e]) != 0) {
             print_message("path %s: not available here, skipped\n", paths[e]);
             continue;
@@ -597,7 +599,7 @@ static void test_lookup_by_length(void **state)
                                        "k06", "k07", "k08", "k09", "k10"};
     init_cols(&c, wide, 10);
     struct cell w[10];
-    for (size_t e = 0; e < 3; e++) {
+    for (size_t e = 0; e < sizeof paths / sizeof *paths; e++) {
         if (json_engine_select(paths[e]) != 0)
             continue;
         memset(w, 0xA5, sizeof w);
@@ -607,7 +609,7 @@ static void test_lookup_by_length(void **state)
             expect_cell(&w[i], i == 9 || i == 2 ? CELL_RAW : CELL_EMPTY,
                         i == 9 ? "10" : i == 2 ? "3" : "");
     }
-    json_engine_select("best");
+    json_engine_select(keep);
     json_columns_free(&c);
 }
 
@@ -840,7 +842,7 @@ static void test_mutations(void **state)
  * valid line every cell too (kind, length and position in the line). */
 static void expect_paths_agree(const struct json_columns *c, const char *p, size_t n)
 {
-    static const char *const paths[] = {"scalar", "sse2", "avx2"};
+    static const char *const paths[] = {"scalar", "sse2", "avx2", "avx512"};
     char *q = tu_exact(p, n);
     struct cell want[8], got[8];
     const char *keep = json_engine_name();
@@ -969,6 +971,77 @@ static void test_paths_agree(void **state)
     json_columns_free(&c);
 }
 
+/* json_engine_init with NDINGEST_SIMD set to p (NULL: unset); returns what it wrote on
+ * stderr, captured in a temporary file. */
+static char *engine_init_with(const char *p)
+{
+    if (p)
+        setenv("NDINGEST_SIMD", p, 1);
+    else
+        unsetenv("NDINGEST_SIMD");
+    FILE *f = tmpfile();
+    assert_non_null(f);
+    fflush(stderr);
+    int saved = dup(2);
+    assert_true(saved >= 0);
+    assert_true(dup2(fileno(f), 2) >= 0);
+    json_engine_init();
+    dup2(saved, 2);
+    close(saved);
+    char *out = calloc(1, 512);
+    assert_non_null(out);
+    rewind(f);
+    size_t got = fread(out, 1, 511, f);
+    out[got] = '\0';
+    fclose(f);
+    return out;
+}
+
+/* The start-up choice: NDINGEST_SIMD forces an available path, silently; unset, empty or
+ * naming a path this build or CPU lacks, the best path is used, and a name that is not
+ * available is reported. */
+static void test_engine_init(void **state)
+{
+    (void)state;
+    const char *keep = json_engine_name();
+    const char *saved_env = getenv("NDINGEST_SIMD");
+    char *env_copy = saved_env ? strdup(saved_env) : NULL;
+    assert_int_equal(json_engine_select("best"), 0);
+    const char *best = json_engine_name();
+
+    static const char *const paths[] = {"scalar", "sse2", "avx2", "avx512"};
+    for (size_t e = 0; e < sizeof paths / sizeof *paths; e++) {
+        if (json_engine_select(paths[e]) != 0)
+            continue;
+        json_engine_select(e ? "scalar" : "best"); /* so that init has to change it */
+        char *err = engine_init_with(paths[e]);
+        assert_string_equal(json_engine_name(), paths[e]);
+        assert_string_equal(err, "");
+        free(err);
+    }
+    static const char *const defaults[] = {NULL, ""};
+    for (size_t d = 0; d < 2; d++) {
+        json_engine_select("scalar");
+        char *err = engine_init_with(defaults[d]);
+        assert_string_equal(json_engine_name(), best);
+        assert_string_equal(err, "");
+        free(err);
+    }
+    json_engine_select("scalar");
+    char *err = engine_init_with("neon");
+    assert_string_equal(json_engine_name(), best);
+    if (!strstr(err, "NDINGEST_SIMD=neon is not available here"))
+        fail_msg("no warning on stderr, got \"%s\"", err);
+    free(err);
+
+    if (env_copy)
+        setenv("NDINGEST_SIMD", env_copy, 1);
+    else
+        unsetenv("NDINGEST_SIMD");
+    free(env_copy);
+    json_engine_select(keep);
+}
+
 int main(void)
 {
     static const char *const a[] = {"a"};
@@ -982,6 +1055,7 @@ int main(void)
         cmocka_unit_test(test_depth),         cmocka_unit_test(test_long_values),
         cmocka_unit_test(test_blank),         cmocka_unit_test(test_unescape),
         cmocka_unit_test(test_mutations),     cmocka_unit_test(test_paths_agree),
+        cmocka_unit_test(test_engine_init),
     };
     int failed = 0;
     size_t k;
@@ -993,7 +1067,7 @@ int main(void)
         corpus[i].initial_state = names[i];
     }
     /* Everything, under every dispatch path this build and CPU have. */
-    static const char *const paths[] = {"scalar", "sse2", "avx2"};
+    static const char *const paths[] = {"scalar", "sse2", "avx2", "avx512"};
     for (size_t e = 0; e < sizeof paths / sizeof *paths; e++) {
         if (json_engine_select(paths[e]) != 0) {
             print_message("path %s: not available here, skipped\n", paths[e]);

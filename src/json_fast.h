@@ -1,0 +1,512 @@
+/* json_fast.h -- the fast walk: written once in plain C, inlined by each per-ISA path
+ * (json_sse2.c, json_avx2.c, json_avx512.c) after that path's own classification of the
+ * line into bit masks. */
+#ifndef NDINGEST_JSON_FAST_H
+#define NDINGEST_JSON_FAST_H
+
+#include "json_internal.h"
+
+
+/* One SIMD pass classifies the line into bit masks: where the quotes are and where the
+ * non-digits are, and whether it holds any control byte, backslash or non-ASCII byte.
+ * The walk then checks only the bytes between tokens and jumps over strings and digit
+ * runs with tzcnt, nested containers included. It accepts a line only when it is
+ * strictly valid; what it does not follow (control bytes, tabs, nesting deeper than
+ * FAST_DEPTH, lines longer than FAST_MAX) goes to json_line_strict, which re-judges the
+ * line from scratch. So verdicts and cells are those of the strict walk.
+ *
+ * Rare features cost only the lines that have them: a line with a backslash gets its
+ * escaped quotes removed from the quote mask and each string holding a backslash checked
+ * by the strict string scanner; a line with a non-ASCII byte is checked as UTF-8 once
+ * (every such byte of a valid line is inside a string, and any outside one fails the walk
+ * anyway). The walk (fast_walk) is written once, in plain C; only the classification is
+ * per ISA (classify_sse2, classify_avx2), and both produce the same masks. */
+
+/* Lines longer than this take the strict walk: the bit masks live on the stack. */
+#define FAST_MAX 16384
+/* Mask words: 32 bits each, one per 32-byte block, and two for the sentinels. */
+#define FAST_WORDS (FAST_MAX / 32 + 2)
+/* Containers nested deeper than this below the top-level object take the strict walk. */
+#define FAST_DEPTH 64
+
+/* What a classifier saw besides the masks: a backslash; a byte below 0x20 or above 0x7F. */
+#define FAST_BACKSLASH 1u
+#define FAST_ODD 2u
+
+/* Bytes that start a number: one table load instead of two compares, on every value. */
+static const u8 num_start[256] = {['-'] = 1, ['0' ... '9'] = 1};
+
+/* The first set bit at or after i in the bit array m (32-bit halves, little-endian); the
+ * caller has planted a set bit at or after i, so the loop ends. */
+static inline __attribute__((always_inline)) size_t next_set(const uint32_t *m, size_t i)
+{
+    size_t w = i >> 6;
+    uint64_t x;
+    memcpy(&x, m + 2 * w, 8);
+    x >>= i & 63;
+    if (LIKELY(x)) /* usually in the same word */
+        return i + (size_t)__builtin_ctzll(x);
+    do {
+        w++;
+        memcpy(&x, m + 2 * w, 8);
+    } while (!x);
+    return (w << 6) + (size_t)__builtin_ctzll(x);
+}
+
+/* A digit, less '0' + 0x80 (wrapping), is -128..-119 as a signed byte and nothing else is:
+ * one subtraction and one compare per block, not two compares and an and. A control byte
+ * or a non-ASCII one is "less than" a space as a signed byte: one compare finds both, and
+ * the rare line with either is told apart later (fast_text_ok). */
+
+/* The classifiers' contract: classify(p, n, quote, nondig, flags), n >= 32 (or any n >= 2
+ * for one that reads no byte past p[n-1]), fills quote[0..k) and nondig[0..k) for the 32-bit
+ * words of the line's blocks (bit b of word w: p[32 w + b] is '"' / is not a digit; bits
+ * past n as for spaces) and returns k; *flags gets FAST_BACKSLASH and FAST_ODD. Every
+ * classifier gives the same masks for p[0..n), so the paths agree bit for bit.
+ *
+ * The digit test: a digit, less '0' + 0x80 (wrapping), is -128..-119 as a signed byte and
+ * nothing else is, so one subtraction and one compare per vector tell the digits, not two
+ * compares and an and. A control byte or a non-ASCII one is "less than" a space as a
+ * signed byte: one compare finds both, and the rare line with either is told apart later
+ * (fast_text_ok). */
+typedef size_t (*fast_classify_fn)(const u8 *p, size_t n, uint32_t *quote, uint32_t *nondig,
+                                   unsigned *flags);
+
+/* Empties every cell: a few 16-byte stores for the usual handful of columns, rather than a
+ * memset call per line. */
+static inline __attribute__((always_inline)) void clear_cells(struct cell *cells, size_t count)
+{
+    if (count > 8) {
+        memset(cells, 0, count * sizeof *cells);
+        return;
+    }
+    for (size_t i = 0; i < count; i++) {
+        cells[i].p = NULL;
+        cells[i].len = 0;
+        cells[i].kind = CELL_EMPTY;
+    }
+}
+
+/* A line with backslashes: a quote after an odd run of them is part of a string, not its
+ * end, so it leaves the quote mask. (A backslash outside a string fails the walk, which
+ * visits every byte outside strings.) */
+static inline void unmask_escaped_quotes(const u8 *p, size_t n, uint32_t *quote)
+{
+    const u8 *b = memchr(p, '\\', n);
+    while (b) {
+        size_t s = (size_t)(b - p), e = s;
+        while (e < n && p[e] == '\\')
+            e++;
+        if (e >= n)
+            return;
+        if ((e - s) & 1)
+            quote[e >> 5] &= ~(1u << (e & 31));
+        b = memchr(p + e, '\\', n - e);
+    }
+}
+
+/* A line with a byte below 0x20 or above 0x7F: 1 when it holds no control byte (tabs
+ * included: they are left to the strict walk) and is well-formed UTF-8. Plain bytes are
+ * skipped 8 at a time. */
+static inline int fast_text_ok(const u8 *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        if (n - i >= 8) {
+            uint64_t x = load64(p + i);
+            /* Borrows can flag bytes above a true hit, never below one. */
+            uint64_t m = (((x - ONES * 0x20) & ~x) | x) & HIGH;
+            if (!m) {
+                i += 8;
+                continue;
+            }
+            i += (size_t)__builtin_ctzll(m) >> 3;
+        } else {
+            while (i < n && p[i] >= 0x20 && p[i] < 0x80)
+                i++;
+            if (i == n)
+                return 1;
+        }
+        if (p[i] < 0x20 || !(i = json_utf8_seq(p, i, n)))
+            return 0;
+    }
+    return 1;
+}
+
+/* The walk's state over one classified line. */
+struct fast_line {
+    const u8 *p;
+    size_t n;
+    const uint32_t *quote, *nondig;
+    unsigned flags;
+};
+
+/* The quote cursor: the walk meets the quotes in order, and checks that what it steps over
+ * between two of them holds none, so quotes are popped off the current mask word (the bits
+ * met cleared) rather than searched for from the walk's position. qbase is the bit index
+ * of qbits' bit 0. */
+#define POP_QUOTE(pos)                                                                     \
+    do {                                                                                   \
+        while (!qbits) {                                                                   \
+            qbase += 64;                                                                   \
+            memcpy(&qbits, quote + (qbase >> 5), 8);                                       \
+        }                                                                                  \
+        (pos) = qbase + (size_t)__builtin_ctzll(qbits);                                    \
+        qbits &= qbits - 1;                                                                \
+    } while (0)
+
+/* p[i] is ' ': the index of the next byte that is not. A space never ends a line the walk
+ * is given (its last byte is '}'), so the loop stops inside it. */
+static inline __attribute__((always_inline)) size_t skip_spaces(const u8 *p, size_t i)
+{
+    while (p[i] == ' ')
+        i++;
+    return i;
+}
+
+/* p[vs] is '-' or a digit: the index after the number's integer and fraction parts, or 0;
+ * an exponent is left to fast_exponent (rare, so off the flat walk's hot path). p[n-1]
+ * being '}' bounds every read; the digits of each part end at the next non-digit. */
+static inline __attribute__((always_inline)) size_t fast_number(const u8 *p,
+                                                               const uint32_t *nondig,
+                                                               size_t vs)
+{
+    size_t first = vs + (p[vs] == '-'), j = next_set(nondig, vs + 1);
+    if (UNLIKELY(j == first)) /* "-" and no digit */
+        return 0;
+    if (UNLIKELY(p[first] == '0' && j != first + 1)) /* a leading zero */
+        return 0;
+    if (p[j] == '.') {
+        size_t f = next_set(nondig, j + 1);
+        if (UNLIKELY(f == j + 1)) /* "." and no digit */
+            return 0;
+        j = f;
+    }
+    return j;
+}
+
+/* p[j] is 'e' or 'E' right after a number's digits: the index after the exponent, or 0. */
+static inline size_t fast_exponent(const u8 *p, const uint32_t *nondig, size_t j)
+{
+    size_t e = j + 1 + (p[j + 1] == '+' || p[j + 1] == '-');
+    size_t f = next_set(nondig, e);
+    return f == e ? 0 : f; /* no exponent digit */
+}
+
+/* The string whose quotes are at vo and ve holds a backslash: the strict scanner checks
+ * its escapes (and, again, its other bytes). 1 when it is valid and ends at ve. */
+static __attribute__((noinline)) int fast_escapes_ok(const struct fast_line *l, size_t vo,
+                                                     size_t ve)
+{
+    int esc = 0;
+    return json_scan_string(l->p, vo + 1, l->n, &esc) == ve + 1;
+}
+
+static inline __attribute__((always_inline)) int has_backslash(const struct fast_line *l,
+                                                               size_t vo, size_t ve)
+{
+    return UNLIKELY(l->flags & FAST_BACKSLASH) && memchr(l->p + vo + 1, '\\', ve - vo - 1);
+}
+
+/* p[i] is '{' or '[' of a value inside the top-level object: walks the container over the
+ * masks, checking everything the strict walk checks, and returns the index after its
+ * close (< n), or 0. *qbase_io / *qbits_io: the quote cursor, advanced past its strings.
+ * Nesting is a bit stack (1 = object), so at most FAST_DEPTH levels. */
+static __attribute__((noinline)) size_t fast_container(const struct fast_line *l, size_t i,
+                                                       size_t *qbase_io, uint64_t *qbits_io)
+{
+    const u8 *p = l->p;
+    const size_t n = l->n;
+    const uint32_t *quote = l->quote;
+    size_t qbase = *qbase_io;
+    uint64_t qbits = *qbits_io;
+    uint64_t objects = 0;
+    unsigned d = 0;
+    u8 c = p[i];
+
+open: /* p[i] is c, '{' or '['; i < n - 1 */
+    if (d == FAST_DEPTH)
+        return 0;
+    d++;
+    objects = objects << 1 | (c == '{');
+    i++;
+    if (p[i] == ' ')
+        i = skip_spaces(p, i);
+    if (c == '{') {
+        if (p[i] == '}')
+            goto close;
+        goto key;
+    }
+    if (p[i] == ']')
+        goto close;
+    goto value;
+
+key: /* i < n */
+    {
+        size_t ko, ke;
+        if (p[i] != '"')
+            return 0;
+        POP_QUOTE(ko);
+        POP_QUOTE(ke);
+        if (ko != i || ke >= n - 1 || (has_backslash(l, ko, ke) && !fast_escapes_ok(l, ko, ke)))
+            return 0;
+        i = ke + 1;
+        if (p[i] == ' ')
+            i = skip_spaces(p, i);
+        if (p[i] != ':')
+            return 0;
+        i++;
+        if (p[i] == ' ')
+            i = skip_spaces(p, i);
+    }
+
+value: /* i < n */
+    c = p[i];
+    if (num_start[c]) {
+        if (!(i = fast_number(p, l->nondig, i)))
+            return 0;
+        if ((p[i] | 0x20) == 'e' && !(i = fast_exponent(p, l->nondig, i)))
+            return 0;
+    } else if (c == '"') {
+        size_t vo, ve;
+        POP_QUOTE(vo);
+        POP_QUOTE(ve);
+        if (vo != i || ve >= n - 1 || (has_backslash(l, vo, ve) && !fast_escapes_ok(l, vo, ve)))
+            return 0;
+        i = ve + 1;
+    } else if (c == '{' || c == '[') {
+        goto open;
+    } else if (c == 't' || c == 'f' || c == 'n') {
+        if (!(i = scan_literal(p, i, n)))
+            return 0;
+    } else {
+        return 0;
+    }
+
+after: /* i < n: a value ended before p[n-1] */
+    if (p[i] == ' ')
+        i = skip_spaces(p, i);
+    if (p[i] == ',') {
+        i++;
+        if (p[i] == ' ')
+            i = skip_spaces(p, i);
+        if (objects & 1)
+            goto key;
+        goto value;
+    }
+    if (p[i] != (objects & 1 ? '}' : ']'))
+        return 0;
+
+close: /* p[i] closes depth d; the top-level object's own '}' is still to come */
+    i++;
+    if (i >= n)
+        return 0;
+    objects >>= 1;
+    if (--d)
+        goto after;
+    *qbase_io = qbase;
+    *qbits_io = qbits;
+    return i;
+}
+
+/* The walk over a classified line, p[0] == '{' and p[n-1] == '}': quote[0..k) and
+ * nondig[0..k) as a classifier left them (both arrays FAST_WORDS long). 1 when the line is
+ * strictly valid (cells filled), 0 when the strict walk must judge it. Inlined into each
+ * path, so it is compiled for its ISA. */
+static inline __attribute__((always_inline)) int
+fast_walk(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cells,
+          uint32_t *quote, uint32_t *nondig, size_t k, unsigned flags, const unsigned bsl)
+{
+    /* Sentinels, in slots k and k + 1 at most: bit n ends every search; quote bit n + 1
+     * too, since two quotes are popped before their positions are checked. */
+    quote[k] = quote[k + 1] = 0;
+    nondig[k] = nondig[k + 1] = ~0u;
+    quote[n >> 5] |= 1u << (n & 31);
+    quote[(n + 1) >> 5] |= 1u << ((n + 1) & 31);
+    nondig[n >> 5] |= 1u << (n & 31);
+    if (bsl)
+        unmask_escaped_quotes(p, n, quote);
+    if (UNLIKELY(flags & FAST_ODD) && !fast_text_ok(p, n))
+        return 0;
+    const struct fast_line l = {p, n, quote, nondig, flags};
+
+    clear_cells(cells, lk->count);
+    size_t qbase = 0;
+    uint64_t qbits;
+    memcpy(&qbits, quote, 8);
+    /* Each key's opening quote is p[i], right after the '{' or a ',' (and spaces), as
+     * checked below: the walk steps over nothing that holds a quote but the strings (and
+     * containers) whose quotes it pops, so the next quote popped is that one. */
+    size_t i = 1;
+    if (UNLIKELY(p[1] != '"')) {
+        i = skip_spaces(p, 1);
+        if (p[i] == '}')
+            return i == n - 1;
+        if (p[i] != '"')
+            return 0;
+    }
+    for (;;) {
+        size_t ko, ke;
+        POP_QUOTE(ko);
+        POP_QUOTE(ke);
+        (void)i; /* ko == i: see above */
+        if (ke >= n - 2) /* so p[ke + 1] and the value's first byte are in the line */
+            return 0;
+        /* The key is looked up before its value is parsed: the key's span is then dead
+         * during the value's parse (fewer live registers), and a failed line's cells are
+         * unspecified anyway. The prefix word is read straight from the line when 8 bytes
+         * are there (always, for keys of 5 bytes or more). */
+        struct cell *cl = NULL; /* the key's cell, when it is a column */
+        {
+            size_t ks = ko + 1, kl = ke - ks;
+            unsigned by;
+            if (bsl && has_backslash(&l, ko, ke)) {
+                if (!fast_escapes_ok(&l, ko, ke))
+                    return 0;
+                int col = json_lookup_escaped(lk, p + ks, kl);
+                if (col >= 0)
+                    cl = &cells[col];
+            } else if (kl <= JSON_MAX_NAME && (by = lk->bylen[kl])) {
+                /* kl >= 1 here: no name is empty, so bylen[0] is 0 */
+                uint64_t pre = n - ks >= 8 ? (kl >= 8 ? load64(p + ks)
+                                                      : load64(p + ks) << (64 - 8 * kl) >>
+                                                            (64 - 8 * kl))
+                                           : name_prefix(p + ks, kl);
+                int col = lookup_pre(lk, p + ks, kl, pre, by);
+                if (col >= 0)
+                    cl = &cells[col];
+            }
+        }
+        size_t vs = ke + 1;
+        if (UNLIKELY(p[vs] != ':')) {
+            vs = skip_spaces(p, vs);
+            if (p[vs] != ':')
+                return 0;
+        }
+        vs++;
+    value:;
+        u8 ch = p[vs];
+        if (LIKELY(num_start[ch])) {
+            if (!(i = fast_number(p, nondig, vs)))
+                return 0;
+            if (cl) {
+                cl->p = (const char *)p + vs;
+                cl->len = (uint32_t)(i - vs);
+                cl->kind = CELL_RAW;
+            }
+        } else if (ch == '"') {
+            size_t vo, ve;
+            POP_QUOTE(vo);
+            POP_QUOTE(ve);
+            if (vo != vs || ve >= n - 1)
+                return 0;
+            uint32_t kind = CELL_STRING;
+            if (bsl && has_backslash(&l, vo, ve)) {
+                if (!fast_escapes_ok(&l, vo, ve))
+                    return 0;
+                kind = CELL_STRING_ESCAPED;
+            }
+            i = ve + 1;
+            if (cl) {
+                cl->p = (const char *)p + vs + 1;
+                cl->len = (uint32_t)(ve - vs - 1);
+                cl->kind = kind;
+            }
+        } else if (ch == 't' || ch == 'f' || ch == 'n') {
+            /* The strict walk's literal check; it cannot end at n, since p[n-1] is '}'. */
+            if (!(i = scan_literal(p, vs, n)))
+                return 0;
+            if (cl) {
+                int null = ch == 'n';
+                cl->p = null ? NULL : (const char *)p + vs;
+                cl->len = null ? 0 : (uint32_t)(i - vs);
+                cl->kind = null ? CELL_EMPTY : CELL_RAW;
+            }
+        } else if (ch == '{' || ch == '[') {
+            /* Through copies: the cursor itself stays in registers. */
+            size_t qb = qbase;
+            uint64_t qq = qbits;
+            if (!(i = fast_container(&l, vs, &qb, &qq)))
+                return 0;
+            qbase = qb;
+            qbits = qq;
+            if (cl) {
+                cl->p = (const char *)p + vs;
+                cl->len = (uint32_t)(i - vs);
+                cl->kind = CELL_RAW;
+            }
+        } else if (ch == ' ') {
+            vs = skip_spaces(p, vs);
+            goto value;
+        } else {
+            return 0;
+        }
+
+        /* i <= n - 1. Next: the closing brace as the last byte, or ',' and the next key's
+         * quote, compared as one 16-bit word (i + 1 < n there); the rest the slow way. */
+    after:
+        if (i == n - 1)
+            return p[i] == '}';
+        uint16_t sep;
+        memcpy(&sep, p + i, 2);
+        if (LIKELY(sep == ('"' << 8 | ','))) {
+            i++;
+            continue;
+        }
+        if ((p[i] | 0x20) == 'e' && num_start[p[vs]]) { /* a number's exponent */
+            if (!(i = fast_exponent(p, nondig, i)) || (p[i] | 0x20) == 'e')
+                return 0;
+            if (cl)
+                cl->len = (uint32_t)(i - vs);
+            goto after;
+        }
+        if (p[i] == ' ')
+            i = skip_spaces(p, i);
+        if (p[i] == ',') {
+            i++;
+            if (p[i] == ' ')
+                i = skip_spaces(p, i);
+            if (p[i] != '"')
+                return 0;
+            continue;
+        }
+        return p[i] == '}' && i == n - 1;
+    }
+}
+#undef POP_QUOTE
+
+
+/* A path's whole judgement of a line: the span without the whitespace around it, which must
+ * be one object of 2 to FAST_MAX bytes, classified (lines under 32 bytes by classify_short,
+ * which must not read past them), then walked. Inlined into each path's entry with its
+ * classifiers, constants, so that all of it is compiled for its ISA. */
+static inline __attribute__((always_inline)) int
+fast_line(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cells,
+          fast_classify_fn classify, fast_classify_fn classify_short)
+{
+    if (UNLIKELY(n < 2 || p[0] != '{' || p[n - 1] != '}')) {
+        size_t a = 0;
+        while (a < n && (p[a] == ' ' || p[a] == '\t' || p[a] == '\r' || p[a] == '\n'))
+            a++;
+        while (n > a && (p[n - 1] == ' ' || p[n - 1] == '\t' || p[n - 1] == '\r' || p[n - 1] == '\n'))
+            n--;
+        if (n - a < 2 || p[a] != '{' || p[n - 1] != '}')
+            return 0;
+        p += a;
+        n -= a;
+    }
+    if (n > FAST_MAX)
+        return 0;
+    /* Bit k: p[k] is '"' (quote) / is not a digit (nondig); sentinels past the end. */
+    uint32_t quote[FAST_WORDS] __attribute__((aligned(8)));
+    uint32_t nondig[FAST_WORDS] __attribute__((aligned(8)));
+    unsigned flags;
+    size_t k = LIKELY(n >= 32) ? classify(p, n, quote, nondig, &flags)
+                               : classify_short(p, n, quote, nondig, &flags);
+    /* Two copies of the walk: lines without a backslash check for none in their strings. */
+    if (LIKELY(!(flags & FAST_BACKSLASH)))
+        return fast_walk(lk, p, n, cells, quote, nondig, k, flags, 0);
+    return fast_walk(lk, p, n, cells, quote, nondig, k, flags, FAST_BACKSLASH);
+}
+
+#endif

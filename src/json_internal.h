@@ -1,0 +1,167 @@
+/* json_internal.h -- private to the JSON engine's files (json.c and the per-ISA paths): the
+ * key lookup tables, the helpers the strict walk and the fast paths share, and the rows of
+ * the dispatch table. Nothing outside the engine includes it. */
+#ifndef NDINGEST_JSON_INTERNAL_H
+#define NDINGEST_JSON_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "json.h"
+#include "simd.h"
+
+typedef unsigned char u8;
+
+/* ---- key lookup ---------------------------------------------------------------------- */
+
+#define JSON_HASH_BITS 9
+#define JSON_BYLEN_MANY 0xFFFF
+
+/* The columns as the walks see them: built by json_columns_init, owned by the struct
+ * json_columns, read-only afterwards. It repeats the count, the names' lengths and pointers,
+ * so that a walk reads this struct alone: one base register for all of it. */
+struct json_lookup {
+    size_t count;
+    /* By a key's length: 0 when no name is that long (most keys are rejected without being
+     * read), the column index + 1 when one name is, or JSON_BYLEN_MANY (then the hash
+     * chains of column index + 1 decide). */
+    uint16_t bylen[JSON_MAX_NAME + 1];
+    uint16_t head[1 << JSON_HASH_BITS];
+    uint16_t next[JSON_MAX_COLUMNS];
+    uint64_t prefix[JSON_MAX_COLUMNS]; /* each name's first 8 bytes, zero-padded */
+    uint64_t suffix[JSON_MAX_COLUMNS]; /* each name's last 8 bytes, when it is longer than 8 */
+    uint32_t lens[JSON_MAX_COLUMNS];   /* as the struct json_columns' */
+    const char *names[JSON_MAX_COLUMNS];
+};
+
+/* A name's first min(len, 8) bytes, zero-padded: with the length it tells most names apart,
+ * so a lookup hashes it and compares one word before anything else. */
+static inline uint64_t name_prefix(const u8 *k, size_t len)
+{
+    uint64_t x = 0;
+    if (len >= 8)
+        return load64(k);
+    for (size_t i = 0; i < len; i++)
+        x |= (uint64_t)k[i] << (8 * i);
+    return x;
+}
+
+static inline unsigned name_hash(uint64_t prefix, size_t len)
+{
+    return (unsigned)(((prefix ^ len) * 0x9E3779B97F4A7C15ULL) >> (64 - JSON_HASH_BITS));
+}
+
+/* Whether a[0..len) == b[0..len), len >= 1: names are short, so overlapping word loads beat
+ * a memcmp call. Reads only inside both spans. */
+static inline __attribute__((always_inline)) int key_eq(const u8 *a, const u8 *b, size_t len)
+{
+    if (len >= 8) {
+        size_t i = 0;
+        for (; len - i > 8; i += 8)
+            if (load64(a + i) != load64(b + i))
+                return 0;
+        return load64(a + len - 8) == load64(b + len - 8);
+    }
+    if (len >= 4) {
+        uint32_t x, y, z, w;
+        memcpy(&x, a, 4);
+        memcpy(&y, b, 4);
+        memcpy(&z, a + len - 4, 4);
+        memcpy(&w, b + len - 4, 4);
+        return x == y && z == w;
+    }
+    for (size_t i = 0; i < len; i++)
+        if (a[i] != b[i])
+            return 0;
+    return 1;
+}
+
+/* Whether the key k[0..len) (raw, no escapes), whose prefix word is pre, is column j's
+ * name. Names of up to 16 bytes are told apart by their first and last words alone (which
+ * overlap for 9 to 15), so the common names need no byte comparison. */
+static inline __attribute__((always_inline)) int name_is(const struct json_lookup *lk,
+                                                         unsigned j, const u8 *k, size_t len,
+                                                         uint64_t pre)
+{
+    return lk->lens[j] == len && lk->prefix[j] == pre &&
+           (len <= 8 || (load64(k + len - 8) == lk->suffix[j] &&
+                         (len <= 16 || key_eq((const u8 *)lk->names[j] + 8, k + 8, len - 16))));
+}
+
+/* Column index of the key k[0..len), or -1; by = lk->bylen[len], not 0. Usually one name
+ * has the key's length, and one word comparison rejects the key or starts accepting it. */
+static inline __attribute__((always_inline)) int lookup_pre(const struct json_lookup *lk,
+                                                            const u8 *k, size_t len,
+                                                            uint64_t pre, unsigned by)
+{
+    if (LIKELY(by != JSON_BYLEN_MANY))
+        return name_is(lk, by - 1, k, len, pre) ? (int)by - 1 : -1;
+    for (unsigned j = lk->head[name_hash(pre, len)]; j; j = lk->next[j - 1])
+        if (name_is(lk, j - 1, k, len, pre))
+            return (int)j - 1;
+    return -1;
+}
+
+/* ---- literals -------------------------------------------------------------------------- */
+
+static inline int match4(const u8 *p, const char *lit)
+{
+    uint32_t a, b;
+    memcpy(&a, p, 4);
+    memcpy(&b, lit, 4);
+    return a == b;
+}
+
+/* true / false / null at p[i], whose first byte is 't', 'f' or 'n': returns the index after
+ * it, or 0. */
+static inline size_t scan_literal(const u8 *p, size_t i, size_t n)
+{
+    if (n - i < 4)
+        return 0;
+    switch (p[i]) {
+    case 't':
+        return match4(p + i, "true") ? i + 4 : 0;
+    case 'n':
+        return match4(p + i, "null") ? i + 4 : 0;
+    default: /* 'f' */
+        return n - i >= 5 && match4(p + i + 1, "alse") ? i + 5 : 0;
+    }
+}
+
+/* ---- the strict walk's pieces the fast paths use on rare lines (json.c) ---------------- */
+
+/* i is just after an opening quote: the index just after the closing quote, or 0 when the
+ * string is invalid (escapes, UTF-8, control bytes) or unterminated; *esc is set when a
+ * backslash was seen. */
+size_t json_scan_string(const u8 *p, size_t i, size_t n, int *esc);
+/* p[i] >= 0x80 starts a UTF-8 sequence: the index after it, or 0 when it is not well-formed. */
+size_t json_utf8_seq(const u8 *p, size_t i, size_t n);
+/* The column index of a key holding escapes (compared after unescaping), or -1. */
+int json_lookup_escaped(const struct json_lookup *lk, const u8 *k, size_t len);
+
+/* ---- dispatch ---------------------------------------------------------------------------- */
+
+/* A fast path: 1 when it has proved the line p[0..n) strictly valid and filled cells as
+ * json_line's contract says, 0 when it does not follow the line (cells then unspecified) and
+ * the strict walk must judge it. It may accept a subset of the valid lines, never more, and
+ * reads only p[0..n). */
+typedef int (*json_path_fn)(const struct json_lookup *lk, const u8 *p, size_t n,
+                            struct cell *cells);
+
+/* One row of the dispatch table (json.c): a path, defined in its own file compiled for its
+ * ISA. */
+struct json_path {
+    const char *name;    /* as NDINGEST_SIMD and json_engine_select spell it */
+    json_path_fn line;   /* NULL: the strict walk alone */
+    int (*usable)(void); /* whether this CPU runs it; NULL: always */
+};
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define JSON_HAVE_X86 1
+extern const struct json_path json_path_sse2;   /* json_sse2.c */
+extern const struct json_path json_path_avx2;   /* json_avx2.c */
+extern const struct json_path json_path_avx512; /* json_avx512.c */
+#endif
+
+#endif

@@ -1,0 +1,65 @@
+/* json_sse2.c -- the fast path with the line classified in 16-byte SSE2 vectors (x86-64's
+ * baseline, so every x86-64 CPU runs it). */
+#include "json_fast.h"
+
+#ifdef JSON_HAVE_X86
+#include <immintrin.h>
+
+/* Each 32-byte block as two 16-byte halves (the classifiers' contract in json_fast.h); the
+ * tail as the last 32 bytes, shifted. */
+static inline __attribute__((always_inline)) size_t
+classify_sse2(const u8 *p, size_t n, uint32_t *quote, uint32_t *nondig, unsigned *flags)
+{
+    const __m128i vq = _mm_set1_epi8('"'), vb = _mm_set1_epi8('\\'), vsp = _mm_set1_epi8(0x20),
+                  voff = _mm_set1_epi8((char)('0' + 0x80)), vlim = _mm_set1_epi8(-128 + 10);
+#define DIGITS16(v) _mm_cmpgt_epi8(vlim, _mm_sub_epi8((v), voff))
+    __m128i odd = _mm_setzero_si128(), bs = odd;
+    size_t i = 0, k = 0;
+    for (; n - i >= 32; i += 32, k++) {
+        __m128i a = _mm_loadu_si128((const __m128i *)(p + i)),
+                b = _mm_loadu_si128((const __m128i *)(p + i + 16));
+        quote[k] = (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(a, vq)) |
+                   (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(b, vq)) << 16;
+        nondig[k] = ~((uint32_t)_mm_movemask_epi8(DIGITS16(a)) |
+                      (uint32_t)_mm_movemask_epi8(DIGITS16(b)) << 16);
+        odd = _mm_or_si128(odd, _mm_or_si128(_mm_cmpgt_epi8(vsp, a), _mm_cmpgt_epi8(vsp, b)));
+        bs = _mm_or_si128(bs, _mm_or_si128(_mm_cmpeq_epi8(a, vb), _mm_cmpeq_epi8(b, vb)));
+    }
+    if (i < n) { /* the tail: the last 32 bytes, shifted so bit 0 is p[i] */
+        unsigned sh = (unsigned)(i + 32 - n);
+        __m128i a = _mm_loadu_si128((const __m128i *)(p + n - 32)),
+                b = _mm_loadu_si128((const __m128i *)(p + n - 16));
+        quote[k] = ((uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(a, vq)) |
+                    (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(b, vq)) << 16) >>
+                   sh;
+        nondig[k] = ~(((uint32_t)_mm_movemask_epi8(DIGITS16(a)) |
+                       (uint32_t)_mm_movemask_epi8(DIGITS16(b)) << 16) >>
+                      sh);
+        odd = _mm_or_si128(odd, _mm_or_si128(_mm_cmpgt_epi8(vsp, a), _mm_cmpgt_epi8(vsp, b)));
+        bs = _mm_or_si128(bs, _mm_or_si128(_mm_cmpeq_epi8(a, vb), _mm_cmpeq_epi8(b, vb)));
+        k++;
+    }
+#undef DIGITS16
+    *flags = (_mm_movemask_epi8(bs) ? FAST_BACKSLASH : 0) | (_mm_movemask_epi8(odd) ? FAST_ODD : 0);
+    return k;
+}
+
+/* Lines of fewer than 32 bytes: classified from a copy padded with spaces, walked in place. */
+static __attribute__((noinline)) size_t classify_sse2_short(const u8 *p, size_t n,
+                                                            uint32_t *quote, uint32_t *nondig,
+                                                            unsigned *flags)
+{
+    u8 pad[32];
+    memset(pad, ' ', sizeof pad);
+    memcpy(pad, p, n);
+    return classify_sse2(pad, sizeof pad, quote, nondig, flags);
+}
+
+static int json_line_sse2(const struct json_lookup *lk, const u8 *p, size_t n,
+                          struct cell *cells)
+{
+    return fast_line(lk, p, n, cells, classify_sse2, classify_sse2_short);
+}
+
+const struct json_path json_path_sse2 = {"sse2", json_line_sse2, NULL};
+#endif
