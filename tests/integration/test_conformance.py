@@ -9,7 +9,9 @@ contract.py (an independent model), for a column list made of the case's own top
 plus one absent key, so every value the case holds is rendered and compared.
 
 ENGINE_ENVS lists the engine settings to run everything under: environment variables added
-to ndingest's environment (e.g. {"NDINGEST_SIMD": "0"} once the binary knows such a switch).
+to ndingest's environment. By default, every JSON engine path the binary runs on this CPU
+(NDINGEST_SIMD=scalar, sse2, avx2, avx512: a path it lacks says so on stderr and is left out),
+so that the corpus proves each path, not only the best.
 """
 import http.client
 import os
@@ -25,8 +27,8 @@ CORPUS = ROOT / "tests" / "json"
 CASES = sorted(CORPUS.glob("[ynb]_*.json"))
 
 # Engine settings (extra environment variables); one run of every test per entry. Default:
-# the binary's own choice. NDINGEST_TEST_ENGINES overrides it: space-separated entries, each
-# KEY=VALUE[;KEY=VALUE...], "default" for no variable, e.g.
+# every path this binary runs here. NDINGEST_TEST_ENGINES overrides it: space-separated
+# entries, each KEY=VALUE[;KEY=VALUE...], "default" for no variable, e.g.
 #   NDINGEST_TEST_ENGINES="NDINGEST_SIMD=scalar NDINGEST_SIMD=avx2"
 def _engine_envs(spec):
     envs = []
@@ -36,7 +38,25 @@ def _engine_envs(spec):
     return envs or [{}]
 
 
-ENGINE_ENVS = _engine_envs(os.environ.get("NDINGEST_TEST_ENGINES", ""))
+PATHS = ("scalar", "sse2", "avx2", "avx512")
+
+
+def _available_paths():
+    """{"NDINGEST_SIMD": path} for each path the binary runs on this CPU."""
+    envs = []
+    for path in PATHS:
+        try:
+            p = subprocess.run([str(BINARY), "convert", "/dev/null"], capture_output=True,
+                               timeout=60, env=dict(os.environ, NDINGEST_SIMD=path))
+        except OSError:
+            return [{}]  # no binary yet: the tests themselves say so
+        if p.returncode == 0 and b"not available" not in p.stderr:
+            envs.append({"NDINGEST_SIMD": path})
+    return envs or [{}]
+
+
+ENGINE_ENVS = (_engine_envs(os.environ["NDINGEST_TEST_ENGINES"])
+               if os.environ.get("NDINGEST_TEST_ENGINES") else _available_paths())
 ENGINE_IDS = [",".join(f"{k}={v}" for k, v in e.items()) or "default" for e in ENGINE_ENVS]
 
 ABSENT = "zz_absent_column"
