@@ -7,6 +7,7 @@ HTTP interface; stop() ends it and removes its data. The `clickhouse` fixture in
 gives one per test module. doc/datasets.md ("Loading into ClickHouse") says what 18.16
 accepts, and why STRICT_CSV holds the settings it does.
 """
+import ctypes
 import ipaddress
 import json
 import os
@@ -133,7 +134,8 @@ class ClickHouse:
         self._stdout = open(self.root / "log" / "stdout.log", "ab")
         self.proc = subprocess.Popen([SERVER, "--config-file", str(config)], cwd=self.root,
                                      stdin=subprocess.DEVNULL, stdout=self._stdout,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=_die_with_parent)
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -266,6 +268,13 @@ class ClickHouse:
 
 class _PortTaken(Exception):
     pass
+
+
+def _die_with_parent():
+    """In the child before exec: SIGKILL when the test process dies, so a killed pytest
+    leaves no server behind (its own session keeps a terminal's ^C for our teardown)."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _proc_addr(hexaddr):
