@@ -105,7 +105,7 @@ def _error_code(text):
 
 
 class ClickHouse:
-    """One clickhouse-server process under root (a directory it owns, left with its logs
+    """One clickhouse-server process in the directory root (its own; the logs stay there
     after stop()). Raises RuntimeError when the server exits or does not answer in time."""
 
     def __init__(self, root, ready_timeout=90, attempts=3):
@@ -127,11 +127,13 @@ class ClickHouse:
         self.http_port, self.tcp_port = free_port(), free_port()
         while self.tcp_port == self.http_port:
             self.tcp_port = free_port()
+        for name in ("server.log", "server.err.log"):  # this attempt's messages only
+            (self.root / "log" / name).unlink(missing_ok=True)
         (self.root / "users.xml").write_text(USERS)
         config = self.root / "config.xml"
         config.write_text(CONFIG.format(root=self.root, http_port=self.http_port,
                                         tcp_port=self.tcp_port))
-        self._stdout = open(self.root / "log" / "stdout.log", "ab")
+        self._stdout = open(self.root / "log" / "stdout.log", "wb")
         self.proc = subprocess.Popen([SERVER, "--config-file", str(config)], cwd=self.root,
                                      stdin=subprocess.DEVNULL, stdout=self._stdout,
                                      stderr=subprocess.STDOUT, start_new_session=True,
