@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # install-deps.sh -- installs the Debian packages ndingest needs to build, test and
 # benchmark, only those missing. Idempotent; as root it installs, otherwise it prints
-# the exact apt-get line to run.
+# the exact apt-get line to run. ClickHouse (the dataset tests' warehouse) is installed
+# without its system service running: the tests start their own server on free ports.
 set -euo pipefail
 
 pkgs=(
@@ -11,6 +12,7 @@ pkgs=(
     curl apache2-utils wrk gnuplot-nox
     clang libclang-rt-14-dev valgrind cppcheck clang-tidy strace nginx-light
     g++ libsimdjson-dev
+    clickhouse-server clickhouse-client
 )
 
 missing=()
@@ -26,5 +28,24 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "install-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
+
+# clickhouse-server's postinst runs `invoke-rc.d clickhouse-server start` (a daemon on
+# ports 8123, 9000 and 9009, failing the install where it cannot start). A policy-rc.d
+# that answers 101 makes invoke-rc.d skip that; one already present (Docker images ship
+# one) is left as it is.
+policy=/usr/sbin/policy-rc.d
+if [[ " ${missing[*]} " == *" clickhouse-server "* && ! -e $policy ]]; then
+    printf '#!/bin/sh\n# install-deps.sh: no service starts while it installs\nexit 101\n' > "$policy"
+    chmod 755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+fi
 apt-get update -q
 apt-get install -y -q --no-install-recommends "${missing[@]}"
+
+# Nor does it start at the next boot (the package enables it under both init systems).
+if [[ " ${missing[*]} " == *" clickhouse-server "* ]]; then
+    update-rc.d clickhouse-server disable >/dev/null 2>&1 || true
+    if command -v deb-systemd-helper >/dev/null; then
+        deb-systemd-helper disable clickhouse-server.service >/dev/null 2>&1 || true
+    fi
+fi

@@ -268,3 +268,15 @@ def assert_closed(sock, f, timeout=10):
         assert f.read(1) == b""
     except ConnectionResetError:
         pass
+
+
+@pytest.fixture(scope="module")
+def clickhouse(tmp_path_factory):
+    """A ClickHouse server (tests/integration/clickhouse.py) for the whole module, stopped and
+    its data removed at the end; the module's tests skip, saying why, where none is installed."""
+    import clickhouse as ch
+    if ch.SERVER is None:
+        pytest.skip("clickhouse-server is not installed (scripts/install-deps.sh installs it)")
+    server = ch.ClickHouse(tmp_path_factory.mktemp("clickhouse"))
+    yield server
+    server.stop()
