@@ -145,7 +145,7 @@ void ingest_free(struct ingest *g)
 
 /* s as the inside of a JSON string; a byte that would need a \u escape (a control
  * character, a byte of a non-ASCII file name) becomes '?': the message is for reading. */
-static void escape_text(char *out, size_t size, const char *s)
+static size_t escape_text(char *out, size_t size, const char *s)
 {
     size_t o = 0;
     for (; *s && o + 3 <= size; s++) {
@@ -155,19 +155,56 @@ static void escape_text(char *out, size_t size, const char *s)
         out[o++] = ch < 0x20 || ch >= 0x7f ? '?' : (char)ch;
     }
     out[o] = '\0';
+    return o;
 }
 
+/* Appends v in decimal at w; returns the new end. */
+static char *put_u64(char *w, uint64_t v)
+{
+    char digits[20];
+    size_t n = 0;
+    do
+        digits[n++] = (char)('0' + v % 10);
+    while (v /= 10);
+    while (n)
+        *w++ = digits[--n];
+    return w;
+}
+
+static char *put_bytes(char *w, const char *s, size_t n)
+{
+    memcpy(w, s, n);
+    return w + n;
+}
+
+#define PUT(w, literal) put_bytes((w), (literal), sizeof(literal) - 1)
+
+/* Built by hand, not with snprintf: this is every request's response body, and for small
+ * bodies snprintf's format walk cost as much as judging the lines (~2,900 instructions of
+ * ~17,500 per two-line request, callgrind). */
 int ingest_result_json(const struct ingest_stats *s, const char *error, char *out, size_t size)
 {
-    char text[512];
-    if (error)
-        escape_text(text, sizeof text, error);
-    return snprintf(out, size,
-                    "{\"result\": {\"status\": \"%s\"%s%s%s, \"stats\": {\"bytes\": %llu, \"records\": "
-                    "{\"valid\": %llu, \"invalid\": %llu, \"total\": %llu}}}}\n",
-                    error ? "error" : "ok", error ? ", \"error\": \"" : "", error ? text : "",
-                    error ? "\"" : "", (unsigned long long)s->bytes, (unsigned long long)s->valid,
-                    (unsigned long long)s->invalid, (unsigned long long)(s->valid + s->invalid));
+    char text[512], line[1024]; /* 510 bytes of message and 4 numbers of 20 digits fit */
+    char *w = line;
+    if (error) {
+        size_t n = escape_text(text, sizeof text, error);
+        w = PUT(w, "{\"result\": {\"status\": \"error\", \"error\": \"");
+        w = PUT(put_bytes(w, text, n), "\"");
+    } else {
+        w = PUT(w, "{\"result\": {\"status\": \"ok\"");
+    }
+    w = put_u64(PUT(w, ", \"stats\": {\"bytes\": "), s->bytes);
+    w = put_u64(PUT(w, ", \"records\": {\"valid\": "), s->valid);
+    w = put_u64(PUT(w, ", \"invalid\": "), s->invalid);
+    w = put_u64(PUT(w, ", \"total\": "), s->valid + s->invalid);
+    w = PUT(w, "}}}}\n");
+    size_t len = (size_t)(w - line);
+    if (size) { /* snprintf's contract: cut to fit, always terminated, the full length returned */
+        size_t n = len < size ? len : size - 1;
+        memcpy(out, line, n);
+        out[n] = '\0';
+    }
+    return (int)len;
 }
 
 int ingest_stats_json(const struct ingest_stats *s, char *out, size_t size)

@@ -277,6 +277,38 @@ static void test_stats_json(void **state)
     assert_int_equal(n, strlen(out));
 }
 
+/* Zeros, 20-digit counts, and a buffer too small: snprintf's contract (cut to fit and
+ * terminated, the full length returned; nothing written for size 0). */
+static void test_stats_json_edges(void **state)
+{
+    (void)state;
+    const struct ingest_stats zero = {0};
+    char out[256], want[256];
+    int n = ingest_stats_json(&zero, out, sizeof out);
+    assert_string_equal(out, "{\"result\": {\"status\": \"ok\", \"stats\": {\"bytes\": 0, \"records\": "
+                             "{\"valid\": 0, \"invalid\": 0, \"total\": 0}}}}\n");
+    assert_int_equal(n, strlen(out));
+
+    const struct ingest_stats big = {.bytes = UINT64_MAX, .valid = 10000000000000000000ULL, .invalid = 9};
+    n = ingest_stats_json(&big, out, sizeof out);
+    snprintf(want, sizeof want, "{\"result\": {\"status\": \"ok\", \"stats\": {\"bytes\": %llu, \"records\": "
+             "{\"valid\": %llu, \"invalid\": 9, \"total\": %llu}}}}\n", (unsigned long long)UINT64_MAX,
+             10000000000000000000ULL, 10000000000000000009ULL);
+    assert_string_equal(out, want);
+    assert_int_equal(n, strlen(want));
+
+    char small[12];
+    memset(small, 'x', sizeof small);
+    n = ingest_stats_json(&big, small, 10);
+    assert_int_equal(n, strlen(want));
+    assert_memory_equal(small, want, 9);
+    assert_int_equal(small[9], '\0');
+    assert_int_equal(small[10], 'x');
+    n = ingest_stats_json(&big, small, 0);
+    assert_int_equal(n, strlen(want));
+    assert_int_equal(small[0], want[0]);
+}
+
 /* convert's line after a failure: says so, with the message made safe for JSON. */
 static void test_result_json_error(void **state)
 {
@@ -315,6 +347,7 @@ int main(void)
         cmocka_unit_test(test_corrupt_gzip_writes_nothing),
         cmocka_unit_test(test_random_pieces),
         cmocka_unit_test(test_stats_json),
+        cmocka_unit_test(test_stats_json_edges),
         cmocka_unit_test(test_result_json_error),
     };
     json_engine_init(); /* the path ndingest's main would choose */
