@@ -96,7 +96,7 @@ struct http_conn {
     unsigned eof : 1;         /* the client has closed its side */
     unsigned output_full : 1; /* reading paused until the output drains */
     unsigned deadline : 2;    /* enum deadline */
-    unsigned sync_wait : 1;   /* --fsync request: on the server's commit list, parsing paused */
+    unsigned sync_wait : 1;   /* on the server's commit list, parsing paused */
     unsigned sync_keep_alive : 1; /* ...and what its response will say */
     struct http_conn *commit_next;
     struct timespec linger_until;
@@ -124,8 +124,9 @@ struct http_server {
     struct http_conn *conns;   /* open connections, for the drain */
     unsigned nconns;
     int draining;              /* no more keep-alive; drained() once the last one closes */
-    struct http_conn *commits; /* --fsync request: responses waiting for this turn's fdatasync */
+    struct http_conn *commits; /* finished requests waiting for this turn's write (and sync) */
     struct event *commit_ev;   /* activated when the first joins */
+    struct buf batch;          /* their pending rows gathered, when several have some */
 };
 
 static void http_conn_free(struct http_conn *c);
@@ -588,10 +589,10 @@ static int on_message_complete(llhttp_t *p)
         buf_free(&text);
     } else if (r->route->id == ROUTE_INGEST) {
         r->ingesting = 0;
-        enum ingest_status st = ingest_end(&c->ingest);
-        account_body(c);
-        if (st == INGEST_OK && c->s->o->fsync == FSYNC_REQUEST) {
-            /* Answered by commit_cb once this loop turn's fdatasync is done; the next
+        enum ingest_status st = ingest_finish(&c->ingest);
+        if (st == INGEST_OK) {
+            /* Its last rows are written, and it is answered, by commit_cb at the end of
+             * this loop turn, with those of every other request finished in it; the next
              * pipelined request waits until then, so responses stay in order. */
             c->sync_wait = 1;
             c->sync_keep_alive = (unsigned)keep_alive;
@@ -601,13 +602,8 @@ static int on_message_complete(llhttp_t *p)
             c->s->commits = c;
             return HPE_PAUSED;
         }
-        if (st == INGEST_OK) {
-            char body[256];
-            int n = ingest_stats_json(&c->ingest.stats, body, sizeof body);
-            respond(c, 200, NULL, body, (size_t)n, keep_alive);
-        } else {
-            respond_error(c, ingest_failed(c, st), NULL, c->ingest.error, keep_alive);
-        }
+        account_body(c);
+        respond_error(c, ingest_failed(c, st), NULL, c->ingest.error, keep_alive);
     }
     if (keep_alive) {
         /* A client that pipelines without reading: stop at this request, not at the end of
@@ -729,9 +725,13 @@ static void read_requests(struct http_conn *c)
             refused = e == HPE_OK && ok < v[i].iov_len;
         }
         evbuffer_drain(in, used);
-        if (c->sync_wait || c->output_full)
-            bufferevent_disable(c->bev, EV_READ);
-        else if (refused)
+        if (c->sync_wait || c->output_full) {
+            /* A request waiting for the commit is answered later in this loop turn, so
+             * reading stays on (off and on again would cost two epoll_ctl per request); a
+             * client not reading its answers is another matter. */
+            if (c->output_full)
+                bufferevent_disable(c->bev, EV_READ);
+        } else if (refused)
             framing_refused(c);
         else if (e != HPE_OK)
             parse_failed(c, e);
@@ -956,25 +956,73 @@ static void http_conn_free(struct http_conn *c)
         s->drained(s->arg);
 }
 
-/* The commit event (--fsync request): fdatasyncs the files written this loop turn once,
- * then sends the responses of every request that waited for it. */
+/* Writes what the requests on list left pending of one kind (rows, or quarantined lines)
+ * with one write(2): straight from the buffer when one request has any, else gathered into
+ * the server's batch buffer. 0, or -1 with the sink's message in err. */
+static int write_pending(struct http_server *s, struct http_conn *list, int invalid,
+                         struct sink *sink, char *err, size_t errlen)
+{
+    const struct buf *one = NULL;
+    size_t total = 0, count = 0;
+    for (struct http_conn *c = list; c; c = c->commit_next) {
+        const struct buf *b = invalid ? &c->ingest.invalid : &c->ingest.rows;
+        if (b->len) {
+            one = b;
+            total += b->len;
+            count++;
+        }
+    }
+    if (!count || !sink)
+        return 0;
+    const char *p = one->p;
+    if (count > 1) {
+        s->batch.len = 0;
+        if (buf_reserve(&s->batch, total)) {
+            snprintf(err, errlen, "out of memory gathering %zu bytes of rows", total);
+            return -1;
+        }
+        for (struct http_conn *c = list; c; c = c->commit_next) {
+            const struct buf *b = invalid ? &c->ingest.invalid : &c->ingest.rows;
+            memcpy(s->batch.p + s->batch.len, b->p, b->len);
+            s->batch.len += b->len;
+        }
+        p = s->batch.p;
+    }
+    if (sink_write(sink, p, total)) {
+        snprintf(err, errlen, "%s", sink_error(sink));
+        return -1;
+    }
+    return 0;
+}
+
+/* The commit event, once per loop turn in which a request finished ingesting: the last rows
+ * of every such request go to the day's file in one write(2) (and their quarantined lines in
+ * one more), --fsync request fdatasyncs once, and then each gets its answer: a 200 only now
+ * that its rows are in the file. One write for many small requests saves the syscalls that
+ * dominate them (doc/performance.md). */
 static void commit_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     struct http_server *s = arg;
-    char err[300];
-    int r = s->sync(s->arg, err, sizeof err);
-    if (r)
-        log_error("%s: 500: %s", s->log_prefix, err);
     struct http_conn *list = s->commits;
     s->commits = NULL;
+    char err[300];
+    int r = write_pending(s, list, 0, s->ingest->rows, err, sizeof err);
+    if (!r)
+        r = write_pending(s, list, 1, s->ingest->quarantine, err, sizeof err);
+    if (!r && s->o->fsync == FSYNC_REQUEST)
+        r = s->sync(s->arg, err, sizeof err);
+    if (r)
+        log_error("%s: 500: %s", s->log_prefix, err);
     while (list) {
         struct http_conn *c = list;
         list = c->commit_next;
         c->commit_next = NULL;
         c->sync_wait = 0;
         int keep_alive = c->sync_keep_alive && !s->draining;
+        ingest_written(&c->ingest, !r, err);
+        account_body(c);
         if (!r) {
             char body[256];
             int n = ingest_stats_json(&c->ingest.stats, body, sizeof body);
@@ -987,7 +1035,6 @@ static void commit_cb(evutil_socket_t fd, short what, void *arg)
             continue; /* write_cb closes it once the response is out */
         }
         llhttp_resume(&c->parser);
-        bufferevent_enable(c->bev, EV_READ);
         read_requests(c); /* pipelined requests already read */
     }
 }
@@ -1046,5 +1093,6 @@ void http_server_free(struct http_server *s)
     s->drained = NULL; /* going away, not draining */
     http_server_close_all(s);
     event_free(s->commit_ev);
+    buf_free(&s->batch);
     free(s);
 }

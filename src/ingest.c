@@ -113,7 +113,7 @@ enum ingest_status ingest_feed(struct ingest *g, const char *p, size_t n)
     return g->status;
 }
 
-enum ingest_status ingest_end(struct ingest *g)
+enum ingest_status ingest_finish(struct ingest *g)
 {
     if (g->status == INGEST_OK && decoder_end(&g->decoder))
         fail(g, INGEST_EDECODE, "the compressed body ends before its stream does");
@@ -121,6 +121,25 @@ enum ingest_status ingest_end(struct ingest *g)
         const struct line_handler h = {on_line, on_oversize, g};
         lines_end(&g->lines, &h);
     }
+    if (g->status != INGEST_OK)
+        ingest_abort(g);
+    return g->status;
+}
+
+enum ingest_status ingest_written(struct ingest *g, int ok, const char *msg)
+{
+    if (ok)
+        g->stats.written += g->rows.len + g->invalid.len;
+    else
+        fail(g, INGEST_EWRITE, msg);
+    g->rows.len = g->invalid.len = 0;
+    return g->status;
+}
+
+enum ingest_status ingest_end(struct ingest *g)
+{
+    if (ingest_finish(g) != INGEST_OK)
+        return g->status;
     flush(g, g->cfg->rows, &g->rows);
     if (g->cfg->quarantine)
         flush(g, g->cfg->quarantine, &g->invalid);

@@ -59,6 +59,15 @@ enum ingest_status ingest_feed(struct ingest *g, const char *p, size_t n);
 /* The body is complete: the last line, then every pending row is written. On INGEST_OK
  * every row of the body is in the file (write(2) returned). */
 enum ingest_status ingest_end(struct ingest *g);
+/* ingest_end less its last writes: the last line is judged and encoded, and what is still
+ * pending (under flush_bytes of rows, and of quarantined lines) is left in g->rows and
+ * g->invalid, whole rows and whole lines, for the caller to write together with other
+ * requests' (a server writes the rows of every request finished in one loop turn with one
+ * write(2)), then to report with ingest_written. On failure nothing is left pending. */
+enum ingest_status ingest_finish(struct ingest *g);
+/* After ingest_finish: the caller wrote what was pending (ok) or could not (the status is
+ * then INGEST_EWRITE, with msg as the error). Counted in the stats; the buffers emptied. */
+enum ingest_status ingest_written(struct ingest *g, int ok, const char *msg);
 /* The body was abandoned: rows not yet written are dropped. */
 void ingest_abort(struct ingest *g);
 void ingest_free(struct ingest *g);

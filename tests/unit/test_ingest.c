@@ -266,6 +266,54 @@ static void test_random_pieces(void **state)
     free(big);
 }
 
+/* ingest_finish judges the last line but writes nothing: the rows and quarantined lines are
+ * left for the caller (the server writes many requests' with one write), and ingest_written
+ * then counts them, or turns a failed write into INGEST_EWRITE. */
+static void test_finish_leaves_rows_pending(void **state)
+{
+    (void)state;
+    const char *names[] = {"a", "b", "c"};
+    struct json_columns cols;
+    char err[128];
+    assert_int_equal(json_columns_init(&cols, names, 3, err, sizeof err), 0);
+    int rows_fd = memfd_create("rows", 0), bad_fd = memfd_create("invalid", 0);
+    assert_true(rows_fd >= 0 && bad_fd >= 0);
+    struct sink *rows = sink_open_fd(rows_fd), *bad = sink_open_fd(bad_fd);
+    const struct ingest_config cfg = {
+        .columns = &cols, .max_line = MAX_LINE, .flush_bytes = 1 << 20, .rows = rows, .quarantine = bad,
+    };
+    struct ingest g;
+    ingest_init(&g, &cfg);
+    for (int round = 0; round < 2; round++) {
+        assert_int_equal(ingest_begin(&g, ENCODING_IDENTITY), INGEST_OK);
+        assert_int_equal(ingest_feed(&g, body, sizeof body - 1), INGEST_OK);
+        assert_int_equal(ingest_finish(&g), INGEST_OK);
+        assert_int_equal(lseek(rows_fd, 0, SEEK_END), 0); /* nothing written yet */
+        assert_int_equal(lseek(bad_fd, 0, SEEK_END), 0);
+        assert_int_equal(g.rows.len, sizeof expected_rows - 1);
+        assert_memory_equal(g.rows.p, expected_rows, g.rows.len);
+        assert_int_equal(g.invalid.len, sizeof expected_invalid - 1);
+        assert_memory_equal(g.invalid.p, expected_invalid, g.invalid.len);
+        assert_int_equal(g.stats.written, 0);
+        if (round == 0) {
+            assert_int_equal(ingest_written(&g, 1, NULL), INGEST_OK);
+            assert_int_equal(g.stats.written, sizeof expected_rows - 1 + sizeof expected_invalid - 1);
+        } else {
+            assert_int_equal(ingest_written(&g, 0, "disk on fire"), INGEST_EWRITE);
+            assert_string_equal(g.error, "disk on fire");
+            assert_int_equal(g.stats.written, 0);
+        }
+        assert_int_equal(g.rows.len, 0);
+        assert_int_equal(g.invalid.len, 0);
+    }
+    ingest_free(&g);
+    sink_close(rows);
+    sink_close(bad);
+    close(rows_fd);
+    close(bad_fd);
+    json_columns_free(&cols);
+}
+
 static void test_stats_json(void **state)
 {
     (void)state;
@@ -346,6 +394,7 @@ int main(void)
         cmocka_unit_test(test_gzip_every_split_position),
         cmocka_unit_test(test_corrupt_gzip_writes_nothing),
         cmocka_unit_test(test_random_pieces),
+        cmocka_unit_test(test_finish_leaves_rows_pending),
         cmocka_unit_test(test_stats_json),
         cmocka_unit_test(test_stats_json_edges),
         cmocka_unit_test(test_result_json_error),
