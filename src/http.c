@@ -222,15 +222,34 @@ static void respond_as(struct http_conn *c, int status, const char *ctype, const
                        const char *body, size_t len, int keep_alive)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    char head[512];
-    int n = snprintf(head, sizeof head,
-                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                     "X-Worker: %d\r\nConnection: %s\r\n%s\r\n",
-                     status, status_text(status), ctype, len, c->s->index,
-                     keep_alive ? "keep-alive" : "close", extra ? extra : "");
-    evbuffer_add(out, head, (size_t)n);
+    /* Built by hand, not with snprintf: for a small request this was a sixth of its
+     * instructions. The head and a small body go out as one piece. */
+    const char *text = status_text(status);
+    size_t elen = extra ? strlen(extra) : 0, clen = strlen(ctype);
+    if (elen > 256 || clen > 64)
+        abort(); /* our own constants: a longer one is a bug here */
+    char msg[1024];
+    char *w = PUT(msg, "HTTP/1.1 ");
+    w = put_u64(w, (uint64_t)status);
+    *w++ = ' ';
+    w = put_bytes(w, text, strlen(text));
+    w = PUT(w, "\r\nContent-Type: ");
+    w = put_bytes(w, ctype, clen);
+    w = PUT(w, "\r\nContent-Length: ");
+    w = put_u64(w, len);
+    w = PUT(w, "\r\nX-Worker: ");
+    w = put_u64(w, (uint64_t)c->s->index);
+    w = keep_alive ? PUT(w, "\r\nConnection: keep-alive\r\n") : PUT(w, "\r\nConnection: close\r\n");
+    w = put_bytes(w, extra ? extra : "", elen);
+    w = PUT(w, "\r\n");
     /* HEAD gets the length of what GET would have sent, and nothing more. */
-    if (llhttp_get_method(&c->parser) != HTTP_HEAD)
+    int with_body = llhttp_get_method(&c->parser) != HTTP_HEAD;
+    if (with_body && len <= sizeof msg - (size_t)(w - msg)) {
+        w = put_bytes(w, body, len);
+        with_body = 0;
+    }
+    evbuffer_add(out, msg, (size_t)(w - msg));
+    if (with_body)
         evbuffer_add(out, body, len);
     c->req.responded = 1;
     atomic_fetch_add_explicit(&c->s->slot->requests, 1, memory_order_relaxed);

@@ -177,26 +177,6 @@ static size_t escape_text(char *out, size_t size, const char *s)
     return o;
 }
 
-/* Appends v in decimal at w; returns the new end. */
-static char *put_u64(char *w, uint64_t v)
-{
-    char digits[20];
-    size_t n = 0;
-    do
-        digits[n++] = (char)('0' + v % 10);
-    while (v /= 10);
-    while (n)
-        *w++ = digits[--n];
-    return w;
-}
-
-static char *put_bytes(char *w, const char *s, size_t n)
-{
-    memcpy(w, s, n);
-    return w + n;
-}
-
-#define PUT(w, literal) put_bytes((w), (literal), sizeof(literal) - 1)
 
 /* Built by hand, not with snprintf: this is every request's response body, and for small
  * bodies snprintf's format walk cost as much as judging the lines (~2,900 instructions of
