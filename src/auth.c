@@ -10,9 +10,13 @@
 
 #include "log.h"
 
+/* What auth_load reads: the longest token and the blanks its line may end in (CRLF, a few
+ * spaces), which are stripped before the length is judged. */
+#define AUTH_LINE_MAX (AUTH_TOKEN_MAX + 64)
+
 int auth_load(struct auth *a, const char *path, char *err, size_t errlen)
 {
-    char line[AUTH_TOKEN_MAX + 2];
+    char line[AUTH_LINE_MAX];
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         snprintf(err, errlen, "--token-file %s: %s", path, strerror(errno));
@@ -31,13 +35,15 @@ int auth_load(struct auth *a, const char *path, char *err, size_t errlen)
     size_t len = 0;
     while (len < (size_t)n && line[len] != '\n')
         len++;
-    if (len > AUTH_TOKEN_MAX) {
+    /* A line that fills the buffer without its newline may go on past it. */
+    int whole = len < (size_t)n || (size_t)n < sizeof line;
+    while (len && (line[len - 1] == ' ' || line[len - 1] == '\t' || line[len - 1] == '\r'))
+        len--;
+    if (!whole || len > AUTH_TOKEN_MAX) {
         snprintf(err, errlen, "--token-file %s: the token is longer than %d bytes", path,
                  AUTH_TOKEN_MAX);
         return -1;
     }
-    while (len && (line[len - 1] == ' ' || line[len - 1] == '\t' || line[len - 1] == '\r'))
-        len--;
     if (!len) {
         snprintf(err, errlen, "--token-file %s: empty (the token is its first line)", path);
         return -1;

@@ -84,6 +84,37 @@ static void test_load_errors(void **state)
     assert_non_null(strstr(err, "--token-file /nonexistent/token: "));
 }
 
+/* The longest token still loads when its line ends in CRLF or blanks: they are stripped
+ * before the length is judged. A line too long to read whole is refused, not cut. */
+static void test_longest_token_with_trailing_blanks(void **state)
+{
+    (void)state;
+    char err[300], text[AUTH_TOKEN_MAX + 128];
+    memset(text, 'x', sizeof text);
+    static const char *const ends[] = {"\r\n", " \t\r\n", "\r", "  "};
+    for (size_t i = 0; i < sizeof ends / sizeof ends[0]; i++) {
+        struct auth a = {0};
+        size_t n = strlen(ends[i]);
+        memcpy(text + AUTH_TOKEN_MAX, ends[i], n);
+        put_file(text, AUTH_TOKEN_MAX + n);
+        print_message("the longest token, then ending %zu\n", i);
+        assert_int_equal(auth_load(&a, path, err, sizeof err), 0);
+        assert_int_equal(a.len, AUTH_TOKEN_MAX);
+    }
+    struct auth a = {0};
+    memcpy(text + AUTH_TOKEN_MAX + 1, "\r\n", 2); /* one byte more */
+    memset(text + AUTH_TOKEN_MAX, 'x', 1);
+    put_file(text, AUTH_TOKEN_MAX + 3);
+    assert_int_equal(auth_load(&a, path, err, sizeof err), -1);
+    assert_non_null(strstr(err, "longer than 256 bytes"));
+    /* Blanks past the read, then more of the line: not a token of AUTH_TOKEN_MAX bytes. */
+    memset(text + AUTH_TOKEN_MAX, ' ', 100);
+    memcpy(text + AUTH_TOKEN_MAX + 100, "yy\n", 3);
+    put_file(text, AUTH_TOKEN_MAX + 103);
+    assert_int_equal(auth_load(&a, path, err, sizeof err), -1);
+    assert_false(auth_enabled(&a));
+}
+
 static void test_check(void **state)
 {
     (void)state;
@@ -136,6 +167,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_first_line_trailing_blanks_stripped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_load_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_longest_token_with_trailing_blanks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reload_keeps_the_old_token_on_error, setup, teardown),
     };

@@ -154,6 +154,21 @@ static void test_appends(void **state)
     free(s);
 }
 
+/* A buffer that cannot grow (no address space left past its length): -1, and the buffer
+ * as it was, so that http.c answers 500 rather than send a cut exposition. */
+static void test_no_memory(void **state)
+{
+    (void)state;
+    struct worker_slot *s = slots_new(2);
+    char held[1] = {'x'};
+    struct buf out = {.p = held, .len = SIZE_MAX / 2, .cap = SIZE_MAX / 2};
+    assert_int_equal(metrics_format(&out, s, 2), -1);
+    assert_ptr_equal(out.p, held);
+    assert_true(out.len == SIZE_MAX / 2 && out.cap == SIZE_MAX / 2);
+    assert_int_equal(held[0], 'x');
+    free(s);
+}
+
 static void test_totals_live_connections_only(void **state)
 {
     (void)state;
@@ -180,6 +195,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_1024_workers_nothing_cut),
         cmocka_unit_test(test_appends),
+        cmocka_unit_test(test_no_memory),
         cmocka_unit_test(test_totals_live_connections_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
