@@ -1040,14 +1040,15 @@ static void commit_cb(evutil_socket_t fd, short what, void *arg)
         c->commit_next = NULL;
         c->sync_wait = 0;
         int keep_alive = c->sync_keep_alive && !s->draining;
-        ingest_written(&c->ingest, !r, err);
+        /* Not OK also when its earlier batches went into a file deleted since (ingest.h). */
+        enum ingest_status st = ingest_written(&c->ingest, !r, err);
         account_body(c);
-        if (!r) {
+        if (st == INGEST_OK) {
             char body[256];
             int n = ingest_stats_json(&c->ingest.stats, body, sizeof body);
             respond(c, 200, NULL, body, (size_t)n, keep_alive);
         } else {
-            respond_error(c, 500, NULL, err, keep_alive);
+            respond_error(c, 500, NULL, c->ingest.error, keep_alive);
         }
         if (!keep_alive) {
             stop_reading_requests(c, 0);

@@ -150,8 +150,11 @@ static void value_byte(struct http_strict *s, unsigned char ch)
             s->value = V_TRAIL;
         return;
     }
-    if (s->value == V_TRAIL && s->header == H_CL) { /* a blank inside: "1 2" */
-        s->flags |= F_LENGTH_BAD;
+    if (s->value == V_TRAIL) { /* a blank inside: "1 2", or "chun ked" (not chunked) */
+        if (s->header == H_CL)
+            s->flags |= F_LENGTH_BAD;
+        else
+            fail(s, 501, "unsupported Transfer-Encoding: only a lone chunked is implemented");
         return;
     }
     s->value = V_IN;

@@ -14,16 +14,30 @@ static void fail(struct ingest *g, enum ingest_status st, const char *msg)
     snprintf(g->error, sizeof g->error, "%s", msg);
 }
 
-/* Writes pending bytes of one kind; b holds whole rows (or whole quarantined lines). */
-static void flush(struct ingest *g, struct sink *s, struct buf *b)
+/* Writes pending bytes of one kind (k: 0 rows, 1 quarantined lines); b holds whole rows
+ * (or whole quarantined lines). */
+static void flush(struct ingest *g, struct sink *s, struct buf *b, int k)
 {
     if (!b->len || g->status != INGEST_OK)
         return;
-    if (sink_write(s, b->p, b->len))
+    if (sink_write(s, b->p, b->len)) {
         fail(g, INGEST_EWRITE, sink_error(s));
-    else
+    } else {
         g->stats.written += b->len;
+        if (!g->wrote[k]) { /* counted after the write: that batch is in a named file */
+            g->wrote[k] = 1;
+            g->lost[k] = sink_lost(s);
+        }
+    }
     b->len = 0;
+}
+
+/* Whether every batch of the body written to s is still in a file with a name. */
+static void check_kept(struct ingest *g, struct sink *s, int k)
+{
+    if (g->status == INGEST_OK && g->wrote[k] && sink_lost(s) != g->lost[k])
+        fail(g, INGEST_EWRITE, "the day's file was deleted while the body was being written: "
+                               "its first rows went with it; send the body again");
 }
 
 static void on_line(void *ctx, const char *p, size_t n)
@@ -38,7 +52,7 @@ static void on_line(void *ctx, const char *p, size_t n)
         if (csv_row(&g->rows, g->cells, cfg->columns->count, cfg->crlf))
             fail(g, INGEST_ENOMEM, "out of memory encoding a row");
         else if (g->rows.len >= cfg->flush_bytes)
-            flush(g, cfg->rows, &g->rows);
+            flush(g, cfg->rows, &g->rows, 0);
         return;
     case LINE_INVALID:
         g->stats.invalid++;
@@ -52,7 +66,7 @@ static void on_line(void *ctx, const char *p, size_t n)
         g->invalid.p[g->invalid.len + n] = '\n';
         g->invalid.len += n + 1;
         if (g->invalid.len >= cfg->flush_bytes)
-            flush(g, cfg->quarantine, &g->invalid);
+            flush(g, cfg->quarantine, &g->invalid, 1);
         return;
     }
 }
@@ -90,6 +104,7 @@ enum ingest_status ingest_begin(struct ingest *g, enum content_encoding enc)
     g->status = INGEST_OK;
     g->error[0] = '\0';
     g->rows.len = g->invalid.len = 0;
+    g->wrote[0] = g->wrote[1] = 0;
     lines_reset(&g->lines);
     g->decoder.max_out = g->cfg->max_inflate;
     g->decoder.max_ratio = g->cfg->max_ratio;
@@ -126,12 +141,23 @@ enum ingest_status ingest_finish(struct ingest *g)
     return g->status;
 }
 
+/* The body's earlier batches are still in named files (check_kept) once its last rows are
+ * written, by ingest_end or by the caller of ingest_finish. */
+static void check_all_kept(struct ingest *g)
+{
+    check_kept(g, g->cfg->rows, 0);
+    if (g->cfg->quarantine)
+        check_kept(g, g->cfg->quarantine, 1);
+}
+
 enum ingest_status ingest_written(struct ingest *g, int ok, const char *msg)
 {
-    if (ok)
+    if (ok) {
         g->stats.written += g->rows.len + g->invalid.len;
-    else
+        check_all_kept(g);
+    } else {
         fail(g, INGEST_EWRITE, msg);
+    }
     g->rows.len = g->invalid.len = 0;
     return g->status;
 }
@@ -140,9 +166,10 @@ enum ingest_status ingest_end(struct ingest *g)
 {
     if (ingest_finish(g) != INGEST_OK)
         return g->status;
-    flush(g, g->cfg->rows, &g->rows);
+    flush(g, g->cfg->rows, &g->rows, 0);
     if (g->cfg->quarantine)
-        flush(g, g->cfg->quarantine, &g->invalid);
+        flush(g, g->cfg->quarantine, &g->invalid, 1);
+    check_all_kept(g);
     if (g->status != INGEST_OK)
         ingest_abort(g);
     return g->status;

@@ -44,6 +44,8 @@ struct ingest {
     struct decoder decoder;
     struct line_framer lines;
     struct buf rows, invalid; /* encoded but not yet written */
+    unsigned long lost[2];    /* rows, invalid: sink_lost after the body's first batch */
+    uint8_t wrote[2];         /* ...which was written */
     struct ingest_stats stats;
     enum ingest_status status;
     char error[256];
@@ -57,7 +59,9 @@ enum ingest_status ingest_begin(struct ingest *g, enum content_encoding enc);
 /* The next piece of the body, as received. Rows may be written here in whole-row batches. */
 enum ingest_status ingest_feed(struct ingest *g, const char *p, size_t n);
 /* The body is complete: the last line, then every pending row is written. On INGEST_OK
- * every row of the body is in the file (write(2) returned). */
+ * every row of the body is in the file (write(2) returned), and that file still has a name:
+ * a day's file deleted after an earlier batch of the body was written to it is
+ * INGEST_EWRITE (the body must be sent again; the batches written since are then doubled). */
 enum ingest_status ingest_end(struct ingest *g);
 /* ingest_end less its last writes: the last line is judged and encoded, and what is still
  * pending (under flush_bytes of rows, and of quarantined lines) is left in g->rows and
@@ -66,7 +70,9 @@ enum ingest_status ingest_end(struct ingest *g);
  * write(2)), then to report with ingest_written. On failure nothing is left pending. */
 enum ingest_status ingest_finish(struct ingest *g);
 /* After ingest_finish: the caller wrote what was pending (ok) or could not (the status is
- * then INGEST_EWRITE, with msg as the error). Counted in the stats; the buffers emptied. */
+ * then INGEST_EWRITE, with msg as the error). Counted in the stats; the buffers emptied.
+ * Also INGEST_EWRITE when the body's earlier batches went into a file deleted since, as
+ * ingest_end checks (their rows may be gone: the request must not be acknowledged). */
 enum ingest_status ingest_written(struct ingest *g, int ok, const char *msg);
 /* The body was abandoned: rows not yet written are dropped. */
 void ingest_abort(struct ingest *g);

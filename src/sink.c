@@ -22,6 +22,7 @@ struct sink {
     const char *dir, *name, *suffix, *header; /* copies, in store */
     size_t header_len;
     atomic_uint *torn;         /* see sink_config */
+    unsigned long lost;        /* files found to have lost their last name (sink_lost) */
     char path[PATH_MAX];
     char err[PATH_MAX + 128];
     char store[];
@@ -400,6 +401,7 @@ int sink_write(struct sink *s, const char *p, size_t n)
         if (r == 0 && s->daily && unlinked(s->fd)) {
             s->dirty = 0; /* syncing a file nobody can open saves nothing */
             close_day(s, 0);
+            s->lost++;
             if (tries < 3)
                 continue;
             r = -ENOENT; /* deleted as fast as it was made */
@@ -418,6 +420,16 @@ int sink_write(struct sink *s, const char *p, size_t n)
         }
         return r;
     }
+}
+
+unsigned long sink_lost(struct sink *s)
+{
+    if (s->daily && s->fd >= 0 && unlinked(s->fd)) {
+        s->dirty = 0;
+        close_day(s, 0); /* the next write makes the file again */
+        s->lost++;
+    }
+    return s->lost;
 }
 
 const char *sink_error(const struct sink *s)

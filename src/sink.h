@@ -40,6 +40,11 @@ struct sink *sink_open_fd(int fd);
  * name after they were written. A renamed file keeps its name and its rows until
  * sink_reopen. */
 int sink_write(struct sink *s, const char *p, size_t n);
+/* How many of the sink's files have been found without a name, the open one asked now (one
+ * fstat). A batch written earlier was in the file then open: a caller that wrote when the
+ * count was c and now sees more has rows that may be gone with a deleted file (the batches
+ * of a body before its last one). Always 0 for sink_open_fd. */
+unsigned long sink_lost(struct sink *s);
 const char *sink_error(const struct sink *s);
 /* The path written to last (or that would be written now). */
 const char *sink_path(struct sink *s);

@@ -1,12 +1,14 @@
 """test_deleted_files.py -- the day's files deleted (unlink, rm -rf) or renamed under a running
 multi-worker server: no acknowledged row goes to a file without a name."""
+import json
 import os
 import shutil
+import socket
 
 import pytest
 
 from conftest import today
-from test_durability import post_concurrently, rows_body, rows_csv, sighup
+from test_durability import post_concurrently, rows_body, rows_csv, sighup, wait_for
 
 HEADER = b"vendorid,tpep_pickup_datetime,trip_distance,total_amount\n"
 
@@ -68,3 +70,32 @@ def test_renamed_files_keep_rows_until_sighup(start_server, tmp_path):
     assert data.startswith(HEADER) and data.count(HEADER) == 1
     assert sorted(data[len(HEADER):].splitlines()) == after
     assert bad.read_bytes() == b"x\n" * 40
+
+
+def test_file_deleted_between_batches_of_one_request(start_server):
+    """A body of several 1 MiB batches, the day's file deleted after the first: a 200 must
+    mean every row is in a file with a name."""
+    s = start_server("--workers", "0")
+    csv = s.out_dir / f"nyc_taxi-{today()}.csv"
+    # ~1.5 MiB of rows per half: the first half fills (and writes) at least one 1 MiB batch.
+    first, second = rows_body(0, 150000), rows_body(150000, 150000)
+    body = first + second
+    sock = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+    sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + first)
+    wait_for(lambda: csv.exists() and csv.stat().st_size > 0, "the first batch written")
+    csv.unlink()  # the operator's cleanup, while the request is still being read
+    sock.sendall(second)
+    resp = b""
+    while b"\r\n\r\n" not in resp or not resp.endswith(b"}\n"):
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {resp!r}"
+        resp += chunk
+    sock.close()
+    status = int(resp.split(b" ", 2)[1])
+    assert status in (200, 500), resp
+    if status == 500:  # refused: the client sends it again, nothing acknowledged was lost
+        assert b"deleted" in resp, resp
+        return
+    valid = json.loads(resp.split(b"\r\n\r\n", 1)[1])["result"]["stats"]["records"]["valid"]
+    in_files = sum(p.read_bytes().count(b"\n") for p in s.files("*.csv"))
+    assert in_files == valid, f"200 for {valid} rows, but only {in_files} are in a file with a name"

@@ -59,6 +59,7 @@ static const struct framing_case cases[] = {
     {"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 17, 501},
     {"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 13, 501},
     {"POST / HTTP/1.1\r\nTransfer-Encoding: chunk\r\n\r\n", 4, 501},
+    {"POST / HTTP/1.1\r\nTransfer-Encoding: chun ked\r\n\r\n", 7, 501}, /* llhttp: not chunked */
     {"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n", 34, 501},
     {"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", 11, 501},
     {"GET / HTTP/1.1\r\nHostname: h\r\n\r\n", 1, 400},
