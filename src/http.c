@@ -600,8 +600,10 @@ static int on_message_complete(llhttp_t *p)
         respond(c, 200, NULL, ok, sizeof ok - 1, keep_alive);
     } else if (r->route->id == ROUTE_METRICS) {
         /* Sized by the slot count (~100 bytes each), so built per request, never cut. */
+        struct metrics_worker view[SLOTS_MAX];
+        slots_metrics_view(view, c->s->slots, c->s->nslots);
         struct buf text = {0};
-        if (metrics_format(&text, c->s->slots, c->s->nslots))
+        if (metrics_format(&text, view, c->s->nslots))
             respond_error(c, 500, NULL, "out of memory for the metrics", keep_alive);
         else
             respond_as(c, 200, "text/plain; version=0.0.4", NULL, text.p, text.len, keep_alive);

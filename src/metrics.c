@@ -4,8 +4,6 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-#include "slots.h"
-
 static const int codes[METRICS_CODES - 1] = {200, 400, 401, 404, 405, 408, 413, 415, 431, 500, 501, 503};
 static const uint64_t bucket_ns[METRICS_BUCKETS] = {
     1000000ULL, 5000000ULL, 10000000ULL, 50000000ULL, 100000000ULL, 500000000ULL,
@@ -59,31 +57,37 @@ __attribute__((format(printf, 2, 3))) static void put(struct out *o, const char 
     }
 }
 
-static uint64_t sum(const struct worker_slot *slots, int n, size_t offset)
+static uint64_t sum(const struct metrics_worker *w, int n, size_t offset)
 {
     uint64_t t = 0;
     for (int i = 0; i < n; i++) {
         const atomic_uint_fast64_t *c =
-            (const atomic_uint_fast64_t *)((const char *)&slots[i].metrics + offset);
+            (const atomic_uint_fast64_t *)((const char *)w[i].m + offset);
         t += atomic_load_explicit(c, memory_order_relaxed);
     }
     return t;
 }
 
-#define SUM(field) sum(slots, n, offsetof(struct metrics, field))
+#define SUM(field) sum(w, n, offsetof(struct metrics, field))
 
-void metrics_totals(struct metrics_totals *t, const struct worker_slot *slots, int n)
+/* Open connections over w[0..n). */
+static uint64_t open_connections(const struct metrics_worker *w, int n)
+{
+    uint64_t t = 0;
+    for (int i = 0; i < n; i++)
+        t += w[i].connections;
+    return t;
+}
+
+void metrics_totals(struct metrics_totals *t, const struct metrics_worker *w, int n)
 {
     t->rows = SUM(rows_valid) + SUM(rows_invalid);
     t->body_bytes = SUM(body_bytes);
     t->requests = 0;
     for (int i = 0; i < METRICS_CODES; i++)
-        t->requests += sum(slots, n, offsetof(struct metrics, responses) +
-                                         (size_t)i * sizeof(atomic_uint_fast64_t));
-    t->connections = 0;
-    for (int i = 0; i < n; i++)
-        if (atomic_load_explicit(&slots[i].live, memory_order_relaxed))
-            t->connections += atomic_load_explicit(&slots[i].connections, memory_order_relaxed);
+        t->requests += sum(w, n, offsetof(struct metrics, responses) +
+                                     (size_t)i * sizeof(atomic_uint_fast64_t));
+    t->connections = open_connections(w, n);
 }
 
 static void counter(struct out *o, const char *name, const char *help, uint64_t v)
@@ -92,13 +96,13 @@ static void counter(struct out *o, const char *name, const char *help, uint64_t 
         (unsigned long long)v);
 }
 
-int metrics_format(struct buf *out, const struct worker_slot *slots, int n)
+int metrics_format(struct buf *out, const struct metrics_worker *w, int n)
 {
     struct out o = {out, 0};
     put(&o, "# HELP ndingest_requests_total Responses sent, by HTTP status code.\n"
             "# TYPE ndingest_requests_total counter\n");
     for (int i = 0; i < METRICS_CODES; i++) {
-        uint64_t v = sum(slots, n, offsetof(struct metrics, responses) + (size_t)i * sizeof(atomic_uint_fast64_t));
+        uint64_t v = sum(w, n, offsetof(struct metrics, responses) + (size_t)i * sizeof(atomic_uint_fast64_t));
         if (i < METRICS_CODES - 1)
             put(&o, "ndingest_requests_total{code=\"%d\"} %llu\n", codes[i], (unsigned long long)v);
         else if (v)
@@ -119,7 +123,7 @@ int metrics_format(struct buf *out, const struct worker_slot *slots, int n)
             "# TYPE ndingest_request_duration_seconds histogram\n");
     uint64_t cumulative = 0;
     for (int b = 0; b <= METRICS_BUCKETS; b++) {
-        cumulative += sum(slots, n, offsetof(struct metrics, duration) + (size_t)b * sizeof(atomic_uint_fast64_t));
+        cumulative += sum(w, n, offsetof(struct metrics, duration) + (size_t)b * sizeof(atomic_uint_fast64_t));
         put(&o, "ndingest_request_duration_seconds_bucket{le=\"%s\"} %llu\n",
             b < METRICS_BUCKETS ? bucket_le[b] : "+Inf", (unsigned long long)cumulative);
     }
@@ -128,31 +132,25 @@ int metrics_format(struct buf *out, const struct worker_slot *slots, int n)
             "ndingest_request_duration_seconds_count %llu\n",
         (unsigned long long)(ns / 1000000000ULL), (unsigned long long)(ns % 1000000000ULL),
         (unsigned long long)cumulative);
-    uint64_t open = 0;
-    for (int i = 0; i < n; i++)
-        if (atomic_load_explicit(&slots[i].live, memory_order_relaxed))
-            open += atomic_load_explicit(&slots[i].connections, memory_order_relaxed);
+    uint64_t open = open_connections(w, n);
     put(&o, "# HELP ndingest_open_connections Client connections open now, all workers.\n"
             "# TYPE ndingest_open_connections gauge\n"
             "ndingest_open_connections %llu\n",
         (unsigned long long)open);
     counter(&o, "ndingest_worker_restarts_total", "Workers that died and were replaced.",
             SUM(restarts));
-    /* The same, per worker slot: how evenly the load is shared. */
+    /* The same, per worker: how evenly the load is shared. */
     put(&o, "# HELP ndingest_worker_requests_total Responses sent, by worker slot.\n"
             "# TYPE ndingest_worker_requests_total counter\n");
     for (int i = 0; i < n; i++) {
         uint64_t t = 0;
         for (int k = 0; k < METRICS_CODES; k++)
-            t += atomic_load_explicit(&slots[i].metrics.responses[k], memory_order_relaxed);
+            t += atomic_load_explicit(&w[i].m->responses[k], memory_order_relaxed);
         put(&o, "ndingest_worker_requests_total{worker=\"%d\"} %llu\n", i, (unsigned long long)t);
     }
     put(&o, "# HELP ndingest_worker_open_connections Client connections open now, by worker slot.\n"
             "# TYPE ndingest_worker_open_connections gauge\n");
     for (int i = 0; i < n; i++)
-        put(&o, "ndingest_worker_open_connections{worker=\"%d\"} %u\n", i,
-            atomic_load_explicit(&slots[i].live, memory_order_relaxed)
-                ? atomic_load_explicit(&slots[i].connections, memory_order_relaxed)
-                : 0u);
+        put(&o, "ndingest_worker_open_connections{worker=\"%d\"} %u\n", i, w[i].connections);
     return o.failed ? -1 : 0;
 }

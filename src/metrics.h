@@ -1,7 +1,8 @@
 /* metrics.h -- the counters behind GET /metrics (Prometheus text format 0.0.4). Each worker
- * keeps its own in its slot of the memory shared by every process (slots.h) and is the
- * only writer of them, so it adds with a relaxed load and store (no locked instruction);
- * whichever worker answers /metrics sums every slot. Counted per request, never per byte. */
+ * keeps its own in memory shared by every process (slots.h embeds them) and is the only
+ * writer of them, so it adds with a relaxed load and store (no locked instruction);
+ * whichever worker answers /metrics sums every worker's. Counted per request, never per
+ * byte. A leaf module: it reads only the view its caller builds (struct metrics_worker). */
 #ifndef NDINGEST_METRICS_H
 #define NDINGEST_METRICS_H
 
@@ -37,20 +38,26 @@ static inline void metrics_add(atomic_uint_fast64_t *c, uint64_t n)
 /* One response sent, duration_ns after its request's first byte. */
 void metrics_response(struct metrics *m, int status, uint64_t duration_ns);
 
-struct worker_slot;
+/* One worker as the functions below see it, built by the caller (slots_metrics_view) and
+ * borrowed for the call. m: its counters, still being added to by their worker (read with
+ * relaxed loads); connections: open now, 0 for a worker no process runs. */
+struct metrics_worker {
+    const struct metrics *m;
+    unsigned connections;
+};
 
-/* The totals behind the live status line (server.c): summed over slots[0..n). */
+/* The totals behind the live status line (server.c): summed over workers w[0..n). */
 struct metrics_totals {
     uint64_t rows;        /* valid + invalid */
     uint64_t body_bytes;
     uint64_t requests;    /* responses sent, every code */
-    uint64_t connections; /* open now, live slots only */
+    uint64_t connections; /* open now */
 };
-void metrics_totals(struct metrics_totals *t, const struct worker_slot *slots, int n);
+void metrics_totals(struct metrics_totals *t, const struct metrics_worker *w, int n);
 
-/* Appends the exposition of the sum over slots[0..n), with the open connections of live
- * slots, to out (grown as needed: ~2.7 KB plus ~100 bytes per slot). 0, or -1 when memory
- * is exhausted (out then holds a prefix: not to be sent). */
-int metrics_format(struct buf *out, const struct worker_slot *slots, int n);
+/* Appends the exposition of the sum over workers w[0..n), then each worker's own lines
+ * (labelled by its index in w), to out (grown as needed: ~2.7 KB plus ~100 bytes per
+ * worker). 0, or -1 when memory is exhausted (out then holds a prefix: not to be sent). */
+int metrics_format(struct buf *out, const struct metrics_worker *w, int n);
 
 #endif

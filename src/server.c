@@ -97,6 +97,14 @@ static void status_clear(struct server *s)
     s->status_shown = 0;
 }
 
+/* The status line's totals over every slot, now. */
+static void status_totals(const struct server *s, struct metrics_totals *t)
+{
+    struct metrics_worker view[SLOTS_MAX];
+    slots_metrics_view(view, s->slots, s->nslots);
+    metrics_totals(t, view, s->nslots);
+}
+
 /* Writes the status line when it is due; returns the seconds until the next one (or -1
  * when off). */
 static double status_due(struct server *s)
@@ -108,7 +116,7 @@ static double status_due(struct server *s)
     if (wait > 0)
         return wait;
     struct metrics_totals cur;
-    metrics_totals(&cur, s->slots, s->nslots);
+    status_totals(s, &cur);
     double dt = seconds_between(s->status_prev_t, t);
     if (dt <= 0)
         dt = 1e-9;
@@ -283,7 +291,7 @@ static int supervise(struct server *s)
         spawn(s, i);
     if (s->status_sec) {
         s->status_prev_t = now();
-        metrics_totals(&s->status_prev, s->slots, s->nslots);
+        status_totals(s, &s->status_prev);
         s->status_at = s->status_prev_t;
         s->status_at.tv_sec += s->status_sec;
     }

@@ -20,4 +20,22 @@ struct worker_slot {
     atomic_uint rows_torn, invalid_torn;
 };
 
+/* The most slots there are: the bound on --workers (options.c), so that a caller can hold
+ * a view of every slot on its stack. */
+#define SLOTS_MAX 1024
+
+/* Fills view[0..n) from slots[0..n) (n at most SLOTS_MAX) for metrics_format and
+ * metrics_totals; view borrows the slots' counters. A slot no process runs has no open
+ * connections: its count is what its dead process left. */
+static inline void slots_metrics_view(struct metrics_worker *view, const struct worker_slot *slots,
+                                      int n)
+{
+    for (int i = 0; i < n; i++) {
+        view[i].m = &slots[i].metrics;
+        view[i].connections = atomic_load_explicit(&slots[i].live, memory_order_relaxed)
+                                  ? atomic_load_explicit(&slots[i].connections, memory_order_relaxed)
+                                  : 0u;
+    }
+}
+
 #endif

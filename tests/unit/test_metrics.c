@@ -13,7 +13,7 @@
 
 #include "slots.h"
 
-#define NSLOTS 1024
+#define NSLOTS SLOTS_MAX
 
 static struct worker_slot *slots_new(int n)
 {
@@ -21,6 +21,14 @@ static struct worker_slot *slots_new(int n)
     assert_non_null(s);
     memset(s, 0, sizeof *s * (size_t)n);
     return s;
+}
+
+/* metrics_format over slots[0..n), through the view http.c builds. */
+static int format_slots(struct buf *out, const struct worker_slot *slots, int n)
+{
+    struct metrics_worker view[SLOTS_MAX];
+    slots_metrics_view(view, slots, n);
+    return metrics_format(out, view, n);
 }
 
 /* Whether a metric name is [a-zA-Z_:][a-zA-Z0-9_:]* over p[0..n). */
@@ -95,7 +103,7 @@ static void test_1024_workers_nothing_cut(void **state)
             metrics_response(&s[i].metrics, 200, 2000000);
     }
     struct buf out = {0};
-    assert_int_equal(metrics_format(&out, s, NSLOTS), 0);
+    assert_int_equal(format_slots(&out, s, NSLOTS), 0);
     assert_true(out.len > 10 * 8192); /* far past the old fixed 8 KiB buffer */
     assert_int_equal(out.p[out.len - 1], '\n');
     assert_null(memchr(out.p, '\0', out.len));
@@ -147,7 +155,7 @@ static void test_appends(void **state)
     struct worker_slot *s = slots_new(1);
     struct buf out = {0};
     assert_int_equal(buf_append(&out, "x", 1), 0);
-    assert_int_equal(metrics_format(&out, s, 1), 0);
+    assert_int_equal(format_slots(&out, s, 1), 0);
     assert_int_equal(out.p[0], 'x');
     assert_int_equal(strncmp(out.p + 1, "# HELP ndingest_requests_total ", 31), 0);
     buf_free(&out);
@@ -162,7 +170,7 @@ static void test_no_memory(void **state)
     struct worker_slot *s = slots_new(2);
     char held[1] = {'x'};
     struct buf out = {.p = held, .len = SIZE_MAX / 2, .cap = SIZE_MAX / 2};
-    assert_int_equal(metrics_format(&out, s, 2), -1);
+    assert_int_equal(format_slots(&out, s, 2), -1);
     assert_ptr_equal(out.p, held);
     assert_true(out.len == SIZE_MAX / 2 && out.cap == SIZE_MAX / 2);
     assert_int_equal(held[0], 'x');
@@ -182,8 +190,12 @@ static void test_totals_live_connections_only(void **state)
     metrics_add(&s[2].metrics.rows_valid, 3);
     metrics_response(&s[1].metrics, 404, 0);
     metrics_response(&s[2].metrics, 299, 0); /* counted as "other" */
+    struct metrics_worker view[3];
+    slots_metrics_view(view, s, 3);
+    assert_int_equal(view[1].connections, 0);
+    assert_ptr_equal(view[1].m, &s[1].metrics);
     struct metrics_totals t;
-    metrics_totals(&t, s, 3);
+    metrics_totals(&t, view, 3);
     assert_int_equal(t.connections, 5);
     assert_int_equal(t.rows, 5);
     assert_int_equal(t.requests, 2);
