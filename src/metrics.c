@@ -6,7 +6,7 @@
 
 #include "slots.h"
 
-static const int codes[METRICS_CODES - 1] = {200, 400, 401, 404, 405, 408, 413, 415, 431, 500, 503};
+static const int codes[METRICS_CODES - 1] = {200, 400, 401, 404, 405, 408, 413, 414, 415, 431, 500, 503};
 static const uint64_t bucket_ns[METRICS_BUCKETS] = {
     1000000ULL, 5000000ULL, 10000000ULL, 50000000ULL, 100000000ULL, 500000000ULL,
     1000000000ULL, 5000000000ULL,

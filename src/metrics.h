@@ -12,7 +12,7 @@
 #include "buf.h"
 
 /* The status codes ndingest sends; anything else is counted as "other". */
-#define METRICS_CODES 12
+#define METRICS_CODES 13
 /* Request duration buckets, seconds: .001 .005 .01 .05 .1 .5 1 5 (and +Inf). */
 #define METRICS_BUCKETS 8
 
