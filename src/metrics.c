@@ -115,6 +115,9 @@ int metrics_format(struct buf *out, const struct worker_slot *slots, int n)
             SUM(decoded_bytes));
     counter(&o, "ndingest_written_bytes_total", "Bytes written to the CSV and quarantine files.",
             SUM(written_bytes));
+    counter(&o, "ndingest_accept_errors_total",
+            "accept(2) failures for want of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM).",
+            SUM(accept_errors));
     put(&o, "# HELP ndingest_request_duration_seconds Time from a request's first byte to its response.\n"
             "# TYPE ndingest_request_duration_seconds histogram\n");
     uint64_t cumulative = 0;

@@ -25,6 +25,7 @@ struct metrics {
     atomic_uint_fast64_t duration[METRICS_BUCKETS + 1]; /* per bucket, not cumulative; last: +Inf */
     atomic_uint_fast64_t duration_ns;
     atomic_uint_fast64_t restarts;      /* the main process writes this one */
+    atomic_uint_fast64_t accept_errors; /* accept(2) out of descriptors or memory */
 };
 
 /* Single-writer add. */
