@@ -272,7 +272,7 @@ static void generated(const uint8_t *data, size_t n, size_t step)
     while (in.at < in.n && posts < MAX_REQUESTS) {
         unsigned ctl = next(&in), lines = next(&in) % 8, chunk = next(&in) % 13 + 1;
         if (ctl & 0x80) {
-            PUT_TEXT(&wire, "GET /healthz HTTP/1.1\r\n\r\n");
+            PUT_TEXT(&wire, "GET /healthz HTTP/1.1\r\nHost: fuzz\r\n\r\n");
             responses++;
         }
         struct out body = {0};

@@ -323,11 +323,12 @@ static void test_long_query_and_absolute_form_route(void **state)
     memset(query, 'q', sizeof query - 1);
     query[sizeof query - 1] = '\0';
     int n = snprintf(req, sizeof req,
-                     "POST /?name=%s HTTP/1.1\r\nContent-Length: 8\r\n\r\n{\"a\":1}\n"
-                     "POST http://example.com:8888/?x=1 HTTP/1.1\r\nContent-Length: 8\r\n\r\n{\"a\":2}\n"
-                     "GET HTTP://example.com/healthz HTTP/1.1\r\n\r\n"
-                     "POST http://example.com HTTP/1.1\r\nContent-Length: 8\r\n\r\n{\"a\":3}\n"
-                     "GET http://example.com/nope?/healthz HTTP/1.1\r\n\r\n",
+                     "POST /?name=%s HTTP/1.1\r\nHost: t\r\nContent-Length: 8\r\n\r\n{\"a\":1}\n"
+                     "POST http://example.com:8888/?x=1 HTTP/1.1\r\nHost: t\r\nContent-Length: 8\r\n\r\n"
+                     "{\"a\":2}\n"
+                     "GET HTTP://example.com/healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+                     "POST http://example.com HTTP/1.1\r\nHost: t\r\nContent-Length: 8\r\n\r\n{\"a\":3}\n"
+                     "GET http://example.com/nope?/healthz HTTP/1.1\r\nHost: t\r\n\r\n",
                      query);
     assert_int_equal(bufferevent_write(client, req, (size_t)n), 0);
     char *got = responses(f, client, 5);
@@ -353,13 +354,14 @@ static void test_long_path_414(void **state)
     struct bufferevent *client = connect_client(f);
     char req[512];
     /* "/" and 63 more: at the limit, an unknown path (404, the connection stays). */
-    int n = snprintf(req, sizeof req, "GET /%063d HTTP/1.1\r\n\r\n", 0);
+    int n = snprintf(req, sizeof req, "GET /%063d HTTP/1.1\r\nHost: t\r\n\r\n", 0);
     assert_int_equal(bufferevent_write(client, req, (size_t)n), 0);
     char *got = responses(f, client, 1);
     if (strncmp(got, "HTTP/1.1 404 Not Found\r\n", 24))
         fail_msg("got: %s", got);
     free(got);
-    n = snprintf(req, sizeof req, "POST /%064d?x=1 HTTP/1.1\r\nContent-Length: 8\r\n\r\n{\"a\":1}\n", 0);
+    n = snprintf(req, sizeof req, "POST /%064d?x=1 HTTP/1.1\r\nHost: t\r\nContent-Length: 8\r\n\r\n{\"a\":1}\n",
+                 0);
     assert_int_equal(bufferevent_write(client, req, (size_t)n), 0);
     got = responses(f, client, 1);
     if (strncmp(got, "HTTP/1.1 414 URI Too Long\r\n", 27) || !strstr(got, "--max-path 64"))
@@ -368,7 +370,7 @@ static void test_long_path_414(void **state)
     assert_int_equal(access(sink_path(f->rows), F_OK), -1); /* no row, so no day's file */
     bufferevent_free(client);
     client = connect_client(f);
-    SEND(client, "GET /metrics HTTP/1.1\r\n\r\n");
+    SEND(client, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
     got = responses(f, client, 1);
     if (!strstr(got, "ndingest_requests_total{code=\"414\"} 1\n"))
         fail_msg("got: %s", got);
