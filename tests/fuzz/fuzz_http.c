@@ -16,7 +16,8 @@
  *    form, long-query and absolute-form targets, a GET /healthz between them. Oracle:
  *    every request gets its response in order, each POST a 200 whose "bytes" is the body's
  *    length on the wire (after de-chunking) and whose "valid" is its line count, and the
- *    file holds exactly "SEQ,x\n" for every line, in order. */
+ *    file holds exactly "SEQ,x\n" for every line, in order. FUZZ_HTTP_DUMP=1 in the
+ *    environment writes each generated stream to stderr (to replay a finding by hand). */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
