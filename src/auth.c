@@ -48,6 +48,20 @@ int auth_load(struct auth *a, const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "--token-file %s: empty (the token is its first line)", path);
         return -1;
     }
+    /* auth_check skips the blanks after "Bearer ", and a header value cannot carry a
+     * control character (llhttp refuses it): such a token would make every request a 401,
+     * so it is refused here, where the operator sees it. */
+    if (line[0] == ' ' || line[0] == '\t') {
+        snprintf(err, errlen, "--token-file %s: the token starts with a space or tab, which "
+                 "no Authorization header can carry: remove it", path);
+        return -1;
+    }
+    for (size_t i = 0; i < len; i++)
+        if (((unsigned char)line[i] < 0x20 && line[i] != '\t') || line[i] == 0x7f) {
+            snprintf(err, errlen, "--token-file %s: the token holds a control character "
+                     "(byte %zu), which no Authorization header can carry", path, i + 1);
+            return -1;
+        }
     memset(a->token, 0, sizeof a->token);
     memcpy(a->token, line, len);
     a->len = len;

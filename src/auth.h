@@ -21,8 +21,9 @@ static inline int auth_enabled(const struct auth *a)
 }
 
 /* Reads path's first line, trailing blanks (space, tab, CR) stripped, as the token. 0, or
- * -1 with a message in err (missing, unreadable, empty, longer than AUTH_TOKEN_MAX); a is
- * unchanged on error. */
+ * -1 with a message in err (missing, unreadable, empty, longer than AUTH_TOKEN_MAX, or a
+ * token no request could match: one starting with a space or tab, or holding a control
+ * character other than tab); a is unchanged on error. */
 int auth_load(struct auth *a, const char *path, char *err, size_t errlen);
 
 /* SIGHUP: auth_load again; on error the previous token stays and the error is logged

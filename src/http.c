@@ -49,6 +49,12 @@
 /* What the connection's timer is waiting for. */
 enum deadline { DEADLINE_NONE, DEADLINE_HEADERS, DEADLINE_BODY };
 enum header_id { HEADER_OTHER, HEADER_CONTENT_ENCODING, HEADER_EXPECT, HEADER_AUTHORIZATION };
+/* Where the request target's bytes are, as they stream in (on_url may come in pieces).
+ * Origin-form "/path?query#fragment" starts in TARGET_PATH; absolute-form
+ * "http://authority/path?query" (RFC 9112 3.2.2) goes through SCHEME and AUTHORITY first;
+ * anything else ("*", "x") is kept whole as the path, which then matches no route. */
+enum target_part { TARGET_START, TARGET_SCHEME, TARGET_AUTHORITY, TARGET_PATH, TARGET_QUERY,
+                   TARGET_FRAGMENT };
 /* "Bearer " and a token of up to AUTH_TOKEN_MAX bytes, with room for extra spaces. */
 #define HTTP_AUTH_MAX (AUTH_TOKEN_MAX + 32)
 
@@ -74,7 +80,11 @@ struct http_request {
     uint8_t encoding;        /* enum content_encoding */
     uint8_t bad_encoding_len;
     char bad_encoding[32];   /* the refused Content-Encoding, for the 415 message */
-    char url[64];
+    char url[64];            /* the target as received, cut at 64 bytes: for the access log */
+    uint8_t target_part;     /* enum target_part */
+    uint8_t path_long;       /* the path is longer than --max-path: 414 */
+    uint8_t query_long;      /* the query is too: a route that reads it must answer 414 */
+    size_t path_len, query_len; /* in the connection's path and query buffers */
     char field[24];
     char value[64];
     uint16_t auth_len;       /* --token-file: the Authorization value */
@@ -103,6 +113,10 @@ struct http_conn {
     struct timespec started;  /* the request's first byte */
     struct event *deadline_ev; /* --header-timeout, --body-timeout */
     char peer[64];            /* "addr:port" for the access log, or "-" */
+    /* The request's path and its query (after '?', before '#'), --max-path bytes each:
+     * routing looks at the path alone, so a long query cannot turn a route into a 404;
+     * the query is kept, bounded, for routes that take parameters (issue #11). */
+    char *path, *query;
     struct ingest ingest;     /* reused by every request of the connection */
 };
 
@@ -163,6 +177,7 @@ static const char *status_text(int status)
     case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
     case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
     case 415: return "Unsupported Media Type";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
@@ -376,6 +391,76 @@ static int on_message_begin(llhttp_t *p)
     return 0;
 }
 
+static void path_put(struct http_conn *c, char ch)
+{
+    struct http_request *r = &c->req;
+    if (r->path_len < c->s->o->max_path)
+        c->path[r->path_len++] = ch;
+    else
+        r->path_long = 1;
+}
+
+/* Whether the path so far is "http:/" or "https:/", and ch the '/' that makes it a scheme
+ * and "//": what follows is the authority, then the path. */
+static int ends_scheme(const struct http_request *r, const char *path, char ch)
+{
+    return ch == '/' && !r->path_long &&
+           ((r->path_len == 6 && !strncasecmp(path, "http:/", 6)) ||
+            (r->path_len == 7 && !strncasecmp(path, "https:/", 7)));
+}
+
+/* A byte of the path, or the '?' or '#' that ends it. */
+static void path_byte(struct http_conn *c, char ch)
+{
+    if (ch == '?')
+        c->req.target_part = TARGET_QUERY;
+    else if (ch == '#')
+        c->req.target_part = TARGET_FRAGMENT;
+    else
+        path_put(c, ch);
+}
+
+/* Splits the target's next n bytes into the path and the query (enum target_part). */
+static void target_feed(struct http_conn *c, const char *at, size_t n)
+{
+    struct http_request *r = &c->req;
+    for (size_t i = 0; i < n; i++) {
+        char ch = at[i];
+        switch (r->target_part) {
+        case TARGET_START:
+            r->target_part = ch == '/' ? TARGET_PATH : TARGET_SCHEME;
+            path_put(c, ch);
+            break;
+        case TARGET_SCHEME:
+            if (ends_scheme(r, c->path, ch)) {
+                r->path_len = 0;
+                r->target_part = TARGET_AUTHORITY;
+            } else
+                path_byte(c, ch);
+            break;
+        case TARGET_AUTHORITY: /* the Host header's business, not routing's */
+            if (ch == '/' || ch == '?' || ch == '#') {
+                path_put(c, '/');
+                r->target_part = ch == '/' ? TARGET_PATH : ch == '?' ? TARGET_QUERY : TARGET_FRAGMENT;
+            }
+            break;
+        case TARGET_PATH:
+            path_byte(c, ch);
+            break;
+        case TARGET_QUERY:
+            if (ch == '#')
+                r->target_part = TARGET_FRAGMENT;
+            else if (r->query_len < c->s->o->max_path)
+                c->query[r->query_len++] = ch;
+            else
+                r->query_long = 1;
+            break;
+        default: /* TARGET_FRAGMENT: never sent by a conforming client; ignored */
+            break;
+        }
+    }
+}
+
 static int on_url(llhttp_t *p, const char *at, size_t n)
 {
     struct http_request *r = &((struct http_conn *)p->data)->req;
@@ -388,6 +473,7 @@ static int on_url(llhttp_t *p, const char *at, size_t n)
         memcpy(r->url + r->url_len, at, n);
         r->url_len += (uint16_t)n;
     }
+    target_feed(p->data, at, n);
     return 0;
 }
 
@@ -509,16 +595,17 @@ static int on_headers_complete(llhttp_t *p)
     struct http_request *r = &c->req;
     const struct options *o = c->s->o;
     r->headers_done = 1;
-    /* A target past the URL buffer is not looked up (404); issue #9 lifts that. */
-    if (r->url_long) {
-        r->route = NULL;
-    } else { /* an absolute-form target is routed on its path (RFC 9112 section 3.2.2) */
-        size_t len;
-        const char *path = http_strict_path(r->url, r->url_len, &len);
-        r->route = route_find(path, len);
-    }
+    if (r->target_part == TARGET_AUTHORITY) /* "http://host": the path is "/" */
+        path_put(c, '/');
+    r->route = r->path_long ? NULL : route_find(c->path, r->path_len);
     /* From here the body (if any) has --body-timeout to arrive; the message's end stops it. */
     set_deadline(c, has_body(p) ? DEADLINE_BODY : DEADLINE_NONE);
+    if (r->path_long) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "the request target's path is longer than --max-path %zu bytes",
+                 o->max_path);
+        return reject_early(c, 414, NULL, msg);
+    }
     if (!r->route)
         return reject_early(c, 404, NULL, route_not_found);
     if (r->route->needs_token && auth_enabled(c->s->auth) && !authorized(c))
@@ -884,9 +971,17 @@ int http_server_attach(struct http_server *s, struct bufferevent *bev, const cha
     if (c) {
         memset(c, 0, offsetof(struct http_conn, ingest));
         c->deadline_ev = evtimer_new(s->base, deadline_cb, c);
+        c->path = malloc(2 * s->o->max_path);
+        if (c->path)
+            c->query = c->path + s->o->max_path;
     }
-    if (!c || !c->deadline_ev) {
+    if (!c || !c->deadline_ev || !c->path) {
         bufferevent_free(bev);
+        if (c) {
+            if (c->deadline_ev)
+                event_free(c->deadline_ev);
+            free(c->path);
+        }
         free(c);
         return -1;
     }
@@ -963,6 +1058,7 @@ static void http_conn_free(struct http_conn *c)
         log_request(c, 0, elapsed_ns(&c->started));
     ingest_free(&c->ingest);
     event_free(c->deadline_ev);
+    free(c->path);
     bufferevent_free(c->bev);
     if (c->prev)
         c->prev->next = c->next;

@@ -16,7 +16,9 @@ struct ingest_config;
 struct options;
 struct worker_slot;
 
-/* Limits (struct options): request line plus headers (and trailers) past --max-header
+/* Limits (struct options): a request target whose path (routing looks at nothing else;
+ * origin- or absolute-form) is longer than --max-path gets 414, its query being kept up to
+ * as many bytes again; request line plus headers (and trailers) past --max-header
  * bytes or --max-headers fields get 431; headers not complete --header-timeout seconds
  * after the connection opened (first request) or the request began (later ones) get 408,
  * as does a body not complete --body-timeout seconds after its headers; a connection idle

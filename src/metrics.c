@@ -4,7 +4,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-static const int codes[METRICS_CODES - 1] = {200, 400, 401, 404, 405, 408, 413, 415, 431, 500, 501, 503};
+static const int codes[METRICS_CODES - 1] = {200, 400, 401, 404, 405, 408, 413, 414, 415, 431, 500, 501, 503};
 static const uint64_t bucket_ns[METRICS_BUCKETS] = {
     1000000ULL, 5000000ULL, 10000000ULL, 50000000ULL, 100000000ULL, 500000000ULL,
     1000000000ULL, 5000000000ULL,
@@ -119,6 +119,9 @@ int metrics_format(struct buf *out, const struct metrics_worker *w, int n)
             SUM(decoded_bytes));
     counter(&o, "ndingest_written_bytes_total", "Bytes written to the CSV and quarantine files.",
             SUM(written_bytes));
+    counter(&o, "ndingest_accept_errors_total",
+            "accept(2) failures for want of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM).",
+            SUM(accept_errors));
     put(&o, "# HELP ndingest_request_duration_seconds Time from a request's first byte to its response.\n"
             "# TYPE ndingest_request_duration_seconds histogram\n");
     uint64_t cumulative = 0;

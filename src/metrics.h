@@ -13,7 +13,7 @@
 #include "buf.h"
 
 /* The status codes ndingest sends; anything else is counted as "other". */
-#define METRICS_CODES 13
+#define METRICS_CODES 14
 /* Request duration buckets, seconds: .001 .005 .01 .05 .1 .5 1 5 (and +Inf). */
 #define METRICS_BUCKETS 8
 
@@ -26,6 +26,7 @@ struct metrics {
     atomic_uint_fast64_t duration[METRICS_BUCKETS + 1]; /* per bucket, not cumulative; last: +Inf */
     atomic_uint_fast64_t duration_ns;
     atomic_uint_fast64_t restarts;      /* the main process writes this one */
+    atomic_uint_fast64_t accept_errors; /* accept(2) out of descriptors or memory */
 };
 
 /* Single-writer add. */

@@ -66,6 +66,8 @@ static const struct option_row rows[] = {
      .help = "larger request line + headers get 431"},
     {ROW_UINT("max-headers", "N", max_headers, 1, 100000, 100),
      .help = "more header fields get 431"},
+    {ROW_SIZE("max-path", max_path, 16, 64 * KiB, 1 * KiB),
+     .help = "a longer request target path gets 414 (the query is not counted)"},
     {ROW_UINT("max-connections", "N", max_connections, 1, 1000000, 4096),
      .help = "per worker; more get 503 and are closed"},
     {ROW_SIZE("max-inflate", max_inflate, 0, UINT64_MAX, 1 * GiB), .zero = "unlimited",

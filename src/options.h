@@ -30,6 +30,7 @@ struct options {
     int quiet;            /* no informational lines on stderr (errors still) */
     unsigned status;      /* seconds between live status lines on a terminal stderr, 0: off */
     uint64_t max_header;  /* request line + headers, bytes: 431 past it */
+    size_t max_path;      /* the request target's path, bytes: 414 past it; bounds its query too */
     unsigned max_headers; /* header (and trailer) fields: 431 past it */
     unsigned header_timeout; /* seconds for a request line + headers to arrive: 408 */
     unsigned body_timeout;   /* seconds for a body to arrive after its headers: 408 */

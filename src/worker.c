@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -32,6 +33,9 @@
 #define WORKER_BALANCE_PAUSE_USEC 5000
 /* Out of descriptors: accepting again at once would spin; wait for connections to close. */
 #define WORKER_EMFILE_PAUSE_USEC 100000
+/* ...and while that lasts it fails 10 times a second: one line per this many seconds says
+ * so (with how many were not logged); /metrics counts every one. */
+#define WORKER_EMFILE_LOG_SEC 10
 /* How long the drain lets requests in progress finish before abandoning them. */
 #define WORKER_DRAIN_SEC 10
 /* Pending rows are written in batches of this much: few write(2)s per body, and bounded
@@ -56,6 +60,8 @@ struct worker {
     struct event *fsync_ev;     /* --fsync interval:MS */
     struct sink *rows, *quarantine;
     struct buf header;
+    struct timespec accept_logged; /* the last accept error's line (0: none yet) */
+    unsigned long accept_unlogged; /* accept errors since then, not logged */
 };
 
 static void pause_accepting(struct worker *w, long usec)
@@ -63,6 +69,29 @@ static void pause_accepting(struct worker *w, long usec)
     const struct timeval tv = {0, usec};
     event_del(w->listen_ev);
     evtimer_add(w->rearm_ev, &tv);
+}
+
+/* accept(2) failed for want of resources: counted, logged at most every
+ * WORKER_EMFILE_LOG_SEC, and accepting pauses so that the loop does not spin. */
+static void accept_failed(struct worker *w, int err)
+{
+    metrics_add(&w->slot->metrics.accept_errors, 1);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (w->accept_logged.tv_sec && now.tv_sec - w->accept_logged.tv_sec < WORKER_EMFILE_LOG_SEC)
+        w->accept_unlogged++;
+    else {
+        if (w->accept_unlogged)
+            log_error("%s: accept: %s; pausing accepts for 100 ms (%lu more since the last "
+                      "such line)", w->log_prefix, strerror(err), w->accept_unlogged);
+        else
+            log_error("%s: accept: %s; pausing accepts for 100 ms (logged at most every %d s; "
+                      "ndingest_accept_errors_total counts each)", w->log_prefix, strerror(err),
+                      WORKER_EMFILE_LOG_SEC);
+        w->accept_logged = now;
+        w->accept_unlogged = 0;
+    }
+    pause_accepting(w, WORKER_EMFILE_PAUSE_USEC);
 }
 
 /* Whether another running worker holds fewer connections than this one. */
@@ -90,11 +119,8 @@ static void accept_batch(struct worker *w, int balance)
         }
         int cfd = accept4(w->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (cfd < 0) {
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                log_error("%s: accept: %s; pausing accepts for 100 ms", w->log_prefix,
-                          strerror(errno));
-                pause_accepting(w, WORKER_EMFILE_PAUSE_USEC);
-            }
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                accept_failed(w, errno);
             return; /* EAGAIN: a sibling took it; ECONNABORTED: gone already */
         }
         /* Past --max-connections a 503: siblings less loaded were given their chance. */

@@ -193,6 +193,29 @@ def test_token_file_missing_or_empty_fails_at_start(tmp_path, content):
     assert b"--token-file" in r.stderr and str(tok).encode() in r.stderr
 
 
+@pytest.mark.parametrize("content", [" secret\n", "\tsecret\n"])
+def test_token_that_can_never_match_fails_at_start(tmp_path, content):
+    """Issue #9: blanks after "Bearer " are stripped, so a token starting with one would
+    make every request a 401; it is refused at start with one line."""
+    tok = tmp_path / "token"
+    tok.write_text(content)
+    r = subprocess.run([str(BINARY), "--listen", f"127.0.0.1:{free_port()}", "--out-dir", str(tmp_path / "out"),
+                        "--token-file", str(tok)], capture_output=True, timeout=20)
+    assert r.returncode == 1, r.stderr
+    lines = r.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "starts with a space or tab" in lines[0] and str(tok) in lines[0], lines
+
+
+def test_token_sighup_to_one_that_cannot_match_keeps_the_old(start_server, tmp_path):
+    tok = tmp_path / "token"
+    tok.write_text("old\n")
+    s = start_server("--workers", "1", "--token-file", str(tok))
+    tok.write_text(" new\n")
+    sighup(s, 1)
+    assert s.post(rows_body(0, 1), {AUTH: "Bearer old"})[0] == 200
+    assert "starts with a space or tab" in s.stderr() and "keeping the previous token" in s.stderr()
+
+
 # --- --fsync -----------------------------------------------------------------------------
 
 def test_fsync_bad_value():

@@ -412,3 +412,38 @@ def test_main_killed_in_flight_request_still_acknowledged(tmp_path):
             socket.create_connection((s.host, s.port), timeout=5).close()
     finally:
         s.kill_all(workers)
+
+
+def test_emfile_is_logged_once_per_interval_and_counted(start_server):
+    """Issue #9: a worker out of descriptors retries accept every 100 ms; each failure used
+    to log a line (10 a second). Now one line per 10 s, and every failure is counted in
+    /metrics."""
+    import resource
+    if conftest.MEMCHECK:
+        pytest.skip("valgrind's own descriptors make the limit meaningless")
+    s = start_server("--workers", "1", "--header-timeout", "60")
+    [w] = worker_pids(s.proc.pid)
+    soft, hard = resource.prlimit(w, resource.RLIMIT_NOFILE)
+    resource.prlimit(w, resource.RLIMIT_NOFILE, (len(os.listdir(f"/proc/{w}/fd")) + 2, hard))
+    socks = []
+    try:
+        for _ in range(8):  # two are accepted and held; the rest wait in the backlog
+            socks.append(socket.create_connection((s.host, s.port), timeout=10))
+        wait_for(lambda: s.stderr().count("accept: ") >= 1, what="an accept error")
+        time.sleep(3)  # ~30 failed accepts
+        lines = [line for line in s.stderr().splitlines() if "accept: " in line]
+        assert len(lines) == 1, lines
+        assert "Too many open files" in lines[0]
+    finally:
+        for sock in socks:
+            sock.close()
+        resource.prlimit(w, resource.RLIMIT_NOFILE, (soft, hard))
+
+    def accept_errors():
+        status, _, body = s.request("GET", "/metrics")
+        assert status == 200
+        for line in body.decode().splitlines():
+            if line.startswith("ndingest_accept_errors_total "):
+                return int(line.split()[1])
+        raise AssertionError("no ndingest_accept_errors_total in /metrics")
+    assert accept_errors() >= 10

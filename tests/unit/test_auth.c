@@ -115,6 +115,31 @@ static void test_longest_token_with_trailing_blanks(void **state)
     assert_false(auth_enabled(&a));
 }
 
+/* Issue #9: the server strips blanks after "Bearer ", and a header value cannot carry a
+ * control character, so such a token could never match: every request would get 401. */
+static void test_load_refuses_a_token_that_cannot_match(void **state)
+{
+    (void)state;
+    struct auth a = {0};
+    char err[300];
+    PUT(" tok\n");
+    assert_int_equal(auth_load(&a, path, err, sizeof err), -1);
+    assert_non_null(strstr(err, "starts with a space or tab"));
+    PUT("\ttok\n");
+    assert_int_equal(auth_load(&a, path, err, sizeof err), -1);
+    assert_non_null(strstr(err, "starts with a space or tab"));
+    PUT("to\x01k\n");
+    assert_int_equal(auth_load(&a, path, err, sizeof err), -1);
+    assert_non_null(strstr(err, "control character"));
+    put_file("to\0k\n", 5);
+    assert_int_equal(auth_load(&a, path, err, sizeof err), -1);
+    assert_false(auth_enabled(&a));
+    /* Inside the token, a space or tab is a byte like another (it can be sent). */
+    PUT("to k\tx\n");
+    assert_int_equal(auth_load(&a, path, err, sizeof err), 0);
+    assert_int_equal(CHECK(&a, "Bearer to k\tx"), 1);
+}
+
 static void test_check(void **state)
 {
     (void)state;
@@ -153,6 +178,9 @@ static void test_reload_keeps_the_old_token_on_error(void **state)
     PUT("\n");
     auth_reload(&a, path, "test");
     assert_int_equal(CHECK(&a, "Bearer first"), 1);
+    PUT(" second\n");
+    auth_reload(&a, path, "test");
+    assert_int_equal(CHECK(&a, "Bearer first"), 1);
     unlink(path);
     auth_reload(&a, path, "test");
     assert_int_equal(CHECK(&a, "Bearer first"), 1);
@@ -168,6 +196,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_first_line_trailing_blanks_stripped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_load_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_longest_token_with_trailing_blanks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_load_refuses_a_token_that_cannot_match, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reload_keeps_the_old_token_on_error, setup, teardown),
     };

@@ -311,6 +311,74 @@ static void test_drain(void **state)
     stop(f);
 }
 
+/* Issue #9: a query of any length still routes on the path (the target used to be cut at
+ * 64 bytes and answered 404), and so does an absolute-form target (RFC 9112 3.2.2). */
+static void test_long_query_and_absolute_form_route(void **state)
+{
+    (void)state;
+    struct fixture *f = start(NULL);
+    struct bufferevent *client = connect_client(f);
+    char req[8192];
+    char query[4001];
+    memset(query, 'q', sizeof query - 1);
+    query[sizeof query - 1] = '\0';
+    int n = snprintf(req, sizeof req,
+                     "POST /?name=%s HTTP/1.1\r\nHost: t\r\nContent-Length: 8\r\n\r\n{\"a\":1}\n"
+                     "POST http://example.com:8888/?x=1 HTTP/1.1\r\nHost: t\r\nContent-Length: 8\r\n\r\n"
+                     "{\"a\":2}\n"
+                     "GET HTTP://example.com/healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+                     "POST http://example.com HTTP/1.1\r\nHost: t\r\nContent-Length: 8\r\n\r\n{\"a\":3}\n"
+                     "GET http://example.com/nope?/healthz HTTP/1.1\r\nHost: t\r\n\r\n",
+                     query);
+    assert_int_equal(bufferevent_write(client, req, (size_t)n), 0);
+    char *got = responses(f, client, 5);
+    const char *a = strstr(got, "\"valid\": 1"), *h = strstr(got, "{\"status\": \"ok\"}"),
+               *nf = strstr(got, "HTTP/1.1 404 Not Found");
+    if (!a || !h || !nf || strstr(got, "HTTP/1.1 4") != nf)
+        fail_msg("got: %s", got);
+    free(got);
+    size_t len;
+    char *rows = day_file(f, &len);
+    assert_int_equal(len, 9);
+    assert_memory_equal(rows, "1,\n2,\n3,\n", 9);
+    free(rows);
+    bufferevent_free(client);
+    stop(f);
+}
+
+/* A path longer than --max-path gets 414 (and nothing is written); one at the limit routes. */
+static void test_long_path_414(void **state)
+{
+    (void)state;
+    struct fixture *f = start("--max-path 64");
+    struct bufferevent *client = connect_client(f);
+    char req[512];
+    /* "/" and 63 more: at the limit, an unknown path (404, the connection stays). */
+    int n = snprintf(req, sizeof req, "GET /%063d HTTP/1.1\r\nHost: t\r\n\r\n", 0);
+    assert_int_equal(bufferevent_write(client, req, (size_t)n), 0);
+    char *got = responses(f, client, 1);
+    if (strncmp(got, "HTTP/1.1 404 Not Found\r\n", 24))
+        fail_msg("got: %s", got);
+    free(got);
+    n = snprintf(req, sizeof req, "POST /%064d?x=1 HTTP/1.1\r\nHost: t\r\nContent-Length: 8\r\n\r\n{\"a\":1}\n",
+                 0);
+    assert_int_equal(bufferevent_write(client, req, (size_t)n), 0);
+    got = responses(f, client, 1);
+    if (strncmp(got, "HTTP/1.1 414 URI Too Long\r\n", 27) || !strstr(got, "--max-path 64"))
+        fail_msg("got: %s", got);
+    free(got);
+    assert_int_equal(access(sink_path(f->rows), F_OK), -1); /* no row, so no day's file */
+    bufferevent_free(client);
+    client = connect_client(f);
+    SEND(client, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+    got = responses(f, client, 1);
+    if (!strstr(got, "ndingest_requests_total{code=\"414\"} 1\n"))
+        fail_msg("got: %s", got);
+    free(got);
+    bufferevent_free(client);
+    stop(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -319,6 +387,8 @@ int main(void)
         cmocka_unit_test(test_token_guards_rows),
         cmocka_unit_test(test_group_commit_uses_the_callback),
         cmocka_unit_test(test_drain),
+        cmocka_unit_test(test_long_query_and_absolute_form_route),
+        cmocka_unit_test(test_long_path_414),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -89,6 +89,7 @@ static void test_defaults(void **state)
     assert_int_equal(o.quiet, 0);
     assert_int_equal(o.max_header, 64 * 1024);
     assert_int_equal(o.max_headers, 100);
+    assert_int_equal(o.max_path, 1024);
     assert_int_equal(o.header_timeout, 10);
     assert_int_equal(o.body_timeout, 300);
     assert_int_equal(o.max_connections, 4096);
@@ -190,7 +191,8 @@ static void test_usage_errors(void **state)
         "ndingest --columns a,a", "ndingest serve extra", "ndingest convert --listen x",
         "ndingest --listen",
         "ndingest --max-header 100", "ndingest --max-header 2G", "ndingest --max-header x",
-        "ndingest --max-headers 0", "ndingest --max-headers -3", "ndingest --header-timeout 0",
+        "ndingest --max-headers 0", "ndingest --max-headers -3",
+        "ndingest --max-path 15", "ndingest --max-path 65K", "ndingest --header-timeout 0",
         "ndingest --body-timeout 0", "ndingest --body-timeout 1.5", "ndingest --max-connections 0",
         "ndingest --max-inflate big", "ndingest --max-ratio -1", "ndingest --max-ratio x",
         "ndingest --access-log", "ndingest convert --quiet", "ndingest convert --max-ratio 3",
