@@ -1,7 +1,8 @@
-/* main.c -- ndingest's entry point: parses the command line and runs serve or convert. */
+/* main.c -- ndingest's entry point: parses the command line and runs serve, convert or schema. */
 #include "convert.h"
 #include "json.h"
 #include "options.h"
+#include "schema.h"
 #include "server.h"
 
 int main(int argc, char **argv)
@@ -13,7 +14,10 @@ int main(int argc, char **argv)
         return rc == 1 ? 0 : 2;
     }
     json_engine_init(); /* before server_run forks the workers */
-    rc = o.command == CMD_CONVERT ? convert_run(&o) : server_run(&o);
+    if (o.command == CMD_SCHEMA)
+        rc = schema_run(&o);
+    else
+        rc = o.command == CMD_CONVERT ? convert_run(&o) : server_run(&o);
     options_free(&o);
     return rc;
 }

@@ -89,7 +89,12 @@ static const struct option_row rows[] = {
      .help = "do not keep invalid lines in DIR/NAME-YYYY-MM-DD.invalid.ndjson"},
     {ROW_FLAG("reuseport", reuseport),
      .help = "one SO_REUSEPORT socket per worker instead of one shared socket"},
-    {ROW_ACTION("help", print_help), .short_name = 'h', .convert = 1, .help = "this help"},
+    {ROW_STRING("datasets", "DIR", datasets, NULL), .schema = 1, .schema_only = 1,
+     .help = "schema: the directory of NAME.datasource definitions"},
+    {ROW_FLAG("clickhouse", clickhouse), .schema = 1, .schema_only = 1,
+     .help = "schema: print CREATE TABLE statements for the dataset and its quarantine"},
+    {ROW_ACTION("help", print_help), .short_name = 'h', .convert = 1, .schema = 1,
+     .help = "this help"},
     {ROW_ACTION("version", print_version), .convert = 1, .help = "print the version"},
 };
 
@@ -270,6 +275,7 @@ static void usage(FILE *f)
             fprintf(f, " [%s]", name);
     }
     fputs(" [FILE ...]\n"
+          "       ndingest schema NAME --datasets DIR [--clickhouse]\n"
           "\n"
           "Streams NDJSON bodies POSTed to / into CSV rows in DIR/NAME-YYYY-MM-DD.csv.\n"
           "\n", f);
@@ -416,6 +422,19 @@ static int parse_columns(struct options *o)
     return 0;
 }
 
+/* `schema NAME --datasets DIR`: one dataset name, as --name checks it, and a directory. */
+static int parse_schema(struct options *o)
+{
+    if (o->nfiles != 1)
+        return usage_error("schema: expected one dataset NAME, got %d arguments", o->nfiles);
+    o->dataset = o->files[0];
+    if (!*o->dataset || strchr(o->dataset, '/'))
+        return usage_error("schema: '%s' is not a dataset name", o->dataset);
+    if (!o->datasets || !*o->datasets)
+        return usage_error("schema: --datasets DIR is required");
+    return 0;
+}
+
 /* getopt_long reports long options as this plus their row's index; short ones as themselves. */
 enum { ROW_VAL = 256 };
 
@@ -432,6 +451,8 @@ int options_parse(struct options *o, int argc, char **argv)
             o->command = CMD_SERVE;
         else if (!strcmp(argv[1], "convert"))
             o->command = CMD_CONVERT;
+        else if (!strcmp(argv[1], "schema"))
+            o->command = CMD_SCHEMA;
         else
             return usage_error("unknown command '%s'", argv[1]);
         first = 2;
@@ -442,7 +463,9 @@ int options_parse(struct options *o, int argc, char **argv)
     char shortopts[NROWS + 2] = ":";
     size_t n = 0, ns = 1;
     for (size_t i = 0; i < NROWS; i++) {
-        if (o->command == CMD_CONVERT && !rows[i].convert)
+        if ((o->command == CMD_CONVERT && !rows[i].convert) ||
+            (o->command == CMD_SCHEMA && !rows[i].schema) ||
+            (o->command == CMD_SERVE && rows[i].schema_only))
             continue;
         longopts[n++] = (struct option){rows[i].name, rows[i].arg ? required_argument : no_argument,
                                         NULL, ROW_VAL + (int)i};
@@ -479,6 +502,8 @@ int options_parse(struct options *o, int argc, char **argv)
         return usage_error("unexpected argument '%s'", argv[optind]);
     o->files = argv + optind;
     o->nfiles = argc - optind;
+    if (o->command == CMD_SCHEMA)
+        return parse_schema(o);
     return parse_columns(o);
 }
 

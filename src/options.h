@@ -7,7 +7,7 @@
 
 #include "json.h"
 
-enum command { CMD_SERVE, CMD_CONVERT };
+enum command { CMD_SERVE, CMD_CONVERT, CMD_SCHEMA };
 /* --fsync: none (the kernel writes back when it likes), request (a 200 only after
  * fdatasync of the files the request wrote, group-committed per loop turn), interval (a
  * timer fdatasyncs dirty files every fsync_ms; acks not delayed). */
@@ -49,6 +49,10 @@ struct options {
     /* convert */
     char **files;
     int nfiles;
+    /* schema */
+    const char *dataset;  /* NAME: the command's one argument */
+    const char *datasets; /* DIR holding NAME.datasource */
+    int clickhouse;       /* CREATE TABLE statements instead of a table for people */
 };
 
 #define OPTIONS_DEFAULT_COLUMNS "vendorid,tpep_pickup_datetime,trip_distance,total_amount"
@@ -71,7 +75,9 @@ struct option_row {
     const char *name;      /* without the leading "--" */
     char short_name;       /* "-h", or 0 */
     enum option_kind kind;
-    int convert;           /* also accepted by `ndingest convert` (every row serves) */
+    int convert;           /* also accepted by `ndingest convert` */
+    int schema;            /* also accepted by `ndingest schema` */
+    int schema_only;       /* accepted by `ndingest schema` only, not by serve */
     const char *arg;       /* the value's name in --help ("N", "SIZE"), NULL without a value */
     size_t offset, size;   /* the field in struct options (not for CUSTOM and ACTION) */
     uint64_t min, max;     /* UINT, SECONDS, SIZE: the accepted range */

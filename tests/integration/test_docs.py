@@ -1,6 +1,6 @@
 """test_docs.py -- README.md's options table and the man page (doc/ndingest.1) say what
 `ndingest --help` says: the same options, value names and defaults, and the same options
-for `convert`. --help comes from the option table in src/options.c, so the docs follow it."""
+for `convert` and `schema`. --help comes from the option table in src/options.c, so the docs follow it."""
 import re
 import subprocess
 
@@ -121,7 +121,18 @@ def man_options():
 def man_convert_options():
     text = " ".join(roff_text(l) for l in man_sections()["SYNOPSIS"])
     assert "ndingest convert" in text, text
-    return set(re.findall(r"--([a-z-]+)", text.split("ndingest convert", 1)[1]))
+    return set(re.findall(r"--([a-z-]+)",
+                          text.split("ndingest convert", 1)[1].split("ndingest schema", 1)[0]))
+
+
+def schema_synopses():
+    """`ndingest schema ...` as --help, README and the man page's SYNOPSIS write it."""
+    help_line = next(l for l in help_text().splitlines() if "ndingest schema" in l)
+    readme_line = next(l for l in README.read_text().splitlines() if "`ndingest schema " in l)
+    man = " ".join(roff_text(l) for l in man_sections()["SYNOPSIS"]).split("ndingest schema", 1)
+    assert len(man) == 2, "the man page's SYNOPSIS has no schema command"
+    return [" ".join(("ndingest schema " + x.split("ndingest schema", 1)[-1]).split())
+            for x in (help_line, readme_line.split("`")[1], man[1])]
 
 
 def test_help_parses():
@@ -167,6 +178,13 @@ def test_convert_options_match_help():
     h = help_convert_options()
     assert readme_convert_options() == h, "README's convert synopsis"
     assert man_convert_options() == h, "the man page's convert synopsis"
+
+
+def test_schema_synopsis_matches_help():
+    h, readme, man = schema_synopses()
+    assert h == "ndingest schema NAME --datasets DIR [--clickhouse]", h
+    assert readme == h, "README's schema synopsis"
+    assert man.replace("[ ", "[").replace(" ]", "]") == h, "the man page's schema synopsis"
 
 
 def test_readme_column_limit():

@@ -181,6 +181,22 @@ static void test_convert_files(void **state)
     options_free(&o);
 }
 
+static void test_schema_command(void **state)
+{
+    (void)state;
+    struct options o;
+    assert_int_equal(parse(&o, "ndingest schema taxi --datasets defs --clickhouse"), 0);
+    assert_int_equal(o.command, CMD_SCHEMA);
+    assert_string_equal(o.dataset, "taxi");
+    assert_string_equal(o.datasets, "defs");
+    assert_int_equal(o.clickhouse, 1);
+    options_free(&o);
+    assert_int_equal(parse(&o, "ndingest schema --datasets defs taxi"), 0); /* any order */
+    assert_string_equal(o.dataset, "taxi");
+    assert_int_equal(o.clickhouse, 0);
+    options_free(&o);
+}
+
 static void test_usage_errors(void **state)
 {
     (void)state;
@@ -196,6 +212,10 @@ static void test_usage_errors(void **state)
         "ndingest --body-timeout 0", "ndingest --body-timeout 1.5", "ndingest --max-connections 0",
         "ndingest --max-inflate big", "ndingest --max-ratio -1", "ndingest --max-ratio x",
         "ndingest --access-log", "ndingest convert --quiet", "ndingest convert --max-ratio 3",
+        "ndingest schema", "ndingest schema taxi", "ndingest schema --datasets d",
+        "ndingest schema a b --datasets d", "ndingest schema a/b --datasets d",
+        "ndingest schema t --datasets d --columns a", "ndingest schema t --datasets",
+        "ndingest --datasets d", "ndingest --clickhouse", "ndingest convert --clickhouse",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         struct options o;
@@ -246,9 +266,12 @@ static void expect_rejected(const struct option_row *r, const char *cmd, const c
     options_free(&o);
 }
 
+/* `schema` with its required arguments, so a row's option is all that varies. */
+#define SCHEMA_CMD "schema t --datasets d"
+
 /* Every row, so a new option gets these checks for nothing: its bounds hold at both ends
  * and fail one past them, its default lies inside them, its field is wide enough, and
- * `convert` takes only the rows marked for it. */
+ * `convert` and `schema` take only the rows marked for them, serve none marked schema_only. */
 static void test_table_rows(void **state)
 {
     (void)state;
@@ -262,7 +285,11 @@ static void test_table_rows(void **state)
         assert_true((r->arg != NULL) == (r->kind != OPTION_FLAG && r->kind != OPTION_ACTION));
         if (!r->convert && r->kind != OPTION_ACTION)
             expect_rejected(r, "convert", r->arg ? "1" : NULL);
-        const char *cmd = r->convert ? "convert" : NULL;
+        if (!r->schema)
+            expect_rejected(r, SCHEMA_CMD, r->arg ? "1" : NULL);
+        if (r->schema_only)
+            expect_rejected(r, NULL, r->arg ? "1" : NULL);
+        const char *cmd = r->convert ? "convert" : r->schema_only ? SCHEMA_CMD : NULL;
         struct options o;
         switch (r->kind) {
         case OPTION_UINT:
@@ -286,6 +313,7 @@ static void test_table_rows(void **state)
             expect_rejected(r, cmd, text);
             expect_rejected(r, cmd, "x");
             assert_int_equal(parse(&o, r->convert ? "ndingest convert" : "ndingest"), 0);
+            assert_false(r->schema_only); /* else the line above needs the schema command */
             if (!r->dflt_fn)
                 assert_true(field_value(&o, r) == r->dflt);
             options_free(&o);
@@ -335,6 +363,7 @@ int main(void)
         cmocka_unit_test(test_sizes),         cmocka_unit_test(test_bad_sizes),
         cmocka_unit_test(test_defaults),      cmocka_unit_test(test_serve_options),
         cmocka_unit_test(test_convert_files), cmocka_unit_test(test_usage_errors),
+        cmocka_unit_test(test_schema_command),
         cmocka_unit_test(test_operations_options),
         cmocka_unit_test(test_status_option),
         cmocka_unit_test(test_table_rows),    cmocka_unit_test(test_max_columns),

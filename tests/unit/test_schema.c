@@ -1,0 +1,177 @@
+/* test_schema.c -- unit tests of `ndingest schema`'s output: the CREATE TABLE text for
+ * ClickHouse 18.16 (types, DEFAULTs, keys, quoting, the quarantine's columns), the types and
+ * engines it refuses with FILE:LINE, and the table for people. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "quarantine.h"
+#include "schema.h"
+#include "testutil.h"
+
+static struct datasource *load(const char *text)
+{
+    char err[256];
+    struct datasource *ds = datasource_parse("d/t.datasource", text, strlen(text), err, sizeof err);
+    if (!ds)
+        fail_msg("%s", err);
+    return ds;
+}
+
+/* schema_clickhouse's text for the definition, NUL-terminated; NULL with err on refusal. */
+static char *sql(const char *text, char *err, size_t errlen)
+{
+    struct datasource *ds = load(text);
+    struct buf out = {0};
+    int rc = schema_clickhouse(ds, "d/t.datasource", &out, err, errlen);
+    datasource_free(ds);
+    if (rc) {
+        buf_free(&out);
+        return NULL;
+    }
+    assert_int_equal(buf_append(&out, "", 1), 0);
+    return out.p;
+}
+
+static const char quarantine_table[] = "CREATE TABLE `t_quarantine`\n"
+                                       "(\n"
+                                       "    `insertion_date` DateTime('UTC'),\n"
+                                       "    `c__error_column` Array(String),\n"
+                                       "    `c__error` Array(String),\n"
+                                       "    `line` String\n"
+                                       ")\n"
+                                       "ENGINE = MergeTree\n"
+                                       "ORDER BY insertion_date;\n";
+
+static void test_whole_output(void **state)
+{
+    (void)state;
+    char err[256];
+    char *s = sql("SCHEMA >\n"
+                  "    `vendorid` UInt8 `json:$.vendorid`,\n"
+                  "    `pickup_at` DateTime `json:$.pickup`,\n"
+                  "    `zone` LowCardinality(Nullable(String)) `json:$.z` DEFAULT 'unknown',\n"
+                  "    `seen` DateTime DEFAULT now(),\n"
+                  "    `tags` Array(Array(Nullable(Decimal32(2)))) `json:$.tags[:][:]`\n"
+                  "ENGINE \"MergeTree\"\n"
+                  "ENGINE_PARTITION_KEY \"toYYYYMM(pickup_at)\"\n"
+                  "ENGINE_SORTING_KEY \"pickup_at, vendorid\"\n"
+                  "ENGINE_SETTINGS \"index_granularity = 8192\"\n",
+                  err, sizeof err);
+    assert_non_null(s);
+    char want[2048];
+    snprintf(want, sizeof want, "%s%s",
+             "SET allow_experimental_low_cardinality_type = 1;\n"
+             "\n"
+             "CREATE TABLE `t`\n"
+             "(\n"
+             "    `vendorid` UInt8,\n"
+             "    `pickup_at` DateTime('UTC'),\n"
+             "    `zone` LowCardinality(Nullable(String)) DEFAULT 'unknown',\n"
+             "    `seen` DateTime('UTC') DEFAULT now(),\n"
+             "    `tags` Array(Array(Nullable(Decimal(9, 2))))\n"
+             ")\n"
+             "ENGINE = MergeTree\n"
+             "PARTITION BY toYYYYMM(pickup_at)\n"
+             "ORDER BY (pickup_at, vendorid)\n"
+             "SETTINGS index_granularity = 8192;\n"
+             "\n",
+             quarantine_table);
+    assert_string_equal(s, want);
+    free(s);
+}
+
+/* No LowCardinality, no keys: no SET line and ORDER BY tuple(); names quoted with their
+ * backslashes escaped; a long DEFAULT kept whole. */
+static void test_plain_and_quoting(void **state)
+{
+    (void)state;
+    char err[256], long_default[1400];
+    memset(long_default, 'x', sizeof long_default);
+    memcpy(long_default, "DEFAULT '", 9);
+    memcpy(long_default + sizeof long_default - 2, "'", 2);
+    char text[2048];
+    snprintf(text, sizeof text, "SCHEMA >\n    `a\\b c` String `json:$.a` %s\n", long_default);
+    char *s = sql(text, err, sizeof err);
+    assert_non_null(s);
+    assert_null(strstr(s, "SET "));
+    char col[1500];
+    snprintf(col, sizeof col, "    `a\\\\b c` String %s\n)\nENGINE = MergeTree\nORDER BY tuple();\n",
+             long_default);
+    assert_non_null(strstr(s, col));
+    assert_non_null(strstr(s, quarantine_table));
+    free(s);
+    /* LowCardinality inside an Array needs the SET line too. */
+    s = sql("SCHEMA >\n    a Array(LowCardinality(String))\n", err, sizeof err);
+    assert_non_null(s);
+    assert_true(strncmp(s, "SET allow_experimental_low_cardinality_type = 1;\n", 49) == 0);
+    free(s);
+}
+
+/* Each type 18.16 lacks is refused at its column's line; nothing maps it silently. */
+static void test_refused_types(void **state)
+{
+    (void)state;
+    static const char *const lacking[] = {"Bool", "Int128", "Int256", "UInt128", "UInt256",
+                                          "Date32", "DateTime64(3)", "Decimal(39, 2)",
+                                          "Nullable(Bool)", "Array(DateTime64(6, 'UTC'))"};
+    for (size_t i = 0; i < sizeof lacking / sizeof *lacking; i++) {
+        char text[256], err[256], want[256];
+        snprintf(text, sizeof text, "SCHEMA >\n    a Int32,\n\n    b %s\n", lacking[i]);
+        print_message("%s\n", lacking[i]);
+        assert_null(sql(text, err, sizeof err));
+        snprintf(want, sizeof want, "d/t.datasource:4: column `b` %s: ClickHouse 18.16 has no ",
+                 lacking[i]);
+        assert_true(strncmp(err, want, strlen(want)) == 0);
+    }
+    char err[256];
+    assert_null(sql("SCHEMA >\n    a Bool\n", err, sizeof err));
+    assert_non_null(strstr(err, "declare the column UInt8"));
+    char *s = sql("SCHEMA >\n    a Decimal(38, 2)\n", err, sizeof err); /* the widest 18.16 has */
+    assert_non_null(s);
+    free(s);
+    assert_null(sql("SCHEMA >\n    a Int8\nENGINE \"ReplacingMergeTree\"\n", err, sizeof err));
+    assert_string_equal(err, "d/t.datasource:3: ENGINE ReplacingMergeTree: schema --clickhouse "
+                             "writes MergeTree tables only");
+}
+
+static void test_describe(void **state)
+{
+    (void)state;
+    struct datasource *ds = load("SCHEMA >\n"
+                                 "    `id` UInt64 `json:$.event.id`,\n"
+                                 "    `a_long_name` LowCardinality(String) DEFAULT 'x',\n"
+                                 "    ok Bool\n");
+    struct buf out = {0};
+    assert_int_equal(schema_describe(ds, &out), 0);
+    assert_int_equal(buf_append(&out, "", 1), 0);
+    assert_string_equal(out.p, "column       type                    path           default\n"
+                               "id           UInt64                  $.event.id\n"
+                               "a_long_name  LowCardinality(String)  $.a_long_name  'x'\n"
+                               "ok           Bool                    $.ok\n");
+    buf_free(&out);
+    datasource_free(ds);
+}
+
+/* The table the writer will fill has the names and order the documentation gives. */
+static void test_quarantine_columns(void **state)
+{
+    (void)state;
+    static const char *const names[QUARANTINE_NCOLUMNS] = {"insertion_date", "c__error_column",
+                                                          "c__error", "line"};
+    for (int i = 0; i < QUARANTINE_NCOLUMNS; i++)
+        assert_string_equal(quarantine_columns[i].name, names[i]);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_whole_output),   cmocka_unit_test(test_plain_and_quoting),
+        cmocka_unit_test(test_refused_types),  cmocka_unit_test(test_describe),
+        cmocka_unit_test(test_quarantine_columns),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
