@@ -44,7 +44,7 @@ static int print_version(struct options *o, const char *arg);
 static const struct option_row rows[] = {
     {ROW_STRING("listen", "ADDR:PORT", listen, "127.0.0.1:8888"), .note = "IPv6 as [::1]:8888",
      .help = "address to serve on"},
-    {ROW_UINT("workers", "N", workers, 0, 1024, 0), .dflt_fn = default_workers,
+    {ROW_UINT("workers", "N", workers, 0, OPTIONS_MAX_WORKERS, 0), .dflt_fn = default_workers,
      .dflt_text = "CPUs available", .zero = "no fork", .help = "worker processes"},
     {ROW_STRING("out-dir", "DIR", out_dir, "csv"), .help = "output directory, created if missing"},
     {ROW_CUSTOM("name", "NAME", parse_name, "nyc_taxi"), .help = "file name prefix"},

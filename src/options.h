@@ -56,6 +56,9 @@ struct options {
 };
 
 #define OPTIONS_DEFAULT_COLUMNS "vendorid,tpep_pickup_datetime,trip_distance,total_amount"
+/* --workers' bound: also the number of slots in the memory shared by the workers, which a
+ * caller may view whole on its stack (slots.h). */
+#define OPTIONS_MAX_WORKERS 1024
 
 /* How a row's value is read. Numbers and sizes are checked against [min, max]; flags and
  * numbers live in int, unsigned, size_t or uint64_t fields (the row records the size). */

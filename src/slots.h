@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 
 #include "metrics.h"
+#include "options.h"
 
 /* One worker's row, mapped before the fork (server.c owns the mapping). Each worker writes
  * only its own slot; the others read it to balance accepting, and whoever answers
@@ -20,9 +21,9 @@ struct worker_slot {
     atomic_uint rows_torn, invalid_torn;
 };
 
-/* The most slots there are: the bound on --workers (options.c), so that a caller can hold
- * a view of every slot on its stack. */
-#define SLOTS_MAX 1024
+/* The most slots there are: the bound on --workers, so that a caller can hold a view of
+ * every slot on its stack. */
+#define SLOTS_MAX OPTIONS_MAX_WORKERS
 
 /* Fills view[0..n) from slots[0..n) (n at most SLOTS_MAX) for metrics_format and
  * metrics_totals; view borrows the slots' counters. A slot no process runs has no open
