@@ -160,9 +160,14 @@ static char *responses(struct fixture *f, struct bufferevent *client, int n)
 
 static const char body[] = "{\"a\":1,\"b\":\"x\"}\n{\"a\":2}\nnot json\n";
 
-static char *day_file(struct fixture *f, size_t *n)
+/* The day's file holds exactly want. */
+static void expect_rows(struct fixture *f, const char *want)
 {
-    return tu_slurp(sink_path(f->rows), n);
+    size_t len, n = strlen(want);
+    char *rows = tu_slurp(sink_path(f->rows), &len);
+    assert_int_equal(len, n);
+    assert_memory_equal(rows, want, n);
+    free(rows);
 }
 
 static void test_post_rows_land(void **state)
@@ -181,11 +186,7 @@ static void test_post_rows_land(void **state)
     assert_non_null(strstr(got, "X-Worker: 0\r\n"));
     assert_non_null(strstr(got, "Connection: keep-alive\r\n"));
     free(got);
-    size_t len;
-    char *rows = day_file(f, &len);
-    assert_int_equal(len, 7);
-    assert_memory_equal(rows, "1,x\n2,\n", 7);
-    free(rows);
+    expect_rows(f, "1,x\n2,\n");
     assert_int_equal(atomic_load(&f->slots[0].metrics.rows_valid), 2);
     assert_int_equal(http_server_connections(f->http), 1);
     bufferevent_free(client);
@@ -240,11 +241,7 @@ static void test_token_guards_rows(void **state)
     if (!health || !ok || health > ok)
         fail_msg("got: %s", got);
     free(got);
-    size_t len;
-    char *rows = day_file(f, &len);
-    assert_int_equal(len, 3);
-    assert_memory_equal(rows, "1,\n", 3);
-    free(rows);
+    expect_rows(f, "1,\n");
     bufferevent_free(client);
     stop(f);
 }
@@ -337,11 +334,7 @@ static void test_long_query_and_absolute_form_route(void **state)
     if (!a || !h || !nf || strstr(got, "HTTP/1.1 4") != nf)
         fail_msg("got: %s", got);
     free(got);
-    size_t len;
-    char *rows = day_file(f, &len);
-    assert_int_equal(len, 9);
-    assert_memory_equal(rows, "1,\n2,\n3,\n", 9);
-    free(rows);
+    expect_rows(f, "1,\n2,\n3,\n");
     bufferevent_free(client);
     stop(f);
 }
