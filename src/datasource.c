@@ -126,7 +126,7 @@ static int ident_char(char c) { return ident_start(c) || (c >= '0' && c <= '9');
 /* Compiles the path p[0..n) (at offset pos) into steps for column c. */
 static int compile_path(struct parser *s, size_t pos, struct ds_column *c, const char *p, size_t n)
 {
-    struct ds_step steps[DS_MAX_DEPTH];
+    struct json_step steps[DS_MAX_DEPTH];
     char key[DS_MAX_NAME + 1];
     uint32_t nsteps = 0, every = 0;
     if (n > DS_MAX_PATH)
@@ -137,7 +137,7 @@ static int compile_path(struct parser *s, size_t pos, struct ds_column *c, const
         return fail(s, pos, "column `%s`: the path must name a key: `json:$.key`", c->name);
     size_t i = 1;
     while (i < n) {
-        struct ds_step st = {0};
+        struct json_step st = {0};
         size_t kl = 0;
         if (nsteps == DS_MAX_DEPTH)
             return fail(s, pos, "column `%s`: path deeper than %d steps", c->name, DS_MAX_DEPTH);
@@ -155,7 +155,7 @@ static int compile_path(struct parser *s, size_t pos, struct ds_column *c, const
                             DS_MAX_NAME);
             if (kl)
                 memcpy(key, p + k, kl);
-            st.kind = DS_STEP_KEY;
+            st.kind = JSON_STEP_KEY;
         } else if (p[i] == '[' && i + 1 < n && (p[i + 1] == '\'' || p[i + 1] == '"')) {
             char q = p[i + 1];
             for (i += 2; i < n && p[i] != q; i++) {
@@ -169,10 +169,10 @@ static int compile_path(struct parser *s, size_t pos, struct ds_column *c, const
             if (i + 1 >= n || p[i + 1] != ']')
                 return fail(s, pos, "column `%s`: unterminated ['key'] in path", c->name);
             i += 2;
-            st.kind = DS_STEP_KEY;
+            st.kind = JSON_STEP_KEY;
         } else if (p[i] == '[' && i + 2 < n && p[i + 1] == ':' && p[i + 2] == ']') {
             i += 3;
-            st.kind = DS_STEP_EVERY;
+            st.kind = JSON_STEP_EVERY;
             every++;
         } else if (p[i] == '[' && i + 1 < n && p[i + 1] >= '0' && p[i + 1] <= '9') {
             uint64_t x = 0;
@@ -182,14 +182,14 @@ static int compile_path(struct parser *s, size_t pos, struct ds_column *c, const
             if (i >= n || p[i] != ']')
                 return fail(s, pos, "column `%s`: expected ']' after the index", c->name);
             i++;
-            st.kind = DS_STEP_INDEX;
+            st.kind = JSON_STEP_INDEX;
             st.index = (uint32_t)x;
         } else if (p[i] == '[') {
             return fail(s, pos, "column `%s`: expected ['key'], [N] or [:] in path", c->name);
         } else {
             return fail(s, pos, "column `%s`: expected '.' or '[' in path at '%c'", c->name, p[i]);
         }
-        if (st.kind == DS_STEP_KEY) {
+        if (st.kind == JSON_STEP_KEY) {
             if (!kl)
                 return fail(s, pos, "column `%s`: empty key in path", c->name);
             if (!(st.key = arena_str(&s->ds->arena, key, kl)))
@@ -200,7 +200,7 @@ static int compile_path(struct parser *s, size_t pos, struct ds_column *c, const
     }
     if (every > c->type.array_depth)
         return fail(s, pos, "column `%s`: [:] needs an Array column, one Array per [:]", c->name);
-    struct ds_step *kept = arena_alloc(&s->ds->arena, nsteps * sizeof *kept);
+    struct json_step *kept = arena_alloc(&s->ds->arena, nsteps * sizeof *kept);
     if (!kept)
         return nomem(s, pos);
     memcpy(kept, steps, nsteps * sizeof *kept);
@@ -489,10 +489,10 @@ static int parse_column(struct parser *s, struct cursor *k)
         c->path = dflt;
         c->steps = NULL;
         c->nsteps = 1;
-        struct ds_step *st = arena_alloc(&ds->arena, sizeof *st);
+        struct json_step *st = arena_alloc(&ds->arena, sizeof *st);
         if (!st)
             return nomem(s, at);
-        *st = (struct ds_step){DS_STEP_KEY, c->name_len, 0, c->name};
+        *st = (struct json_step){JSON_STEP_KEY, c->name_len, 0, c->name};
         c->steps = st;
     } else {
         if (!(c->path = arena_str(&ds->arena, path, path_len)))

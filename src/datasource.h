@@ -20,27 +20,13 @@
 #define DS_MAX_TOKENS   64               /* TOKEN lines */
 #define DS_MAX_FILE     (1024 * 1024)    /* bytes of a .datasource file (datasource_load) */
 
-enum ds_step_kind {
-    DS_STEP_KEY,   /* the member named key[0..len) of an object */
-    DS_STEP_INDEX, /* element index of an array (0-based) */
-    DS_STEP_EVERY, /* every element of an array, [:] (only in Array columns) */
-};
-
-/* One step of a compiled path: $.a['b.c'][2][:] is KEY a, KEY b.c, INDEX 2, EVERY. */
-struct ds_step {
-    uint32_t kind; /* enum ds_step_kind */
-    uint32_t len;  /* KEY: the key's length */
-    uint32_t index;
-    const char *key; /* KEY: unescaped, NUL-terminated (it may hold NULs of its own) */
-};
-
 struct ds_column {
     const char *name; /* NUL-terminated */
     uint32_t name_len;
     struct type type;
     const char *type_text; /* as written, blanks trimmed */
     const char *path;      /* as written: "$.pickup.zone.name"; "$.NAME" when none was */
-    const struct ds_step *steps;
+    const struct json_step *steps;
     uint32_t nsteps;
     int has_default;
     int default_is_expr;      /* DEFAULT is an expression (now(), ...): its cell is empty */

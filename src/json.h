@@ -12,6 +12,21 @@
 /* Column names are matched against keys after unescaping; no name may be longer. */
 #define JSON_MAX_NAME 256
 
+/* One step of a column's path into a line's object: $.a['b.c'][2][:] is KEY a, KEY b.c,
+ * INDEX 2, EVERY (doc/datasets.md, section 2). */
+enum json_step_kind {
+    JSON_STEP_KEY,   /* the member named key[0..len) of an object */
+    JSON_STEP_INDEX, /* element index of an array (0-based) */
+    JSON_STEP_EVERY, /* every element of an array, [:] (only in Array columns) */
+};
+
+struct json_step {
+    uint32_t kind; /* enum json_step_kind */
+    uint32_t len;  /* KEY: the key's length */
+    uint32_t index;
+    const char *key; /* KEY: unescaped, NUL-terminated (it may hold NULs of its own) */
+};
+
 enum cell_kind {
     CELL_EMPTY = 0,      /* the key is missing, or its value is null */
     CELL_RAW,            /* number, true, false, object or array: the bytes exactly as sent */
@@ -45,6 +60,22 @@ struct json_columns {
 int json_columns_init(struct json_columns *c, const char *const *names, size_t count,
                       char *err, size_t errlen);
 void json_columns_free(struct json_columns *c);
+/* A column selected by a path rather than a top-level name: name is the CSV header's;
+ * steps[0..nsteps) as datasource.c compiles them (nsteps >= 1, steps[0] a KEY). The engine
+ * follows the KEY and INDEX steps up to the first EVERY: the column's cell is the value
+ * there (for $.items[:].id, the array $.items), and what follows is the caller's
+ * (json_follow, per element). */
+struct json_column_spec {
+    const char *name;
+    const struct json_step *steps;
+    uint32_t nsteps;
+};
+
+/* json_columns_init for columns given by paths; names need not be keys. The steps are
+ * copied. Errors as json_columns_init's, and a path whose steps are not as above. */
+int json_columns_init_paths(struct json_columns *c, const struct json_column_spec *specs,
+                            size_t count, char *err, size_t errlen);
+
 
 enum line_verdict {
     LINE_BLANK,   /* empty, or only whitespace (space, tab, CR, LF): skipped, not counted */
@@ -74,6 +105,14 @@ const char *json_engine_name(void);
 /* Forces a path by name ("scalar", "sse2", "avx2", "avx512", or "best"): 0, or -1 when this build or
  * CPU lacks it (nothing changes). Not thread-safe: for start-up and tests. */
 int json_engine_select(const char *name);
+
+/* Follows steps[0..nsteps) (KEY and INDEX only) from the value p[0..n), which json_line
+ * accepted as part of a valid line (a cell's span, a string's with its quotes), and puts
+ * the value found there in *out as json_line would (CELL_EMPTY when a step finds nothing:
+ * a missing key, an index past the end, a value of another kind, null). nsteps 0 gives the
+ * value itself. Allocates nothing. */
+void json_follow(const char *p, size_t n, const struct json_step *steps, size_t nsteps,
+                 struct cell *out);
 
 /* Writes the unescaped UTF-8 text of a string span that json_line accepted into dst, which
  * needs room for len bytes (unescaping never lengthens; dst may be p itself); returns the

@@ -62,9 +62,9 @@ static void parse_bad(const char *text, const char *want)
         fail_msg("error \"%s\", expected \"%s\"", err, want);
 }
 
-static void expect_key(const struct ds_step *st, const char *key, size_t len)
+static void expect_key(const struct json_step *st, const char *key, size_t len)
 {
-    assert_int_equal(st->kind, DS_STEP_KEY);
+    assert_int_equal(st->kind, JSON_STEP_KEY);
     assert_int_equal(st->len, len);
     assert_memory_equal(st->key, key, len);
     assert_int_equal(st->key[len], 0);
@@ -104,7 +104,7 @@ static void test_taxi(void **state)
     assert_string_equal(c[4].default_cell, "\"unknown\"");
     assert_int_equal(c[5].type.array_depth, 1);
     assert_int_equal(c[5].nsteps, 2);
-    assert_int_equal(c[5].steps[1].kind, DS_STEP_EVERY);
+    assert_int_equal(c[5].steps[1].kind, JSON_STEP_EVERY);
     assert_true(c[6].type.nullable);
     assert_false(c[6].has_default);
     assert_string_equal(datasource_setting(ds, "DESCRIPTION"),
@@ -202,18 +202,18 @@ static void test_paths(void **state)
     expect_key(&c[2].steps[0], "a", 1);
     expect_key(&c[2].steps[1], "b", 1);
     expect_key(&c[3].steps[0], "dq", 2);
-    assert_int_equal(c[3].steps[1].kind, DS_STEP_INDEX);
+    assert_int_equal(c[3].steps[1].kind, JSON_STEP_INDEX);
     assert_int_equal(c[3].steps[1].index, 0);
     assert_int_equal(c[4].nsteps, 3);
-    assert_int_equal(c[4].steps[1].kind, DS_STEP_INDEX);
+    assert_int_equal(c[4].steps[1].kind, JSON_STEP_INDEX);
     assert_int_equal(c[4].steps[1].index, 12);
     expect_key(&c[4].steps[2], "x", 1);
-    assert_int_equal(c[5].steps[1].kind, DS_STEP_EVERY);
+    assert_int_equal(c[5].steps[1].kind, JSON_STEP_EVERY);
     assert_int_equal(c[6].nsteps, 3);
-    assert_int_equal(c[6].steps[1].kind, DS_STEP_EVERY);
+    assert_int_equal(c[6].steps[1].kind, JSON_STEP_EVERY);
     expect_key(&c[6].steps[2], "id", 2);
-    assert_int_equal(c[7].steps[1].kind, DS_STEP_EVERY);
-    assert_int_equal(c[7].steps[2].kind, DS_STEP_EVERY);
+    assert_int_equal(c[7].steps[1].kind, JSON_STEP_EVERY);
+    assert_int_equal(c[7].steps[2].kind, JSON_STEP_EVERY);
     expect_key(&c[8].steps[0], "it's \\ [x]", 10);
     assert_string_equal(c[8].path, "$['it\\'s \\\\ [x]']");
     expect_key(&c[9].steps[0], "caf\xc3\xa9-1", 7);
@@ -616,7 +616,7 @@ static void test_prefixes(void **state)
     if (!ds)
         fail_msg("%s", err);
     expect_key(&ds->columns[0].steps[0], "x'y", 3);
-    assert_int_equal(ds->columns[0].steps[2].kind, DS_STEP_EVERY);
+    assert_int_equal(ds->columns[0].steps[2].kind, JSON_STEP_EVERY);
     assert_string_equal(ds->columns[0].default_cell, "\"[]\"");
     assert_string_equal(ds->columns[1].default_cell, "-0.15");
     assert_int_equal(ds->columns[1].steps[1].index, 3);
