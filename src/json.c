@@ -286,8 +286,54 @@ close: /* p[i] closes depth d */
 }
 /* ---- columns ----------------------------------------------------------------------- */
 
-int json_columns_init(struct json_columns *c, const char *const *names, size_t count,
-                      char *err, size_t errlen)
+/* Checks column i's name against the others and copies it into c: 0, or -1 with err. */
+static int column_name(struct json_columns *c, size_t i, const char *name, char *err,
+                       size_t errlen)
+{
+    size_t len = strlen(name);
+    if (len == 0) {
+        snprintf(err, errlen, "column %zu: empty name", i + 1);
+        return -1;
+    }
+    if (len > JSON_MAX_NAME) {
+        snprintf(err, errlen, "column %zu: name longer than %d bytes", i + 1, JSON_MAX_NAME);
+        return -1;
+    }
+    for (size_t j = 0; j < i; j++) {
+        if (c->lens[j] == len && memcmp(c->names[j], name, len) == 0) {
+            snprintf(err, errlen, "duplicate column \"%.*s\"", (int)(len > 64 ? 64 : len),
+                     name);
+            return -1;
+        }
+    }
+    if (!(c->names[i] = malloc(len + 1))) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    memcpy(c->names[i], name, len + 1);
+    c->lens[i] = (uint32_t)len;
+    c->count = i + 1;
+    return 0;
+}
+
+/* Appends the key k[0..len) (1 <= len <= JSON_MAX_NAME; k outlives lk) to the lookup as its
+ * entry lk->count. */
+static void lookup_add(struct json_lookup *lk, const char *k, size_t len)
+{
+    size_t i = lk->count++;
+    lk->lens[i] = (uint32_t)len;
+    lk->names[i] = k;
+    lk->bylen[len] = lk->bylen[len] ? JSON_BYLEN_MANY : (uint16_t)(i + 1);
+    lk->prefix[i] = name_prefix((const u8 *)k, len);
+    if (len > 8)
+        lk->suffix[i] = load64((const u8 *)k + len - 8);
+    unsigned h = name_hash(lk->prefix[i], len);
+    lk->next[i] = lk->head[h];
+    lk->head[h] = (uint16_t)(i + 1);
+}
+
+/* The checks both json_columns_init* share before any column: 0, or -1 with err. */
+static int columns_start(struct json_columns *c, size_t count, char *err, size_t errlen)
 {
     memset(c, 0, sizeof *c);
     if (count == 0) {
@@ -298,47 +344,110 @@ int json_columns_init(struct json_columns *c, const char *const *names, size_t c
         snprintf(err, errlen, "too many columns (%zu; at most %d)", count, JSON_MAX_COLUMNS);
         return -1;
     }
-    struct json_lookup *lk = c->lookup = calloc(1, sizeof *lk);
-    if (!lk) {
+    if (!(c->lookup = calloc(1, sizeof *c->lookup))) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
+    return 0;
+}
+
+int json_columns_init(struct json_columns *c, const char *const *names, size_t count,
+                      char *err, size_t errlen)
+{
+    if (columns_start(c, count, err, errlen) != 0)
+        return -1;
     for (size_t i = 0; i < count; i++) {
-        size_t len = strlen(names[i]);
-        if (len == 0) {
-            snprintf(err, errlen, "column %zu: empty name", i + 1);
-            goto fail;
+        if (column_name(c, i, names[i], err, errlen) != 0) {
+            json_columns_free(c);
+            return -1;
         }
-        if (len > JSON_MAX_NAME) {
-            snprintf(err, errlen, "column %zu: name longer than %d bytes", i + 1,
-                     JSON_MAX_NAME);
-            goto fail;
-        }
-        for (size_t j = 0; j < i; j++) {
-            if (c->lens[j] == len && memcmp(c->names[j], names[i], len) == 0) {
-                snprintf(err, errlen, "duplicate column \"%.*s\"",
-                         (int)(len > 64 ? 64 : len), names[i]);
-                goto fail;
-            }
-        }
-        if (!(c->names[i] = malloc(len + 1))) {
-            snprintf(err, errlen, "out of memory");
-            goto fail;
-        }
-        memcpy(c->names[i], names[i], len + 1);
-        c->lens[i] = (uint32_t)len;
-        c->count = i + 1;
-        lk->count = i + 1;
-        lk->lens[i] = c->lens[i];
-        lk->names[i] = c->names[i];
-        lk->bylen[len] = lk->bylen[len] ? JSON_BYLEN_MANY : (uint16_t)(i + 1);
-        lk->prefix[i] = name_prefix((const u8 *)names[i], len);
-        if (len > 8)
-            lk->suffix[i] = load64((const u8 *)names[i] + len - 8);
-        unsigned h = name_hash(lk->prefix[i], len);
-        lk->next[i] = lk->head[h];
-        lk->head[h] = (uint16_t)(i + 1);
+        lookup_add(c->lookup, c->names[i], c->lens[i]);
     }
+    return 0;
+}
+
+static inline int lookup_plain(const struct json_lookup *lk, const u8 *k, size_t len)
+{
+    unsigned by;
+    if (len > JSON_MAX_NAME || !(by = lk->bylen[len]))
+        return -1;
+    return lookup_pre(lk, k, len, name_prefix(k, len), by);
+}
+
+/* Copies column i's steps up to the first EVERY, keys included, into one owned block, and
+ * finds or adds its first key in the lookup: 0, or -1 with err. */
+static int column_path(struct json_columns *c, size_t i, const struct json_column_spec *sp,
+                       char *err, size_t errlen)
+{
+    struct json_lookup *lk = c->lookup;
+    struct json_paths *ps = lk->paths;
+    if (sp->nsteps == 0 || !sp->steps || sp->steps[0].kind != JSON_STEP_KEY) {
+        snprintf(err, errlen, "column %zu: a path must start with a key", i + 1);
+        return -1;
+    }
+    size_t upto = 0, bytes = 0;
+    for (; upto < sp->nsteps && sp->steps[upto].kind != JSON_STEP_EVERY; upto++) {
+        const struct json_step *st = &sp->steps[upto];
+        if (st->kind != JSON_STEP_KEY && st->kind != JSON_STEP_INDEX) {
+            snprintf(err, errlen, "column %zu: step %zu is of no known kind", i + 1, upto + 1);
+            return -1;
+        }
+        if (st->kind == JSON_STEP_KEY) {
+            if (st->len > JSON_MAX_NAME || (st->len && !st->key)) {
+                snprintf(err, errlen, "column %zu: step %zu: a key longer than %d bytes",
+                         i + 1, upto + 1, JSON_MAX_NAME);
+                return -1;
+            }
+            bytes += st->len + 1;
+        }
+    }
+    /* The walks' lookup assumes no key is empty (json_fast.h): {"": ...} is no column's. */
+    if (sp->steps[0].len == 0) {
+        snprintf(err, errlen, "column %zu: the path's first key is empty", i + 1);
+        return -1;
+    }
+    struct json_step *st = malloc(upto * sizeof *st + bytes);
+    if (!st) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    char *keys = (char *)(st + upto);
+    for (size_t s = 0; s < upto; s++) {
+        st[s] = sp->steps[s];
+        if (st[s].kind == JSON_STEP_KEY) {
+            if (st[s].len)
+                memcpy(keys, sp->steps[s].key, st[s].len);
+            keys[st[s].len] = 0;
+            st[s].key = keys;
+            keys += st[s].len + 1;
+        }
+    }
+    ps->steps[i] = st;
+    ps->rest[i] = st + 1;
+    ps->nrest[i] = (uint32_t)(upto - 1);
+    ps->count = i + 1;
+    int k = lookup_plain(lk, (const u8 *)st[0].key, st[0].len);
+    if (k < 0) {
+        k = (int)lk->count;
+        lookup_add(lk, st[0].key, st[0].len);
+    }
+    ps->first[i] = (uint16_t)k;
+    return 0;
+}
+
+int json_columns_init_paths(struct json_columns *c, const struct json_column_spec *specs,
+                            size_t count, char *err, size_t errlen)
+{
+    if (columns_start(c, count, err, errlen) != 0)
+        return -1;
+    if (!(c->lookup->paths = calloc(1, sizeof *c->lookup->paths))) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < count; i++)
+        if (column_name(c, i, specs[i].name, err, errlen) != 0 ||
+            column_path(c, i, &specs[i], err, errlen) != 0)
+            goto fail;
     return 0;
 fail:
     json_columns_free(c);
@@ -349,17 +458,15 @@ void json_columns_free(struct json_columns *c)
 {
     for (size_t i = 0; i < c->count; i++)
         free(c->names[i]);
+    if (c->lookup && c->lookup->paths) {
+        for (size_t i = 0; i < c->lookup->paths->count; i++)
+            free(c->lookup->paths->steps[i]);
+        free(c->lookup->paths);
+    }
     free(c->lookup);
     memset(c, 0, sizeof *c);
 }
 
-static inline int lookup_plain(const struct json_lookup *lk, const u8 *k, size_t len)
-{
-    unsigned by;
-    if (len > JSON_MAX_NAME || !(by = lk->bylen[len]))
-        return -1;
-    return lookup_pre(lk, k, len, name_prefix(k, len), by);
-}
 
 /* A key holding escapes: compared after unescaping. An escape turns at most 6 bytes into
  * 1, so a longer raw key cannot match any name. */
@@ -524,9 +631,35 @@ void json_engine_init(void)
                   engine_name);
 }
 
+/* Columns given by paths: the walk fills the first keys' cells, and each column follows
+ * its remaining steps from its first key's value. */
+static __attribute__((noinline)) enum line_verdict
+json_line_paths(const struct json_lookup *lk, const char *line, size_t n, struct cell *cells)
+{
+    struct cell top[JSON_MAX_COLUMNS];
+    if (!(fast_path && fast_path(lk, (const u8 *)line, n, top))) {
+        enum line_verdict v = json_line_strict(lk, line, n, top);
+        if (v != LINE_VALID)
+            return v;
+    }
+    const struct json_paths *ps = lk->paths;
+    for (size_t i = 0; i < ps->count; i++) {
+        const struct cell *from = &top[ps->first[i]];
+        if (!ps->nrest[i])
+            cells[i] = *from;
+        else if (from->kind == CELL_RAW) /* only containers have members or elements */
+            json_follow(from->p, from->len, ps->rest[i], ps->nrest[i], &cells[i]);
+        else
+            cells[i] = (struct cell){NULL, 0, CELL_EMPTY};
+    }
+    return LINE_VALID;
+}
+
 enum line_verdict json_line(const struct json_columns *c, const char *line, size_t n,
                             struct cell *cells)
 {
+    if (UNLIKELY(c->lookup->paths))
+        return json_line_paths(c->lookup, line, n, cells);
     if (fast_path && fast_path(c->lookup, (const u8 *)line, n, cells))
         return LINE_VALID;
     return json_line_strict(c->lookup, line, n, cells);
@@ -611,4 +744,157 @@ size_t json_unescape(const char *src, size_t len, char *dst)
         i += 2;
     }
     return o;
+}
+
+/* ---- following a path inside a valid value ------------------------------------------ */
+
+/* These read text json_line has already accepted, so they only find the ends of things:
+ * no byte is judged again. Every loop is still bounded by n. */
+
+/* i is just after an opening quote: the index just after the closing one; *esc is set when
+ * the string holds a backslash. */
+static size_t valid_string_end(const u8 *p, size_t i, size_t n, int *esc)
+{
+    size_t s = i;
+    while (i < n) {
+        const u8 *q = memchr(p + i, '"', n - i);
+        if (!q)
+            return n;
+        size_t e = (size_t)(q - p), b = e;
+        while (b > s && p[b - 1] == '\\')
+            b--;
+        if (((e - b) & 1) == 0) {
+            if (!*esc && memchr(p + s, '\\', e - s))
+                *esc = 1;
+            return e + 1;
+        }
+        i = e + 1; /* an escaped quote */
+    }
+    return n;
+}
+
+/* p[i] starts a value: the index just after it. Containers are crossed by counting
+ * brackets outside strings, which is enough in valid text. */
+static size_t valid_value_end(const u8 *p, size_t i, size_t n)
+{
+    int esc = 0;
+    u8 c = p[i];
+    if (c == '"')
+        return valid_string_end(p, i + 1, n, &esc);
+    if (c != '{' && c != '[') {
+        while (i < n && p[i] != ',' && p[i] != '}' && p[i] != ']' && !ws_tab[p[i]])
+            i++;
+        return i;
+    }
+    size_t depth = 0;
+    while (i < n) {
+        c = p[i++];
+        if (c == '"')
+            i = valid_string_end(p, i, n, &esc);
+        else if (c == '{' || c == '[')
+            depth++;
+        else if ((c == '}' || c == ']') && --depth == 0)
+            return i;
+    }
+    return n;
+}
+
+/* Whether the raw key k[0..len), which holds escapes, unescapes to key[0..klen): decoded
+ * escape by escape, so keys of any length compare without a buffer. */
+static int escaped_key_is(const u8 *k, size_t len, const char *key, size_t klen)
+{
+    size_t i = 0, o = 0;
+    while (i < len) {
+        char one[4];
+        size_t w, adv;
+        if (k[i] != '\\') {
+            one[0] = (char)k[i];
+            w = 1;
+            adv = 1;
+        } else {
+            adv = k[i + 1] == 'u' ? 6 : 2;
+            if (adv == 6 && len - i >= 12 && k[i + 6] == '\\' && k[i + 7] == 'u') {
+                long u = hex4(k, i + 2, len);
+                if (u >= 0xD800 && u <= 0xDBFF)
+                    adv = 12;
+            }
+            w = json_unescape((const char *)k + i, adv, one);
+        }
+        if (o + w > klen || memcmp(key + o, one, w) != 0)
+            return 0;
+        o += w;
+        i += adv;
+    }
+    return o == klen;
+}
+
+/* p[i] is '{': the index of the value of its last member named st's key, or 0. */
+static size_t follow_key(const u8 *p, size_t i, size_t n, const struct json_step *st)
+{
+    size_t found = 0;
+    i = skip_ws(p, i + 1, n);
+    while (i < n && p[i] == '"') {
+        int esc = 0;
+        size_t ks = i + 1;
+        i = valid_string_end(p, ks, n, &esc);
+        size_t kl = i - 1 - ks;
+        i = skip_ws(p, i, n);
+        i = skip_ws(p, i + 1, n); /* past the ':' */
+        if (i >= n)
+            return 0;
+        if (esc ? kl >= st->len && escaped_key_is(p + ks, kl, st->key, st->len)
+                : kl == st->len && (kl == 0 || memcmp(p + ks, st->key, kl) == 0))
+            found = i; /* the last one wins, as at the top level */
+        i = skip_ws(p, valid_value_end(p, i, n), n);
+        if (i >= n || p[i] != ',')
+            break;
+        i = skip_ws(p, i + 1, n);
+    }
+    return found;
+}
+
+/* p[i] is '[': the index of element st->index, or 0. */
+static size_t follow_index(const u8 *p, size_t i, size_t n, const struct json_step *st)
+{
+    i = skip_ws(p, i + 1, n);
+    if (i >= n || p[i] == ']')
+        return 0;
+    for (uint32_t k = 0; k < st->index; k++) {
+        i = skip_ws(p, valid_value_end(p, i, n), n);
+        if (i >= n || p[i] != ',')
+            return 0;
+        i = skip_ws(p, i + 1, n);
+    }
+    return i < n ? i : 0;
+}
+
+void json_follow(const char *text, size_t n, const struct json_step *steps, size_t nsteps,
+                 struct cell *out)
+{
+    const u8 *p = (const u8 *)text;
+    size_t i = skip_ws(p, 0, n);
+    *out = (struct cell){NULL, 0, CELL_EMPTY};
+    for (size_t s = 0; s < nsteps; s++) {
+        if (i >= n)
+            return;
+        if (steps[s].kind == JSON_STEP_KEY && p[i] == '{')
+            i = follow_key(p, i, n, &steps[s]);
+        else if (steps[s].kind == JSON_STEP_INDEX && p[i] == '[')
+            i = follow_index(p, i, n, &steps[s]);
+        else
+            return; /* a value of another kind, null, or an EVERY step */
+        if (!i)
+            return;
+    }
+    if (i >= n || p[i] == 'n')
+        return;
+    size_t e = valid_value_end(p, i, n);
+    if (p[i] == '"') {
+        int esc = 0;
+        valid_string_end(p, i + 1, n, &esc);
+        *out = (struct cell){text + i + 1, (uint32_t)(e - i - 2),
+                             esc ? CELL_STRING_ESCAPED : CELL_STRING};
+    } else {
+        *out = (struct cell){text + i, (uint32_t)(e - i), CELL_RAW};
+    }
 }

@@ -33,6 +33,20 @@ struct json_lookup {
     uint64_t suffix[JSON_MAX_COLUMNS]; /* each name's last 8 bytes, when it is longer than 8 */
     uint32_t lens[JSON_MAX_COLUMNS];   /* as the struct json_columns' */
     const char *names[JSON_MAX_COLUMNS];
+    /* NULL for json_columns_init, whose key i is column i; for json_columns_init_paths, the
+     * keys above are the columns' distinct first keys, and this maps columns to them. */
+    struct json_paths *paths; /* owned */
+};
+
+/* Columns given by paths: column i reads the value of key first[i] (the top-level member),
+ * then follows rest[i][0..nrest[i]) from there: its steps after the first, up to the first
+ * EVERY. */
+struct json_paths {
+    size_t count; /* columns */
+    uint16_t first[JSON_MAX_COLUMNS];
+    uint32_t nrest[JSON_MAX_COLUMNS];
+    const struct json_step *rest[JSON_MAX_COLUMNS];
+    struct json_step *steps[JSON_MAX_COLUMNS]; /* owned: each column's steps and their keys */
 };
 
 /* A name's first min(len, 8) bytes, zero-padded: with the length it tells most names apart,

@@ -844,7 +844,8 @@ static void expect_paths_agree(const struct json_columns *c, const char *p, size
 {
     static const char *const paths[] = {"scalar", "sse2", "avx2", "avx512"};
     char *q = tu_exact(p, n);
-    struct cell want[8], got[8];
+    struct cell want[16], got[16];
+    assert_true(c->count <= 16);
     const char *keep = json_engine_name();
     enum line_verdict v0 = (enum line_verdict)-1;
     for (size_t e = 0; e < sizeof paths / sizeof *paths; e++) {
@@ -867,6 +868,39 @@ static void expect_paths_agree(const struct json_columns *c, const char *p, size
     }
     json_engine_select(keep);
     free(q);
+}
+
+/* seed with one to three bytes replaced, inserted or deleted, into buf (room for
+ * strlen(seed) + 3): returns its length. */
+static size_t mutant(char *buf, const char *seed)
+{
+    static const unsigned char bytes[] = {'"', '\\', '{', '}', '[', ',', ':', ' ', '0', '1',
+                                          '-', '.', 'e', 'n', 't', 0x00, 0x1f, 0x80, 'a'};
+    size_t n = strlen(seed);
+    memcpy(buf, seed, n);
+    int muts = 1 + (int)(next_rand() % 3);
+    for (int m = 0; m < muts; m++) {
+        size_t pos = n ? next_rand() % n : 0;
+        unsigned char b = bytes[next_rand() % sizeof bytes];
+        switch (next_rand() % 3) {
+        case 0:
+            if (n)
+                buf[pos] = (char)b;
+            break;
+        case 1:
+            memmove(buf + pos + 1, buf + pos, n - pos);
+            buf[pos] = (char)b;
+            n++;
+            break;
+        default:
+            if (n) {
+                memmove(buf + pos, buf + pos + 1, n - pos - 1);
+                n--;
+            }
+            break;
+        }
+    }
+    return n;
 }
 
 static void test_paths_agree(void **state)
@@ -938,34 +972,278 @@ static void test_paths_agree(void **state)
     for (size_t n = 0; n <= strlen(taxi); n++)
         expect_paths_agree(&c, taxi, n);
     /* Taxi mutants, as in test_mutations, compared path against path with 8 columns. */
-    static const unsigned char bytes[] = {'"', '\\', '{', '}', '[', ',', ':', ' ', '0', '1',
-                                          '-', '.', 'e', 'n', 't', 0x00, 0x1f, 0x80, 'a'};
     char buf[1024];
     for (size_t it = 0; it < 100000; it++) {
-        size_t n = strlen(taxi);
-        memcpy(buf, taxi, n);
-        int muts = 1 + (int)(next_rand() % 3);
-        for (int m = 0; m < muts; m++) {
-            size_t pos = n ? next_rand() % n : 0;
-            unsigned char b = bytes[next_rand() % sizeof bytes];
-            switch (next_rand() % 3) {
-            case 0:
-                if (n)
-                    buf[pos] = (char)b;
-                break;
-            case 1:
-                memmove(buf + pos + 1, buf + pos, n - pos);
-                buf[pos] = (char)b;
-                n++;
-                break;
-            default:
-                if (n) {
-                    memmove(buf + pos, buf + pos + 1, n - pos - 1);
-                    n--;
-                }
-                break;
-            }
-        }
+        size_t n = mutant(buf, taxi);
+        expect_paths_agree(&c, buf, n);
+    }
+    json_columns_free(&c);
+}
+
+/* ---- columns given by paths ----------------------------------------------------------- */
+
+#define K(s) {JSON_STEP_KEY, sizeof(s) - 1, 0, s}
+#define I(n) {JSON_STEP_INDEX, 0, n, NULL}
+#define EVERY {JSON_STEP_EVERY, 0, 0, NULL}
+#define SPEC(name, steps) {name, steps, sizeof steps / sizeof *steps}
+
+static void init_specs(struct json_columns *c, const struct json_column_spec *specs,
+                       size_t count)
+{
+    char err[256];
+    if (json_columns_init_paths(c, specs, count, err, sizeof err) != 0)
+        fail_msg("json_columns_init_paths: %s", err);
+}
+
+/* Paths into objects and arrays, keys that need quoting in the path or unescaping in the
+ * line, a path and its prefix side by side, one path twice, an Array column's [:]. */
+static const struct json_step p_ab[] = {K("a"), K("b")}, p_a[] = {K("a")},
+                              p_x0[] = {K("x"), I(0)}, p_x2y[] = {K("x"), I(2), K("y")},
+                              p_dots[] = {K("key with.dots")},
+                              p_quote[] = {K("e"), K("k\"q"), I(0)},
+                              p_items[] = {K("items"), EVERY, K("id")},
+                              p_deep[] = {K("a"), K("b"), K("c")}, p_s[] = {K("a"), K("s")},
+                              p_nul[] = {K("a"), K("n\0l")};
+static const struct json_column_spec nested_cols[] = {
+    SPEC("ab", p_ab),       SPEC("a", p_a),           SPEC("x0", p_x0),
+    SPEC("x2y", p_x2y),     SPEC("dots", p_dots),     SPEC("quote", p_quote),
+    SPEC("ab_again", p_ab), SPEC("items", p_items),   SPEC("deep", p_deep),
+    SPEC("s", p_s),         SPEC("nul", p_nul),
+};
+#define NESTED (sizeof nested_cols / sizeof *nested_cols)
+
+static void test_paths_cells(void **state)
+{
+    (void)state;
+    struct json_columns c;
+    init_specs(&c, nested_cols, NESTED);
+    assert_int_equal(c.count, NESTED);
+    assert_string_equal(c.names[3], "x2y");
+    struct cell k[NESTED];
+    assert_int_equal(line(&c,
+                          "{\"a\":{\"b\":{\"c\":1},\"s\":\"t\\ty\",\"n\\u0000l\":2},"
+                          "\"x\":[10,\"s]\\\"[\",{\"y\":\"yy\"}],\"key with.dots\":\"d\","
+                          "\"e\":{\"\\u006b\\\"q\":[true]},\"items\":[{\"id\":1},{\"id\":2}]}",
+                          k),
+                     LINE_VALID);
+    expect_cell(&k[0], CELL_RAW, "{\"c\":1}");
+    expect_cell(&k[1], CELL_RAW,
+                "{\"b\":{\"c\":1},\"s\":\"t\\ty\",\"n\\u0000l\":2}");
+    expect_cell(&k[2], CELL_RAW, "10");
+    expect_cell(&k[3], CELL_STRING, "yy");
+    expect_cell(&k[4], CELL_STRING, "d");
+    expect_cell(&k[5], CELL_RAW, "true");
+    expect_cell(&k[6], CELL_RAW, "{\"c\":1}");
+    expect_cell(&k[7], CELL_RAW, "[{\"id\":1},{\"id\":2}]");
+    expect_cell(&k[8], CELL_RAW, "1");
+    expect_cell(&k[9], CELL_STRING_ESCAPED, "t\\ty");
+    expect_cell(&k[10], CELL_RAW, "2");
+    /* The same with blanks everywhere, and the top-level keys escaped. */
+    assert_int_equal(line(&c,
+                          " { \"\\u0061\" : { \"b\" : { \"c\" : 1 } , \"s\" : \"v\" } ,"
+                          " \"x\" : [ 10 , [ 1 , [ ] ] , { \"z\" : 0 , \"y\" : 3.5e1 } ] } ",
+                          k),
+                     LINE_VALID);
+    expect_cell(&k[0], CELL_RAW, "{ \"c\" : 1 }");
+    expect_cell(&k[2], CELL_RAW, "10");
+    expect_cell(&k[3], CELL_RAW, "3.5e1");
+    expect_cell(&k[8], CELL_RAW, "1");
+    expect_cell(&k[9], CELL_STRING, "v");
+    expect_cell(&k[4], CELL_EMPTY, NULL);
+    json_columns_free(&c);
+}
+
+/* A step that finds nothing gives an empty cell: a missing key, an index past the end, a
+ * value of the wrong kind, null on the way or at the end. The line is still valid. */
+static void test_paths_missing(void **state)
+{
+    (void)state;
+    struct json_columns c;
+    init_specs(&c, nested_cols, NESTED);
+    struct cell k[NESTED];
+    /* Each line, and the columns that do find something there (a bit per column). */
+    static const struct {
+        const char *text;
+        unsigned found;
+    } lines[] = {
+        {"{}", 0},
+        {"{\"a\":null,\"x\":null}", 0},
+        {"{\"a\":{},\"x\":[]}", 1u << 1},
+        {"{\"a\":[],\"x\":{}}", 1u << 1},
+        {"{\"a\":{\"b\":null,\"s\":null},\"x\":[null,1,null]}", 1u << 1},
+        {"{\"a\":[{\"b\":{\"c\":1}}],\"x\":[null,1,[{\"y\":1}]]}", 1u << 1},
+        {"{\"a\":{\"b\":{\"C\":1,\"c \":2,\"\":3}},\"x\":[null,1,{\"Y\":1,\"yy\":2}]}",
+         1u << 0 | 1u << 1 | 1u << 6},
+        {"{\"a\":{\"b\":\"{\\\"c\\\":1}\"},\"x\":\"[1]\"}", 1u << 0 | 1u << 1 | 1u << 6},
+        {"{\"a\":{\"b\":1},\"a\":{},\"x\":[null],\"x\":[]}", 1u << 1}, /* the last one wins */
+        {"{\"a\":\"b\",\"x\":7,\"b\":{\"c\":1},\"y\":1}", 1u << 1},
+    };
+    for (size_t l = 0; l < sizeof lines / sizeof *lines; l++) {
+        if (line(&c, lines[l].text, k) != LINE_VALID)
+            fail_msg("line %zu not valid", l);
+        for (size_t i = 0; i < NESTED; i++)
+            if ((k[i].kind != CELL_EMPTY) != ((lines[l].found >> i) & 1))
+                fail_msg("line %zu, column %s: \"%.*s\", kind %u", l, c.names[i],
+                         (int)k[i].len, k[i].p ? k[i].p : "", k[i].kind);
+    }
+    /* Repeated keys inside: the last one wins there too, escaped or not. */
+    assert_int_equal(line(&c, "{\"a\":{\"b\":{\"c\":1},\"b\":{\"c\":2}}}", k), LINE_VALID);
+    expect_cell(&k[8], CELL_RAW, "2");
+    assert_int_equal(line(&c, "{\"a\":{\"b\":{\"c\":1,\"\\u0063\":[3]}}}", k), LINE_VALID);
+    expect_cell(&k[8], CELL_RAW, "[3]");
+    assert_int_equal(line(&c, "{\"a\":{\"b\":{\"c\":1,\"c\":null}}}", k), LINE_VALID);
+    expect_cell(&k[8], CELL_EMPTY, NULL);
+    /* An invalid line is still invalid, whatever its paths would find. */
+    assert_int_equal(line(&c, "{\"a\":{\"b\":{\"c\":1}},}", k), LINE_INVALID);
+    assert_int_equal(line(&c, "{\"a\":{\"b\":{\"c\":01}}}", k), LINE_INVALID);
+    assert_int_equal(line(&c, "   ", k), LINE_BLANK);
+    json_columns_free(&c);
+}
+
+static void test_paths_init(void **state)
+{
+    (void)state;
+    struct json_columns c;
+    char err[128];
+    static const struct json_step p_b[] = {K("b")}, p_i[] = {I(0)}, p_e[] = {K(""), K("b")};
+    static const struct json_column_spec dup[] = {SPEC("a", p_a), SPEC("a", p_b)};
+    assert_int_equal(json_columns_init_paths(&c, dup, 2, err, sizeof err), -1);
+    assert_non_null(strstr(err, "duplicate"));
+    assert_int_equal(c.count, 0);
+    static const struct json_column_spec index_first[] = {SPEC("a", p_i)};
+    assert_int_equal(json_columns_init_paths(&c, index_first, 1, err, sizeof err), -1);
+    static const struct json_column_spec empty_first[] = {SPEC("a", p_e)};
+    assert_int_equal(json_columns_init_paths(&c, empty_first, 1, err, sizeof err), -1);
+    assert_non_null(strstr(err, "empty"));
+    const struct json_column_spec none[] = {{"a", NULL, 0}};
+    assert_int_equal(json_columns_init_paths(&c, none, 1, err, sizeof err), -1);
+    assert_int_equal(json_columns_init_paths(&c, dup, 0, err, sizeof err), -1);
+    static const struct json_step odd[] = {K("a"), {7, 0, 0, NULL}};
+    const struct json_column_spec bad_kind[] = {{"a", odd, 2}};
+    assert_int_equal(json_columns_init_paths(&c, bad_kind, 1, err, sizeof err), -1);
+    char big[JSON_MAX_NAME + 2];
+    memset(big, 'k', sizeof big);
+    const struct json_step longkey[] = {K("a"), {JSON_STEP_KEY, JSON_MAX_NAME + 1, 0, big}};
+    const struct json_column_spec too_long[] = {{"a", longkey, 2}};
+    assert_int_equal(json_columns_init_paths(&c, too_long, 1, err, sizeof err), -1);
+
+    /* Keys of the maximum length at both levels; an empty key below the top; the steps
+     * are copied, so the caller's may go. */
+    struct json_step *steps = calloc(3, sizeof *steps);
+    char *kbuf = calloc(1, JSON_MAX_NAME);
+    assert_non_null(steps);
+    assert_non_null(kbuf);
+    memset(kbuf, 'k', JSON_MAX_NAME);
+    steps[0] = (struct json_step){JSON_STEP_KEY, JSON_MAX_NAME, 0, kbuf};
+    steps[1] = (struct json_step){JSON_STEP_KEY, JSON_MAX_NAME, 0, kbuf};
+    steps[2] = (struct json_step){JSON_STEP_KEY, 0, 0, ""};
+    const struct json_column_spec maxed[] = {{"m", steps, 3}};
+    init_specs(&c, maxed, 1);
+    free(steps);
+    memset(kbuf, 'z', JSON_MAX_NAME);
+    free(kbuf);
+    char buf[2 * JSON_MAX_NAME + 64];
+    char keys[JSON_MAX_NAME + 1];
+    memset(keys, 'k', JSON_MAX_NAME);
+    keys[JSON_MAX_NAME] = 0;
+    snprintf(buf, sizeof buf, "{\"%s\":{\"%s\":{\"\":\"e\"}}}", keys, keys);
+    struct cell one;
+    assert_int_equal(line(&c, buf, &one), LINE_VALID);
+    expect_cell(&one, CELL_STRING, "e");
+    json_columns_free(&c);
+
+    /* Columns of a full set, all below one key, and the names API's limits unchanged. */
+    static char names[JSON_MAX_COLUMNS][16];
+    static struct json_step st[JSON_MAX_COLUMNS][2];
+    struct json_column_spec *many = calloc(JSON_MAX_COLUMNS + 1, sizeof *many);
+    assert_non_null(many);
+    for (int i = 0; i < JSON_MAX_COLUMNS; i++) {
+        snprintf(names[i], sizeof names[i], "c%d", i);
+        st[i][0] = (struct json_step){JSON_STEP_KEY, 1, 0, "o"};
+        st[i][1] = (struct json_step){JSON_STEP_KEY, (uint32_t)strlen(names[i]), 0, names[i]};
+        many[i] = (struct json_column_spec){names[i], st[i], 2};
+    }
+    many[JSON_MAX_COLUMNS] = many[0];
+    assert_int_equal(json_columns_init_paths(&c, many, JSON_MAX_COLUMNS + 1, err, sizeof err),
+                     -1);
+    init_specs(&c, many, JSON_MAX_COLUMNS);
+    struct cell *cells = calloc(JSON_MAX_COLUMNS, sizeof *cells);
+    assert_non_null(cells);
+    assert_int_equal(line(&c, "{\"o\":{\"c0\":0,\"c200\":200,\"c255\":\"z\"}}", cells),
+                     LINE_VALID);
+    expect_cell(&cells[0], CELL_RAW, "0");
+    expect_cell(&cells[200], CELL_RAW, "200");
+    expect_cell(&cells[255], CELL_STRING, "z");
+    expect_cell(&cells[1], CELL_EMPTY, NULL);
+    free(cells);
+    free(many);
+    json_columns_free(&c);
+}
+
+/* json_follow on its own: from a string with its quotes, through blanks, strings holding
+ * brackets and escaped quotes, and a key longer than any column name, escaped. */
+static void test_follow(void **state)
+{
+    (void)state;
+    struct cell out;
+    json_follow("\"a\\nb\"", 6, NULL, 0, &out);
+    expect_cell(&out, CELL_STRING_ESCAPED, "a\\nb");
+    json_follow("null", 4, NULL, 0, &out);
+    expect_cell(&out, CELL_EMPTY, NULL);
+    json_follow("-1.5e3", 6, NULL, 0, &out);
+    expect_cell(&out, CELL_RAW, "-1.5e3");
+    static const struct json_step two[] = {I(2)}, nine[] = {I(9)}, key_a[] = {K("a")};
+    static const char arr[] = "[ \"a]\\\"[\\\\\" , { \"k\" : [ 1 , \"]\" ] } , false ]";
+    json_follow(arr, strlen(arr), two, 1, &out);
+    expect_cell(&out, CELL_RAW, "false");
+    json_follow(arr, strlen(arr), nine, 1, &out);
+    expect_cell(&out, CELL_EMPTY, NULL);
+    json_follow(arr, strlen(arr), key_a, 1, &out);
+    expect_cell(&out, CELL_EMPTY, NULL);
+    json_follow("\"{\\\"a\\\":1}\"", 11, key_a, 1, &out);
+    expect_cell(&out, CELL_EMPTY, NULL);
+    static const struct json_step big_index[] = {{JSON_STEP_INDEX, 0, UINT32_MAX, NULL}};
+    json_follow("[1,2]", 5, big_index, 1, &out);
+    expect_cell(&out, CELL_EMPTY, NULL);
+
+    enum { LONG = 3 * JSON_MAX_NAME };
+    char *key = malloc(LONG), *text = malloc(LONG * 6 + 16);
+    assert_non_null(key);
+    assert_non_null(text);
+    memset(key, 'q', LONG);
+    char *w = text + sprintf(text, "{\"");
+    for (int i = 0; i < LONG; i++)
+        w += sprintf(w, i % 2 ? "q" : "\\u0071");
+    w += sprintf(w, "\":[7]}");
+    const struct json_step long_key[] = {{JSON_STEP_KEY, LONG, 0, key}, I(0)};
+    json_follow(text, (size_t)(w - text), long_key, 2, &out);
+    expect_cell(&out, CELL_RAW, "7");
+    key[LONG - 1] = 'r';
+    json_follow(text, (size_t)(w - text), long_key, 2, &out);
+    expect_cell(&out, CELL_EMPTY, NULL);
+    free(key);
+    free(text);
+}
+
+/* Columns by paths under every dispatch path: the same cells, on nested lines and their
+ * mutants (which cut strings, containers and keys at every place). */
+static void test_paths_paths_agree(void **state)
+{
+    (void)state;
+    struct json_columns c;
+    init_specs(&c, nested_cols, NESTED);
+    static const char *const seeds[] = {
+        "{\"a\":{\"b\":{\"c\":1},\"s\":\"t\\ty\"},\"x\":[10,\"s]\",{\"y\":\"yy\"}],"
+        "\"key with.dots\":\"d\",\"e\":{\"k\\\"q\":[true]},\"items\":[{\"id\":1}]}",
+        "{\"a\":{\"b\":{\"c\":[1,{\"c\":2}]},\"b\":{\"c\":-0.5}},\"x\":[[],{},{\"y\":null}]}",
+        "{\"id\":123456,\"a\":{\"s\":\"caf\xc3\xa9\",\"b\":{\"c\":\"\"}},\"x\":[1,2,3]}",
+    };
+    for (size_t s = 0; s < sizeof seeds / sizeof *seeds; s++)
+        for (size_t n = 0; n <= strlen(seeds[s]); n++)
+            expect_paths_agree(&c, seeds[s], n);
+    char buf[256];
+    for (size_t it = 0; it < 30000; it++) {
+        size_t n = mutant(buf, seeds[it % (sizeof seeds / sizeof *seeds)]);
         expect_paths_agree(&c, buf, n);
     }
     json_columns_free(&c);
@@ -1056,6 +1334,9 @@ int main(void)
         cmocka_unit_test(test_blank),         cmocka_unit_test(test_unescape),
         cmocka_unit_test(test_mutations),     cmocka_unit_test(test_paths_agree),
         cmocka_unit_test(test_engine_init),
+        cmocka_unit_test(test_paths_cells),   cmocka_unit_test(test_paths_missing),
+        cmocka_unit_test(test_paths_init),    cmocka_unit_test(test_follow),
+        cmocka_unit_test(test_paths_paths_agree),
     };
     int failed = 0;
     size_t k;
