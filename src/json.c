@@ -401,6 +401,10 @@ static int column_path(struct json_columns *c, size_t i, const struct json_colum
             bytes += st->len + 1;
         }
     }
+    if (upto > JSON_MAX_DEPTH) { /* deeper than any valid line: it could find nothing */
+        snprintf(err, errlen, "column %zu: a path of more than %d steps", i + 1, JSON_MAX_DEPTH);
+        return -1;
+    }
     /* The walks' lookup assumes no key is empty (json_fast.h): {"": ...} is no column's. */
     if (sp->steps[0].len == 0) {
         snprintf(err, errlen, "column %zu: the path's first key is empty", i + 1);
@@ -435,6 +439,64 @@ static int column_path(struct json_columns *c, size_t i, const struct json_colum
     return 0;
 }
 
+static int same_step(const struct json_step *a, const struct json_step *b)
+{
+    if (a->kind != b->kind)
+        return 0;
+    if (a->kind == JSON_STEP_INDEX)
+        return a->index == b->index;
+    return a->len == b->len && (a->len == 0 || memcmp(a->key, b->key, a->len) == 0);
+}
+
+/* Numbers the columns below node x in preorder (own columns first, in column order); end[i]
+ * is column i's node. Recursion as deep as the longest path, at start-up only. */
+static uint16_t trie_number(struct json_paths *ps, uint32_t x, const uint32_t *end,
+                            uint16_t k)
+{
+    struct json_node *nd = &ps->nodes[x];
+    nd->own = k;
+    for (size_t i = 0; i < ps->count; i++)
+        if (end[i] == x)
+            ps->order[k++] = (uint16_t)i;
+    nd->own_end = k;
+    for (uint32_t kid = nd->kid; kid; kid = ps->nodes[kid - 1].next)
+        k = trie_number(ps, kid - 1, end, k);
+    nd->sub_end = k;
+    return k;
+}
+
+/* Builds the trie over the columns' steps (struct json_node); keys: the lookup's count,
+ * whose entries are nodes 0..keys - 1. 0, or -1 when out of memory. */
+static int paths_trie(struct json_paths *ps, size_t keys)
+{
+    size_t cap = keys;
+    for (size_t i = 0; i < ps->count; i++)
+        cap += ps->nrest[i];
+    if (cap == 0 || !(ps->nodes = calloc(cap, sizeof *ps->nodes))) /* 0: no columns */
+        return -1;
+    ps->nnodes = (uint32_t)keys;
+    uint32_t end[JSON_MAX_COLUMNS] = {0};
+    for (size_t i = 0; i < ps->count; i++) {
+        uint32_t x = ps->first[i];
+        for (uint32_t s = 0; s < ps->nrest[i]; s++) {
+            const struct json_step *st = &ps->rest[i][s];
+            uint32_t *link = &ps->nodes[x].kid;
+            while (*link && !same_step(&ps->nodes[*link - 1].step, st))
+                link = &ps->nodes[*link - 1].next;
+            if (!*link) {
+                ps->nodes[ps->nnodes].step = *st;
+                *link = ++ps->nnodes;
+            }
+            x = *link - 1;
+        }
+        end[i] = x;
+    }
+    uint16_t k = 0;
+    for (uint32_t x = 0; x < keys; x++)
+        k = trie_number(ps, x, end, k);
+    return 0;
+}
+
 int json_columns_init_paths(struct json_columns *c, const struct json_column_spec *specs,
                             size_t count, char *err, size_t errlen)
 {
@@ -448,6 +510,10 @@ int json_columns_init_paths(struct json_columns *c, const struct json_column_spe
         if (column_name(c, i, specs[i].name, err, errlen) != 0 ||
             column_path(c, i, &specs[i], err, errlen) != 0)
             goto fail;
+    if (paths_trie(c->lookup->paths, c->lookup->count) != 0) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
     return 0;
 fail:
     json_columns_free(c);
@@ -461,6 +527,7 @@ void json_columns_free(struct json_columns *c)
     if (c->lookup && c->lookup->paths) {
         for (size_t i = 0; i < c->lookup->paths->count; i++)
             free(c->lookup->paths->steps[i]);
+        free(c->lookup->paths->nodes);
         free(c->lookup->paths);
     }
     free(c->lookup);
@@ -588,7 +655,7 @@ tail:
 
 /* The paths, best first: "best" is the first this CPU runs. A new path is one file (its
  * json_path row, compiled for its ISA) and one row here. */
-static const struct json_path path_scalar = {"scalar", NULL, NULL};
+static const struct json_path path_scalar = {"scalar", NULL, NULL, NULL};
 static const struct json_path *const paths[] = {
 #ifdef JSON_HAVE_X86
     &json_path_avx512,
@@ -600,6 +667,7 @@ static const struct json_path *const paths[] = {
 };
 
 static json_path_fn fast_path; /* NULL: the strict walk alone, until json_engine_init */
+static json_path_fn fast_path_paths; /* the same, for columns by paths */
 static const char *engine_name = "scalar";
 
 int json_engine_select(const char *name)
@@ -611,6 +679,7 @@ int json_engine_select(const char *name)
         const struct json_path *e = *row;
         if ((best || !strcmp(name, e->name)) && (!e->usable || e->usable())) {
             fast_path = e->line;
+            fast_path_paths = e->paths;
             engine_name = e->name;
             return 0;
         }
@@ -631,17 +700,18 @@ void json_engine_init(void)
                   engine_name);
 }
 
-/* Columns given by paths: the walk fills the first keys' cells, and each column follows
- * its remaining steps from its first key's value. */
+/* Columns given by paths: a fast path follows them as it walks; otherwise the strict walk
+ * fills the first keys' cells, and each column follows its remaining steps from its first
+ * key's value (json_follow: the definition the fast paths are tested against). */
 static __attribute__((noinline)) enum line_verdict
 json_line_paths(const struct json_lookup *lk, const char *line, size_t n, struct cell *cells)
 {
+    if (fast_path_paths && fast_path_paths(lk, (const u8 *)line, n, cells))
+        return LINE_VALID;
     struct cell top[JSON_MAX_COLUMNS];
-    if (!(fast_path && fast_path(lk, (const u8 *)line, n, top))) {
-        enum line_verdict v = json_line_strict(lk, line, n, top);
-        if (v != LINE_VALID)
-            return v;
-    }
+    enum line_verdict v = json_line_strict(lk, line, n, top);
+    if (v != LINE_VALID)
+        return v;
     const struct json_paths *ps = lk->paths;
     for (size_t i = 0; i < ps->count; i++) {
         const struct cell *from = &top[ps->first[i]];
@@ -801,7 +871,7 @@ static size_t valid_value_end(const u8 *p, size_t i, size_t n)
 
 /* Whether the raw key k[0..len), which holds escapes, unescapes to key[0..klen): decoded
  * escape by escape, so keys of any length compare without a buffer. */
-static int escaped_key_is(const u8 *k, size_t len, const char *key, size_t klen)
+int json_key_is_escaped(const u8 *k, size_t len, const char *key, size_t klen)
 {
     size_t i = 0, o = 0;
     while (i < len) {
@@ -842,7 +912,7 @@ static size_t follow_key(const u8 *p, size_t i, size_t n, const struct json_step
         i = skip_ws(p, i + 1, n); /* past the ':' */
         if (i >= n)
             return 0;
-        if (esc ? kl >= st->len && escaped_key_is(p + ks, kl, st->key, st->len)
+        if (esc ? kl >= st->len && json_key_is_escaped(p + ks, kl, st->key, st->len)
                 : kl == st->len && (kl == 0 || memcmp(p + ks, st->key, kl) == 0))
             found = i; /* the last one wins, as at the top level */
         i = skip_ws(p, valid_value_end(p, i, n), n);

@@ -50,7 +50,13 @@ classify_avx2_short(const u8 *p, size_t n, uint32_t *quote, uint32_t *nondig, un
 __attribute__((target("avx2,bmi,bmi2"))) static int json_line_avx2(
     const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cells)
 {
-    return fast_line(lk, p, n, cells, classify_avx2, classify_avx2_short);
+    return fast_line(lk, p, n, cells, classify_avx2, classify_avx2_short, 0);
+}
+
+__attribute__((target("avx2,bmi,bmi2"))) static int json_line_avx2_paths(
+    const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cells)
+{
+    return fast_line(lk, p, n, cells, classify_avx2, classify_avx2_short, 1);
 }
 
 static int avx2_usable(void)
@@ -60,5 +66,5 @@ static int avx2_usable(void)
            __builtin_cpu_supports("bmi2");
 }
 
-const struct json_path json_path_avx2 = {"avx2", json_line_avx2, avx2_usable};
+const struct json_path json_path_avx2 = {"avx2", json_line_avx2, json_line_avx2_paths, avx2_usable};
 #endif

@@ -34,7 +34,13 @@ classify_avx512(const u8 *p, size_t n, uint32_t *quote, uint32_t *nondig, unsign
 __attribute__((target("avx512f,avx512bw,avx2,bmi,bmi2"))) static int json_line_avx512(
     const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cells)
 {
-    return fast_line(lk, p, n, cells, classify_avx512, classify_avx512);
+    return fast_line(lk, p, n, cells, classify_avx512, classify_avx512, 0);
+}
+
+__attribute__((target("avx512f,avx512bw,avx2,bmi,bmi2"))) static int json_line_avx512_paths(
+    const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cells)
+{
+    return fast_line(lk, p, n, cells, classify_avx512, classify_avx512, 1);
 }
 
 static int avx512_usable(void)
@@ -45,5 +51,6 @@ static int avx512_usable(void)
            __builtin_cpu_supports("bmi2");
 }
 
-const struct json_path json_path_avx512 = {"avx512", json_line_avx512, avx512_usable};
+const struct json_path json_path_avx512 = {"avx512", json_line_avx512, json_line_avx512_paths,
+                                           avx512_usable};
 #endif

@@ -208,12 +208,80 @@ static inline __attribute__((always_inline)) int has_backslash(const struct fast
     return UNLIKELY(l->flags & FAST_BACKSLASH) && memchr(l->p + vo + 1, '\\', ve - vo - 1);
 }
 
+/* ---- columns by paths: the trie followed during the walk (json_internal.h) ---------- */
+
+/* A key or element reached node nd: every column at or below it is emptied (so when a key
+ * repeats, the last one wins all the way down), before the value fills them again. */
+static inline __attribute__((always_inline)) void node_clear(const struct json_paths *ps,
+                                                            const struct json_node *nd,
+                                                            struct cell *cells)
+{
+    for (unsigned k = nd->own; k < nd->sub_end; k++)
+        cells[ps->order[k]] = (struct cell){NULL, 0, CELL_EMPTY};
+}
+
+/* The value at node nd is p[0..len) of the given kind: its own columns get it. */
+static inline __attribute__((always_inline)) void node_put(const struct json_paths *ps,
+                                                          const struct json_node *nd,
+                                                          struct cell *cells, const u8 *p,
+                                                          size_t len, uint32_t kind)
+{
+    for (unsigned k = nd->own; k < nd->own_end; k++)
+        cells[ps->order[k]] = (struct cell){(const char *)p, (uint32_t)len, kind};
+}
+
+/* The child of nd that the key between the quotes at ko and ke leads to (emptied), or
+ * NULL. Keys holding escapes are compared after unescaping. */
+static inline __attribute__((always_inline)) const struct json_node *
+kid_by_key(const struct json_paths *ps, const struct json_node *nd, const struct fast_line *l,
+           size_t ko, size_t ke, int escaped, struct cell *cells)
+{
+    const u8 *k = l->p + ko + 1;
+    size_t len = ke - ko - 1;
+    for (uint32_t x = nd->kid; x; x = ps->nodes[x - 1].next) {
+        const struct json_node *kid = &ps->nodes[x - 1];
+        if (kid->step.kind != JSON_STEP_KEY)
+            continue;
+        if (UNLIKELY(escaped) ? len >= kid->step.len &&
+                                    json_key_is_escaped(k, len, kid->step.key, kid->step.len)
+                              : len == kid->step.len &&
+                                    (len == 0 || key_eq(k, (const u8 *)kid->step.key, len))) {
+            node_clear(ps, kid, cells);
+            return kid;
+        }
+    }
+    return NULL;
+}
+
+/* The child of nd that element e of its array leads to (emptied), or NULL. */
+static inline __attribute__((always_inline)) const struct json_node *
+kid_by_index(const struct json_paths *ps, const struct json_node *nd, uint32_t e,
+             struct cell *cells)
+{
+    for (uint32_t x = nd->kid; x; x = ps->nodes[x - 1].next) {
+        const struct json_node *kid = &ps->nodes[x - 1];
+        if (kid->step.kind == JSON_STEP_INDEX && kid->step.index == e) {
+            node_clear(ps, kid, cells);
+            return kid;
+        }
+    }
+    return NULL;
+}
+
 /* p[i] is '{' or '[' of a value inside the top-level object: walks the container over the
  * masks, checking everything the strict walk checks, and returns the index after its
  * close (< n), or 0. *qbase_io / *qbits_io: the quote cursor, advanced past its strings.
- * Nesting is a bit stack (1 = object), so at most FAST_DEPTH levels. */
-static __attribute__((noinline)) size_t fast_container(const struct fast_line *l, size_t i,
-                                                       size_t *qbase_io, uint64_t *qbits_io)
+ * Nesting is a bit stack (1 = object), so at most FAST_DEPTH levels.
+ *
+ * With paths (a constant: the plain instance compiles without any of it), the container
+ * is the value of trie node pend, already emptied, and the walk fills the cells of the
+ * columns at and below it as it goes: the containers on a path (depths 1..od, contiguous,
+ * since only an on-path container has on-path children) keep their node, their start and
+ * their element count, and only keys and elements at depth od are looked at. */
+static inline __attribute__((always_inline)) size_t
+container_walk(const struct fast_line *l, size_t i, size_t *qbase_io, uint64_t *qbits_io,
+               const struct json_paths *ps, const struct json_node *pend, struct cell *cells,
+               const int paths)
 {
     const u8 *p = l->p;
     const size_t n = l->n;
@@ -223,12 +291,27 @@ static __attribute__((noinline)) size_t fast_container(const struct fast_line *l
     uint64_t objects = 0;
     unsigned d = 0;
     u8 c = p[i];
+    /* paths only: the on-path containers, by depth */
+    const struct json_node *on[FAST_DEPTH + 1];
+    size_t start[FAST_DEPTH + 1];
+    uint32_t elem[FAST_DEPTH + 1];
+    unsigned od = 0;
+    /* paths is what makes the instance; ps is tested too, so that cppcheck sees that the
+     * plain one, given NULL, never reads it (no cost there: paths is a constant 0). */
+    const int follow = paths && ps;
 
 open: /* p[i] is c, '{' or '['; i < n - 1 */
     if (d == FAST_DEPTH)
         return 0;
     d++;
     objects = objects << 1 | (c == '{');
+    if (follow && pend) {
+        od = d;
+        on[d] = pend;
+        start[d] = i;
+        elem[d] = 0;
+        pend = NULL;
+    }
     i++;
     if (p[i] == ' ')
         i = skip_spaces(p, i);
@@ -250,6 +333,8 @@ key: /* i < n */
         POP_QUOTE(ke);
         if (ko != i || ke >= n - 1 || (has_backslash(l, ko, ke) && !fast_escapes_ok(l, ko, ke)))
             return 0;
+        if (follow && d == od && on[d]->kid)
+            pend = kid_by_key(ps, on[d], l, ko, ke, has_backslash(l, ko, ke), cells);
         i = ke + 1;
         if (p[i] == ' ')
             i = skip_spaces(p, i);
@@ -262,11 +347,18 @@ key: /* i < n */
 
 value: /* i < n */
     c = p[i];
+    if (follow && d == od && !(objects & 1) && on[d]->kid)
+        pend = kid_by_index(ps, on[d], elem[d]++, cells);
     if (num_start[c]) {
+        size_t vs = i;
         if (!(i = fast_number(p, l->nondig, i)))
             return 0;
         if ((p[i] | 0x20) == 'e' && !(i = fast_exponent(p, l->nondig, i)))
             return 0;
+        if (follow && pend) {
+            node_put(ps, pend, cells, p + vs, i - vs, CELL_RAW);
+            pend = NULL;
+        }
     } else if (c == '"') {
         size_t vo, ve;
         POP_QUOTE(vo);
@@ -274,11 +366,22 @@ value: /* i < n */
         if (vo != i || ve >= n - 1 || (has_backslash(l, vo, ve) && !fast_escapes_ok(l, vo, ve)))
             return 0;
         i = ve + 1;
+        if (follow && pend) {
+            node_put(ps, pend, cells, p + vo + 1, ve - vo - 1,
+                     has_backslash(l, vo, ve) ? CELL_STRING_ESCAPED : CELL_STRING);
+            pend = NULL;
+        }
     } else if (c == '{' || c == '[') {
         goto open;
     } else if (c == 't' || c == 'f' || c == 'n') {
+        size_t vs = i;
         if (!(i = scan_literal(p, i, n)))
             return 0;
+        if (follow && pend) {
+            if (c != 'n') /* null leaves the cells empty */
+                node_put(ps, pend, cells, p + vs, i - vs, CELL_RAW);
+            pend = NULL;
+        }
     } else {
         return 0;
     }
@@ -298,6 +401,10 @@ after: /* i < n: a value ended before p[n-1] */
         return 0;
 
 close: /* p[i] closes depth d; the top-level object's own '}' is still to come */
+    if (follow && d == od) {
+        node_put(ps, on[d], cells, p + start[d], i + 1 - start[d], CELL_RAW);
+        od--;
+    }
     i++;
     if (i >= n)
         return 0;
@@ -309,13 +416,29 @@ close: /* p[i] closes depth d; the top-level object's own '}' is still to come *
     return i;
 }
 
+/* The plain walk of a nested container, and its twin that follows paths. */
+static __attribute__((noinline)) size_t fast_container(const struct fast_line *l, size_t i,
+                                                       size_t *qbase_io, uint64_t *qbits_io)
+{
+    return container_walk(l, i, qbase_io, qbits_io, NULL, NULL, NULL, 0);
+}
+
+static __attribute__((noinline)) size_t
+fast_container_paths(const struct fast_line *l, size_t i, size_t *qbase_io, uint64_t *qbits_io,
+                     const struct json_paths *ps, const struct json_node *nd,
+                     struct cell *cells)
+{
+    return container_walk(l, i, qbase_io, qbits_io, ps, nd, cells, 1);
+}
+
 /* The walk over a classified line, p[0] == '{' and p[n-1] == '}': quote[0..k) and
  * nondig[0..k) as a classifier left them (both arrays FAST_WORDS long). 1 when the line is
  * strictly valid (cells filled), 0 when the strict walk must judge it. Inlined into each
  * path, so it is compiled for its ISA. */
 static inline __attribute__((always_inline)) int
 fast_walk(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cells,
-          uint32_t *quote, uint32_t *nondig, size_t k, unsigned flags, const unsigned bsl)
+          uint32_t *quote, uint32_t *nondig, size_t k, unsigned flags, const unsigned bsl,
+          const int paths)
 {
     /* Sentinels, in slots k and k + 1 at most: bit n ends every search; quote bit n + 1
      * too, since two quotes are popped before their positions are checked. */
@@ -330,7 +453,10 @@ fast_walk(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cell
         return 0;
     const struct fast_line l = {p, n, quote, nondig, flags};
 
-    clear_cells(cells, lk->count);
+    /* With paths (a constant), a top-level key's lookup entry is its trie node, and cells
+     * are the columns' (node_put), not the keys'. */
+    const struct json_paths *ps = paths ? lk->paths : NULL;
+    clear_cells(cells, paths ? ps->count : lk->count);
     size_t qbase = 0;
     uint64_t qbits;
     memcpy(&qbits, quote, 8);
@@ -357,6 +483,7 @@ fast_walk(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cell
          * unspecified anyway. The prefix word is read straight from the line when 8 bytes
          * are there (always, for keys of 5 bytes or more). */
         struct cell *cl = NULL; /* the key's cell, when it is a column */
+        const struct json_node *nd = NULL; /* with paths: the key's node, when it has one */
         {
             size_t ks = ko + 1, kl = ke - ks;
             unsigned by;
@@ -364,7 +491,9 @@ fast_walk(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cell
                 if (!fast_escapes_ok(&l, ko, ke))
                     return 0;
                 int col = json_lookup_escaped(lk, p + ks, kl);
-                if (col >= 0)
+                if (paths && col >= 0)
+                    node_clear(ps, nd = &ps->nodes[col], cells);
+                else if (col >= 0)
                     cl = &cells[col];
             } else if (kl <= JSON_MAX_NAME && (by = lk->bylen[kl])) {
                 /* kl >= 1 here: no name is empty, so bylen[0] is 0 */
@@ -373,7 +502,9 @@ fast_walk(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cell
                                                             (64 - 8 * kl))
                                            : name_prefix(p + ks, kl);
                 int col = lookup_pre(lk, p + ks, kl, pre, by);
-                if (col >= 0)
+                if (paths && col >= 0)
+                    node_clear(ps, nd = &ps->nodes[col], cells);
+                else if (col >= 0)
                     cl = &cells[col];
             }
         }
@@ -389,7 +520,9 @@ fast_walk(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cell
         if (LIKELY(num_start[ch])) {
             if (!(i = fast_number(p, nondig, vs)))
                 return 0;
-            if (cl) {
+            if (paths && nd)
+                node_put(ps, nd, cells, p + vs, i - vs, CELL_RAW);
+            else if (cl) {
                 cl->p = (const char *)p + vs;
                 cl->len = (uint32_t)(i - vs);
                 cl->kind = CELL_RAW;
@@ -407,7 +540,9 @@ fast_walk(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cell
                 kind = CELL_STRING_ESCAPED;
             }
             i = ve + 1;
-            if (cl) {
+            if (paths && nd)
+                node_put(ps, nd, cells, p + vs + 1, ve - vs - 1, kind);
+            else if (cl) {
                 cl->p = (const char *)p + vs + 1;
                 cl->len = (uint32_t)(ve - vs - 1);
                 cl->kind = kind;
@@ -416,7 +551,9 @@ fast_walk(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cell
             /* The strict walk's literal check; it cannot end at n, since p[n-1] is '}'. */
             if (!(i = scan_literal(p, vs, n)))
                 return 0;
-            if (cl) {
+            if (paths && nd && ch != 'n')
+                node_put(ps, nd, cells, p + vs, i - vs, CELL_RAW);
+            else if (cl) {
                 int null = ch == 'n';
                 cl->p = null ? NULL : (const char *)p + vs;
                 cl->len = null ? 0 : (uint32_t)(i - vs);
@@ -426,8 +563,14 @@ fast_walk(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cell
             /* Through copies: the cursor itself stays in registers. */
             size_t qb = qbase;
             uint64_t qq = qbits;
-            if (!(i = fast_container(&l, vs, &qb, &qq)))
+            if (paths && nd && nd->kid) { /* its cells filled as it is walked */
+                if (!(i = fast_container_paths(&l, vs, &qb, &qq, ps, nd, cells)))
+                    return 0;
+            } else if (!(i = fast_container(&l, vs, &qb, &qq))) {
                 return 0;
+            } else if (paths && nd) {
+                node_put(ps, nd, cells, p + vs, i - vs, CELL_RAW);
+            }
             qbase = qb;
             qbits = qq;
             if (cl) {
@@ -456,7 +599,9 @@ fast_walk(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cell
         if ((p[i] | 0x20) == 'e' && num_start[p[vs]]) { /* a number's exponent */
             if (!(i = fast_exponent(p, nondig, i)) || (p[i] | 0x20) == 'e')
                 return 0;
-            if (cl)
+            if (paths && nd)
+                node_put(ps, nd, cells, p + vs, i - vs, CELL_RAW);
+            else if (cl)
                 cl->len = (uint32_t)(i - vs);
             goto after;
         }
@@ -482,7 +627,7 @@ fast_walk(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cell
  * classifiers, constants, so that all of it is compiled for its ISA. */
 static inline __attribute__((always_inline)) int
 fast_line(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cells,
-          fast_classify_fn classify, fast_classify_fn classify_short)
+          fast_classify_fn classify, fast_classify_fn classify_short, const int paths)
 {
     if (UNLIKELY(n < 2 || p[0] != '{' || p[n - 1] != '}')) {
         size_t a = 0;
@@ -505,8 +650,8 @@ fast_line(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cell
                                : classify_short(p, n, quote, nondig, &flags);
     /* Two copies of the walk: lines without a backslash check for none in their strings. */
     if (LIKELY(!(flags & FAST_BACKSLASH)))
-        return fast_walk(lk, p, n, cells, quote, nondig, k, flags, 0);
-    return fast_walk(lk, p, n, cells, quote, nondig, k, flags, FAST_BACKSLASH);
+        return fast_walk(lk, p, n, cells, quote, nondig, k, flags, 0, paths);
+    return fast_walk(lk, p, n, cells, quote, nondig, k, flags, FAST_BACKSLASH, paths);
 }
 
 #endif

@@ -18,11 +18,15 @@ typedef unsigned char u8;
 #define JSON_HASH_BITS 9
 #define JSON_BYLEN_MANY 0xFFFF
 
-/* The columns as the walks see them: built by json_columns_init, owned by the struct
+/* The columns as the walks see them: built by json_columns_init*, owned by the struct
  * json_columns, read-only afterwards. It repeats the count, the names' lengths and pointers,
  * so that a walk reads this struct alone: one base register for all of it. */
 struct json_lookup {
     size_t count;
+    /* NULL for json_columns_init, whose key i is column i; for json_columns_init_paths, the
+     * keys below are the columns' distinct first keys, and this maps columns to them. (Next
+     * to count: json_line reads it for every line.) */
+    struct json_paths *paths; /* owned */
     /* By a key's length: 0 when no name is that long (most keys are rejected without being
      * read), the column index + 1 when one name is, or JSON_BYLEN_MANY (then the hash
      * chains of column index + 1 decide). */
@@ -33,20 +37,34 @@ struct json_lookup {
     uint64_t suffix[JSON_MAX_COLUMNS]; /* each name's last 8 bytes, when it is longer than 8 */
     uint32_t lens[JSON_MAX_COLUMNS];   /* as the struct json_columns' */
     const char *names[JSON_MAX_COLUMNS];
-    /* NULL for json_columns_init, whose key i is column i; for json_columns_init_paths, the
-     * keys above are the columns' distinct first keys, and this maps columns to them. */
-    struct json_paths *paths; /* owned */
+};
+
+/* One node of the path trie: a place reached by a sequence of steps from a top-level key.
+ * Nodes 0..lookup count - 1 are the top-level keys' own (node j for lookup key j); a node's
+ * children are the places one step further that some column's path goes to. The columns
+ * are numbered in the trie's preorder in order[]: a node's own columns (whose path ends
+ * there) are order[own..own_end), and every column at or below it order[own..sub_end), so
+ * that "the last key wins" can empty a whole subtree when a key repeats. */
+struct json_node {
+    struct json_step step; /* the step from the parent (unused in top-level nodes) */
+    uint32_t kid;          /* first child node + 1, or 0 */
+    uint32_t next;         /* next sibling node + 1, or 0 */
+    uint16_t own, own_end, sub_end;
 };
 
 /* Columns given by paths: column i reads the value of key first[i] (the top-level member),
  * then follows rest[i][0..nrest[i]) from there: its steps after the first, up to the first
- * EVERY. */
+ * EVERY. The strict walk does exactly that (json_follow); the fast paths follow the trie
+ * while they validate. */
 struct json_paths {
     size_t count; /* columns */
     uint16_t first[JSON_MAX_COLUMNS];
     uint32_t nrest[JSON_MAX_COLUMNS];
     const struct json_step *rest[JSON_MAX_COLUMNS];
     struct json_step *steps[JSON_MAX_COLUMNS]; /* owned: each column's steps and their keys */
+    uint16_t order[JSON_MAX_COLUMNS];          /* columns in trie preorder */
+    struct json_node *nodes;                   /* owned */
+    uint32_t nnodes;
 };
 
 /* A name's first min(len, 8) bytes, zero-padded: with the length it tells most names apart,
@@ -153,6 +171,8 @@ size_t json_scan_string(const u8 *p, size_t i, size_t n, int *esc);
 size_t json_utf8_seq(const u8 *p, size_t i, size_t n);
 /* The column index of a key holding escapes (compared after unescaping), or -1. */
 int json_lookup_escaped(const struct json_lookup *lk, const u8 *k, size_t len);
+/* Whether the raw key k[0..len), holding escapes, unescapes to key[0..klen). */
+int json_key_is_escaped(const u8 *k, size_t len, const char *key, size_t klen);
 
 /* ---- dispatch ---------------------------------------------------------------------------- */
 
@@ -168,6 +188,7 @@ typedef int (*json_path_fn)(const struct json_lookup *lk, const u8 *p, size_t n,
 struct json_path {
     const char *name;    /* as NDINGEST_SIMD and json_engine_select spell it */
     json_path_fn line;   /* NULL: the strict walk alone */
+    json_path_fn paths;  /* the same for columns by paths (lk->paths): the trie followed */
     int (*usable)(void); /* whether this CPU runs it; NULL: always */
 };
 

@@ -58,8 +58,14 @@ static __attribute__((noinline)) size_t classify_sse2_short(const u8 *p, size_t 
 static int json_line_sse2(const struct json_lookup *lk, const u8 *p, size_t n,
                           struct cell *cells)
 {
-    return fast_line(lk, p, n, cells, classify_sse2, classify_sse2_short);
+    return fast_line(lk, p, n, cells, classify_sse2, classify_sse2_short, 0);
 }
 
-const struct json_path json_path_sse2 = {"sse2", json_line_sse2, NULL};
+static int json_line_sse2_paths(const struct json_lookup *lk, const u8 *p, size_t n,
+                                struct cell *cells)
+{
+    return fast_line(lk, p, n, cells, classify_sse2, classify_sse2_short, 1);
+}
+
+const struct json_path json_path_sse2 = {"sse2", json_line_sse2, json_line_sse2_paths, NULL};
 #endif

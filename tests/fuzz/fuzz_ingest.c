@@ -2,8 +2,10 @@
  * cut at fuzzer-chosen positions, must not crash, and must give the same verdicts and rows
  * whatever the cuts (the every-split-position property, explored by the fuzzer); and every
  * line must get the same verdict and cells from each dispatch path (scalar, sse2, avx2), so
- * that a fast path accepting what the strict walk rejects is a finding. The input is the
- * body as it is; its last byte also picks the size of the cuts (1..97). */
+ * that a fast path accepting what the strict walk rejects is a finding; the same for columns
+ * given by nested paths, which the fast paths follow as they walk and the strict walk with
+ * json_follow. The input is the body as it is; its last byte also picks the size of the
+ * cuts (1..97). */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -13,7 +15,21 @@
 
 #include "ingest.h"
 
-static struct json_columns columns;
+static struct json_columns columns, nested;
+
+#define K(s) {JSON_STEP_KEY, sizeof(s) - 1, 0, s}
+#define I(n) {JSON_STEP_INDEX, 0, n, NULL}
+/* Short keys the fuzzer finds easily, at several depths, by key and by index, a path and
+ * its prefix, and a key that needs escapes in a line to be matched by them. */
+static const struct json_step p_a[] = {K("a")}, p_ab[] = {K("a"), K("b")},
+                              p_aba[] = {K("a"), K("b"), K("a")}, p_a0[] = {K("a"), I(0)},
+                              p_a1b[] = {K("a"), I(1), K("b")}, p_b00[] = {K("b"), I(0), I(0)},
+                              p_bq[] = {K("b"), K("b\"q"), K("\xc3\xa9")},
+                              p_pz[] = {K("pickup"), K("zone"), K("id")};
+static const struct json_column_spec nested_specs[] = {
+    {"a", p_a, 1},     {"ab", p_ab, 2},   {"aba", p_aba, 3}, {"a0", p_a0, 2},
+    {"a1b", p_a1b, 3}, {"b00", p_b00, 3}, {"bq", p_bq, 3},   {"pz", p_pz, 3},
+};
 static int rows_fd[2] = {-1, -1};
 static struct sink *rows_sink[2];
 
@@ -22,7 +38,8 @@ static void setup(void)
     /* "ab" shares its length with "\xc3\xa9": both key lookups are exercised. */
     const char *names[] = {"vendorid", "a", "b\"q", "\xc3\xa9", "ab", "trip_distance"};
     char err[128];
-    if (json_columns_init(&columns, names, 6, err, sizeof err))
+    if (json_columns_init(&columns, names, 6, err, sizeof err) ||
+        json_columns_init_paths(&nested, nested_specs, 8, err, sizeof err))
         abort();
     json_engine_init(); /* as ndingest's main does; paths_agree then tries every path */
     for (int i = 0; i < 2; i++) {
@@ -58,36 +75,43 @@ static size_t run(int which, const uint8_t *data, size_t n, size_t step, struct 
     return (size_t)lseek(rows_fd[which], 0, SEEK_END);
 }
 
-/* Every line of the input under every path available: same verdict, and on a valid line the
- * same cells (kind, length, position). */
-static void paths_agree(const uint8_t *data, size_t n)
+/* One line under every path available, with columns c (at most 8): same verdict, and on a
+ * valid line the same cells (kind, length, position). */
+static void line_agrees(const struct json_columns *c, const char *line, size_t len)
 {
     static const char *const paths[] = {"scalar", "sse2", "avx2", "avx512"};
+    struct cell want[8], got[8];
+    enum line_verdict v0 = LINE_BLANK;
+    int have = 0;
+    for (size_t e = 0; e < sizeof paths / sizeof *paths; e++) {
+        if (json_engine_select(paths[e]) != 0)
+            continue;
+        enum line_verdict v = json_line(c, line, len, got);
+        if (!have) {
+            v0 = v;
+            memcpy(want, got, sizeof got);
+            have = 1;
+            continue;
+        }
+        if (v != v0)
+            abort();
+        for (size_t i = 0; v == LINE_VALID && i < c->count; i++)
+            if (got[i].kind != want[i].kind || got[i].len != want[i].len ||
+                (got[i].kind != CELL_EMPTY && got[i].p != want[i].p))
+                abort();
+    }
+}
+
+/* Every line of the input, with top-level columns and with nested paths. */
+static void paths_agree(const uint8_t *data, size_t n)
+{
     for (size_t at = 0; at < n;) {
         const uint8_t *nl = memchr(data + at, '\n', n - at);
         size_t len = (size_t)((nl ? nl - data : (ptrdiff_t)n) - (ptrdiff_t)at);
         char *line = malloc(len ? len : 1); /* exact size: ASan sees any read past it */
         memcpy(line, data + at, len);
-        struct cell want[6], got[6];
-        enum line_verdict v0 = LINE_BLANK;
-        int have = 0;
-        for (size_t e = 0; e < sizeof paths / sizeof *paths; e++) {
-            if (json_engine_select(paths[e]) != 0)
-                continue;
-            enum line_verdict v = json_line(&columns, line, len, got);
-            if (!have) {
-                v0 = v;
-                memcpy(want, got, sizeof got);
-                have = 1;
-                continue;
-            }
-            if (v != v0)
-                abort();
-            for (size_t i = 0; v == LINE_VALID && i < columns.count; i++)
-                if (got[i].kind != want[i].kind || got[i].len != want[i].len ||
-                    (got[i].kind != CELL_EMPTY && got[i].p != want[i].p))
-                    abort();
-        }
+        line_agrees(&columns, line, len);
+        line_agrees(&nested, line, len);
         free(line);
         at += len + 1;
     }

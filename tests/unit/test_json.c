@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "json.h"
+#include "json_internal.h" /* the dispatch rows, to check that a fast path accepts lines */
 #include "testutil.h"
 
 #define CORPUS_DIR "tests/json"
@@ -1249,6 +1250,142 @@ static void test_paths_paths_agree(void **state)
     json_columns_free(&c);
 }
 
+/* ---- random nested lines ------------------------------------------------------------ */
+
+/* Appends a random valid JSON value to *w: containers up to depth levels, keys drawn from
+ * few names (so paths hit, and keys repeat), escapes, non-ASCII, blanks (spaces only, or
+ * tabs when tabs is set: the fast paths leave those lines to the strict walk). */
+static void gen_value(char **w, int depth, int tabs)
+{
+    static const char *const scalars[] = {"0", "-1.5", "12e3", "7", "true", "false", "null",
+                                          "\"x\"", "\"a\\\"b\"", "\"caf\xc3\xa9\"", "\"\"",
+                                          "\"]}\"", "\"\\u00e9\\\\\""};
+    static const char *const keys[] = {"a", "b", "c", "ab", "\\u0061", "\\u0062", "b\\\"",
+                                       "\xc3\xa9"};
+    unsigned r = (unsigned)(next_rand() % 10);
+    if (depth == 0 || r < 4) {
+        *w += sprintf(*w, "%s", scalars[next_rand() % (sizeof scalars / sizeof *scalars)]);
+        return;
+    }
+    int obj = r < 7, count = (int)(next_rand() % 4);
+    *(*w)++ = obj ? '{' : '[';
+    for (int i = 0; i < count; i++) {
+        if (i)
+            *(*w)++ = ',';
+        if (next_rand() % 4 == 0)
+            *(*w)++ = tabs && next_rand() % 2 ? '\t' : ' ';
+        if (obj)
+            *w += sprintf(*w, "\"%s\":", keys[next_rand() % (sizeof keys / sizeof *keys)]);
+        if (next_rand() % 6 == 0)
+            *(*w)++ = ' ';
+        gen_value(w, depth - 1, tabs);
+        if (next_rand() % 6 == 0)
+            *(*w)++ = ' ';
+    }
+    *(*w)++ = obj ? '}' : ']';
+}
+
+/* A random line: an object of up to six members with top-level keys that the paths use. */
+static size_t gen_line(char *buf, int tabs)
+{
+    static const char *const top[] = {"a", "b", "c", "x", "\\u0061", "id"};
+    char *w = buf;
+    *w++ = '{';
+    int count = (int)(next_rand() % 7);
+    for (int i = 0; i < count; i++) {
+        if (i)
+            *w++ = ',';
+        w += sprintf(w, "\"%s\":", top[next_rand() % (sizeof top / sizeof *top)]);
+        gen_value(&w, 4, tabs);
+    }
+    *w++ = '}';
+    *w = 0;
+    return (size_t)(w - buf);
+}
+
+static const struct json_step g_a[] = {K("a")}, g_ab[] = {K("a"), K("b")},
+                              g_abc[] = {K("a"), K("b"), K("c")}, g_a0[] = {K("a"), I(0)},
+                              g_a1[] = {K("a"), I(1)}, g_a1a[] = {K("a"), I(1), K("a")},
+                              g_b01[] = {K("b"), I(0), I(1)}, g_aa[] = {K("a"), K("a")},
+                              g_ab2[] = {K("a"), K("b"), I(2)}, g_x[] = {K("x")},
+                              g_cab[] = {K("c"), K("ab")},
+                              g_bq[] = {K("b"), K("b\""), K("\xc3\xa9")},
+                              g_b0e[] = {K("b"), I(0), EVERY, K("a")},
+                              g_ae[] = {K("a"), K("\xc3\xa9"), I(0)};
+static const struct json_column_spec random_cols[] = {
+    SPEC("a", g_a),     SPEC("ab", g_ab),   SPEC("abc", g_abc), SPEC("a0", g_a0),
+    SPEC("a1", g_a1),   SPEC("a1a", g_a1a), SPEC("b01", g_b01), SPEC("aa", g_aa),
+    SPEC("ab2", g_ab2), SPEC("x", g_x),     SPEC("cab", g_cab), SPEC("bq", g_bq),
+    SPEC("b0e", g_b0e), SPEC("ae", g_ae),   SPEC("ab_twice", g_ab),
+};
+
+/* Random nested lines and their mutants: every dispatch path gives the strict walk's
+ * verdict and cells (the strict walk follows paths with json_follow, the fast paths while
+ * they validate). */
+static void test_paths_random(void **state)
+{
+    (void)state;
+    struct json_columns c;
+    init_specs(&c, random_cols, sizeof random_cols / sizeof *random_cols);
+    char buf[8192], mut[8200];
+    for (size_t it = 0; it < 20000; it++) {
+        size_t n = gen_line(buf, it % 8 == 0);
+        assert_true(n < 4096);
+        expect_paths_agree(&c, buf, n);
+        if (it % 2) {
+            n = mutant(mut, buf);
+            expect_paths_agree(&c, mut, n);
+        }
+    }
+    json_columns_free(&c);
+}
+
+/* The paths ride on the fast paths: each x86 path accepts the random lines (no tabs, so
+ * none is left to the strict walk) with paths as it does without, and gives the strict
+ * walk's cells. */
+static void test_paths_fast(void **state)
+{
+    (void)state;
+#ifdef JSON_HAVE_X86
+    static const struct json_path *const rows[] = {&json_path_sse2, &json_path_avx2,
+                                                   &json_path_avx512};
+    struct json_columns c, flat;
+    init_specs(&c, random_cols, sizeof random_cols / sizeof *random_cols);
+    static const char *const top[] = {"a", "b", "c", "x"};
+    init_cols(&flat, top, 4);
+    char buf[8192];
+    struct cell want[16], got[16];
+    const char *keep = json_engine_name();
+    for (size_t r = 0; r < sizeof rows / sizeof *rows; r++) {
+        if (rows[r]->usable && !rows[r]->usable()) {
+            print_message("path %s: not available here, skipped\n", rows[r]->name);
+            continue;
+        }
+        for (size_t it = 0; it < 5000; it++) {
+            size_t n = gen_line(buf, 0);
+            char *q = tu_exact(buf, n);
+            if (!rows[r]->line(flat.lookup, (const u8 *)q, n, got))
+                fail_msg("path %s declines \"%s\" without paths", rows[r]->name, buf);
+            if (!rows[r]->paths(c.lookup, (const u8 *)q, n, got))
+                fail_msg("path %s declines \"%s\" with paths", rows[r]->name, buf);
+            json_engine_select("scalar");
+            assert_int_equal(json_line(&c, q, n, want), LINE_VALID);
+            json_engine_select(keep);
+            for (size_t i = 0; i < c.count; i++)
+                if (got[i].kind != want[i].kind || got[i].len != want[i].len ||
+                    (got[i].kind != CELL_EMPTY && got[i].p != want[i].p))
+                    fail_msg("path %s: column %s differs on \"%s\"", rows[r]->name,
+                             c.names[i], buf);
+            free(q);
+        }
+    }
+    json_columns_free(&flat);
+    json_columns_free(&c);
+#else
+    print_message("no fast paths in this build: skipped\n");
+#endif
+}
+
 /* json_engine_init with NDINGEST_SIMD set to p (NULL: unset); returns what it wrote on
  * stderr, captured in a temporary file. */
 static char *engine_init_with(const char *p)
@@ -1336,7 +1473,8 @@ int main(void)
         cmocka_unit_test(test_engine_init),
         cmocka_unit_test(test_paths_cells),   cmocka_unit_test(test_paths_missing),
         cmocka_unit_test(test_paths_init),    cmocka_unit_test(test_follow),
-        cmocka_unit_test(test_paths_paths_agree),
+        cmocka_unit_test(test_paths_paths_agree), cmocka_unit_test(test_paths_random),
+        cmocka_unit_test(test_paths_fast),
     };
     int failed = 0;
     size_t k;
