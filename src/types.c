@@ -417,9 +417,8 @@ static int put(struct buf *out, const char *p, size_t n) { return buf_append(out
 
 static int put_c(struct buf *out, char c) { return buf_append(out, &c, 1); }
 
-/* Closes a CSV-quoted cell opened with '"' at start: doubles the quotes of its text, moving
- * it right from the back (never over bytes still to be read), and adds the closing quote. */
-static int close_quoted(struct buf *out, size_t start)
+/* Moves the text right from the back, never over bytes still to be read. */
+int type_csv_quote(struct buf *out, size_t start)
 {
     size_t quotes = 0;
     for (size_t i = start + 1; i < out->len; i++)
@@ -439,8 +438,7 @@ static int close_quoted(struct buf *out, size_t start)
     return 0;
 }
 
-/* In arrays, ClickHouse reads strings single-quoted with backslash escapes. */
-static int put_array_string(struct buf *out, const char *p, size_t n)
+int type_array_string(struct buf *out, const char *p, size_t n)
 {
     if (buf_reserve(out, 2 * n + 2))
         return -1;
@@ -632,21 +630,16 @@ static char *put2(char *w, unsigned v)
     return w;
 }
 
-/* Writes the instant as ClickHouse's basic text form in UTC: YYYY-MM-DD, or
- * YYYY-MM-DD hh:mm:ss, plus digits decimals (truncated, as ClickHouse does). */
-static int put_when(struct buf *out, const struct instant *at, int date_only, unsigned digits,
-                    int quote)
+/* Writes the instant as ClickHouse's basic text form in UTC at w (at most 29 bytes):
+ * YYYY-MM-DD, or YYYY-MM-DD hh:mm:ss, plus digits decimals (truncated, as ClickHouse does).
+ * Returns the new end. */
+static char *when_text(char *w, const struct instant *at, int date_only, unsigned digits)
 {
-    if (buf_reserve(out, 32))
-        return -1;
     int64_t days = at->sec >= 0 ? at->sec / 86400 : -((-at->sec + 86399) / 86400);
     int64_t rem = at->sec - days * 86400;
     int y;
     unsigned m, d;
     civil_from_days(days, &y, &m, &d);
-    char *w = out->p + out->len;
-    if (quote)
-        *w++ = '\'';
     w = put2(w, (unsigned)y / 100);
     w = put2(w, (unsigned)y % 100);
     *w++ = '-';
@@ -667,10 +660,29 @@ static int put_when(struct buf *out, const struct instant *at, int date_only, un
                 *w++ = (char)('0' + at->nsec / scale % 10);
         }
     }
+    return w;
+}
+
+/* when_text as a cell, single-quoted inside arrays. */
+static int put_when(struct buf *out, const struct instant *at, int date_only, unsigned digits,
+                    int quote)
+{
+    if (buf_reserve(out, 32))
+        return -1;
+    char *w = out->p + out->len;
+    if (quote)
+        *w++ = '\'';
+    w = when_text(w, at, date_only, digits);
     if (quote)
         *w++ = '\'';
     out->len = (size_t)(w - out->p);
     return 0;
+}
+
+void type_datetime_text(int64_t sec, char dst[TYPE_DATETIME_LEN])
+{
+    const struct instant at = {sec, 0};
+    when_text(dst, &at, 0, 0);
 }
 
 /* MARK: - Checking one value */
@@ -907,14 +919,14 @@ static enum type_result check_scalar(const struct type *t, const struct cell *v,
         size_t n = v->len;
         if (in_array) {
             if (v->kind != CELL_STRING_ESCAPED)
-                return put_array_string(out, v->p, n) ? TYPE_ERR_NOMEM : TYPE_OK;
+                return type_array_string(out, v->p, n) ? TYPE_ERR_NOMEM : TYPE_OK;
             /* unescape into scratch past the room the escaped form needs */
             if (buf_reserve(out, 3 * n + 2))
                 return TYPE_ERR_NOMEM;
             /* the escaped text (at most 2 ul + 2 bytes) ends before tmp begins */
             char *tmp = out->p + out->len + 2 * n + 2;
             size_t ul = json_unescape(v->p, n, tmp);
-            return put_array_string(out, tmp, ul) ? TYPE_ERR_NOMEM : TYPE_OK;
+            return type_array_string(out, tmp, ul) ? TYPE_ERR_NOMEM : TYPE_OK;
         }
         /* Always quoted: ClickHouse trims blanks around unquoted fields and reads an
          * unquoted \N as NULL, so quoting is what makes the text come back exactly. */
@@ -926,7 +938,7 @@ static enum type_result check_scalar(const struct type *t, const struct cell *v,
             out->len += json_unescape(v->p, n, out->p + out->len);
         else if (n)
             memcpy(out->p + out->len, v->p, n), out->len += n;
-        return close_quoted(out, start) ? TYPE_ERR_NOMEM : TYPE_OK;
+        return type_csv_quote(out, start) ? TYPE_ERR_NOMEM : TYPE_OK;
     }
     if (k >= TYPE_DATE && k <= TYPE_DATETIME64)
         return check_when(t, v, out, in_array, why);
@@ -1020,13 +1032,29 @@ static size_t value_end(const char *p, size_t i, size_t n, uint32_t *kind)
     return i;
 }
 
-static enum type_result check_value(const struct type *t, unsigned depth, const struct cell *v,
-                                    struct buf *out, int in_array, const char **why);
+/* The path steps an Array level's elements are followed by: each[0..neach) are what comes
+ * after the [:] that gathered the level. */
+struct each {
+    const struct json_step *steps;
+    size_t n;
+};
 
-/* An array's text p[0..n) at nesting depth: its elements through check_value. */
+static enum type_result check_value(const struct type *t, unsigned depth, const struct cell *v,
+                                    struct each each, struct buf *out, int in_array,
+                                    const char **why);
+
+/* An array's text p[0..n) at nesting depth: its elements through check_value, each first
+ * followed by the steps up to the next [:] (one Array level per [:]), the rest of the steps
+ * going with it to the next level. */
 static enum type_result check_array(const struct type *t, unsigned depth, const char *p, size_t n,
-                                    struct buf *out, const char **why)
+                                    struct each each, struct buf *out, const char **why)
 {
+    size_t seg = 0;
+    while (seg < each.n && each.steps[seg].kind != JSON_STEP_EVERY)
+        seg++;
+    struct each next = {NULL, 0};
+    if (seg < each.n)
+        next = (struct each){each.steps + seg + 1, each.n - seg - 1};
     size_t i = 0;
     while (i < n && blank(p[i]))
         i++;
@@ -1052,7 +1080,9 @@ static enum type_result check_array(const struct type *t, unsigned depth, const 
             *why = "not a valid array";
             return TYPE_ERR_SYNTAX;
         }
-        if (e.kind == CELL_RAW && end - i == 4 && memcmp(p + i, "null", 4) == 0) {
+        if (seg) {
+            json_follow(p + i, end - i, each.steps, seg, &e);
+        } else if (e.kind == CELL_RAW && end - i == 4 && memcmp(p + i, "null", 4) == 0) {
             e.p = NULL, e.len = 0, e.kind = CELL_EMPTY;
         } else if (e.kind == CELL_RAW) {
             e.p = p + i, e.len = (uint32_t)(end - i);
@@ -1061,7 +1091,7 @@ static enum type_result check_array(const struct type *t, unsigned depth, const 
         }
         if (!first && put_c(out, ','))
             return TYPE_ERR_NOMEM;
-        enum type_result r = check_value(t, depth + 1, &e, out, 1, why);
+        enum type_result r = check_value(t, depth + 1, &e, next, out, 1, why);
         if (r != TYPE_OK)
             return r;
         i = end;
@@ -1081,7 +1111,8 @@ static enum type_result check_array(const struct type *t, unsigned depth, const 
 
 /* The value v at array nesting depth (0 = the column itself). */
 static enum type_result check_value(const struct type *t, unsigned depth, const struct cell *v,
-                                    struct buf *out, int in_array, const char **why)
+                                    struct each each, struct buf *out, int in_array,
+                                    const char **why)
 {
     if (depth < t->array_depth) {
         if (v->kind == CELL_EMPTY) { /* arrays are never Nullable in ClickHouse */
@@ -1092,7 +1123,7 @@ static enum type_result check_value(const struct type *t, unsigned depth, const 
             *why = "expected an array";
             return TYPE_ERR_KIND;
         }
-        return check_array(t, depth, v->p, v->len, out, why);
+        return check_array(t, depth, v->p, v->len, each, out, why);
     }
     if (v->kind == CELL_EMPTY) {
         if (!t->nullable) {
@@ -1104,9 +1135,11 @@ static enum type_result check_value(const struct type *t, unsigned depth, const 
     return check_scalar(t, v, out, in_array, why);
 }
 
-enum type_result type_cell(const struct type *t, const struct cell *v, struct buf *out,
-                           const char **why)
+enum type_result type_cell_each(const struct type *t, const struct cell *v,
+                                const struct json_step *each, size_t neach, struct buf *out,
+                                const char **why)
 {
+    const struct each steps = {each, neach};
     size_t start = out->len;
     enum type_result r;
     if (t->array_depth && v->kind != CELL_EMPTY) {
@@ -1114,15 +1147,21 @@ enum type_result type_cell(const struct type *t, const struct cell *v, struct bu
          * strings are doubled. */
         if (put_c(out, '"'))
             return TYPE_ERR_NOMEM;
-        r = check_value(t, 0, v, out, 0, why);
-        if (r == TYPE_OK && close_quoted(out, start))
+        r = check_value(t, 0, v, steps, out, 0, why);
+        if (r == TYPE_OK && type_csv_quote(out, start))
             r = TYPE_ERR_NOMEM;
     } else {
-        r = check_value(t, 0, v, out, 0, why);
+        r = check_value(t, 0, v, steps, out, 0, why);
     }
     if (r == TYPE_ERR_NOMEM)
         *why = "out of memory";
     if (r != TYPE_OK)
         out->len = start;
     return r;
+}
+
+enum type_result type_cell(const struct type *t, const struct cell *v, struct buf *out,
+                           const char **why)
+{
+    return type_cell_each(t, v, NULL, 0, out, why);
 }
