@@ -28,6 +28,10 @@ struct ds_column {
     const char *path;      /* as written: "$.pickup.zone.name"; "$.NAME" when none was */
     const struct json_step *steps;
     uint32_t nsteps;
+    /* The steps after the path's first [:] (type_cell_each's each), NULL and 0 without [:]:
+     * the JSON engine finds the value up to it, each Array element is followed by these. */
+    const struct json_step *each;
+    uint32_t neach;
     int has_default;
     int default_is_expr;      /* DEFAULT is an expression (now(), ...): its cell is empty */
     const char *default_text; /* as written; NULL without DEFAULT */
@@ -61,6 +65,9 @@ struct datasource {
     struct ds_column columns[DS_MAX_COLUMNS];
     struct ds_setting settings[DS_MAX_SETTINGS];
     struct ds_token tokens[DS_MAX_TOKENS];
+    /* The columns compiled for the JSON engine (json_columns_init_paths), in definition
+     * order: json_line's cells[i] is columns[i]'s value. Owned. */
+    struct json_columns json;
     void *arena; /* private: the blocks holding the strings and steps */
 };
 
