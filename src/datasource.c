@@ -828,16 +828,3 @@ const char *datasource_setting(const struct datasource *ds, const char *key)
             return ds->settings[i].value;
     return NULL;
 }
-
-enum type_result datasource_cell(const struct ds_column *c, const struct cell *v, struct buf *out,
-                                 const char **why)
-{
-    if (v->kind == CELL_EMPTY && c->has_default) {
-        if (buf_append(out, c->default_cell, c->default_len)) {
-            *why = "out of memory";
-            return TYPE_ERR_NOMEM;
-        }
-        return TYPE_OK;
-    }
-    return type_cell_each(&c->type, v, c->each, c->neach, out, why);
-}

@@ -69,6 +69,15 @@ static void refuse(struct ingest *g, enum quarantine_reason why,
         flush(g, cfg->quarantine, &g->invalid, 1);
 }
 
+/* One byte onto the pending rows: per cell, so not a call. */
+static inline int put_byte(struct buf *b, char c)
+{
+    if (buf_reserve(b, 1))
+        return -1;
+    b->p[b->len++] = c;
+    return 0;
+}
+
 /* A typed line's cells, each checked against its column's type into the pending rows; the
  * row is kept only when every column passed, else every refusal goes to the quarantine. */
 static void typed_row(struct ingest *g, const char *p, size_t n)
@@ -80,7 +89,7 @@ static void typed_row(struct ingest *g, const char *p, size_t n)
     for (size_t i = 0; i < ds->ncolumns; i++) {
         const struct ds_column *c = &ds->columns[i];
         const char *why = NULL;
-        if (i && buf_append(rows, ",", 1))
+        if (i && put_byte(rows, ','))
             goto nomem;
         enum type_result r = datasource_cell(c, &g->cells[i], rows, &why);
         if (r == TYPE_OK)
@@ -98,7 +107,7 @@ static void typed_row(struct ingest *g, const char *p, size_t n)
     }
     /* A row of one empty cell is written as "", as csv_row does, so it is not a blank line. */
     if ((rows->len == start && buf_append(rows, "\"\"", 2)) ||
-        (g->cfg->crlf ? buf_append(rows, "\r\n", 2) : buf_append(rows, "\n", 1)))
+        (g->cfg->crlf && put_byte(rows, '\r')) || put_byte(rows, '\n'))
         goto nomem;
     g->stats.valid++;
     if (rows->len >= g->cfg->flush_bytes)

@@ -93,6 +93,11 @@ enum type_result type_cell_each(const struct type *t, const struct cell *v,
                                 const struct json_step *each, size_t neach, struct buf *out,
                                 const char **why);
 
+/* type_cell for a type without Array and a value v that is not CELL_EMPTY: the per-cell
+ * path of typed rows, without type_cell's other cases. Same contract. */
+enum type_result type_scalar_cell(const struct type *t, const struct cell *v, struct buf *out,
+                                  const char **why);
+
 /* Writers the quarantine shares with the cells, so that its arrays and strings read back
  * as the day files' do. */
 
