@@ -8,6 +8,7 @@ import json
 import subprocess
 
 from conftest import BINARY
+from test_schema import run_sql
 
 
 def convert(tmp_path, definition, body, *args, name="ds", quarantine=True):
@@ -307,13 +308,7 @@ def test_clickhouse_loads_every_type_and_the_quarantine(tmp_path, clickhouse):
     s = subprocess.run([str(BINARY), "schema", "every", "--datasets", str(tmp_path),
                         "--clickhouse"], capture_output=True, timeout=30)
     assert s.returncode == 0, s.stderr
-    settings = {}
-    for statement in (x.strip() for x in s.stdout.decode().split(";\n")):
-        if statement.startswith("SET "):
-            key, value = statement[4:].split("=")
-            settings[key.strip()] = value.strip()
-        elif statement:
-            clickhouse.query(statement, **settings)
+    run_sql(clickhouse, s.stdout.decode())
     # Zero rows rejected: every row of both files is in its table.
     assert clickhouse.load_csv("every", rows) == 2
     assert clickhouse.load_csv("every_quarantine", (tmp_path / "q.csv").read_bytes()) == 4
