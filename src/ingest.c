@@ -86,7 +86,8 @@ static void typed_row(struct ingest *g, const char *p, size_t n)
     struct buf *rows = &g->rows;
     size_t start = rows->len, nr = 0;
     enum quarantine_reason first = QUARANTINE_SYNTAX;
-    for (size_t i = 0; i < ds->ncolumns; i++) {
+    const size_t ncolumns = ds->ncolumns; /* read once: rows' stores may alias it */
+    for (size_t i = 0; i < ncolumns; i++) {
         const struct ds_column *c = &ds->columns[i];
         const char *why = NULL;
         if (i && put_byte(rows, ','))

@@ -555,6 +555,9 @@ struct instant {
     const char *canon;
     const char *frac; /* the fraction's digits in canon, frac_len of them */
     size_t frac_len;
+    /* Known to lie inside every type's range (years 1971 to 2105), and sec not computed:
+     * with canon set, nothing else needs it. */
+    int mid;
 };
 
 #define D1900 (-25567LL) /* days_from_civil(1900, 1, 1) */
@@ -590,7 +593,9 @@ static int parse_canonical(const char *p, size_t n, struct instant *at, enum typ
         *r = TYPE_ERR_DATE;
         return 1;
     }
-    at->sec = days_from_civil(y, (unsigned)mo, (unsigned)dd) * 86400 + hh * 3600 + mi * 60 + ss;
+    at->mid = y > 1970 && y < 2106;
+    if (!at->mid)
+        at->sec = days_from_civil(y, (unsigned)mo, (unsigned)dd) * 86400 + hh * 3600 + mi * 60 + ss;
     at->nsec = 0;
     at->canon = p;
     at->frac = NULL;
@@ -620,6 +625,7 @@ static enum type_result parse_when(const char *p, size_t n, int date_only, struc
     at->canon = date_only ? p : NULL;
     at->frac = NULL;
     at->frac_len = 0;
+    at->mid = 0;
     if (i < n) {
         if (date_only || (p[i] != 'T' && p[i] != ' ') || n - i < 6 || p[i + 3] != ':')
             return TYPE_ERR_SYNTAX;
@@ -701,6 +707,7 @@ static enum type_result parse_unix(const struct number *x, struct instant *at)
     at->sec = s;
     at->nsec = ns;
     at->canon = NULL;
+    at->mid = 0;
     return TYPE_OK;
 }
 
@@ -1014,7 +1021,7 @@ static enum type_result put_instant(const struct type *t, enum type_result r,
         lo = D1900 * 86400, hi = D2300 * 86400 - 1;
         break;
     }
-    if (at->sec < lo || at->sec > hi) {
+    if (!at->mid && (at->sec < lo || at->sec > hi)) {
         *why = scalars[k].range;
         return TYPE_ERR_RANGE;
     }
@@ -1062,12 +1069,9 @@ static enum type_result check_when(const struct type *t, const struct cell *v, s
 
 /* MARK: - One scalar value */
 
-/* A scalar family's check: the value v (never empty) against t, its cell appended to out.
- * in_array: written as an Array element (strings, dates and UUIDs single-quoted) rather
- * than as a whole CSV cell. One function per family, found by kind in a table, so that a
- * cell costs one indirect call rather than a chain of tests in one large frame. */
-typedef enum type_result (*scalar_fn)(const struct type *t, const struct cell *v,
-                                      struct buf *out, int in_array, const char **why);
+/* The scalar families' checks (type_scalar_cells): one function per family, found by kind in
+ * a table, so that a cell costs one indirect call rather than a chain of tests in one large
+ * frame. */
 
 static enum type_result cell_string(const struct type *t, const struct cell *v, struct buf *out,
                                     int in_array, const char **why)
@@ -1159,7 +1163,7 @@ static enum type_result cell_number(const struct type *t, const struct cell *v, 
     return check_float(k, &x, v->p, v->len, out, why);
 }
 
-static const scalar_fn scalar_cells[] = {
+const type_scalar_fn type_scalar_cells[TYPE_UUID + 1] = {
     [TYPE_INT8... TYPE_DECIMAL] = cell_number,
     [TYPE_STRING] = cell_string,
     [TYPE_BOOL] = cell_bool,
@@ -1170,7 +1174,7 @@ static const scalar_fn scalar_cells[] = {
 static enum type_result check_scalar(const struct type *t, const struct cell *v, struct buf *out,
                                      int in_array, const char **why)
 {
-    return scalar_cells[t->kind](t, v, out, in_array, why);
+    return type_scalar_cells[t->kind](t, v, out, in_array, why);
 }
 
 /* MARK: - Arrays */
@@ -1341,19 +1345,6 @@ enum type_result type_cell_each(const struct type *t, const struct cell *v,
         *why = "out of memory";
     if (r != TYPE_OK)
         out->len = start;
-    return r;
-}
-
-enum type_result type_scalar_cell(const struct type *t, const struct cell *v, struct buf *out,
-                                  const char **why)
-{
-    size_t start = out->len;
-    enum type_result r = scalar_cells[t->kind](t, v, out, 0, why);
-    if (r != TYPE_OK) {
-        if (r == TYPE_ERR_NOMEM)
-            *why = "out of memory";
-        out->len = start;
-    }
     return r;
 }
 

@@ -93,10 +93,28 @@ enum type_result type_cell_each(const struct type *t, const struct cell *v,
                                 const struct json_step *each, size_t neach, struct buf *out,
                                 const char **why);
 
-/* type_cell for a type without Array and a value v that is not CELL_EMPTY: the per-cell
- * path of typed rows, without type_cell's other cases. Same contract. */
-enum type_result type_scalar_cell(const struct type *t, const struct cell *v, struct buf *out,
-                                  const char **why);
+/* A scalar type's check, by kind (static storage): the value v, never CELL_EMPTY, against
+ * t, its cell appended to out (in_array: as an Array element, strings, dates and UUIDs
+ * single-quoted). On refusal out->len is unchanged, but for TYPE_ERR_NOMEM. Callers use
+ * type_scalar_cell. */
+typedef enum type_result (*type_scalar_fn)(const struct type *t, const struct cell *v,
+                                           struct buf *out, int in_array, const char **why);
+extern const type_scalar_fn type_scalar_cells[TYPE_UUID + 1];
+
+/* type_cell for a type without Array and a value v that is not CELL_EMPTY: every typed
+ * row's cell, so inline, without type_cell's other cases. Same contract. */
+static inline enum type_result type_scalar_cell(const struct type *t, const struct cell *v,
+                                                struct buf *out, const char **why)
+{
+    size_t start = out->len;
+    enum type_result r = type_scalar_cells[t->kind](t, v, out, 0, why);
+    if (__builtin_expect(r != TYPE_OK, 0)) {
+        if (r == TYPE_ERR_NOMEM)
+            *why = "out of memory";
+        out->len = start;
+    }
+    return r;
+}
 
 /* Writers the quarantine shares with the cells, so that its arrays and strings read back
  * as the day files' do. */
