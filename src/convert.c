@@ -1,5 +1,6 @@
 /* convert.c -- the offline command: NDJSON files (or stdin) to CSV on stdout through the
- * same pipeline as the server; the stats JSON on stderr. */
+ * same pipeline as the server, untyped or by a dataset's definition; the stats JSON on
+ * stderr. */
 #include "convert.h"
 
 #include <errno.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include "csv.h"
+#include "datasource.h"
 #include "ingest.h"
 
 #define CONVERT_READ (1 << 20)
@@ -146,14 +148,32 @@ static void convert_file(struct convert *c, const char *path)
     c->total.bytes += g->stats.bytes;
     c->total.valid += g->stats.valid;
     c->total.invalid += g->stats.invalid;
+    for (int k = 0; k < QUARANTINE_REASONS; k++)
+        c->total.refused[k] += g->stats.refused[k];
     if (path)
         close(fd);
 }
 
+/* --quarantine-file: truncated, as a redirection would, so it holds this run's lines. */
+static struct sink *open_quarantine(struct convert *c, const char *path, int *fd)
+{
+    *fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (*fd < 0) {
+        report(c, path, strerror(errno));
+        return NULL;
+    }
+    struct sink *s = sink_open_fd(*fd);
+    if (!s)
+        report(c, path, "out of memory");
+    return s;
+}
+
 int convert_run(const struct options *o)
 {
-    struct sink *out = sink_open_fd(1);
+    struct sink *out = sink_open_fd(1), *quarantine = NULL;
     struct convert c = {.chunk = NULL};
+    struct datasource *ds = NULL;
+    int qfd = -1;
     c.chunk = malloc(CONVERT_READ);
     if (!out || !c.chunk) {
         fputs("ndingest convert: out of memory\n", stderr);
@@ -161,22 +181,35 @@ int convert_run(const struct options *o)
         free(c.chunk);
         return 2;
     }
+    if (o->datasource) {
+        char err[512];
+        if (!(ds = datasource_load(o->datasource, err, sizeof err))) {
+            fprintf(stderr, "ndingest convert: %s\n", err); /* FILE:LINE: message */
+            sink_close(out);
+            free(c.chunk);
+            return 2;
+        }
+    }
+    const struct json_columns *columns = ds ? &ds->json : &o->columns;
     struct sigaction sa = {.sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGBUS, &sa, NULL);
-    if (o->header) {
+    if (o->quarantine_file)
+        quarantine = open_quarantine(&c, o->quarantine_file, &qfd);
+    if (o->header && !c.error[0]) {
         struct buf h = {0};
-        if (csv_header(&h, &o->columns, o->crlf) || sink_write(out, h.p, h.len))
+        if (csv_header(&h, columns, o->crlf) || sink_write(out, h.p, h.len))
             report(&c, "<stdout>", sink_error(out));
         buf_free(&h);
     }
     const struct ingest_config cfg = {
-        .columns = &o->columns,
+        .columns = columns,
+        .schema = ds,
         .max_line = o->max_line,
         .crlf = o->crlf,
         .flush_bytes = 1 << 20,
         .rows = out,
-        .quarantine = NULL,
+        .quarantine = quarantine,
         .log_prefix = "ndingest convert",
     };
     ingest_init(&c.g, &cfg);
@@ -186,11 +219,19 @@ int convert_run(const struct options *o)
         for (int i = 0; i < o->nfiles; i++)
             convert_file(&c, strcmp(o->files[i], "-") ? o->files[i] : NULL);
     }
-    char line[1024];
-    ingest_result_json(&c.total, c.error[0] ? c.error : NULL, line, sizeof line);
+    char line[2048];
+    const char *error = c.error[0] ? c.error : NULL;
+    if (ds)
+        ingest_typed_result_json(&c.total, error, line, sizeof line);
+    else
+        ingest_result_json(&c.total, error, line, sizeof line);
     fputs(line, stderr);
     ingest_free(&c.g);
     sink_close(out);
+    sink_close(quarantine);
+    if (qfd >= 0)
+        close(qfd);
+    datasource_free(ds);
     free(c.chunk);
     return c.error[0] ? 2 : 0;
 }

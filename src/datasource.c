@@ -206,6 +206,13 @@ static int compile_path(struct parser *s, size_t pos, struct ds_column *c, const
     memcpy(kept, steps, nsteps * sizeof *kept);
     c->steps = kept;
     c->nsteps = nsteps;
+    for (uint32_t k = 0; k < nsteps; k++) {
+        if (kept[k].kind == JSON_STEP_EVERY) {
+            c->each = kept + k + 1;
+            c->neach = nsteps - k - 1;
+            break;
+        }
+    }
     return 0;
 }
 
@@ -724,6 +731,23 @@ static int parse_instructions(struct parser *s)
     return 0;
 }
 
+/* The columns for the JSON engine, which finds each one's value along its path. */
+static int compile_columns(struct parser *s)
+{
+    struct datasource *ds = s->ds;
+    struct json_column_spec specs[DS_MAX_COLUMNS];
+    for (size_t i = 0; i < ds->ncolumns; i++)
+        specs[i] = (struct json_column_spec){ds->columns[i].name, ds->columns[i].steps,
+                                             ds->columns[i].nsteps};
+    char err[256];
+    if (!json_columns_init_paths(&ds->json, specs, ds->ncolumns, err, sizeof err))
+        return 0;
+    /* The paths were checked as they were parsed: out of memory, in practice. */
+    s->failed = 1;
+    snprintf(s->err, s->errlen, "%s:%d: %s", s->file, ds->columns[0].line, err);
+    return -1;
+}
+
 /* MARK: - Public */
 
 struct datasource *datasource_parse(const char *file, const char *text, size_t len, char *err,
@@ -754,7 +778,7 @@ struct datasource *datasource_parse(const char *file, const char *text, size_t l
     }
     if (!(s.ds->name = arena_str(&s.ds->arena, base, bl)))
         nomem(&s, 0);
-    if (s.failed || parse_instructions(&s)) {
+    if (s.failed || parse_instructions(&s) || compile_columns(&s)) {
         datasource_free(s.ds);
         return NULL;
     }
@@ -792,6 +816,7 @@ void datasource_free(struct datasource *ds)
 {
     if (!ds)
         return;
+    json_columns_free(&ds->json);
     arena_free(ds->arena);
     free(ds);
 }
@@ -802,17 +827,4 @@ const char *datasource_setting(const struct datasource *ds, const char *key)
         if (strcmp(ds->settings[i].key, key) == 0)
             return ds->settings[i].value;
     return NULL;
-}
-
-enum type_result datasource_cell(const struct ds_column *c, const struct cell *v, struct buf *out,
-                                 const char **why)
-{
-    if (v->kind == CELL_EMPTY && c->has_default) {
-        if (buf_append(out, c->default_cell, c->default_len)) {
-            *why = "out of memory";
-            return TYPE_ERR_NOMEM;
-        }
-        return TYPE_OK;
-    }
-    return type_cell(&c->type, v, out, why);
 }

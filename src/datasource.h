@@ -28,6 +28,10 @@ struct ds_column {
     const char *path;      /* as written: "$.pickup.zone.name"; "$.NAME" when none was */
     const struct json_step *steps;
     uint32_t nsteps;
+    /* The steps after the path's first [:] (type_cell_each's each), NULL and 0 without [:]:
+     * the JSON engine finds the value up to it, each Array element is followed by these. */
+    const struct json_step *each;
+    uint32_t neach;
     int has_default;
     int default_is_expr;      /* DEFAULT is an expression (now(), ...): its cell is empty */
     const char *default_text; /* as written; NULL without DEFAULT */
@@ -61,6 +65,9 @@ struct datasource {
     struct ds_column columns[DS_MAX_COLUMNS];
     struct ds_setting settings[DS_MAX_SETTINGS];
     struct ds_token tokens[DS_MAX_TOKENS];
+    /* The columns compiled for the JSON engine (json_columns_init_paths), in definition
+     * order: json_line's cells[i] is columns[i]'s value. Owned. */
+    struct json_columns json;
     void *arena; /* private: the blocks holding the strings and steps */
 };
 
@@ -83,9 +90,23 @@ const char *datasource_setting(const struct datasource *ds, const char *key);
 
 /* Appends column c's CSV cell for the value v (as json_line gives it): a missing or null
  * value takes the DEFAULT when there is one, else type_cell decides (\N when Nullable,
- * TYPE_ERR_NULL otherwise). Same contract as type_cell: on refusal out->len is unchanged
- * and *why holds a static message. No allocation beyond out's growth. */
-enum type_result datasource_cell(const struct ds_column *c, const struct cell *v, struct buf *out,
-                                 const char **why);
+ * TYPE_ERR_NULL otherwise); an Array column's elements follow its path past [:]
+ * (type_cell_each). Same contract as type_cell: on refusal out->len is unchanged and *why
+ * holds a static message. No allocation beyond out's growth. Inline: it is every typed
+ * cell's first step. */
+static inline enum type_result datasource_cell(const struct ds_column *c, const struct cell *v,
+                                               struct buf *out, const char **why)
+{
+    if (v->kind != CELL_EMPTY && !c->type.array_depth)
+        return type_scalar_cell(&c->type, v, out, why);
+    if (v->kind == CELL_EMPTY && c->has_default) {
+        if (buf_append(out, c->default_cell, c->default_len)) {
+            *why = "out of memory";
+            return TYPE_ERR_NOMEM;
+        }
+        return TYPE_OK;
+    }
+    return type_cell_each(&c->type, v, c->each, c->neach, out, why);
+}
 
 #endif

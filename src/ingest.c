@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "csv.h"
 
@@ -40,6 +41,94 @@ static void check_kept(struct ingest *g, struct sink *s, int k)
                                "its first rows went with it; send the body again");
 }
 
+/* Counts a refused line under its class and keeps it in the quarantine, if there is one:
+ * raw (untyped), or as a quarantine row for the reasons r[0..nr) (typed). */
+static void refuse(struct ingest *g, enum quarantine_reason why,
+                   const struct quarantine_refusal *r, size_t nr, const char *p, size_t n)
+{
+    const struct ingest_config *cfg = g->cfg;
+    g->stats.invalid++;
+    g->stats.refused[why]++;
+    if (!cfg->quarantine)
+        return;
+    if (cfg->schema) {
+        if (quarantine_row(&g->invalid, &g->clock, time(NULL), r, nr, p, n)) {
+            fail(g, INGEST_ENOMEM, "out of memory keeping a refused line");
+            return;
+        }
+    } else {
+        if (buf_reserve(&g->invalid, n + 1)) {
+            fail(g, INGEST_ENOMEM, "out of memory keeping an invalid line");
+            return;
+        }
+        memcpy(g->invalid.p + g->invalid.len, p, n);
+        g->invalid.p[g->invalid.len + n] = '\n';
+        g->invalid.len += n + 1;
+    }
+    if (g->invalid.len >= cfg->flush_bytes)
+        flush(g, cfg->quarantine, &g->invalid, 1);
+}
+
+/* One byte onto the pending rows: per cell, so not a call. */
+static inline int put_byte(struct buf *b, char c)
+{
+    if (buf_reserve(b, 1))
+        return -1;
+    b->p[b->len++] = c;
+    return 0;
+}
+
+/* A typed line's cells, each checked against its column's type into the pending rows; the
+ * row is kept only when every column passed, else every refusal goes to the quarantine. */
+static void typed_row(struct ingest *g, const char *p, size_t n)
+{
+    const struct datasource *ds = g->cfg->schema;
+    struct buf *rows = &g->rows;
+    size_t start = rows->len, nr = 0;
+    enum quarantine_reason first = QUARANTINE_SYNTAX;
+    const size_t ncolumns = ds->ncolumns; /* read once: rows' stores may alias it */
+    for (size_t i = 0; i < ncolumns; i++) {
+        const struct ds_column *c = &ds->columns[i];
+        const char *why = NULL;
+        if (i && put_byte(rows, ','))
+            goto nomem;
+        enum type_result r = datasource_cell(c, &g->cells[i], rows, &why);
+        if (r == TYPE_OK)
+            continue;
+        if (r == TYPE_ERR_NOMEM)
+            goto nomem;
+        if (!nr)
+            first = quarantine_reason_of(r);
+        g->refusals[nr++] = (struct quarantine_refusal){c->name, why, c->name_len, strlen(why)};
+    }
+    if (nr) {
+        rows->len = start;
+        refuse(g, first, g->refusals, nr, p, n);
+        return;
+    }
+    /* A row of one empty cell is written as "", as csv_row does, so it is not a blank line. */
+    if ((rows->len == start && buf_append(rows, "\"\"", 2)) ||
+        (g->cfg->crlf && put_byte(rows, '\r')) || put_byte(rows, '\n'))
+        goto nomem;
+    g->stats.valid++;
+    if (rows->len >= g->cfg->flush_bytes)
+        flush(g, g->cfg->rows, rows, 0);
+    return;
+nomem:
+    rows->len = start;
+    fail(g, INGEST_ENOMEM, "out of memory encoding a row");
+}
+
+/* "invalid JSON at byte N" for the quarantine: where the strict walk stops. */
+static void refuse_json(struct ingest *g, const char *p, size_t n)
+{
+    char reason[64];
+    char *w = PUT(reason, "invalid JSON at byte ");
+    w = put_u64(w, json_error_offset(p, n));
+    const struct quarantine_refusal r = {NULL, reason, 0, (size_t)(w - reason)};
+    refuse(g, QUARANTINE_JSON, &r, 1, p, n);
+}
+
 static void on_line(void *ctx, const char *p, size_t n)
 {
     struct ingest *g = ctx;
@@ -48,6 +137,10 @@ static void on_line(void *ctx, const char *p, size_t n)
     case LINE_BLANK:
         return;
     case LINE_VALID:
+        if (cfg->schema) {
+            typed_row(g, p, n);
+            return;
+        }
         g->stats.valid++;
         if (csv_row(&g->rows, g->cells, cfg->columns->count, cfg->crlf))
             fail(g, INGEST_ENOMEM, "out of memory encoding a row");
@@ -55,18 +148,10 @@ static void on_line(void *ctx, const char *p, size_t n)
             flush(g, cfg->rows, &g->rows, 0);
         return;
     case LINE_INVALID:
-        g->stats.invalid++;
-        if (!cfg->quarantine)
-            return;
-        if (buf_reserve(&g->invalid, n + 1)) {
-            fail(g, INGEST_ENOMEM, "out of memory keeping an invalid line");
-            return;
-        }
-        memcpy(g->invalid.p + g->invalid.len, p, n);
-        g->invalid.p[g->invalid.len + n] = '\n';
-        g->invalid.len += n + 1;
-        if (g->invalid.len >= cfg->flush_bytes)
-            flush(g, cfg->quarantine, &g->invalid, 1);
+        if (cfg->schema && cfg->quarantine)
+            refuse_json(g, p, n);
+        else
+            refuse(g, QUARANTINE_JSON, NULL, 0, p, n);
         return;
     }
 }
@@ -75,6 +160,7 @@ static void on_oversize(void *ctx, uint64_t len)
 {
     struct ingest *g = ctx;
     g->stats.invalid++;
+    g->stats.refused[QUARANTINE_OVERSIZE]++;
     /* Rare by construction (a client bug or an attack), so stdio is fine here. */
     if (g->cfg->log_prefix)
         fprintf(stderr, "%s: line of %llu bytes is over --max-line %zu: counted invalid, not stored\n",
@@ -208,9 +294,11 @@ static size_t escape_text(char *out, size_t size, const char *s)
 /* Built by hand, not with snprintf: this is every request's response body, and for small
  * bodies snprintf's format walk cost as much as judging the lines (~2,900 instructions of
  * ~17,500 per two-line request, callgrind). */
-int ingest_result_json(const struct ingest_stats *s, const char *error, char *out, size_t size)
+static int result_json(const struct ingest_stats *s, const char *error, int typed, char *out,
+                       size_t size)
 {
-    char text[512], line[1024]; /* 510 bytes of message and 4 numbers of 20 digits fit */
+    /* 510 bytes of message, 4 + QUARANTINE_REASONS numbers of 20 digits and their keys fit */
+    char text[512], line[1536];
     char *w = line;
     if (error) {
         size_t n = escape_text(text, sizeof text, error);
@@ -223,6 +311,17 @@ int ingest_result_json(const struct ingest_stats *s, const char *error, char *ou
     w = put_u64(PUT(w, ", \"records\": {\"valid\": "), s->valid);
     w = put_u64(PUT(w, ", \"invalid\": "), s->invalid);
     w = put_u64(PUT(w, ", \"total\": "), s->valid + s->invalid);
+    if (typed) {
+        w = PUT(w, ", \"refused\": {");
+        for (unsigned k = 0; k < QUARANTINE_REASONS; k++) {
+            const char *name = quarantine_reason_names[k];
+            w = put_bytes(PUT(w, "\""), name, strlen(name));
+            w = put_u64(PUT(w, "\": "), s->refused[k]);
+            if (k + 1 < QUARANTINE_REASONS)
+                w = PUT(w, ", ");
+        }
+        w = PUT(w, "}");
+    }
     w = PUT(w, "}}}}\n");
     size_t len = (size_t)(w - line);
     if (size) { /* snprintf's contract: cut to fit, always terminated, the full length returned */
@@ -231,6 +330,17 @@ int ingest_result_json(const struct ingest_stats *s, const char *error, char *ou
         out[n] = '\0';
     }
     return (int)len;
+}
+
+int ingest_result_json(const struct ingest_stats *s, const char *error, char *out, size_t size)
+{
+    return result_json(s, error, 0, out, size);
+}
+
+int ingest_typed_result_json(const struct ingest_stats *s, const char *error, char *out,
+                             size_t size)
+{
+    return result_json(s, error, 1, out, size);
 }
 
 int ingest_stats_json(const struct ingest_stats *s, char *out, size_t size)

@@ -7,18 +7,26 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "datasource.h"
 #include "decode.h"
 #include "json.h"
 #include "lines.h"
+#include "quarantine.h"
 #include "sink.h"
 
 struct ingest_config {
     const struct json_columns *columns;
+    /* A typed dataset (columns is then &schema->json), or NULL for untyped rows: top-level
+     * values copied as text, invalid lines raw into the quarantine (POST /, plain convert).
+     * With a schema each cell goes through datasource_cell, and a line that is not JSON or
+     * breaks a column's type goes to the quarantine as one quarantine.h row. Read-only,
+     * the caller's, alive while a body is being ingested. */
+    const struct datasource *schema;
     size_t max_line;
     int crlf;
     size_t flush_bytes;      /* pending rows are written once they pass this (whole rows) */
     struct sink *rows;       /* CSV rows */
-    struct sink *quarantine; /* invalid lines, raw; NULL to drop them */
+    struct sink *quarantine; /* refused lines (raw, or quarantine rows with a schema); NULL to drop them */
     const char *log_prefix;  /* oversize lines are logged as "PREFIX: line of N bytes..."; NULL: not logged */
     uint64_t max_inflate;    /* compressed bodies: inflated bytes allowed, 0 = no limit */
     unsigned max_ratio;      /* compressed bodies: inflated/compressed bytes allowed, 0 = no limit */
@@ -27,7 +35,8 @@ struct ingest_config {
 struct ingest_stats {
     uint64_t bytes;   /* body bytes as received (before content decoding) */
     uint64_t decoded; /* bytes after content decoding */
-    uint64_t valid, invalid;
+    uint64_t valid, invalid; /* rows written; lines refused (kept in the quarantine or not) */
+    uint64_t refused[QUARANTINE_REASONS]; /* invalid by class: they sum to it */
     uint64_t written; /* bytes written to the rows and quarantine sinks */
 };
 
@@ -50,6 +59,8 @@ struct ingest {
     enum ingest_status status;
     char error[256];
     struct cell cells[JSON_MAX_COLUMNS];
+    struct quarantine_refusal refusals[JSON_MAX_COLUMNS]; /* a typed line's, being collected */
+    struct quarantine_clock clock;
 };
 
 /* Prepares a reusable pipeline (one per connection); memory is kept between bodies. */
@@ -86,5 +97,10 @@ int ingest_stats_json(const struct ingest_stats *s, char *out, size_t size);
  * {"result": {"status": "error", "error": "MSG", "stats": {...}}} with MSG JSON-escaped (bytes
  * outside printable ASCII as '?') and cut at 510 bytes; error NULL gives ingest_stats_json's. */
 int ingest_result_json(const struct ingest_stats *s, const char *error, char *out, size_t size);
+/* ingest_result_json with the refused lines by class inside "records", after "total":
+ * "refused": {"json": N, "oversize": N, "null": N, ...} (every class of quarantine.h, in its
+ * order): the stats line of a typed convert. */
+int ingest_typed_result_json(const struct ingest_stats *s, const char *error, char *out,
+                             size_t size);
 
 #endif

@@ -968,3 +968,133 @@ void json_follow(const char *text, size_t n, const struct json_step *steps, size
         *out = (struct cell){text + i, (uint32_t)(e - i), CELL_RAW};
     }
 }
+
+/* ---- where an invalid line fails ----------------------------------------------------- */
+
+/* i is just after an opening quote: the index of the closing quote, or of the byte where
+ * the string stops being valid (n when it is unterminated). */
+static size_t string_stop(const u8 *p, size_t i, size_t n)
+{
+    while (i < n && p[i] != '"') {
+        size_t next = p[i] == '\\' ? escape_seq(p, i, n)
+                      : p[i] >= 0x80 ? utf8_seq(p, i, n)
+                      : p[i] >= 0x20 ? i + 1 : 0;
+        if (!next)
+            return i;
+        i = next;
+    }
+    return i;
+}
+
+/* The strict walk's grammar again, tracking the position, for the quarantine's "invalid
+ * JSON at byte N": only refused lines come here, so it favours plainness over speed. */
+size_t json_error_offset(const char *line, size_t n)
+{
+    const u8 *p = (const u8 *)line;
+    uint64_t obj[JSON_MAX_DEPTH / 64] = {0}; /* one bit per open container: 1 = object */
+    unsigned d = 0;
+    size_t i = skip_ws(p, 0, n);
+    if (i == n)
+        return SIZE_MAX; /* blank */
+    if (p[i] != '{')
+        return i;
+    goto open;
+
+value: /* i < n, a value expected */
+    switch (p[i]) {
+    case '{':
+    case '[':
+        if (d == JSON_MAX_DEPTH)
+            return i;
+    open: /* p[i] opens a container at depth d + 1 */
+        obj[d >> 6] = (obj[d >> 6] & ~(1ULL << (d & 63))) | (uint64_t)(p[i] == '{') << (d & 63);
+        d++;
+        i = skip_ws(p, i + 1, n);
+        if (i >= n)
+            return n;
+        if (p[i] == (obj[(d - 1) >> 6] >> ((d - 1) & 63) & 1 ? '}' : ']'))
+            goto close;
+        if (obj[(d - 1) >> 6] >> ((d - 1) & 63) & 1)
+            goto key;
+        goto value;
+    case '"':
+        i = string_stop(p, i + 1, n);
+        if (i >= n || p[i] != '"')
+            return i;
+        i++;
+        break;
+    case 't':
+    case 'f':
+    case 'n': {
+        const char *lit = p[i] == 't' ? "true" : p[i] == 'f' ? "false" : "null";
+        for (; *lit; lit++, i++)
+            if (i >= n || p[i] != (u8)*lit)
+                return i < n ? i : n;
+        break;
+    }
+    case '-':
+    case '0' ... '9':
+        if (p[i] == '-' && (++i >= n || !is_digit(p[i])))
+            return i < n ? i : n;
+        if (p[i] == '0')
+            i++;
+        else
+            while (i < n && is_digit(p[i]))
+                i++;
+        if (i < n && p[i] == '.') {
+            if (++i >= n || !is_digit(p[i]))
+                return i < n ? i : n;
+            while (i < n && is_digit(p[i]))
+                i++;
+        }
+        if (i < n && (p[i] | 0x20) == 'e') {
+            if (++i < n && (p[i] == '+' || p[i] == '-'))
+                i++;
+            if (i >= n || !is_digit(p[i]))
+                return i < n ? i : n;
+            while (i < n && is_digit(p[i]))
+                i++;
+        }
+        break;
+    default:
+        return i;
+    }
+
+after: /* a value ended at i, inside depth d */
+    i = skip_ws(p, i, n);
+    if (i >= n)
+        return n;
+    if (p[i] == ',') {
+        i = skip_ws(p, i + 1, n);
+        if (i >= n)
+            return n;
+        if (obj[(d - 1) >> 6] >> ((d - 1) & 63) & 1)
+            goto key;
+        goto value;
+    }
+    if (p[i] != (obj[(d - 1) >> 6] >> ((d - 1) & 63) & 1 ? '}' : ']'))
+        return i;
+
+close: /* p[i] closes depth d */
+    i++;
+    if (--d)
+        goto after;
+    i = skip_ws(p, i, n);
+    return i == n ? SIZE_MAX : i;
+
+key: /* i < n, a member's key expected */
+    if (p[i] != '"')
+        return i;
+    i = string_stop(p, i + 1, n);
+    if (i >= n || p[i] != '"')
+        return i;
+    i = skip_ws(p, i + 1, n);
+    if (i >= n)
+        return n;
+    if (p[i] != ':')
+        return i;
+    i = skip_ws(p, i + 1, n);
+    if (i >= n)
+        return n;
+    goto value;
+}

@@ -114,6 +114,13 @@ int json_engine_select(const char *name);
 void json_follow(const char *p, size_t n, const struct json_step *steps, size_t nsteps,
                  struct cell *out);
 
+/* Where the line p[0..n), which json_line judged LINE_INVALID, stops being JSON: the offset
+ * of the first byte no valid line could have there (a bad escape or UTF-8 sequence is
+ * reported at its first byte), or n when the line ends before its object does. SIZE_MAX
+ * for a line json_line accepts or finds blank. For the quarantine's reason: it walks the
+ * line again, slowly. Allocates nothing. */
+size_t json_error_offset(const char *p, size_t n);
+
 /* Writes the unescaped UTF-8 text of a string span that json_line accepted into dst, which
  * needs room for len bytes (unescaping never lengthens; dst may be p itself); returns the
  * length written. A surrogate pair becomes one 4-byte sequence. */

@@ -89,6 +89,12 @@ static const struct option_row rows[] = {
      .help = "do not keep invalid lines in DIR/NAME-YYYY-MM-DD.invalid.ndjson"},
     {ROW_FLAG("reuseport", reuseport),
      .help = "one SO_REUSEPORT socket per worker instead of one shared socket"},
+    {ROW_FILE("datasource", "FILE", datasource), .convert = 1, .convert_only = 1,
+     .help = "convert: typed rows by the dataset definition FILE (doc/datasets.md) instead of "
+             "--columns"},
+    {ROW_FILE("quarantine-file", "F", quarantine_file), .convert = 1, .convert_only = 1,
+     .help = "convert: write refused lines to F (quarantine rows with --datasource, else "
+             "raw), truncating it first"},
     {ROW_STRING("datasets", "DIR", datasets, NULL), .schema = 1, .schema_only = 1,
      .help = "schema: the directory of NAME.datasource definitions"},
     {ROW_FLAG("clickhouse", clickhouse), .schema = 1, .schema_only = 1,
@@ -465,7 +471,7 @@ int options_parse(struct options *o, int argc, char **argv)
     for (size_t i = 0; i < NROWS; i++) {
         if ((o->command == CMD_CONVERT && !rows[i].convert) ||
             (o->command == CMD_SCHEMA && !rows[i].schema) ||
-            (o->command == CMD_SERVE && rows[i].schema_only))
+            (o->command == CMD_SERVE && (rows[i].schema_only || rows[i].convert_only)))
             continue;
         longopts[n++] = (struct option){rows[i].name, rows[i].arg ? required_argument : no_argument,
                                         NULL, ROW_VAL + (int)i};

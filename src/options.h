@@ -49,6 +49,8 @@ struct options {
     /* convert */
     char **files;
     int nfiles;
+    const char *datasource;      /* a NAME.datasource: typed rows instead of --columns */
+    const char *quarantine_file; /* refused lines go here (truncated first), or NULL */
     /* schema */
     const char *dataset;  /* NAME: the command's one argument */
     const char *datasets; /* DIR holding NAME.datasource */
@@ -81,6 +83,7 @@ struct option_row {
     int convert;           /* also accepted by `ndingest convert` */
     int schema;            /* also accepted by `ndingest schema` */
     int schema_only;       /* accepted by `ndingest schema` only, not by serve */
+    int convert_only;      /* accepted by `ndingest convert` only, not by serve */
     const char *arg;       /* the value's name in --help ("N", "SIZE"), NULL without a value */
     size_t offset, size;   /* the field in struct options (not for CUSTOM and ACTION) */
     uint64_t min, max;     /* UINT, SECONDS, SIZE: the accepted range */

@@ -4,6 +4,8 @@
 
 #include <string.h>
 
+#include "simd.h"
+
 /* MARK: - The scalar types */
 
 struct scalar {
@@ -335,10 +337,11 @@ struct number {
 static int digit(char c) { return c >= '0' && c <= '9'; }
 
 /* Splits p[0..n) by RFC 8259's number grammar; 0, or -1 when it is not a number. */
-static int scan_number(const char *p, size_t n, struct number *x)
+static inline __attribute__((always_inline)) int scan_number(const char *p, size_t n,
+                                                             struct number *x)
 {
     size_t i = 0;
-    memset(x, 0, sizeof *x);
+    *x = (struct number){0};
     if (i < n && p[i] == '-') {
         x->neg = 1;
         i++;
@@ -413,13 +416,34 @@ static long num_bounds(const struct number *x, long *last)
 /* MARK: - Cells */
 
 /* Cells are appended piece by piece; type_cell takes a refused one back by its start. */
-static int put(struct buf *out, const char *p, size_t n) { return buf_append(out, p, n); }
+/* Short copies (numbers) byte by byte: cheaper than a call to memcpy. */
+static inline char *put_short(char *w, const char *p, size_t n)
+{
+    if (n > 24)
+        return put_bytes(w, p, n);
+    while (n--)
+        *w++ = *p++;
+    return w;
+}
 
-static int put_c(struct buf *out, char c) { return buf_append(out, &c, 1); }
+static inline int put(struct buf *out, const char *p, size_t n)
+{
+    if (buf_reserve(out, n))
+        return -1;
+    out->len = (size_t)(put_short(out->p + out->len, p, n) - out->p);
+    return 0;
+}
 
-/* Closes a CSV-quoted cell opened with '"' at start: doubles the quotes of its text, moving
- * it right from the back (never over bytes still to be read), and adds the closing quote. */
-static int close_quoted(struct buf *out, size_t start)
+static inline int put_c(struct buf *out, char c)
+{
+    if (buf_reserve(out, 1))
+        return -1;
+    out->p[out->len++] = c;
+    return 0;
+}
+
+/* Moves the text right from the back, never over bytes still to be read. */
+int type_csv_quote(struct buf *out, size_t start)
 {
     size_t quotes = 0;
     for (size_t i = start + 1; i < out->len; i++)
@@ -439,8 +463,7 @@ static int close_quoted(struct buf *out, size_t start)
     return 0;
 }
 
-/* In arrays, ClickHouse reads strings single-quoted with backslash escapes. */
-static int put_array_string(struct buf *out, const char *p, size_t n)
+int type_array_string(struct buf *out, const char *p, size_t n)
 {
     if (buf_reserve(out, 2 * n + 2))
         return -1;
@@ -526,16 +549,68 @@ static int two(const char *p)
 struct instant {
     int64_t sec;
     uint32_t nsec;
+    /* A string already in the written form up to its fraction (YYYY-MM-DD, or YYYY-MM-DD,
+     * T or space, hh:mm:ss, then no offset, Z or a zero one): the cell is copied from it,
+     * not formatted from sec (most date-times are sent that way); else NULL. */
+    const char *canon;
+    const char *frac; /* the fraction's digits in canon, frac_len of them */
+    size_t frac_len;
+    /* Known to lie inside every type's range (years 1971 to 2105), and sec not computed:
+     * with canon set, nothing else needs it. */
+    int mid;
 };
 
 #define D1900 (-25567LL) /* days_from_civil(1900, 1, 1) */
 #define D2300 (120530LL) /* days_from_civil(2300, 1, 1) */
 #define D2149 (65535LL)  /* days_from_civil(2149, 6, 6): Date is 16 bits of days */
 
+/* Whether the eight bytes x hold digits where mask has 0xFF bytes (the others are made
+ * '0'): every byte checked at once, 0x30..0x39 being high nibble 3 with no carry from +6. */
+static inline int digits_at(uint64_t x, uint64_t mask)
+{
+    x = (x & mask) | (0x3030303030303030ULL & ~mask);
+    return ((x & 0xF0F0F0F0F0F0F0F0ULL) |
+            (((x + 0x0606060606060606ULL) & 0xF0F0F0F0F0F0F0F0ULL) >> 4)) == 0x3333333333333333ULL;
+}
+
+/* Two digits at p known to be digits. */
+static inline int two_known(const char *p) { return (p[0] - '0') * 10 + (p[1] - '0'); }
+
+/* parse_when for the form most date-times come in, YYYY-MM-DD hh:mm:ss (or T), checked
+ * eight bytes at a time: 1 when p[0..n) is that form (its verdict then in *r), 0 when the
+ * general parser must read it. */
+static int parse_canonical(const char *p, size_t n, struct instant *at, enum type_result *r)
+{
+    const unsigned char *u = (const unsigned char *)p;
+    if (n != 19 || p[4] != '-' || p[7] != '-' || (p[10] != ' ' && p[10] != 'T') ||
+        p[13] != ':' || p[16] != ':' || !digits_at(load64(u), 0x00FFFF00FFFFFFFFULL) ||
+        !digits_at(load64(u + 8), 0xFFFF00FFFF00FFFFULL) || !digit(p[17]) || !digit(p[18]))
+        return 0;
+    int y = two_known(p) * 100 + two_known(p + 2), mo = two_known(p + 5), dd = two_known(p + 8),
+        hh = two_known(p + 11), mi = two_known(p + 14), ss = two_known(p + 17);
+    if (mo < 1 || mo > 12 || dd < 1 || (unsigned)dd > month_days(y, (unsigned)mo) || hh > 23 ||
+        mi > 59 || ss > 59) {
+        *r = TYPE_ERR_DATE;
+        return 1;
+    }
+    at->mid = y > 1970 && y < 2106;
+    if (!at->mid)
+        at->sec = days_from_civil(y, (unsigned)mo, (unsigned)dd) * 86400 + hh * 3600 + mi * 60 + ss;
+    at->nsec = 0;
+    at->canon = p;
+    at->frac = NULL;
+    at->frac_len = 0;
+    *r = TYPE_OK;
+    return 1;
+}
+
 /* Parses YYYY-MM-DD, and unless date_only, an optional time: (T or space) hh:mm[:ss[.f]]
  * then Z, +hh, +hhmm or +hh:mm (or -). 0, or a type_result. */
 static enum type_result parse_when(const char *p, size_t n, int date_only, struct instant *at)
 {
+    enum type_result r;
+    if (!date_only && parse_canonical(p, n, at, &r))
+        return r;
     if (n < 10 || !digit(p[0]) || !digit(p[1]) || p[4] != '-' || p[7] != '-')
         return TYPE_ERR_SYNTAX;
     int yh = two(p), yl = two(p + 2), mo = two(p + 5), dd = two(p + 8);
@@ -547,6 +622,10 @@ static enum type_result parse_when(const char *p, size_t n, int date_only, struc
     int64_t sec = days_from_civil(y, (unsigned)mo, (unsigned)dd) * 86400;
     uint32_t nsec = 0;
     size_t i = 10;
+    at->canon = date_only ? p : NULL;
+    at->frac = NULL;
+    at->frac_len = 0;
+    at->mid = 0;
     if (i < n) {
         if (date_only || (p[i] != 'T' && p[i] != ' ') || n - i < 6 || p[i + 3] != ':')
             return TYPE_ERR_SYNTAX;
@@ -558,6 +637,7 @@ static enum type_result parse_when(const char *p, size_t n, int date_only, struc
             if (n - i < 3 || (ss = two(p + i + 1)) < 0)
                 return TYPE_ERR_SYNTAX;
             i += 3;
+            at->canon = p;
             if (i < n && p[i] == '.') {
                 size_t f = ++i;
                 uint32_t scale = 100000000;
@@ -568,6 +648,8 @@ static enum type_result parse_when(const char *p, size_t n, int date_only, struc
                 }
                 if (i == f)
                     return TYPE_ERR_SYNTAX;
+                at->frac = p + f;
+                at->frac_len = i - f;
             }
         }
         if (hh > 23 || mi > 59 || ss > 59)
@@ -588,6 +670,8 @@ static enum type_result parse_when(const char *p, size_t n, int date_only, struc
                     return TYPE_ERR_SYNTAX;
                 if (oh > 23 || om > 59)
                     return TYPE_ERR_DATE;
+                if (oh || om)
+                    at->canon = NULL;
                 sec -= sign * (oh * 3600 + om * 60); /* local = UTC + offset */
                 i = n;
             }
@@ -622,6 +706,8 @@ static enum type_result parse_unix(const struct number *x, struct instant *at)
     }
     at->sec = s;
     at->nsec = ns;
+    at->canon = NULL;
+    at->mid = 0;
     return TYPE_OK;
 }
 
@@ -632,21 +718,16 @@ static char *put2(char *w, unsigned v)
     return w;
 }
 
-/* Writes the instant as ClickHouse's basic text form in UTC: YYYY-MM-DD, or
- * YYYY-MM-DD hh:mm:ss, plus digits decimals (truncated, as ClickHouse does). */
-static int put_when(struct buf *out, const struct instant *at, int date_only, unsigned digits,
-                    int quote)
+/* Writes the instant as ClickHouse's basic text form in UTC at w (at most 29 bytes):
+ * YYYY-MM-DD, or YYYY-MM-DD hh:mm:ss, plus digits decimals (truncated, as ClickHouse does).
+ * Returns the new end. */
+static char *when_text(char *w, const struct instant *at, int date_only, unsigned digits)
 {
-    if (buf_reserve(out, 32))
-        return -1;
     int64_t days = at->sec >= 0 ? at->sec / 86400 : -((-at->sec + 86399) / 86400);
     int64_t rem = at->sec - days * 86400;
     int y;
     unsigned m, d;
     civil_from_days(days, &y, &m, &d);
-    char *w = out->p + out->len;
-    if (quote)
-        *w++ = '\'';
     w = put2(w, (unsigned)y / 100);
     w = put2(w, (unsigned)y % 100);
     *w++ = '-';
@@ -667,10 +748,44 @@ static int put_when(struct buf *out, const struct instant *at, int date_only, un
                 *w++ = (char)('0' + at->nsec / scale % 10);
         }
     }
+    return w;
+}
+
+/* when_text as a cell, single-quoted inside arrays. */
+static int put_when(struct buf *out, const struct instant *at, int date_only, unsigned digits,
+                    int quote)
+{
+    if (buf_reserve(out, 32))
+        return -1;
+    char *w = out->p + out->len;
+    if (quote)
+        *w++ = '\'';
+    if (at->canon) {
+        w = put_bytes(w, at->canon, 10);
+        if (!date_only) {
+            *w++ = ' ';
+            w = put_bytes(w, at->canon + 11, 8);
+            if (digits) {
+                size_t f = at->frac_len < digits ? at->frac_len : digits;
+                *w++ = '.';
+                w = put_bytes(w, at->frac, f);
+                for (; f < digits; f++)
+                    *w++ = '0';
+            }
+        }
+    } else {
+        w = when_text(w, at, date_only, digits);
+    }
     if (quote)
         *w++ = '\'';
     out->len = (size_t)(w - out->p);
     return 0;
+}
+
+void type_datetime_text(int64_t sec, char dst[TYPE_DATETIME_LEN])
+{
+    const struct instant at = {.sec = sec};
+    when_text(dst, &at, 0, 0);
 }
 
 /* MARK: - Checking one value */
@@ -703,11 +818,14 @@ static enum type_result check_integer(unsigned kind, const struct number *x, str
     }
     const struct scalar *sc = &scalars[kind];
     int zero = x->il == 1 && x->ip[0] == '0';
-    if (x->neg && !zero && (!sc->min || cmp_digits(x->ip, x->il, sc->min) > 0)) {
+    /* Every integer type holds two digits either way (but unsigned ones no sign): only
+     * longer numbers are compared with the bounds. */
+    if (x->neg && !zero &&
+        (!sc->min || (x->il > 2 && cmp_digits(x->ip, x->il, sc->min) > 0))) {
         *why = sc->range;
         return TYPE_ERR_RANGE;
     }
-    if (!x->neg && cmp_digits(x->ip, x->il, sc->max) > 0) {
+    if (!x->neg && x->il > 2 && cmp_digits(x->ip, x->il, sc->max) > 0) {
         *why = sc->range;
         return TYPE_ERR_RANGE;
     }
@@ -719,10 +837,11 @@ static enum type_result check_integer(unsigned kind, const struct number *x, str
 static enum type_result check_float(unsigned kind, const struct number *x, const char *p, size_t n,
                                     struct buf *out, const char **why)
 {
-    long last, first = num_bounds(x, &last);
-    if (first >= 0) {
+    long emax = kind == TYPE_FLOAT32 ? 38 : 308;
+    long last, first = -1;
+    /* Without an exponent, fewer integer digits than the largest value has are in range. */
+    if ((x->has_exp || (long)x->il > emax) && (first = num_bounds(x, &last)) >= 0) {
         const struct scalar *sc = &scalars[kind];
-        long emax = kind == TYPE_FLOAT32 ? 38 : 308;
         long e = (long)x->il - 1 - first + x->exp; /* the decimal exponent of the first digit */
         int over = e > emax;
         if (e == emax) { /* compare the significant digits with the threshold's */
@@ -745,9 +864,44 @@ static enum type_result check_float(unsigned kind, const struct number *x, const
     return TYPE_OK;
 }
 
+/* check_decimal for a number without an exponent (as money is sent): its digits are
+ * written as they are, less the fraction's trailing zeros. */
+static enum type_result check_plain_decimal(const struct type *t, const struct number *x,
+                                            struct buf *out, const char **why)
+{
+    size_t il = x->il == 1 && x->ip[0] == '0' ? 0 : x->il, fl = x->fl;
+    while (fl && x->fp[fl - 1] == '0')
+        fl--;
+    if (il > (size_t)(t->precision - t->scale)) {
+        *why = scalars[TYPE_DECIMAL].range;
+        return TYPE_ERR_PRECISION;
+    }
+    if (fl > t->scale) {
+        *why = scale_msg[t->scale];
+        return TYPE_ERR_SCALE;
+    }
+    if (buf_reserve(out, il + fl + 3))
+        return TYPE_ERR_NOMEM;
+    char *w = out->p + out->len;
+    if (x->neg && (il || fl))
+        *w++ = '-';
+    if (il)
+        w = put_short(w, x->ip, il);
+    else
+        *w++ = '0';
+    if (fl) {
+        *w++ = '.';
+        w = put_short(w, x->fp, fl);
+    }
+    out->len = (size_t)(w - out->p);
+    return TYPE_OK;
+}
+
 static enum type_result check_decimal(const struct type *t, const struct number *x, struct buf *out,
                                       const char **why)
 {
+    if (!x->has_exp)
+        return check_plain_decimal(t, x, out, why);
     long last, first = num_bounds(x, &last);
     if (first < 0)
         return put_c(out, '0') ? TYPE_ERR_NOMEM : TYPE_OK;
@@ -835,32 +989,13 @@ static enum type_result check_uuid(const char *p, size_t n, struct buf *out, int
 /* Dates, times and UUIDs are short: an escaped one is unescaped into a small stack copy. */
 #define SHORT_TEXT 64
 
-static enum type_result check_when(const struct type *t, const struct cell *v, struct buf *out,
-                                   int quote, const char **why)
+/* A parsed instant's cell, or the message for parse_when's or parse_unix's verdict r. */
+static enum type_result put_instant(const struct type *t, enum type_result r,
+                                    const struct instant *at, struct buf *out, int in_array,
+                                    const char **why)
 {
     unsigned k = t->kind;
     int date_only = k == TYPE_DATE || k == TYPE_DATE32;
-    struct instant at;
-    enum type_result r;
-    if (v->kind == CELL_RAW) {
-        struct number x;
-        if (date_only || scan_number(v->p, v->len, &x)) {
-            *why = kind_msg[k];
-            return TYPE_ERR_KIND;
-        }
-        r = parse_unix(&x, &at);
-    } else {
-        char tmp[SHORT_TEXT];
-        const char *p = v->p;
-        size_t n = v->len;
-        if (v->kind == CELL_STRING_ESCAPED) {
-            if (n > SHORT_TEXT)
-                return *why = "not a valid date or time", TYPE_ERR_SYNTAX;
-            n = json_unescape(p, n, tmp);
-            p = tmp;
-        }
-        r = parse_when(p, n, date_only, &at);
-    }
     if (r == TYPE_ERR_SYNTAX) {
         *why = date_only ? "not a date (YYYY-MM-DD)"
                          : "not a date and time (YYYY-MM-DD hh:mm:ss, ISO 8601)";
@@ -886,89 +1021,138 @@ static enum type_result check_when(const struct type *t, const struct cell *v, s
         lo = D1900 * 86400, hi = D2300 * 86400 - 1;
         break;
     }
-    if (at.sec < lo || at.sec > hi) {
+    if (!at->mid && (at->sec < lo || at->sec > hi)) {
         *why = scalars[k].range;
         return TYPE_ERR_RANGE;
     }
-    if (put_when(out, &at, date_only, k == TYPE_DATETIME64 ? t->precision : 0, quote))
+    if (put_when(out, at, date_only, k == TYPE_DATETIME64 ? t->precision : 0, in_array))
         return TYPE_ERR_NOMEM;
     return TYPE_OK;
 }
 
-/* One scalar value (never empty). in_array: write it as an Array element (strings,
- * dates and UUIDs single-quoted) rather than as a whole CSV cell. */
-static enum type_result check_scalar(const struct type *t, const struct cell *v, struct buf *out,
-                                     int in_array, const char **why)
+/* check_when for Unix seconds and for escaped strings, out of the common path's frame. */
+static __attribute__((noinline)) enum type_result
+check_when_rare(const struct type *t, const struct cell *v, struct buf *out, int in_array,
+                const char **why)
 {
     unsigned k = t->kind;
-    if (k == TYPE_STRING) {
-        /* Numbers, booleans, objects and arrays are kept as their JSON text, as
-         * ClickHouse's JSON input does for String columns. */
-        size_t n = v->len;
-        if (in_array) {
-            if (v->kind != CELL_STRING_ESCAPED)
-                return put_array_string(out, v->p, n) ? TYPE_ERR_NOMEM : TYPE_OK;
-            /* unescape into scratch past the room the escaped form needs */
-            if (buf_reserve(out, 3 * n + 2))
-                return TYPE_ERR_NOMEM;
-            /* the escaped text (at most 2 ul + 2 bytes) ends before tmp begins */
-            char *tmp = out->p + out->len + 2 * n + 2;
-            size_t ul = json_unescape(v->p, n, tmp);
-            return put_array_string(out, tmp, ul) ? TYPE_ERR_NOMEM : TYPE_OK;
-        }
-        /* Always quoted: ClickHouse trims blanks around unquoted fields and reads an
-         * unquoted \N as NULL, so quoting is what makes the text come back exactly. */
-        size_t start = out->len;
-        if (buf_reserve(out, n + 2))
-            return TYPE_ERR_NOMEM;
-        out->p[out->len++] = '"';
-        if (v->kind == CELL_STRING_ESCAPED)
-            out->len += json_unescape(v->p, n, out->p + out->len);
-        else if (n)
-            memcpy(out->p + out->len, v->p, n), out->len += n;
-        return close_quoted(out, start) ? TYPE_ERR_NOMEM : TYPE_OK;
-    }
-    if (k >= TYPE_DATE && k <= TYPE_DATETIME64)
-        return check_when(t, v, out, in_array, why);
-    if (k == TYPE_UUID) {
-        char tmp[SHORT_TEXT];
-        const char *p = v->p;
-        size_t n = v->len;
-        if (v->kind == CELL_RAW) {
+    int date_only = k == TYPE_DATE || k == TYPE_DATE32;
+    struct instant at;
+    enum type_result r;
+    char tmp[SHORT_TEXT]; /* an escaped string's text: at.canon may point into it */
+    if (v->kind == CELL_RAW) {
+        struct number x;
+        if (date_only || scan_number(v->p, v->len, &x)) {
             *why = kind_msg[k];
             return TYPE_ERR_KIND;
         }
-        if (v->kind == CELL_STRING_ESCAPED) {
-            if (n > SHORT_TEXT)
-                n = 0;
-            else
-                n = json_unescape(p, n, tmp), p = tmp;
-        }
-        enum type_result r = check_uuid(p, n, out, in_array);
-        if (r == TYPE_ERR_SYNTAX)
-            *why = "not a UUID (8-4-4-4-12 hex digits)";
-        return r;
+        r = parse_unix(&x, &at);
+    } else {
+        if (v->len > SHORT_TEXT)
+            return *why = "not a valid date or time", TYPE_ERR_SYNTAX;
+        size_t n = json_unescape(v->p, v->len, tmp);
+        r = parse_when(tmp, n, date_only, &at);
     }
-    /* Numbers and Bool take only JSON numbers and literals: a quoted "3" is a string, and
-     * Tinybird quarantines it too. */
-    struct number x;
-    if (v->kind != CELL_RAW) {
-        *why = kind_msg[k];
+    return put_instant(t, r, &at, out, in_array, why);
+}
+
+static enum type_result check_when(const struct type *t, const struct cell *v, struct buf *out,
+                                   int in_array, const char **why)
+{
+    if (v->kind != CELL_STRING)
+        return check_when_rare(t, v, out, in_array, why);
+    struct instant at;
+    int date_only = t->kind == TYPE_DATE || t->kind == TYPE_DATE32;
+    enum type_result r = parse_when(v->p, v->len, date_only, &at);
+    return put_instant(t, r, &at, out, in_array, why);
+}
+
+/* MARK: - One scalar value */
+
+/* The scalar families' checks (type_scalar_cells): one function per family, found by kind in
+ * a table, so that a cell costs one indirect call rather than a chain of tests in one large
+ * frame. */
+
+static enum type_result cell_string(const struct type *t, const struct cell *v, struct buf *out,
+                                    int in_array, const char **why)
+{
+    (void)t, (void)why;
+    /* Numbers, booleans, objects and arrays are kept as their JSON text, as ClickHouse's
+     * JSON input does for String columns. */
+    size_t n = v->len;
+    if (in_array) {
+        if (v->kind != CELL_STRING_ESCAPED)
+            return type_array_string(out, v->p, n) ? TYPE_ERR_NOMEM : TYPE_OK;
+        /* unescape into scratch past the room the escaped form needs */
+        if (buf_reserve(out, 3 * n + 2))
+            return TYPE_ERR_NOMEM;
+        /* the escaped text (at most 2 ul + 2 bytes) ends before tmp begins */
+        char *tmp = out->p + out->len + 2 * n + 2;
+        size_t ul = json_unescape(v->p, n, tmp);
+        return type_array_string(out, tmp, ul) ? TYPE_ERR_NOMEM : TYPE_OK;
+    }
+    /* Always quoted: ClickHouse trims blanks around unquoted fields and reads an unquoted
+     * \N as NULL, so quoting is what makes the text come back exactly. */
+    size_t start = out->len;
+    if (buf_reserve(out, n + 2))
+        return TYPE_ERR_NOMEM;
+    out->p[out->len++] = '"';
+    if (v->kind == CELL_STRING_ESCAPED)
+        out->len += json_unescape(v->p, n, out->p + out->len);
+    else if (n)
+        memcpy(out->p + out->len, v->p, n), out->len += n;
+    return type_csv_quote(out, start) ? TYPE_ERR_NOMEM : TYPE_OK;
+}
+
+static enum type_result cell_uuid(const struct type *t, const struct cell *v, struct buf *out,
+                                  int in_array, const char **why)
+{
+    char tmp[SHORT_TEXT];
+    const char *p = v->p;
+    size_t n = v->len;
+    if (v->kind == CELL_RAW) {
+        *why = kind_msg[t->kind];
         return TYPE_ERR_KIND;
     }
-    if (k == TYPE_BOOL) {
-        const char *s = NULL;
+    if (v->kind == CELL_STRING_ESCAPED) {
+        if (n > SHORT_TEXT)
+            n = 0;
+        else
+            n = json_unescape(p, n, tmp), p = tmp;
+    }
+    enum type_result r = check_uuid(p, n, out, in_array);
+    if (r == TYPE_ERR_SYNTAX)
+        *why = "not a UUID (8-4-4-4-12 hex digits)";
+    return r;
+}
+
+/* Numbers and Bool take only JSON numbers and literals: a quoted "3" is a string, and
+ * Tinybird quarantines it too. */
+static enum type_result cell_bool(const struct type *t, const struct cell *v, struct buf *out,
+                                  int in_array, const char **why)
+{
+    (void)in_array;
+    const char *s = NULL;
+    if (v->kind == CELL_RAW) {
         if ((v->len == 4 && memcmp(v->p, "true", 4) == 0) || (v->len == 1 && v->p[0] == '1'))
             s = "true";
         else if ((v->len == 5 && memcmp(v->p, "false", 5) == 0) || (v->len == 1 && v->p[0] == '0'))
             s = "false";
-        if (!s) {
-            *why = kind_msg[k];
-            return TYPE_ERR_KIND;
-        }
-        return put(out, s, strlen(s)) ? TYPE_ERR_NOMEM : TYPE_OK;
     }
-    if (scan_number(v->p, v->len, &x)) {
+    if (!s) {
+        *why = kind_msg[t->kind];
+        return TYPE_ERR_KIND;
+    }
+    return put(out, s, strlen(s)) ? TYPE_ERR_NOMEM : TYPE_OK;
+}
+
+static enum type_result cell_number(const struct type *t, const struct cell *v, struct buf *out,
+                                    int in_array, const char **why)
+{
+    (void)in_array;
+    unsigned k = t->kind;
+    struct number x;
+    if (v->kind != CELL_RAW || scan_number(v->p, v->len, &x)) {
         *why = kind_msg[k];
         return TYPE_ERR_KIND;
     }
@@ -977,6 +1161,20 @@ static enum type_result check_scalar(const struct type *t, const struct cell *v,
     if (k == TYPE_DECIMAL)
         return check_decimal(t, &x, out, why);
     return check_float(k, &x, v->p, v->len, out, why);
+}
+
+const type_scalar_fn type_scalar_cells[TYPE_UUID + 1] = {
+    [TYPE_INT8... TYPE_DECIMAL] = cell_number,
+    [TYPE_STRING] = cell_string,
+    [TYPE_BOOL] = cell_bool,
+    [TYPE_DATE... TYPE_DATETIME64] = check_when,
+    [TYPE_UUID] = cell_uuid,
+};
+
+static enum type_result check_scalar(const struct type *t, const struct cell *v, struct buf *out,
+                                     int in_array, const char **why)
+{
+    return type_scalar_cells[t->kind](t, v, out, in_array, why);
 }
 
 /* MARK: - Arrays */
@@ -1020,13 +1218,29 @@ static size_t value_end(const char *p, size_t i, size_t n, uint32_t *kind)
     return i;
 }
 
-static enum type_result check_value(const struct type *t, unsigned depth, const struct cell *v,
-                                    struct buf *out, int in_array, const char **why);
+/* The path steps an Array level's elements are followed by: each[0..neach) are what comes
+ * after the [:] that gathered the level. */
+struct each {
+    const struct json_step *steps;
+    size_t n;
+};
 
-/* An array's text p[0..n) at nesting depth: its elements through check_value. */
+static enum type_result check_value(const struct type *t, unsigned depth, const struct cell *v,
+                                    struct each each, struct buf *out, int in_array,
+                                    const char **why);
+
+/* An array's text p[0..n) at nesting depth: its elements through check_value, each first
+ * followed by the steps up to the next [:] (one Array level per [:]), the rest of the steps
+ * going with it to the next level. */
 static enum type_result check_array(const struct type *t, unsigned depth, const char *p, size_t n,
-                                    struct buf *out, const char **why)
+                                    struct each each, struct buf *out, const char **why)
 {
+    size_t seg = 0;
+    while (seg < each.n && each.steps[seg].kind != JSON_STEP_EVERY)
+        seg++;
+    struct each next = {NULL, 0};
+    if (seg < each.n)
+        next = (struct each){each.steps + seg + 1, each.n - seg - 1};
     size_t i = 0;
     while (i < n && blank(p[i]))
         i++;
@@ -1052,7 +1266,9 @@ static enum type_result check_array(const struct type *t, unsigned depth, const 
             *why = "not a valid array";
             return TYPE_ERR_SYNTAX;
         }
-        if (e.kind == CELL_RAW && end - i == 4 && memcmp(p + i, "null", 4) == 0) {
+        if (seg) {
+            json_follow(p + i, end - i, each.steps, seg, &e);
+        } else if (e.kind == CELL_RAW && end - i == 4 && memcmp(p + i, "null", 4) == 0) {
             e.p = NULL, e.len = 0, e.kind = CELL_EMPTY;
         } else if (e.kind == CELL_RAW) {
             e.p = p + i, e.len = (uint32_t)(end - i);
@@ -1061,7 +1277,7 @@ static enum type_result check_array(const struct type *t, unsigned depth, const 
         }
         if (!first && put_c(out, ','))
             return TYPE_ERR_NOMEM;
-        enum type_result r = check_value(t, depth + 1, &e, out, 1, why);
+        enum type_result r = check_value(t, depth + 1, &e, next, out, 1, why);
         if (r != TYPE_OK)
             return r;
         i = end;
@@ -1081,7 +1297,8 @@ static enum type_result check_array(const struct type *t, unsigned depth, const 
 
 /* The value v at array nesting depth (0 = the column itself). */
 static enum type_result check_value(const struct type *t, unsigned depth, const struct cell *v,
-                                    struct buf *out, int in_array, const char **why)
+                                    struct each each, struct buf *out, int in_array,
+                                    const char **why)
 {
     if (depth < t->array_depth) {
         if (v->kind == CELL_EMPTY) { /* arrays are never Nullable in ClickHouse */
@@ -1092,7 +1309,7 @@ static enum type_result check_value(const struct type *t, unsigned depth, const 
             *why = "expected an array";
             return TYPE_ERR_KIND;
         }
-        return check_array(t, depth, v->p, v->len, out, why);
+        return check_array(t, depth, v->p, v->len, each, out, why);
     }
     if (v->kind == CELL_EMPTY) {
         if (!t->nullable) {
@@ -1104,25 +1321,35 @@ static enum type_result check_value(const struct type *t, unsigned depth, const 
     return check_scalar(t, v, out, in_array, why);
 }
 
-enum type_result type_cell(const struct type *t, const struct cell *v, struct buf *out,
-                           const char **why)
+enum type_result type_cell_each(const struct type *t, const struct cell *v,
+                                const struct json_step *each, size_t neach, struct buf *out,
+                                const char **why)
 {
+    const struct each steps = {each, neach};
     size_t start = out->len;
     enum type_result r;
+    if (!t->array_depth && v->kind != CELL_EMPTY)
+        return type_scalar_cell(t, v, out, why);
     if (t->array_depth && v->kind != CELL_EMPTY) {
         /* The array's text, CSV-quoted as one cell: it holds commas, and quotes in its
          * strings are doubled. */
         if (put_c(out, '"'))
             return TYPE_ERR_NOMEM;
-        r = check_value(t, 0, v, out, 0, why);
-        if (r == TYPE_OK && close_quoted(out, start))
+        r = check_value(t, 0, v, steps, out, 0, why);
+        if (r == TYPE_OK && type_csv_quote(out, start))
             r = TYPE_ERR_NOMEM;
     } else {
-        r = check_value(t, 0, v, out, 0, why);
+        r = check_value(t, 0, v, steps, out, 0, why);
     }
     if (r == TYPE_ERR_NOMEM)
         *why = "out of memory";
     if (r != TYPE_OK)
         out->len = start;
     return r;
+}
+
+enum type_result type_cell(const struct type *t, const struct cell *v, struct buf *out,
+                           const char **why)
+{
+    return type_cell_each(t, v, NULL, 0, out, why);
 }

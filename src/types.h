@@ -83,6 +83,55 @@ enum type_result {
 enum type_result type_cell(const struct type *t, const struct cell *v, struct buf *out,
                            const char **why);
 
+/* type_cell for a column whose path gathers Array elements with [:]: each[0..neach) are
+ * the path's steps after its first [:] (NULL, 0 when it has none, which is type_cell). Each
+ * element of the array v is followed by the KEY and INDEX steps up to the next [:] with
+ * json_follow (a missing key is a null element), and the elements of what that finds by the
+ * steps after it, one Array level per [:] (doc/datasets.md, section 2). Same contract as
+ * type_cell; an element's refusal is the column's. */
+enum type_result type_cell_each(const struct type *t, const struct cell *v,
+                                const struct json_step *each, size_t neach, struct buf *out,
+                                const char **why);
+
+/* A scalar type's check, by kind (static storage): the value v, never CELL_EMPTY, against
+ * t, its cell appended to out (in_array: as an Array element, strings, dates and UUIDs
+ * single-quoted). On refusal out->len is unchanged, but for TYPE_ERR_NOMEM. Callers use
+ * type_scalar_cell. */
+typedef enum type_result (*type_scalar_fn)(const struct type *t, const struct cell *v,
+                                           struct buf *out, int in_array, const char **why);
+extern const type_scalar_fn type_scalar_cells[TYPE_UUID + 1];
+
+/* type_cell for a type without Array and a value v that is not CELL_EMPTY: every typed
+ * row's cell, so inline, without type_cell's other cases. Same contract. */
+static inline enum type_result type_scalar_cell(const struct type *t, const struct cell *v,
+                                                struct buf *out, const char **why)
+{
+    size_t start = out->len;
+    enum type_result r = type_scalar_cells[t->kind](t, v, out, 0, why);
+    if (__builtin_expect(r != TYPE_OK, 0)) {
+        if (r == TYPE_ERR_NOMEM)
+            *why = "out of memory";
+        out->len = start;
+    }
+    return r;
+}
+
+/* Writers the quarantine shares with the cells, so that its arrays and strings read back
+ * as the day files' do. */
+
+/* Appends p[0..n) as a string element of ClickHouse's array text: single-quoted, with
+ * \' \\ \n \r \t \0 escaped. 0, or -1 when out cannot grow. */
+int type_array_string(struct buf *out, const char *p, size_t n);
+/* Closes the CSV field opened with '"' at out->p[start]: doubles the quotes of the text
+ * written after it and appends the closing quote. 0, or -1 when out cannot grow. */
+int type_csv_quote(struct buf *out, size_t start);
+
+/* "YYYY-MM-DD hh:mm:ss": a DateTime cell's length. */
+#define TYPE_DATETIME_LEN 19
+/* Writes the Unix time sec (1970..9999) as a DateTime cell, UTC, into dst (not
+ * NUL-terminated). */
+void type_datetime_text(int64_t sec, char dst[TYPE_DATETIME_LEN]);
+
 /* The type's name in ClickHouse's spelling ("LowCardinality(Nullable(String))") into
  * dst[0..cap), NUL-terminated; returns its length, or the length it would have had when
  * cap is too small (dst then holds a truncated name). */

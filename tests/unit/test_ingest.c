@@ -1,5 +1,6 @@
 /* test_ingest.c -- the whole pipeline on one body: the output and the counts do not depend
- * on where the network cut the body, compressed or not, nor on the batch size. */
+ * on where the network cut the body, compressed or not, nor on the batch size; untyped, and
+ * typed by a dataset with its quarantine. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -39,27 +41,18 @@ static void result_free(struct result *r)
     free(r->invalid);
 }
 
-/* Runs body through a fresh pipeline, cut at cuts[], each piece in an exact-size buffer. */
-static struct result run(const char *columns_csv, const char *body, size_t n, const size_t *cuts,
-                         size_t ncuts, enum content_encoding enc, size_t flush_bytes,
-                         size_t max_line)
+/* Runs body through a fresh pipeline over cols (typed by ds when not NULL), cut at cuts[],
+ * each piece in an exact-size buffer. */
+static struct result run_with(const struct json_columns *cols, const struct datasource *ds,
+                              const char *body, size_t n, const size_t *cuts, size_t ncuts,
+                              enum content_encoding enc, size_t flush_bytes, size_t max_line)
 {
-    char list[256];
-    const char *names[16];
-    size_t count = 0;
-    snprintf(list, sizeof list, "%s", columns_csv);
-    for (char *save = NULL, *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save))
-        names[count++] = t;
-    struct json_columns cols;
-    char err[128];
-    assert_int_equal(json_columns_init(&cols, names, count, err, sizeof err), 0);
-
     int rows_fd = memfd_create("rows", 0), bad_fd = memfd_create("invalid", 0);
     assert_true(rows_fd >= 0 && bad_fd >= 0);
     struct sink *rows = sink_open_fd(rows_fd), *bad = sink_open_fd(bad_fd);
     const struct ingest_config cfg = {
-        .columns = &cols, .max_line = max_line, .crlf = 0, .flush_bytes = flush_bytes,
-        .rows = rows, .quarantine = bad, .log_prefix = NULL,
+        .columns = cols, .schema = ds, .max_line = max_line, .crlf = 0,
+        .flush_bytes = flush_bytes, .rows = rows, .quarantine = bad, .log_prefix = NULL,
     };
     struct ingest g;
     ingest_init(&g, &cfg);
@@ -83,6 +76,24 @@ static struct result run(const char *columns_csv, const char *body, size_t n, co
     sink_close(bad);
     close(rows_fd);
     close(bad_fd);
+    return r;
+}
+
+/* run_with for untyped columns named in a comma-separated list. */
+static struct result run(const char *columns_csv, const char *body, size_t n, const size_t *cuts,
+                         size_t ncuts, enum content_encoding enc, size_t flush_bytes,
+                         size_t max_line)
+{
+    char list[256];
+    const char *names[16];
+    size_t count = 0;
+    snprintf(list, sizeof list, "%s", columns_csv);
+    for (char *save = NULL, *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save))
+        names[count++] = t;
+    struct json_columns cols;
+    char err[128];
+    assert_int_equal(json_columns_init(&cols, names, count, err, sizeof err), 0);
+    struct result r = run_with(&cols, NULL, body, n, cuts, ncuts, enc, flush_bytes, max_line);
     json_columns_free(&cols);
     return r;
 }
@@ -93,6 +104,7 @@ static void assert_same(const struct result *a, const struct result *b)
     assert_int_equal(a->stats.bytes, b->stats.bytes);
     assert_int_equal(a->stats.valid, b->stats.valid);
     assert_int_equal(a->stats.invalid, b->stats.invalid);
+    assert_memory_equal(a->stats.refused, b->stats.refused, sizeof a->stats.refused);
     assert_int_equal(a->rows_len, b->rows_len);
     assert_memory_equal(a->rows, b->rows, a->rows_len);
     assert_int_equal(a->invalid_len, b->invalid_len);
@@ -385,6 +397,181 @@ static void test_result_json_error(void **state)
     assert_string_equal(out, ok);
 }
 
+
+/* MARK: - Typed datasets */
+
+static const char typed_definition[] =
+    "SCHEMA >\n"
+    "    `id` UInt8 `json:$.id`,\n"
+    "    `at` DateTime `json:$.at`,\n"
+    "    `total` Decimal(10, 2) `json:$.total`,\n"
+    "    `zone` LowCardinality(String) `json:$.pickup.zone.name` DEFAULT 'unknown',\n"
+    "    `ids` Array(Int32) `json:$.items[:].id`,\n"
+    "    `note` Nullable(String) `json:$.note`\n";
+
+/* Every outcome a typed line can have: a row, a DEFAULT and a \N, a blank line, invalid
+ * JSON (a cut line, invalid UTF-8), several columns refused at once (their reasons in the
+ * definition's order), an element of [:] refused, a line over max_line, no final '\n'. */
+static const char typed_body[] =
+    "{\"id\":1,\"at\":\"2024-02-29T23:00:00+01:00\",\"total\":12.50,"
+    "\"pickup\":{\"zone\":{\"name\":\"JFK\"}},\"items\":[{\"id\":1},{\"id\":-2}],\"note\":\"a,\\\"b\\\"\"}\n"
+    "\n"
+    "{\"id\":2,\"at\":\"2024-03-01 00:00:00\",\"total\":0,\"items\":[]}\n"
+    "{\"id\":3,\n"
+    "{\"id\":256,\"at\":\"2023-02-29 00:00:00\",\"total\":1.234,\"items\":[{\"id\":1},{\"id\":\"x\"}]}\n"
+    "{\"note\":\"\xff\"}\n"
+    "{\"id\":4,\"at\":1709251199,\"total\":-1e-2,\"items\":[{}],\"note\":\"this line is longer than max_line, so it is only counted, never stored anywhere\"}\n"
+    "{\"at\":\"2024-01-01\",\"total\":1,\"items\":[{\"id\":2147483647}],\"note\":null,\"pickup\":{\"zone\":{\"name\":\"\\u00e9\"}}}";
+
+static const char typed_rows[] =
+    "1,2024-02-29 22:00:00,12.5,\"JFK\",\"[1,-2]\",\"a,\"\"b\"\"\"\n"
+    "2,2024-03-01 00:00:00,0,\"unknown\",\"[]\",\\N\n";
+
+/* The insertion dates are replaced by D (normalise_dates). */
+static const char typed_quarantine[] =
+    "D,\"[]\",\"['invalid JSON at byte 8']\",\"{\"\"id\"\":3,\"\n"
+    "D,\"['id','at','total','ids']\",\"['out of range for UInt8','not a valid date or time',"
+    "'scale exceeds 2','expected an integer']\",\"{\"\"id\"\":256,\"\"at\"\":\"\"2023-02-29 00:00:00\"\","
+    "\"\"total\"\":1.234,\"\"items\"\":[{\"\"id\"\":1},{\"\"id\"\":\"\"x\"\"}]}\"\n"
+    "D,\"[]\",\"['invalid JSON at byte 9']\",\"{\"\"note\"\":\"\"\xff\"\"}\"\n"
+    "D,\"['id']\",\"['null for a non-Nullable column']\","
+    "\"{\"\"at\"\":\"\"2024-01-01\"\",\"\"total\"\":1,\"\"items\"\":[{\"\"id\"\":2147483647}],"
+    "\"\"note\"\":null,\"\"pickup\"\":{\"\"zone\"\":{\"\"name\"\":\"\"\\u00e9\"\"}}}\"\n";
+
+#define TYPED_MAX_LINE 136
+
+static struct datasource *typed_dataset(void)
+{
+    char err[256];
+    struct datasource *ds = datasource_parse("trips.datasource", typed_definition,
+                                             sizeof typed_definition - 1, err, sizeof err);
+    if (!ds)
+        fail_msg("%s", err);
+    return ds;
+}
+
+/* Every quarantine row starts with its insertion date, YYYY-MM-DD hh:mm:ss: each is checked
+ * to be within the run and replaced by "D", so that runs compare by their bytes. */
+static void normalise_dates(struct result *r, time_t from, time_t to)
+{
+    char lo[TYPE_DATETIME_LEN + 1] = {0}, hi[TYPE_DATETIME_LEN + 1] = {0};
+    type_datetime_text(from, lo);
+    type_datetime_text(to, hi);
+    size_t w = 0;
+    for (size_t i = 0; i < r->invalid_len;) {
+        assert_true(r->invalid_len - i > TYPE_DATETIME_LEN);
+        char date[TYPE_DATETIME_LEN + 1] = {0};
+        memcpy(date, r->invalid + i, TYPE_DATETIME_LEN);
+        assert_true(strcmp(date, lo) >= 0 && strcmp(date, hi) <= 0);
+        r->invalid[w++] = 'D';
+        i += TYPE_DATETIME_LEN;
+        const char *nl = memchr(r->invalid + i, '\n', r->invalid_len - i);
+        assert_non_null(nl);
+        size_t len = (size_t)(nl + 1 - (r->invalid + i));
+        memmove(r->invalid + w, r->invalid + i, len);
+        w += len;
+        i += len;
+    }
+    r->invalid_len = w;
+    r->invalid[w] = '\0';
+}
+
+static struct result run_typed(const struct datasource *ds, const char *p, size_t n,
+                               const size_t *cuts, size_t ncuts, size_t flush_bytes)
+{
+    time_t from = time(NULL);
+    struct result r = run_with(&ds->json, ds, p, n, cuts, ncuts, ENCODING_IDENTITY, flush_bytes,
+                               TYPED_MAX_LINE);
+    normalise_dates(&r, from, time(NULL));
+    return r;
+}
+
+static void test_typed_contract(void **state)
+{
+    (void)state;
+    struct datasource *ds = typed_dataset();
+    struct result r = run_typed(ds, typed_body, sizeof typed_body - 1, NULL, 0, 1 << 20);
+    assert_int_equal(r.status, INGEST_OK);
+    assert_string_equal(r.rows, typed_rows);
+    assert_string_equal(r.invalid, typed_quarantine);
+    assert_int_equal(r.stats.valid, 2);
+    assert_int_equal(r.stats.invalid, 5);
+    assert_int_equal(r.stats.refused[QUARANTINE_JSON], 2);
+    assert_int_equal(r.stats.refused[QUARANTINE_RANGE], 1); /* the first refused column's */
+    assert_int_equal(r.stats.refused[QUARANTINE_NULL], 1);
+    assert_int_equal(r.stats.refused[QUARANTINE_OVERSIZE], 1);
+    result_free(&r);
+    datasource_free(ds);
+}
+
+/* The typed rows and the quarantine do not depend on where the body was cut, nor on how
+ * often pending rows are written. */
+static void test_typed_every_split_position(void **state)
+{
+    (void)state;
+    struct datasource *ds = typed_dataset();
+    size_t n = sizeof typed_body - 1;
+    struct result whole = run_typed(ds, typed_body, n, NULL, 0, 1 << 20);
+    for (size_t k = 0; k <= n; k++) {
+        struct result r = run_typed(ds, typed_body, n, &k, 1, 1 << 20);
+        assert_same(&whole, &r);
+        result_free(&r);
+    }
+    for (size_t k = 0; k < n; k += 5)
+        for (size_t j = k; j < n; j += 11) {
+            size_t cuts[2] = {k, j};
+            struct result r = run_typed(ds, typed_body, n, cuts, 2, 64);
+            assert_same(&whole, &r);
+            result_free(&r);
+        }
+    result_free(&whole);
+    datasource_free(ds);
+}
+
+/* Without a quarantine sink the refused lines are counted by class all the same. */
+static void test_typed_without_quarantine(void **state)
+{
+    (void)state;
+    struct datasource *ds = typed_dataset();
+    int rows_fd = memfd_create("rows", 0);
+    struct sink *rows = sink_open_fd(rows_fd);
+    const struct ingest_config cfg = {
+        .columns = &ds->json, .schema = ds, .max_line = TYPED_MAX_LINE, .flush_bytes = 1 << 20,
+        .rows = rows,
+    };
+    struct ingest g;
+    ingest_init(&g, &cfg);
+    assert_int_equal(ingest_begin(&g, ENCODING_IDENTITY), INGEST_OK);
+    assert_int_equal(ingest_feed(&g, typed_body, sizeof typed_body - 1), INGEST_OK);
+    assert_int_equal(ingest_end(&g), INGEST_OK);
+    assert_int_equal(g.stats.valid, 2);
+    assert_int_equal(g.stats.invalid, 5);
+    assert_int_equal(g.stats.refused[QUARANTINE_JSON], 2);
+    size_t len;
+    char *out = drain(rows_fd, &len);
+    assert_string_equal(out, typed_rows);
+    free(out);
+    ingest_free(&g);
+    sink_close(rows);
+    close(rows_fd);
+    datasource_free(ds);
+}
+
+static void test_typed_stats_json(void **state)
+{
+    (void)state;
+    struct ingest_stats s = {.bytes = 9, .valid = 1, .invalid = 3};
+    s.refused[QUARANTINE_JSON] = 1;
+    s.refused[QUARANTINE_DATE] = 2;
+    char out[1024];
+    int n = ingest_typed_result_json(&s, NULL, out, sizeof out);
+    assert_string_equal(out, "{\"result\": {\"status\": \"ok\", \"stats\": {\"bytes\": 9, \"records\": "
+                             "{\"valid\": 1, \"invalid\": 3, \"total\": 4, \"refused\": {\"json\": 1, "
+                             "\"oversize\": 0, \"null\": 0, \"kind\": 0, \"syntax\": 0, \"range\": 0, "
+                             "\"scale\": 0, \"precision\": 0, \"date\": 2}}}}}\n");
+    assert_int_equal(n, strlen(out));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -398,6 +585,10 @@ int main(void)
         cmocka_unit_test(test_stats_json),
         cmocka_unit_test(test_stats_json_edges),
         cmocka_unit_test(test_result_json_error),
+        cmocka_unit_test(test_typed_contract),
+        cmocka_unit_test(test_typed_every_split_position),
+        cmocka_unit_test(test_typed_without_quarantine),
+        cmocka_unit_test(test_typed_stats_json),
     };
     json_engine_init(); /* the path ndingest's main would choose */
     return cmocka_run_group_tests(tests, NULL, NULL);

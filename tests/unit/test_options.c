@@ -271,7 +271,8 @@ static void expect_rejected(const struct option_row *r, const char *cmd, const c
 
 /* Every row, so a new option gets these checks for nothing: its bounds hold at both ends
  * and fail one past them, its default lies inside them, its field is wide enough, and
- * `convert` and `schema` take only the rows marked for them, serve none marked schema_only. */
+ * `convert` and `schema` take only the rows marked for them, serve none marked schema_only
+ * or convert_only. */
 static void test_table_rows(void **state)
 {
     (void)state;
@@ -287,8 +288,9 @@ static void test_table_rows(void **state)
             expect_rejected(r, "convert", r->arg ? "1" : NULL);
         if (!r->schema)
             expect_rejected(r, SCHEMA_CMD, r->arg ? "1" : NULL);
-        if (r->schema_only)
+        if (r->schema_only || r->convert_only)
             expect_rejected(r, NULL, r->arg ? "1" : NULL);
+        assert_true(!r->convert_only || r->convert);
         const char *cmd = r->convert ? "convert" : r->schema_only ? SCHEMA_CMD : NULL;
         struct options o;
         switch (r->kind) {

@@ -425,6 +425,94 @@ static void test_datetime(void **state)
     NO("DateTime", 0, NULL, TYPE_ERR_NULL, NULL);
 }
 
+/* type_cell's result for a string value, whatever it is. */
+static enum type_result verdict(const char *type, const char *value)
+{
+    struct type t;
+    const char *why;
+    assert_int_equal(type_parse(&t, type, strlen(type), &why), 0);
+    struct cell v = {value, (uint32_t)strlen(value), CELL_STRING};
+    struct buf b = {0};
+    enum type_result r = type_cell(&t, &v, &b, &why);
+    buf_free(&b);
+    return r;
+}
+
+/* The common form YYYY-MM-DD hh:mm:ss is read by a fast path: it must refuse what the
+ * general parser refuses, byte by byte, and write what it writes (the same instant with a
+ * "Z" goes through the general parser). */
+static void test_datetime_common_form(void **state)
+{
+    (void)state;
+    static const char base[] = "2024-02-29 23:59:59";
+    OK("DateTime", STR, base, base);
+    OK("DateTime", STR, "2024-02-29 23:59:59Z", base);
+    OK("DateTime64(2)", STR, base, "2024-02-29 23:59:59.00");
+    for (size_t i = 0; i < sizeof base - 1; i++) {
+        /* around the digits' range, and each separator's neighbours */
+        static const char subst[] = {'/', ':', 'a', '-', ' ', 'T', '0'};
+        for (size_t k = 0; k < sizeof subst; k++) {
+            char v[32], z[32];
+            memcpy(v, base, sizeof base);
+            if (v[i] == subst[k])
+                continue;
+            int sep = i == 4 || i == 7 || i == 10 || i == 13 || i == 16;
+            v[i] = subst[k];
+            snprintf(z, sizeof z, "%sZ", v);
+            if (i == 10 && subst[k] == 'T')
+                OK("DateTime", STR, v, base);
+            else if (!sep && subst[k] != '0') /* a digit that is not one */
+                NO("DateTime", STR, v, TYPE_ERR_SYNTAX, NULL);
+            else if (sep) /* refused, for one reason or another ("23:59-59": a -59h offset) */
+                assert_int_not_equal(verdict("DateTime", v), TYPE_OK);
+            if (!sep && subst[k] != '0')
+                NO("DateTime", STR, z, TYPE_ERR_SYNTAX, NULL);
+        }
+    }
+    static const char *const impossible[] = {
+        "2023-02-29 00:00:00", "2100-02-29 00:00:00", "2024-00-10 00:00:00",
+        "2024-13-10 00:00:00", "2024-04-31 00:00:00", "2024-04-00 00:00:00",
+        "2024-04-30 24:00:00", "2024-04-30 23:60:00", "2024-04-30 23:59:60",
+    };
+    for (size_t i = 0; i < sizeof impossible / sizeof *impossible; i++)
+        NO("DateTime", STR, impossible[i], TYPE_ERR_DATE, "not a valid date");
+    OK("DateTime", STR, "2000-02-29 00:00:00", "2000-02-29 00:00:00");
+    OK("DateTime", STR, "1970-01-01 00:00:00", "1970-01-01 00:00:00");
+    NO("DateTime", STR, "1969-12-31 23:59:59", TYPE_ERR_RANGE, "out of range for DateTime");
+    OK("DateTime", STR, "2106-02-07 06:28:15", "2106-02-07 06:28:15");
+    NO("DateTime", STR, "2106-02-07 06:28:16", TYPE_ERR_RANGE, "out of range for DateTime");
+}
+
+/* Numbers without an exponent take a shorter path through Decimal and Float: the same
+ * answers at its edges. */
+static void test_plain_numbers(void **state)
+{
+    (void)state;
+    OK("Decimal(10, 2)", RAW, "-0.0", "0");
+    OK("Decimal(10, 2)", RAW, "0", "0");
+    OK("Decimal(10, 2)", RAW, "-0.10", "-0.1");
+    OK("Decimal(10, 2)", RAW, "100.00", "100");
+    OK("Decimal(10, 2)", RAW, "99999999.99", "99999999.99");
+    NO("Decimal(10, 2)", RAW, "100000000", TYPE_ERR_PRECISION, "precision");
+    NO("Decimal(10, 2)", RAW, "100000000.00", TYPE_ERR_PRECISION, "precision");
+    NO("Decimal(10, 2)", RAW, "0.011", TYPE_ERR_SCALE, "scale exceeds 2");
+    OK("Decimal(10, 2)", RAW, "0.010", "0.01");
+    char big[400];
+    memset(big, '9', 308);
+    big[308] = 0;
+    OK("Float64", RAW, big, big); /* 309 digits would be */
+    big[0] = '1';
+    memset(big + 1, '0', 309);
+    big[310] = 0;
+    NO("Float64", RAW, big, TYPE_ERR_RANGE, "out of range for Float64");
+    memset(big, '9', 38);
+    big[38] = 0;
+    OK("Float32", RAW, big, big);
+    NO("UInt8", RAW, "-1", TYPE_ERR_RANGE, "out of range for UInt8");
+    NO("UInt8", RAW, "-12", TYPE_ERR_RANGE, "out of range for UInt8");
+    OK("Int8", RAW, "-99", "-99");
+}
+
 static void test_datetime64(void **state)
 {
     (void)state;
@@ -618,6 +706,8 @@ int main(void)
         cmocka_unit_test(test_floats),         cmocka_unit_test(test_decimal),
         cmocka_unit_test(test_string),         cmocka_unit_test(test_bool),
         cmocka_unit_test(test_date),           cmocka_unit_test(test_datetime),
+        cmocka_unit_test(test_datetime_common_form),
+        cmocka_unit_test(test_plain_numbers),
         cmocka_unit_test(test_datetime64),     cmocka_unit_test(test_uuid),
         cmocka_unit_test(test_arrays),         cmocka_unit_test(test_refusal_rewinds),
         cmocka_unit_test(test_prefixes),
