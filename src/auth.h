@@ -1,4 +1,5 @@
-/* auth.h -- --token-file: the bearer token, its constant-time check, its reload on SIGHUP. */
+/* auth.h -- --token-file: the bearer tokens, the datasets each may append to, their
+ * constant-time check, their reload on SIGHUP. */
 #ifndef NDINGEST_AUTH_H
 #define NDINGEST_AUTH_H
 
@@ -6,34 +7,63 @@
 
 /* The longest token accepted. */
 #define AUTH_TOKEN_MAX 256
+/* Lines of a token file with --datasets (doc/datasets.md, section 6). */
+#define AUTH_MAX_TOKENS 64
+/* Bytes of a token file with --datasets: 64 lines of a longest token and a long list. */
+#define AUTH_FILE_MAX (256 * 1024)
 
-/* Zero-filled is "no token": auth_enabled() is 0 and nothing is checked. The token is
- * zero-padded to AUTH_TOKEN_MAX so that the check can compare every byte whatever its
- * length. */
-struct auth {
+/* One token, zero-padded to AUTH_TOKEN_MAX so that the check can compare every byte
+ * whatever its length. */
+struct auth_token {
     char token[AUTH_TOKEN_MAX];
     size_t len;
+    /* The datasets it may append to: "a,b,c" as written (names checked at load), or NULL:
+     * any dataset. Owned by the struct auth. */
+    char *names;
+};
+
+/* Zero-filled is "no token": auth_enabled() is 0 and nothing is checked. */
+struct auth {
+    size_t count;
+    struct auth_token tokens[AUTH_MAX_TOKENS];
 };
 
 static inline int auth_enabled(const struct auth *a)
 {
-    return a->len != 0;
+    return a->count != 0;
 }
 
-/* Reads path's first line, trailing blanks (space, tab, CR) stripped, as the token. 0, or
- * -1 with a message in err (missing, unreadable, empty, longer than AUTH_TOKEN_MAX, or a
- * token no request could match: one starting with a space or tab, or holding a control
- * character other than tab); a is unchanged on error. */
-int auth_load(struct auth *a, const char *path, char *err, size_t errlen);
+/* Reads the token file at path into a (which must be zero-filled or loaded; what it held is
+ * freed on success). 0, or -1 with a message in err, a unchanged.
+ * - scoped 0 (no --datasets: today's format): the first line, trailing blanks (space, tab,
+ *   CR) stripped, is the one token, which may append anywhere.
+ * - scoped 1 (--datasets): every line is "TOKEN [name,name...]": the token runs to the
+ *   first space or tab, the list (dataset names, letters, digits and '_') follows after
+ *   blanks; without a list the token may append to any dataset. Blank lines and lines
+ *   starting with '#' are skipped. Errors say "--token-file PATH:LINE: ...".
+ * Refused: a missing, unreadable or tokenless file, a token longer than AUTH_TOKEN_MAX, or
+ * one no request could match (starting with a space or tab, or holding a control character
+ * other than tab); scoped: more than AUTH_MAX_TOKENS lines, a file over AUTH_FILE_MAX
+ * bytes, a token given twice, a bad name in a list. */
+int auth_load(struct auth *a, const char *path, int scoped, char *err, size_t errlen);
 
-/* SIGHUP: auth_load again; on error the previous token stays and the error is logged
+/* SIGHUP: auth_load again; on error the previous tokens stay and the error is logged
  * ("PREFIX: SIGHUP: ...; keeping the previous token"). */
-void auth_reload(struct auth *a, const char *path, const char *log_prefix);
+void auth_reload(struct auth *a, const char *path, int scoped, const char *log_prefix);
 
-/* Whether value[0..n), an Authorization header's value, is "Bearer <the token>": the
- * scheme in any case, blanks (space, tab) around the token ignored. The time taken does
- * not depend on how much of the token matches: every byte of the zero-padded buffer is
- * compared and the differences ORed, without an early exit. 0 when no token is loaded. */
+void auth_free(struct auth *a);
+
+/* Which token value[0..n), an Authorization header's value, carries as "Bearer <token>"
+ * (the scheme in any case, blanks around the token ignored): its index in a->tokens, or -1.
+ * The time taken does not depend on which token matches, nor on how much of any token
+ * matches: every byte of every zero-padded token is compared and the differences ORed,
+ * without an early exit. -1 when no token is loaded. */
+int auth_match(const struct auth *a, const char *value, size_t n);
+
+/* auth_match(...) >= 0. */
 int auth_check(const struct auth *a, const char *value, size_t n);
+
+/* Whether token i (from auth_match) may append to the dataset name[0..len). */
+int auth_allows(const struct auth *a, int i, const char *name, size_t len);
 
 #endif

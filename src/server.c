@@ -369,8 +369,10 @@ int server_run(const struct options *o)
         access_log_close(&log);
     }
     if (o->token_file) { /* each worker reads it; a missing or empty file is reported now */
-        struct auth token;
-        if (auth_load(&token, o->token_file, err, sizeof err)) {
+        struct auth token = {0};
+        int bad = auth_load(&token, o->token_file, o->datasets != NULL, err, sizeof err);
+        auth_free(&token);
+        if (bad) {
             log_error("ndingest: %s", err);
             if (fd >= 0)
                 close(fd);

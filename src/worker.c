@@ -237,7 +237,7 @@ static void sighup_cb(evutil_socket_t sig, short what, void *arg)
         sink_reopen(w->quarantine);
     access_log_reopen(&w->access);
     if (w->o->token_file)
-        auth_reload(&w->auth, w->o->token_file, w->log_prefix);
+        auth_reload(&w->auth, w->o->token_file, w->o->datasets != NULL, w->log_prefix);
     log_info("%s: worker %d reopened its files (SIGHUP)", w->log_prefix, w->index);
 }
 
@@ -302,7 +302,7 @@ static int worker_start(struct worker *w)
         log_error("%s: %s", w->log_prefix, err);
         return -1;
     }
-    if (w->o->token_file && auth_load(&w->auth, w->o->token_file, err, sizeof err)) {
+    if (w->o->token_file && auth_load(&w->auth, w->o->token_file, w->o->datasets != NULL, err, sizeof err)) {
         log_error("%s: %s", w->log_prefix, err);
         return -1;
     }
@@ -370,6 +370,7 @@ static void worker_free(struct worker *w)
         sink_close(w->quarantine);
     buf_free(&w->header);
     access_log_close(&w->access);
+    auth_free(&w->auth);
 }
 
 int worker_run(const struct options *o, int index, int listen_fd, struct worker_slot *slots,

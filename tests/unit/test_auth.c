@@ -44,6 +44,7 @@ static void put_file(const char *text, size_t n)
 
 #define PUT(s) put_file(s, sizeof s - 1)
 #define CHECK(a, s) auth_check(a, s, sizeof s - 1)
+#define CHECK_ARGS(s) s, sizeof s - 1
 
 static void test_first_line_trailing_blanks_stripped(void **state)
 {
@@ -51,11 +52,11 @@ static void test_first_line_trailing_blanks_stripped(void **state)
     PUT("s3cret \t\r\nsecond line\n");
     struct auth a = {0};
     char err[200];
-    assert_int_equal(auth_load(&a, path, err, sizeof err), 0);
-    assert_int_equal(a.len, 6);
-    assert_memory_equal(a.token, "s3cret", 6);
+    assert_int_equal(auth_load(&a, path, 0, err, sizeof err), 0);
+    assert_int_equal(a.tokens[0].len, 6);
+    assert_memory_equal(a.tokens[0].token, "s3cret", 6);
     for (size_t i = 6; i < AUTH_TOKEN_MAX; i++)
-        assert_int_equal(a.token[i], 0);
+        assert_int_equal(a.tokens[0].token[i], 0);
     assert_true(auth_enabled(&a));
 }
 
@@ -65,22 +66,22 @@ static void test_load_errors(void **state)
     struct auth a = {0};
     char err[300];
     PUT("\n");
-    assert_int_equal(auth_load(&a, path, err, sizeof err), -1);
+    assert_int_equal(auth_load(&a, path, 0, err, sizeof err), -1);
     assert_non_null(strstr(err, "empty"));
     PUT(" \t\r\nlater lines do not count\n");
-    assert_int_equal(auth_load(&a, path, err, sizeof err), -1);
+    assert_int_equal(auth_load(&a, path, 0, err, sizeof err), -1);
     char big[AUTH_TOKEN_MAX + 2];
     memset(big, 'x', sizeof big);
     put_file(big, AUTH_TOKEN_MAX + 1);
-    assert_int_equal(auth_load(&a, path, err, sizeof err), -1);
+    assert_int_equal(auth_load(&a, path, 0, err, sizeof err), -1);
     assert_non_null(strstr(err, "longer than 256 bytes"));
     assert_false(auth_enabled(&a));
     /* Exactly the longest, with its newline. */
     big[AUTH_TOKEN_MAX] = '\n';
     put_file(big, AUTH_TOKEN_MAX + 1);
-    assert_int_equal(auth_load(&a, path, err, sizeof err), 0);
-    assert_int_equal(a.len, AUTH_TOKEN_MAX);
-    assert_int_equal(auth_load(&a, "/nonexistent/token", err, sizeof err), -1);
+    assert_int_equal(auth_load(&a, path, 0, err, sizeof err), 0);
+    assert_int_equal(a.tokens[0].len, AUTH_TOKEN_MAX);
+    assert_int_equal(auth_load(&a, "/nonexistent/token", 0, err, sizeof err), -1);
     assert_non_null(strstr(err, "--token-file /nonexistent/token: "));
 }
 
@@ -98,20 +99,20 @@ static void test_longest_token_with_trailing_blanks(void **state)
         memcpy(text + AUTH_TOKEN_MAX, ends[i], n);
         put_file(text, AUTH_TOKEN_MAX + n);
         print_message("the longest token, then ending %zu\n", i);
-        assert_int_equal(auth_load(&a, path, err, sizeof err), 0);
-        assert_int_equal(a.len, AUTH_TOKEN_MAX);
+        assert_int_equal(auth_load(&a, path, 0, err, sizeof err), 0);
+        assert_int_equal(a.tokens[0].len, AUTH_TOKEN_MAX);
     }
     struct auth a = {0};
     memcpy(text + AUTH_TOKEN_MAX + 1, "\r\n", 2); /* one byte more */
     memset(text + AUTH_TOKEN_MAX, 'x', 1);
     put_file(text, AUTH_TOKEN_MAX + 3);
-    assert_int_equal(auth_load(&a, path, err, sizeof err), -1);
+    assert_int_equal(auth_load(&a, path, 0, err, sizeof err), -1);
     assert_non_null(strstr(err, "longer than 256 bytes"));
     /* Blanks past the read, then more of the line: not a token of AUTH_TOKEN_MAX bytes. */
     memset(text + AUTH_TOKEN_MAX, ' ', 100);
     memcpy(text + AUTH_TOKEN_MAX + 100, "yy\n", 3);
     put_file(text, AUTH_TOKEN_MAX + 103);
-    assert_int_equal(auth_load(&a, path, err, sizeof err), -1);
+    assert_int_equal(auth_load(&a, path, 0, err, sizeof err), -1);
     assert_false(auth_enabled(&a));
 }
 
@@ -123,20 +124,20 @@ static void test_load_refuses_a_token_that_cannot_match(void **state)
     struct auth a = {0};
     char err[300];
     PUT(" tok\n");
-    assert_int_equal(auth_load(&a, path, err, sizeof err), -1);
+    assert_int_equal(auth_load(&a, path, 0, err, sizeof err), -1);
     assert_non_null(strstr(err, "starts with a space or tab"));
     PUT("\ttok\n");
-    assert_int_equal(auth_load(&a, path, err, sizeof err), -1);
+    assert_int_equal(auth_load(&a, path, 0, err, sizeof err), -1);
     assert_non_null(strstr(err, "starts with a space or tab"));
     PUT("to\x01k\n");
-    assert_int_equal(auth_load(&a, path, err, sizeof err), -1);
+    assert_int_equal(auth_load(&a, path, 0, err, sizeof err), -1);
     assert_non_null(strstr(err, "control character"));
     put_file("to\0k\n", 5);
-    assert_int_equal(auth_load(&a, path, err, sizeof err), -1);
+    assert_int_equal(auth_load(&a, path, 0, err, sizeof err), -1);
     assert_false(auth_enabled(&a));
     /* Inside the token, a space or tab is a byte like another (it can be sent). */
     PUT("to k\tx\n");
-    assert_int_equal(auth_load(&a, path, err, sizeof err), 0);
+    assert_int_equal(auth_load(&a, path, 0, err, sizeof err), 0);
     assert_int_equal(CHECK(&a, "Bearer to k\tx"), 1);
 }
 
@@ -147,7 +148,7 @@ static void test_check(void **state)
     struct auth a = {0};
     char err[200];
     assert_int_equal(CHECK(&a, "Bearer tok-123"), 0); /* nothing loaded: nothing passes */
-    assert_int_equal(auth_load(&a, path, err, sizeof err), 0);
+    assert_int_equal(auth_load(&a, path, 0, err, sizeof err), 0);
     assert_int_equal(CHECK(&a, "Bearer tok-123"), 1);
     assert_int_equal(CHECK(&a, "bEARER tok-123"), 1);
     assert_int_equal(CHECK(&a, "Bearer \t tok-123 \t"), 1);
@@ -174,20 +175,132 @@ static void test_reload_keeps_the_old_token_on_error(void **state)
     PUT("first\n");
     struct auth a = {0};
     char err[200];
-    assert_int_equal(auth_load(&a, path, err, sizeof err), 0);
+    assert_int_equal(auth_load(&a, path, 0, err, sizeof err), 0);
     PUT("\n");
-    auth_reload(&a, path, "test");
+    auth_reload(&a, path, 0, "test");
     assert_int_equal(CHECK(&a, "Bearer first"), 1);
     PUT(" second\n");
-    auth_reload(&a, path, "test");
+    auth_reload(&a, path, 0, "test");
     assert_int_equal(CHECK(&a, "Bearer first"), 1);
     unlink(path);
-    auth_reload(&a, path, "test");
+    auth_reload(&a, path, 0, "test");
     assert_int_equal(CHECK(&a, "Bearer first"), 1);
     PUT("second\n");
-    auth_reload(&a, path, "test");
+    auth_reload(&a, path, 0, "test");
     assert_int_equal(CHECK(&a, "Bearer first"), 0);
     assert_int_equal(CHECK(&a, "Bearer second"), 1);
+}
+
+/* --datasets: every line a token and the datasets it may append to. */
+static void test_scoped_lines(void **state)
+{
+    (void)state;
+    PUT("# ops\n\nall-tok\r\ntrips-tok trips\n  \nboth-tok trips,zones \t\n");
+    struct auth a = {0};
+    char err[300];
+    assert_int_equal(auth_load(&a, path, 1, err, sizeof err), 0);
+    assert_int_equal(a.count, 3);
+    int all = auth_match(&a, CHECK_ARGS("Bearer all-tok"));
+    int trips = auth_match(&a, CHECK_ARGS("Bearer trips-tok"));
+    int both = auth_match(&a, CHECK_ARGS("bearer  both-tok "));
+    assert_int_equal(all, 0);
+    assert_int_equal(trips, 1);
+    assert_int_equal(both, 2);
+    assert_int_equal(auth_match(&a, CHECK_ARGS("Bearer trips-tok trips")), -1);
+    assert_int_equal(auth_match(&a, CHECK_ARGS("Bearer trips")), -1);
+    assert_int_equal(auth_match(&a, CHECK_ARGS("Bearer both-to")), -1);
+    assert_true(auth_allows(&a, all, "anything", 8));
+    assert_true(auth_allows(&a, trips, "trips", 5));
+    assert_false(auth_allows(&a, trips, "zones", 5));
+    assert_false(auth_allows(&a, trips, "trip", 4));
+    assert_false(auth_allows(&a, trips, "tripsx", 6));
+    assert_true(auth_allows(&a, both, "zones", 5));
+    assert_true(auth_allows(&a, both, "trips", 5));
+    assert_false(auth_allows(&a, both, "trips,zones", 11));
+    assert_false(auth_allows(&a, -1, "trips", 5));
+    assert_false(auth_allows(&a, 3, "trips", 5));
+    /* Without --datasets the same file is today's: its first line is the one token. */
+    PUT("first tok with spaces\nsecond trips\n");
+    assert_int_equal(auth_load(&a, path, 0, err, sizeof err), 0);
+    assert_int_equal(a.count, 1);
+    assert_int_equal(CHECK(&a, "Bearer first tok with spaces"), 1);
+    assert_int_equal(CHECK(&a, "Bearer second"), 0);
+    assert_true(auth_allows(&a, 0, "x", 1));
+    auth_free(&a);
+    assert_false(auth_enabled(&a));
+}
+
+/* Every token is checked, whichever matches: the last of AUTH_MAX_TOKENS as the first. */
+static void test_scoped_limits_and_errors(void **state)
+{
+    (void)state;
+    struct auth a = {0};
+    char err[4400];
+    char text[AUTH_MAX_TOKENS * 16 + 32];
+    size_t n = 0;
+    for (int i = 0; i < AUTH_MAX_TOKENS; i++)
+        n += (size_t)snprintf(text + n, sizeof text - n, "tok%d d%d\n", i, i);
+    put_file(text, n);
+    assert_int_equal(auth_load(&a, path, 1, err, sizeof err), 0);
+    assert_int_equal(a.count, AUTH_MAX_TOKENS);
+    char last[32];
+    int ln = snprintf(last, sizeof last, "Bearer tok%d", AUTH_MAX_TOKENS - 1);
+    assert_int_equal(auth_match(&a, last, (size_t)ln), AUTH_MAX_TOKENS - 1);
+    n += (size_t)snprintf(text + n, sizeof text - n, "one-more\n");
+    put_file(text, n);
+    assert_int_equal(auth_load(&a, path, 1, err, sizeof err), -1);
+    assert_non_null(strstr(err, ":65: more than 64 tokens"));
+    assert_int_equal(a.count, AUTH_MAX_TOKENS); /* unchanged */
+    static const struct {
+        const char *text, *msg;
+    } bad[] = {
+        {"a x\na y\n", ":2: the same token again"},
+        {"a x,\n", ":1: after the token, a list"},
+        {"a x, y\n", ":1: after the token, a list"},
+        {"a x;y\n", ":1: after the token, a list"},
+        {"a\n tok\n", ":2: the token starts with a space or tab"},
+        {"a\nto\x01k\n", ":2: the token holds a control character"},
+        {"# only a comment\n\n", "no token"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        print_message("bad file %zu\n", i);
+        put_file(bad[i].text, strlen(bad[i].text));
+        assert_int_equal(auth_load(&a, path, 1, err, sizeof err), -1);
+        assert_non_null(strstr(err, bad[i].msg));
+    }
+    char *big = malloc(AUTH_FILE_MAX + 2);
+    assert_non_null(big);
+    memset(big, '\n', AUTH_FILE_MAX + 1);
+    memcpy(big, "tok\n", 4);
+    put_file(big, AUTH_FILE_MAX); /* exactly the most: loads */
+    assert_int_equal(auth_load(&a, path, 1, err, sizeof err), 0);
+    assert_int_equal(a.count, 1);
+    put_file(big, AUTH_FILE_MAX + 1);
+    assert_int_equal(auth_load(&a, path, 1, err, sizeof err), -1);
+    assert_non_null(strstr(err, "larger than"));
+    free(big);
+    auth_free(&a);
+}
+
+/* A reload to a bad scoped file keeps every previous token and its datasets. */
+static void test_scoped_reload_keeps_the_old_set(void **state)
+{
+    (void)state;
+    PUT("t1 a\nt2\n");
+    struct auth a = {0};
+    char err[300];
+    assert_int_equal(auth_load(&a, path, 1, err, sizeof err), 0);
+    PUT("t3 b\nt3 c\n");
+    auth_reload(&a, path, 1, "test");
+    assert_int_equal(auth_match(&a, CHECK_ARGS("Bearer t1")), 0);
+    assert_true(auth_allows(&a, 0, "a", 1));
+    assert_int_equal(auth_match(&a, CHECK_ARGS("Bearer t3")), -1);
+    PUT("t3 b\n");
+    auth_reload(&a, path, 1, "test");
+    assert_int_equal(auth_match(&a, CHECK_ARGS("Bearer t1")), -1);
+    assert_int_equal(auth_match(&a, CHECK_ARGS("Bearer t3")), 0);
+    assert_false(auth_allows(&a, 0, "a", 1));
+    auth_free(&a);
 }
 
 int main(void)
@@ -199,6 +312,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_load_refuses_a_token_that_cannot_match, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reload_keeps_the_old_token_on_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scoped_lines, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scoped_limits_and_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scoped_reload_keeps_the_old_set, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
