@@ -4,7 +4,12 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-static const int codes[METRICS_CODES - 1] = {200, 400, 401, 404, 405, 408, 413, 414, 415, 431, 500, 501, 503};
+/* The first METRICS_LISTED are always listed; those after, only --datasets sends (202 for
+ * wait=false, 403 for a token's scope), only once counted, so that /metrics without
+ * --datasets reads as it always has. */
+static const int codes[METRICS_CODES - 1] = {200, 400, 401, 404, 405, 408, 413, 414, 415, 431, 500, 501, 503,
+                                             202, 403};
+#define METRICS_LISTED 13
 static const uint64_t bucket_ns[METRICS_BUCKETS] = {
     1000000ULL, 5000000ULL, 10000000ULL, 50000000ULL, 100000000ULL, 500000000ULL,
     1000000000ULL, 5000000000ULL,
@@ -103,7 +108,7 @@ int metrics_format(struct buf *out, const struct metrics_worker *w, int n)
             "# TYPE ndingest_requests_total counter\n");
     for (int i = 0; i < METRICS_CODES; i++) {
         uint64_t v = sum(w, n, offsetof(struct metrics, responses) + (size_t)i * sizeof(atomic_uint_fast64_t));
-        if (i < METRICS_CODES - 1)
+        if (i < METRICS_LISTED || (i < METRICS_CODES - 1 && v))
             put(&o, "ndingest_requests_total{code=\"%d\"} %llu\n", codes[i], (unsigned long long)v);
         else if (v)
             put(&o, "ndingest_requests_total{code=\"other\"} %llu\n", (unsigned long long)v);
@@ -155,5 +160,55 @@ int metrics_format(struct buf *out, const struct metrics_worker *w, int n)
             "# TYPE ndingest_worker_open_connections gauge\n");
     for (int i = 0; i < n; i++)
         put(&o, "ndingest_worker_open_connections{worker=\"%d\"} %u\n", i, w[i].connections);
+    return o.failed ? -1 : 0;
+}
+
+/* One dataset's counter at offset, summed over its workers. */
+static uint64_t dataset_sum(const struct metrics_dataset_view *v, int nworkers, size_t offset)
+{
+    uint64_t t = 0;
+    for (int i = 0; i < nworkers; i++) {
+        const atomic_uint_fast64_t *c =
+            (const atomic_uint_fast64_t *)((const char *)(v->w + (size_t)i * v->stride) + offset);
+        t += atomic_load_explicit(c, memory_order_relaxed);
+    }
+    return t;
+}
+
+#define DSUM(field) dataset_sum(&v[d], nworkers, offsetof(struct metrics_dataset, field))
+
+int metrics_format_datasets(struct buf *out, const struct metrics_dataset_view *v, size_t n,
+                            int nworkers)
+{
+    struct out o = {out, 0};
+    if (!n)
+        return 0;
+    put(&o, "# HELP ndingest_dataset_requests_total Bodies ingested, by dataset.\n"
+            "# TYPE ndingest_dataset_requests_total counter\n");
+    for (size_t d = 0; d < n; d++)
+        put(&o, "ndingest_dataset_requests_total{dataset=\"%s\"} %llu\n", v[d].name,
+            (unsigned long long)DSUM(bodies));
+    put(&o, "# HELP ndingest_dataset_body_bytes_total Request body bytes as received, by dataset.\n"
+            "# TYPE ndingest_dataset_body_bytes_total counter\n");
+    for (size_t d = 0; d < n; d++)
+        put(&o, "ndingest_dataset_body_bytes_total{dataset=\"%s\"} %llu\n", v[d].name,
+            (unsigned long long)DSUM(body_bytes));
+    put(&o, "# HELP ndingest_dataset_rows_total Lines judged, by dataset and verdict (valid: "
+            "written as a row; invalid: quarantined or, with --no-quarantine, dropped).\n"
+            "# TYPE ndingest_dataset_rows_total counter\n");
+    for (size_t d = 0; d < n; d++)
+        put(&o, "ndingest_dataset_rows_total{dataset=\"%s\",verdict=\"valid\"} %llu\n"
+                "ndingest_dataset_rows_total{dataset=\"%s\",verdict=\"invalid\"} %llu\n",
+            v[d].name, (unsigned long long)DSUM(rows_valid), v[d].name,
+            (unsigned long long)DSUM(rows_invalid));
+    put(&o, "# HELP ndingest_dataset_quarantined_total Lines refused, by dataset and reason class.\n"
+            "# TYPE ndingest_dataset_quarantined_total counter\n");
+    for (size_t d = 0; d < n; d++)
+        for (int r = 0; r < QUARANTINE_REASONS; r++)
+            put(&o, "ndingest_dataset_quarantined_total{dataset=\"%s\",reason=\"%s\"} %llu\n",
+                v[d].name, quarantine_reason_names[r],
+                (unsigned long long)dataset_sum(&v[d], nworkers,
+                                                offsetof(struct metrics_dataset, refused) +
+                                                    (size_t)r * sizeof(atomic_uint_fast64_t)));
     return o.failed ? -1 : 0;
 }

@@ -11,9 +11,10 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "quarantine.h"
 
 /* The status codes ndingest sends; anything else is counted as "other". */
-#define METRICS_CODES 14
+#define METRICS_CODES 16
 /* Request duration buckets, seconds: .001 .005 .01 .05 .1 .5 1 5 (and +Inf). */
 #define METRICS_BUCKETS 8
 
@@ -46,6 +47,31 @@ struct metrics_worker {
     const struct metrics *m;
     unsigned connections;
 };
+
+/* One dataset's counters in one worker (--datasets; catalog.h lays them out in shared
+ * memory, one per worker per dataset name, written by that worker only). */
+struct metrics_dataset {
+    atomic_uint_fast64_t bodies;     /* bodies ingested (ended or abandoned) */
+    atomic_uint_fast64_t body_bytes; /* as received */
+    atomic_uint_fast64_t rows_valid, rows_invalid;
+    atomic_uint_fast64_t refused[QUARANTINE_REASONS]; /* rows_invalid by reason class */
+};
+
+/* One dataset as metrics_format_datasets sees it: its name and its counters in each
+ * worker, w[0], w[stride], w[2 * stride]... (borrowed for the call). */
+struct metrics_dataset_view {
+    const char *name;
+    const struct metrics_dataset *w;
+    size_t stride;
+};
+
+/* Appends the per-dataset lines (label dataset="NAME") of v[0..n) summed over nworkers
+ * workers: ndingest_dataset_requests_total, ndingest_dataset_body_bytes_total,
+ * ndingest_dataset_rows_total{verdict}, ndingest_dataset_quarantined_total{reason}. Names
+ * are letters, digits and '_' (datasource.h), so they need no escaping. 0, or -1 when
+ * memory is exhausted. */
+int metrics_format_datasets(struct buf *out, const struct metrics_dataset_view *v, size_t n,
+                            int nworkers);
 
 /* The totals behind the live status line (server.c): summed over workers w[0..n). */
 struct metrics_totals {
