@@ -30,7 +30,7 @@ LIBS     := -levent -lz $(LLHTTP_LIBS)
 # with zlib alone, which is what the fuzz target needs. So a new file is core unless it is
 # added to SERVER_SRC; one that wants libevent and is not gets caught by `make fuzz`.
 SRC        := $(wildcard src/*.c)
-SERVER_SRC := $(addprefix src/,server.c worker.c http.c http_strict.c metrics.c net.c auth.c \
+SERVER_SRC := $(addprefix src/,server.c worker.c http.c http_strict.c metrics.c net.c auth.c catalog.c \
               access_log.c route.c)
 CORE_SRC   := $(filter-out src/main.c $(SERVER_SRC),$(SRC))
 LIBOBJ   := $(CORE_SRC:src/%.c=$(BUILD)/obj/%.o) $(SERVER_SRC:src/%.c=$(BUILD)/obj/%.o)

@@ -21,6 +21,7 @@
 
 #include "access_log.h"
 #include "auth.h"
+#include "catalog.h"
 #include "decode.h"
 #include "http_strict.h"
 #include "ingest.h"
@@ -90,6 +91,10 @@ struct http_request {
     uint16_t auth_len;       /* --token-file: the Authorization value */
     uint8_t auth_long, auth_count;
     char auth[HTTP_AUTH_MAX];
+    /* --datasets: the dataset the body appends to (in the connection's held catalog), and
+     * for /v0/events its answer: Tinybird's counts, 200 with wait=true, else 202. */
+    const struct catalog_dataset *dataset;
+    uint8_t events, wait;
 };
 
 struct http_conn {
@@ -108,7 +113,9 @@ struct http_conn {
     unsigned deadline : 2;    /* enum deadline */
     unsigned sync_wait : 1;   /* on the server's commit list, parsing paused */
     unsigned sync_keep_alive : 1; /* ...and what its response will say */
+    unsigned commit_failed : 1; /* its sink refused this turn's write: commit_error says why */
     struct http_conn *commit_next;
+    char commit_error[300];
     struct timespec linger_until;
     struct timespec started;  /* the request's first byte */
     struct event *deadline_ev; /* --header-timeout, --body-timeout */
@@ -117,6 +124,9 @@ struct http_conn {
      * routing looks at the path alone, so a long query cannot turn a route into a 404;
      * the query is kept, bounded, for routes that take parameters (issue #11). */
     char *path, *query;
+    /* --datasets: the set the request in progress started with, held until its answer, so
+     * that a SIGHUP reload in between frees neither its definition nor its sinks. */
+    struct catalog *held;
     struct ingest ingest;     /* reused by every request of the connection */
 };
 
@@ -131,6 +141,8 @@ struct http_server {
     const struct ingest_config *ingest;
     struct access_log *access;
     const struct auth *auth;
+    struct catalog *const *catalog; /* --datasets, or NULL */
+    const char *default_dataset;
     const char *log_prefix;
     int (*sync)(void *arg, char *err, size_t errlen);
     void (*drained)(void *arg);
@@ -171,8 +183,10 @@ static const char *status_text(int status)
 {
     switch (status) {
     case 200: return "OK";
+    case 202: return "Accepted";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
+    case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
@@ -230,6 +244,26 @@ static void account_body(struct http_conn *c)
     metrics_add(&m->body_bytes, st->bytes);
     metrics_add(&m->decoded_bytes, st->decoded);
     metrics_add(&m->written_bytes, st->written);
+    struct metrics_dataset *dm = r->dataset ? r->dataset->m : NULL;
+    if (dm) {
+        metrics_add(&dm->bodies, 1);
+        metrics_add(&dm->body_bytes, st->bytes);
+        metrics_add(&dm->rows_valid, st->valid);
+        metrics_add(&dm->rows_invalid, st->invalid);
+        for (int k = 0; k < QUARANTINE_REASONS; k++)
+            metrics_add(&dm->refused[k], st->refused[k]);
+    }
+}
+
+/* The request is answered: its dataset (and its catalog) may go. Its body was accounted
+ * before (account_body reads the dataset's counters). */
+static void release_dataset(struct http_conn *c)
+{
+    c->req.dataset = NULL;
+    if (c->held) {
+        catalog_release(c->held);
+        c->held = NULL;
+    }
 }
 
 /* Queues one complete response. extra: more header lines, each ending in CRLF. */
@@ -272,6 +306,7 @@ static void respond_as(struct http_conn *c, int status, const char *ctype, const
     metrics_response(&c->s->slot->metrics, status, ns);
     if (access_log_enabled(c->s->access))
         log_request(c, status, ns);
+    release_dataset(c);
 }
 
 static void respond(struct http_conn *c, int status, const char *extra, const char *body,
@@ -382,6 +417,7 @@ static int count_header_bytes(struct http_conn *c, size_t n)
 static int on_message_begin(llhttp_t *p)
 {
     struct http_conn *c = p->data;
+    release_dataset(c); /* a request refused without an answer had none to release */
     memset(&c->req, 0, sizeof c->req);
     c->in_message = 1;
     clock_gettime(CLOCK_MONOTONIC, &c->started);
@@ -582,11 +618,127 @@ static unsigned route_method_of(int method)
     }
 }
 
-/* Whether the request carries "Authorization: Bearer <the token>", once. */
-static int authorized(const struct http_conn *c)
+/* --datasets: every dataset name's counters after the server's. 0, or -1 when memory is
+ * exhausted. */
+static int datasets_metrics(const struct http_server *s, struct buf *out)
+{
+    if (!s->catalog)
+        return 0;
+    const struct catalog_shared *sh = (*s->catalog)->shared;
+    struct metrics_dataset_view *view = malloc(sh->nentries * sizeof *view);
+    if (!view)
+        return -1;
+    size_t n = catalog_metrics_view(sh, view, sh->nentries);
+    int rc = metrics_format_datasets(out, view, n, sh->nslots);
+    free(view);
+    return rc;
+}
+
+/* Which token the request carries as "Authorization: Bearer <token>", once: its index
+ * (auth.h), or -1. */
+static int token_of(const struct http_conn *c)
 {
     const struct http_request *r = &c->req;
-    return r->auth_count == 1 && !r->auth_long && auth_check(c->s->auth, r->auth, r->auth_len);
+    return r->auth_count == 1 && !r->auth_long ? auth_match(c->s->auth, r->auth, r->auth_len) : -1;
+}
+
+static int hex_digit(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'f')
+        return (ch | 0x20) - 'a' + 10;
+    return -1;
+}
+
+/* The first value of the query parameter key in q[0..n), percent-decoded ('+' as a space)
+ * into out[0..cap): its length; -1 when absent, -2 when malformed or longer than cap. */
+static int query_param(const char *q, size_t n, const char *key, char *out, size_t cap)
+{
+    size_t kl = strlen(key);
+    for (size_t at = 0; at < n;) {
+        const char *amp = memchr(q + at, '&', n - at);
+        size_t end = amp ? (size_t)(amp - q) : n;
+        if (end - at > kl && q[at + kl] == '=' && !memcmp(q + at, key, kl)) {
+            size_t o = 0;
+            for (size_t i = at + kl + 1; i < end; i++) {
+                int ch = (unsigned char)q[i];
+                if (ch == '%') {
+                    int hi = i + 2 < end ? hex_digit(q[i + 1]) : -1;
+                    int lo = hi >= 0 ? hex_digit(q[i + 2]) : -1;
+                    if (lo < 0)
+                        return -2;
+                    ch = hi * 16 + lo;
+                    i += 2;
+                } else if (ch == '+') {
+                    ch = ' ';
+                }
+                if (o == cap)
+                    return -2;
+                out[o++] = (char)ch;
+            }
+            return (int)o;
+        }
+        if (end - at == kl && !memcmp(q + at, key, kl))
+            return 0; /* "?name": present, empty */
+        at = end + 1;
+    }
+    return -1;
+}
+
+/* --datasets: the dataset the body appends to (/v0/events?name=NAME, or POST / and
+ * --default-dataset), held with its catalog until the answer. 0, or the refusal's status
+ * with its message in msg. A token's scope is judged before the name is looked up, so a
+ * scoped token learns nothing of the datasets it does not cover. */
+static int choose_dataset(struct http_conn *c, int token, char *msg, size_t len)
+{
+    struct http_request *r = &c->req;
+    char name[DS_MAX_NAME];
+    int nl;
+    if (r->route->id == ROUTE_EVENTS) {
+        r->events = 1;
+        if (r->query_long) {
+            snprintf(msg, len, "the request target's query is longer than --max-path %zu bytes",
+                     c->s->o->max_path);
+            return 414;
+        }
+        char wait[8];
+        int wl = query_param(c->query, r->query_len, "wait", wait, sizeof wait);
+        r->wait = wl == 4 && !memcmp(wait, "true", 4);
+        if (!r->wait && wl != -1 && !(wl == 5 && !memcmp(wait, "false", 5))) {
+            snprintf(msg, len, "the wait parameter is true or false");
+            return 400;
+        }
+        nl = query_param(c->query, r->query_len, "name", name, sizeof name);
+        if (nl == -2) {
+            snprintf(msg, len, "the name parameter is malformed or longer than %d bytes", DS_MAX_NAME);
+            return 400;
+        }
+        if (nl <= 0) {
+            snprintf(msg, len, "missing the name parameter: POST /v0/events?name=NAME");
+            return 400;
+        }
+    } else if (!c->s->default_dataset) {
+        snprintf(msg, len, "no default dataset: POST to /v0/events?name=NAME (or start the "
+                 "server with --default-dataset NAME)");
+        return 404;
+    } else {
+        nl = snprintf(name, sizeof name, "%s", c->s->default_dataset);
+    }
+    if (auth_enabled(c->s->auth) && !auth_allows(c->s->auth, token, name, (size_t)nl)) {
+        snprintf(msg, len, "this token may not append to the dataset %.*s", nl, name);
+        return 403;
+    }
+    struct catalog *cat = *c->s->catalog;
+    const struct catalog_dataset *d = catalog_find(cat, name, (size_t)nl);
+    if (!d) {
+        snprintf(msg, len, "no dataset %.*s (none is defined by that name)", nl, name);
+        return 404;
+    }
+    c->held = catalog_hold(cat);
+    r->dataset = d;
+    c->ingest.cfg = &d->ingest; /* every dataset has the same max_line: the framer is unchanged */
+    return 0;
 }
 
 static int on_headers_complete(llhttp_t *p)
@@ -598,6 +750,8 @@ static int on_headers_complete(llhttp_t *p)
     if (r->target_part == TARGET_AUTHORITY) /* "http://host": the path is "/" */
         path_put(c, '/');
     r->route = r->path_long ? NULL : route_find(c->path, r->path_len);
+    if (r->route && r->route->id == ROUTE_EVENTS && !c->s->catalog)
+        r->route = NULL; /* without --datasets, as before the route existed */
     /* From here the body (if any) has --body-timeout to arrive; the message's end stops it. */
     set_deadline(c, has_body(p) ? DEADLINE_BODY : DEADLINE_NONE);
     if (r->path_long) {
@@ -608,14 +762,23 @@ static int on_headers_complete(llhttp_t *p)
     }
     if (!r->route)
         return reject_early(c, 404, NULL, route_not_found);
-    if (r->route->needs_token && auth_enabled(c->s->auth) && !authorized(c))
+    int token = -1;
+    if (r->route->needs_token && auth_enabled(c->s->auth) && (token = token_of(c)) < 0)
         return reject_early(c, 401, "WWW-Authenticate: Bearer\r\n",
                             r->auth_count ? "invalid bearer token"
                                           : "missing Authorization: Bearer token");
     if (!route_allows(r->route, route_method_of(llhttp_get_method(p))))
         return reject_early(c, 405, r->route->allow, r->route->refusal);
-    if (r->route->id != ROUTE_INGEST)
+    if (r->route->id != ROUTE_INGEST && r->route->id != ROUTE_EVENTS)
         return 0;
+    if (c->s->catalog) {
+        char msg[DS_MAX_NAME + 128];
+        int status = choose_dataset(c, token, msg, sizeof msg);
+        if (status)
+            return reject_early(c, status, NULL, msg);
+    } else {
+        c->ingest.cfg = c->s->ingest;
+    }
     if (r->encoding_bad) {
         char msg[128];
         snprintf(msg, sizeof msg, "unsupported Content-Encoding: %.*s (use gzip, deflate or identity)",
@@ -690,12 +853,12 @@ static int on_message_complete(llhttp_t *p)
         struct metrics_worker view[SLOTS_MAX];
         slots_metrics_view(view, c->s->slots, c->s->nslots);
         struct buf text = {0};
-        if (metrics_format(&text, view, c->s->nslots))
+        if (metrics_format(&text, view, c->s->nslots) || datasets_metrics(c->s, &text))
             respond_error(c, 500, NULL, "out of memory for the metrics", keep_alive);
         else
             respond_as(c, 200, "text/plain; version=0.0.4", NULL, text.p, text.len, keep_alive);
         buf_free(&text);
-    } else if (r->route->id == ROUTE_INGEST) {
+    } else if (r->route->id == ROUTE_INGEST || r->route->id == ROUTE_EVENTS) {
         r->ingesting = 0;
         enum ingest_status st = ingest_finish(&c->ingest);
         if (st == INGEST_OK) {
@@ -1056,6 +1219,7 @@ static void http_conn_free(struct http_conn *c)
     /* A request that got no answer (client gone, idle timeout, the drain's end) is logged too. */
     if (c->in_message && !c->req.responded && access_log_enabled(s->access))
         log_request(c, 0, elapsed_ns(&c->started));
+    release_dataset(c);
     ingest_free(&c->ingest);
     event_free(c->deadline_ev);
     free(c->path);
@@ -1073,17 +1237,31 @@ static void http_conn_free(struct http_conn *c)
         s->drained(s->arg);
 }
 
-/* Writes what the requests on list left pending of one kind (rows, or quarantined lines)
- * with one write(2): straight from the buffer when one request has any, else gathered into
- * the server's batch buffer. 0, or -1 with the sink's message in err. */
-static int write_pending(struct http_server *s, struct http_conn *list, int invalid,
-                         struct sink *sink, char *err, size_t errlen)
+/* The sink a finished request's pending bytes of one kind go to: its dataset's, or the
+ * server's. */
+static struct sink *pending_sink(const struct http_conn *c, int invalid)
 {
+    return invalid ? c->ingest.cfg->quarantine : c->ingest.cfg->rows;
+}
+
+static const struct buf *pending(const struct http_conn *c, int invalid)
+{
+    return invalid ? &c->ingest.invalid : &c->ingest.rows;
+}
+
+/* Writes what the requests on list from first on left pending of one kind (rows, or
+ * quarantined lines) for first's sink, with one write(2): straight from the buffer when
+ * one request has any, else gathered into the server's batch buffer. 0, or -1 with the
+ * sink's message in err. */
+static int write_group(struct http_server *s, struct http_conn *first, int invalid, char *err,
+                       size_t errlen)
+{
+    struct sink *sink = pending_sink(first, invalid);
     const struct buf *one = NULL;
     size_t total = 0, count = 0;
-    for (struct http_conn *c = list; c; c = c->commit_next) {
-        const struct buf *b = invalid ? &c->ingest.invalid : &c->ingest.rows;
-        if (b->len) {
+    for (struct http_conn *c = first; c; c = c->commit_next) {
+        const struct buf *b = pending(c, invalid);
+        if (b->len && pending_sink(c, invalid) == sink) {
             one = b;
             total += b->len;
             count++;
@@ -1098,10 +1276,12 @@ static int write_pending(struct http_server *s, struct http_conn *list, int inva
             snprintf(err, errlen, "out of memory gathering %zu bytes of rows", total);
             return -1;
         }
-        for (struct http_conn *c = list; c; c = c->commit_next) {
-            const struct buf *b = invalid ? &c->ingest.invalid : &c->ingest.rows;
-            memcpy(s->batch.p + s->batch.len, b->p, b->len);
-            s->batch.len += b->len;
+        for (struct http_conn *c = first; c; c = c->commit_next) {
+            const struct buf *b = pending(c, invalid);
+            if (b->len && pending_sink(c, invalid) == sink) {
+                memcpy(s->batch.p + s->batch.len, b->p, b->len);
+                s->batch.len += b->len;
+            }
         }
         p = s->batch.p;
     }
@@ -1112,11 +1292,75 @@ static int write_pending(struct http_server *s, struct http_conn *list, int inva
     return 0;
 }
 
+/* Whether a request on list before c has pending bytes of this kind for c's sink: its
+ * group was written with that one's. */
+static int sink_seen(const struct http_conn *list, const struct http_conn *c, int invalid)
+{
+    for (const struct http_conn *e = list; e != c; e = e->commit_next)
+        if (pending(e, invalid)->len && pending_sink(e, invalid) == pending_sink(c, invalid))
+            return 1;
+    return 0;
+}
+
+/* Writes the pending bytes of one kind of every request on list, one write(2) per sink
+ * (requests of one turn may append to several datasets). A request whose sink refused
+ * them is marked failed, with the sink's message in err. */
+static void write_pending(struct http_server *s, struct http_conn *list, int invalid, char *err,
+                          size_t errlen)
+{
+    for (struct http_conn *c = list; c; c = c->commit_next) {
+        if (c->commit_failed || !pending(c, invalid)->len || sink_seen(list, c, invalid))
+            continue;
+        if (write_group(s, c, invalid, err, errlen)) {
+            log_error("%s: 500: %s", s->log_prefix, err);
+            struct sink *sink = pending_sink(c, invalid);
+            for (struct http_conn *e = c; e; e = e->commit_next)
+                if (pending(e, invalid)->len && pending_sink(e, invalid) == sink) {
+                    e->commit_failed = 1;
+                    snprintf(e->commit_error, sizeof e->commit_error, "%s", err);
+                }
+        }
+    }
+}
+
+/* --fsync request: fdatasync of what the requests on list wrote. The server's sinks through
+ * the worker's callback; the datasets' (perhaps of a set replaced since) here, each a no-op
+ * once synced. 0, or nonzero with the message in err. */
+static int sync_written(struct http_server *s, struct http_conn *list, char *err, size_t errlen)
+{
+    int r = s->sync(s->arg, err, errlen);
+    for (struct http_conn *c = list; c && !r; c = c->commit_next) {
+        if (!c->req.dataset)
+            continue;
+        for (int k = 0; k < 2 && !r; k++) {
+            struct sink *sink = pending_sink(c, k);
+            if (sink && (r = sink_sync(sink)) != 0)
+                snprintf(err, errlen, "%s", sink_error(sink));
+        }
+    }
+    return r;
+}
+
+/* The answer to an ingested body: today's for POST /, Tinybird's for /v0/events. */
+static void respond_ingested(struct http_conn *c, int keep_alive)
+{
+    char body[256];
+    const struct ingest_stats *st = &c->ingest.stats;
+    if (!c->req.events) {
+        int n = ingest_stats_json(st, body, sizeof body);
+        respond(c, 200, NULL, body, (size_t)n, keep_alive);
+        return;
+    }
+    int n = snprintf(body, sizeof body, "{\"successful_rows\": %llu, \"quarantined_rows\": %llu}\n",
+                     (unsigned long long)st->valid, (unsigned long long)st->invalid);
+    respond(c, c->req.wait ? 200 : 202, NULL, body, (size_t)n, keep_alive);
+}
+
 /* The commit event, once per loop turn in which a request finished ingesting: the last rows
- * of every such request go to the day's file in one write(2) (and their quarantined lines in
- * one more), --fsync request fdatasyncs once, and then each gets its answer: a 200 only now
- * that its rows are in the file. One write for many small requests saves the syscalls that
- * dominate them (doc/performance.md). */
+ * of every such request go to the day's file in one write(2) per file (and their quarantined
+ * lines in one more), --fsync request fdatasyncs once, and then each gets its answer: a 200
+ * only now that its rows are in the file. One write for many small requests saves the
+ * syscalls that dominate them (doc/performance.md). */
 static void commit_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -1125,12 +1369,10 @@ static void commit_cb(evutil_socket_t fd, short what, void *arg)
     struct http_conn *list = s->commits;
     s->commits = NULL;
     char err[300];
-    int r = write_pending(s, list, 0, s->ingest->rows, err, sizeof err);
-    if (!r)
-        r = write_pending(s, list, 1, s->ingest->quarantine, err, sizeof err);
-    if (!r && s->o->fsync == FSYNC_REQUEST)
-        r = s->sync(s->arg, err, sizeof err);
-    if (r)
+    write_pending(s, list, 0, err, sizeof err);
+    write_pending(s, list, 1, err, sizeof err);
+    int r = 0;
+    if (s->o->fsync == FSYNC_REQUEST && (r = sync_written(s, list, err, sizeof err)) != 0)
         log_error("%s: 500: %s", s->log_prefix, err);
     while (list) {
         struct http_conn *c = list;
@@ -1139,15 +1381,14 @@ static void commit_cb(evutil_socket_t fd, short what, void *arg)
         c->sync_wait = 0;
         int keep_alive = c->sync_keep_alive && !s->draining;
         /* Not OK also when its earlier batches went into a file deleted since (ingest.h). */
-        enum ingest_status st = ingest_written(&c->ingest, !r, err);
+        enum ingest_status st = c->commit_failed ? ingest_written(&c->ingest, 0, c->commit_error)
+                                                 : ingest_written(&c->ingest, !r, err);
+        c->commit_failed = 0;
         account_body(c);
-        if (st == INGEST_OK) {
-            char body[256];
-            int n = ingest_stats_json(&c->ingest.stats, body, sizeof body);
-            respond(c, 200, NULL, body, (size_t)n, keep_alive);
-        } else {
+        if (st == INGEST_OK)
+            respond_ingested(c, keep_alive);
+        else
             respond_error(c, 500, NULL, c->ingest.error, keep_alive);
-        }
         if (!keep_alive) {
             stop_reading_requests(c, 0);
             continue; /* write_cb closes it once the response is out */
@@ -1171,6 +1412,8 @@ struct http_server *http_server_new(const struct http_server_config *cfg)
     s->ingest = cfg->ingest;
     s->access = cfg->access;
     s->auth = cfg->auth;
+    s->catalog = cfg->catalog;
+    s->default_dataset = cfg->default_dataset;
     s->log_prefix = cfg->log_prefix;
     s->sync = cfg->sync;
     s->drained = cfg->drained;

@@ -1,6 +1,7 @@
 /* http.h -- a worker's HTTP side: its client connections, HTTP/1.x framing with llhttp over
- * bufferevents, the routes (route.h: POST / ingests the body as it arrives, GET /healthz,
- * GET /metrics), the responses, and the group commit of --fsync request. */
+ * bufferevents, the routes (route.h: POST / ingests the body as it arrives, POST /v0/events
+ * into a named dataset, GET /healthz, GET /metrics), the responses, and the group commit of
+ * --fsync request. */
 #ifndef NDINGEST_HTTP_H
 #define NDINGEST_HTTP_H
 
@@ -11,6 +12,7 @@
 struct access_log;
 struct auth;
 struct bufferevent;
+struct catalog;
 struct event_base;
 struct ingest_config;
 struct options;
@@ -34,6 +36,11 @@ struct http_server_config {
     const struct ingest_config *ingest; /* each connection's pipeline writes through it */
     struct access_log *access;          /* a disabled log (fd -1) logs nothing */
     const struct auth *auth;            /* no token loaded: nothing is guarded */
+    /* --datasets: where the worker keeps its current set (it replaces it on SIGHUP; each
+     * request holds a reference to the one it started with), or NULL: POST / as ever, and
+     * /v0/events is 404. default_dataset: what POST / appends to then (NULL: 404). */
+    struct catalog *const *catalog;
+    const char *default_dataset;
     const char *log_prefix;             /* "ndingest[pid]" */
     /* --fsync request: fdatasyncs what the worker's sinks have written. 0, or nonzero with
      * a message in err (every request waiting for it then gets a 500 with that message).

@@ -21,6 +21,7 @@
 static unsigned long default_workers(void);
 static int parse_name(struct options *o, const char *arg);
 static int parse_fsync(struct options *o, const char *arg);
+static int parse_default_dataset(struct options *o, const char *arg);
 static int print_help(struct options *o, const char *arg);
 static int print_version(struct options *o, const char *arg);
 
@@ -95,8 +96,13 @@ static const struct option_row rows[] = {
     {ROW_FILE("quarantine-file", "F", quarantine_file), .convert = 1, .convert_only = 1,
      .help = "convert: write refused lines to F (quarantine rows with --datasource, else "
              "raw), truncating it first"},
-    {ROW_STRING("datasets", "DIR", datasets, NULL), .schema = 1, .schema_only = 1,
-     .help = "schema: the directory of NAME.datasource definitions"},
+    {ROW_STRING("datasets", "DIR", datasets, NULL), .schema = 1,
+     .help = "serve every DIR/NAME.datasource at POST /v0/events?name=NAME (schema: where "
+             "NAME.datasource is)"},
+    {ROW_CUSTOM("default-dataset", "NAME", parse_default_dataset, NULL),
+     .help = "with --datasets: the dataset POST / appends to (without it POST / gets 404)"},
+    {ROW_UINT("max-datasets", "N", max_datasets, 1, 4096, 64),
+     .help = "with --datasets: the most definitions loaded at once (a larger set is refused)"},
     {ROW_FLAG("clickhouse", clickhouse), .schema = 1, .schema_only = 1,
      .help = "schema: print CREATE TABLE statements for the dataset and its quarantine"},
     {ROW_ACTION("help", print_help), .short_name = 'h', .convert = 1, .schema = 1,
@@ -255,6 +261,10 @@ static void usage_row(FILE *f, const struct option_row *r)
     else
         snprintf(left, sizeof left, "  %s", name);
     int col = fprintf(f, "%-*s", USAGE_INDENT - 1, left);
+    if (col > USAGE_INDENT - 1) { /* too wide: the help starts on the next line */
+        fprintf(f, "\n%*s", USAGE_INDENT - 1, "");
+        col = USAGE_INDENT - 1;
+    }
     for (const char *w = r->help; *w; w += strspn(w, " ")) {
         int len = (int)strcspn(w, " ");
         usage_word(f, &col, w, len);
@@ -283,7 +293,8 @@ static void usage(FILE *f)
     fputs(" [FILE ...]\n"
           "       ndingest schema NAME --datasets DIR [--clickhouse]\n"
           "\n"
-          "Streams NDJSON bodies POSTed to / into CSV rows in DIR/NAME-YYYY-MM-DD.csv.\n"
+          "Streams NDJSON bodies POSTed to / into CSV rows in DIR/NAME-YYYY-MM-DD.csv; with\n"
+          "--datasets, bodies POSTed to /v0/events?name=NAME into each dataset's typed files.\n"
           "\n", f);
     for (size_t i = 0; i < NROWS; i++)
         usage_row(f, &rows[i]);
@@ -322,6 +333,14 @@ static int parse_name(struct options *o, const char *arg)
     if (!*arg || strchr(arg, '/'))
         return usage_error("--name: '%s' must be a non-empty file name without '/'", arg);
     o->name = arg;
+    return 0;
+}
+
+static int parse_default_dataset(struct options *o, const char *arg)
+{
+    if (!*arg || strchr(arg, '/'))
+        return usage_error("--default-dataset: '%s' is not a dataset name", arg);
+    o->default_dataset = arg;
     return 0;
 }
 
@@ -510,6 +529,10 @@ int options_parse(struct options *o, int argc, char **argv)
     o->nfiles = argc - optind;
     if (o->command == CMD_SCHEMA)
         return parse_schema(o);
+    if (o->command == CMD_SERVE && o->datasets && !*o->datasets)
+        return usage_error("--datasets: empty directory name");
+    if (o->command == CMD_SERVE && o->default_dataset && !o->datasets)
+        return usage_error("--default-dataset needs --datasets DIR");
     return parse_columns(o);
 }
 

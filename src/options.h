@@ -53,7 +53,9 @@ struct options {
     const char *quarantine_file; /* refused lines go here (truncated first), or NULL */
     /* schema */
     const char *dataset;  /* NAME: the command's one argument */
-    const char *datasets; /* DIR holding NAME.datasource */
+    const char *datasets; /* DIR holding NAME.datasource; serve: every one served */
+    const char *default_dataset; /* serve --datasets: the dataset POST / appends to, or NULL */
+    unsigned max_datasets; /* serve --datasets: definitions loaded at once */
     int clickhouse;       /* CREATE TABLE statements instead of a table for people */
 };
 

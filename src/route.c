@@ -9,6 +9,7 @@
  * for load balancers and probes. */
 static const struct route routes[] = {
     {PATH("/"), ROUTE_INGEST, ROUTE_POST, "Allow: POST\r\n", "method not allowed: use POST", 1},
+    {PATH("/v0/events"), ROUTE_EVENTS, ROUTE_POST, "Allow: POST\r\n", "method not allowed: use POST", 1},
     {PATH("/healthz"), ROUTE_HEALTH, ROUTE_GET | ROUTE_HEAD, "Allow: GET, HEAD\r\n",
      "method not allowed: use GET", 0},
     {PATH("/metrics"), ROUTE_METRICS, ROUTE_GET | ROUTE_HEAD, "Allow: GET, HEAD\r\n",

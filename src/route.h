@@ -5,7 +5,12 @@
 #include <stddef.h>
 
 /* What http.c does with a request once its route is known (its handler). */
-enum route_id { ROUTE_INGEST, ROUTE_HEALTH, ROUTE_METRICS };
+enum route_id {
+    ROUTE_INGEST,  /* POST /: today's contract */
+    ROUTE_EVENTS,  /* POST /v0/events?name=NAME: Tinybird's Events API (only with --datasets) */
+    ROUTE_HEALTH,
+    ROUTE_METRICS,
+};
 
 /* The methods a route may serve, as bits (http.c maps llhttp's methods onto them; any other
  * method is 0 and gets 405 everywhere). HEAD is answered as GET without the body. */

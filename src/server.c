@@ -16,6 +16,7 @@
 
 #include "access_log.h"
 #include "auth.h"
+#include "catalog.h"
 #include "log.h"
 #include "metrics.h"
 #include "net.h"
@@ -37,6 +38,7 @@ struct server {
     pid_t main_pid;
     struct worker_slot *slots;
     int nslots;
+    struct catalog *catalog;      /* --datasets: what a worker forked now starts with */
     pid_t *pids;                  /* 0: not running */
     struct timespec *started;     /* when each worker was forked */
     struct timespec *restart_at;  /* when a dead worker is due again; tv_sec 0: not due */
@@ -165,7 +167,7 @@ static void spawn(struct server *s, int i)
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (getppid() != s->main_pid)
             raise(SIGTERM);
-        _exit(worker_run(s->o, i, s->listen_fd, s->slots, s->nslots));
+        _exit(worker_run(s->o, i, s->listen_fd, s->slots, s->nslots, s->catalog));
     }
     s->pids[i] = pid;
     s->started[i] = now();
@@ -200,6 +202,8 @@ static int reap(struct server *s)
         if (WIFSIGNALED(status)) { /* it may have died inside a write(2) */
             atomic_store(&s->slots[0].rows_torn, 1);
             atomic_store(&s->slots[0].invalid_torn, 1);
+            if (s->catalog)
+                catalog_shared_torn(s->catalog->shared);
         }
         failed += !clean;
         status_clear(s);
@@ -276,6 +280,26 @@ static int stop(struct server *s, const sigset_t *set, int sig)
     return failed ? 1 : 0;
 }
 
+/* --datasets on SIGHUP, before the workers get it: the set a worker forked later starts
+ * with. The workers load the directory themselves (they open its sinks); each logs a bad
+ * set and keeps its own. */
+static void reload_datasets(struct server *s)
+{
+    if (!s->catalog)
+        return;
+    char err[600];
+    const struct options *o = s->o;
+    struct catalog *next = catalog_load(o->datasets, o->max_datasets, o->default_dataset,
+                                        s->catalog->shared, err, sizeof err);
+    if (!next) {
+        status_clear(s);
+        log_error("ndingest: SIGHUP: %s; keeping the previous datasets", err);
+        return;
+    }
+    catalog_release(s->catalog);
+    s->catalog = next;
+}
+
 static int supervise(struct server *s)
 {
     sigset_t set;
@@ -311,10 +335,12 @@ static int supervise(struct server *s)
             reap(s);
         else if (sig == SIGTERM || sig == SIGINT)
             return stop(s, &set, sig);
-        else if (sig == SIGHUP) /* reopen the files, re-read the token: the workers' job */
+        else if (sig == SIGHUP) { /* reopen the files, re-read the token: the workers' job */
+            reload_datasets(s);
             for (int i = 0; i < s->nslots; i++)
                 if (s->pids[i])
                     kill(s->pids[i], SIGHUP);
+        }
     }
 }
 
@@ -386,15 +412,38 @@ int server_run(const struct options *o)
     }
 
     int nslots = o->workers > 0 ? o->workers : 1;
+    struct catalog *datasets = NULL;
+    if (o->datasets) { /* a bad definition is a usage error: exit 2 with FILE:LINE */
+        char derr[600];
+        struct catalog_shared *sh = catalog_shared_map(
+            (size_t)o->max_datasets * CATALOG_NAMES_PER_DATASET, nslots, derr, sizeof derr);
+        if (!sh || !(datasets = catalog_load(o->datasets, o->max_datasets, o->default_dataset,
+                                             sh, derr, sizeof derr))) {
+            log_error("ndingest: %s", derr);
+            catalog_shared_unmap(sh);
+            if (fd >= 0)
+                close(fd);
+            return sh ? 2 : 1;
+        }
+    }
     size_t size = sizeof(struct worker_slot) * (size_t)nslots;
     struct worker_slot *slots = mmap(NULL, size, PROT_READ | PROT_WRITE,
                                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (slots == MAP_FAILED) {
         log_error("ndingest: mmap: %s", strerror(errno));
+        if (datasets) {
+            struct catalog_shared *sh = datasets->shared;
+            catalog_release(datasets);
+            catalog_shared_unmap(sh);
+        }
         if (fd >= 0)
             close(fd);
         return 1;
     }
+    if (datasets)
+        log_info("ndingest: serving %zu dataset%s from %s at POST /v0/events?name=NAME, writing "
+                 "%s/NAME-YYYY-MM-DD.csv", datasets->count, datasets->count == 1 ? "" : "s",
+                 o->datasets, o->out_dir);
 
     if (o->workers == 0)
         log_info("ndingest: listening on %s, serving in the main process (--workers 0), "
@@ -407,7 +456,8 @@ int server_run(const struct options *o)
     int rc;
     if (o->workers == 0) {
         atomic_store(&slots[0].live, 1);
-        rc = worker_run(o, 0, fd, slots, 1);
+        rc = worker_run(o, 0, fd, slots, 1, datasets); /* it takes the reference */
+        datasets = NULL;
     } else {
         struct server s = {
             .o = o,
@@ -415,6 +465,7 @@ int server_run(const struct options *o)
             .main_pid = getpid(),
             .slots = slots,
             .nslots = nslots,
+            .catalog = datasets,
             .pids = calloc((size_t)nslots, sizeof(pid_t)),
             .started = calloc((size_t)nslots, sizeof(struct timespec)),
             .restart_at = calloc((size_t)nslots, sizeof(struct timespec)),
@@ -432,7 +483,13 @@ int server_run(const struct options *o)
         free(s.pids);
         free(s.started);
         free(s.restart_at);
+        datasets = s.catalog; /* replaced on SIGHUP */
     }
     munmap(slots, size);
+    if (datasets) {
+        struct catalog_shared *sh = datasets->shared;
+        catalog_release(datasets);
+        catalog_shared_unmap(sh);
+    }
     return rc;
 }

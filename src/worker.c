@@ -14,6 +14,7 @@
 
 #include "access_log.h"
 #include "auth.h"
+#include "catalog.h"
 #include "csv.h"
 #include "http.h"
 #include "ingest.h"
@@ -60,6 +61,7 @@ struct worker {
     struct event *fsync_ev;     /* --fsync interval:MS */
     struct sink *rows, *quarantine;
     struct buf header;
+    struct catalog *catalog;    /* --datasets: the current set (requests hold their own) */
     struct timespec accept_logged; /* the last accept error's line (0: none yet) */
     unsigned long accept_unlogged; /* accept errors since then, not logged */
 };
@@ -209,6 +211,11 @@ static int sync_sinks(struct worker *w, char *err, size_t errlen)
             snprintf(err, errlen, "%s", sink_error(sinks[i]));
         }
     }
+    char derr[300];
+    if (w->catalog && catalog_sync(w->catalog, derr, sizeof derr) && !r) {
+        r = -1;
+        snprintf(err, errlen, "%s", derr);
+    }
     return r;
 }
 
@@ -223,9 +230,40 @@ static void fsync_cb(evutil_socket_t fd, short what, void *arg)
         log_error("%s: %s", w->log_prefix, err);
 }
 
+/* What a dataset's catalog_open needs: this worker's options, slot and pipeline limits. */
+static int open_datasets(struct worker *w, struct catalog *c, char *err, size_t errlen)
+{
+    const struct options *o = w->o;
+    const struct catalog_files f = {
+        .dir = o->out_dir, .utc = o->utc, .header = o->header, .crlf = o->crlf,
+        .quarantine = o->quarantine, .fsync = o->fsync != FSYNC_NONE, .slot = w->index,
+        .base = &w->ingest,
+    };
+    return catalog_open(c, &f, err, errlen);
+}
+
+/* --datasets on SIGHUP: the directory is loaded again; a bad set is logged and the current
+ * one stays. Requests in progress keep the set they started with (they hold it). */
+static void reload_datasets(struct worker *w)
+{
+    char err[600];
+    struct catalog *next = catalog_load(w->o->datasets, w->o->max_datasets, w->o->default_dataset,
+                                        w->catalog->shared, err, sizeof err);
+    if (next && open_datasets(w, next, err, sizeof err)) {
+        catalog_release(next);
+        next = NULL;
+    }
+    if (!next) {
+        log_error("%s: SIGHUP: %s; keeping the previous datasets", w->log_prefix, err);
+        return;
+    }
+    catalog_release(w->catalog);
+    w->catalog = next;
+}
+
 /* SIGHUP (forwarded by the main process): the day's files and the access log are opened
- * anew at their next write, so that a rename by logrotate takes effect; the token file is
- * read again. */
+ * anew at their next write, so that a rename by logrotate takes effect; the token file and
+ * the datasets' definitions (whose sinks are new, so they too reopen) are read again. */
 static void sighup_cb(evutil_socket_t sig, short what, void *arg)
 {
     (void)sig;
@@ -236,6 +274,8 @@ static void sighup_cb(evutil_socket_t sig, short what, void *arg)
     if (w->quarantine)
         sink_reopen(w->quarantine);
     access_log_reopen(&w->access);
+    if (w->catalog)
+        reload_datasets(w);
     if (w->o->token_file)
         auth_reload(&w->auth, w->o->token_file, w->o->datasets != NULL, w->log_prefix);
     log_info("%s: worker %d reopened its files (SIGHUP)", w->log_prefix, w->index);
@@ -297,7 +337,11 @@ static int worker_start(struct worker *w)
 {
     if (open_sinks(w))
         return -1;
-    char err[300];
+    char err[600];
+    if (w->catalog && open_datasets(w, w->catalog, err, sizeof err)) {
+        log_error("%s: %s", w->log_prefix, err);
+        return -1;
+    }
     if (access_log_open(&w->access, w->o->access_log, w->log_prefix, err, sizeof err)) {
         log_error("%s: %s", w->log_prefix, err);
         return -1;
@@ -333,6 +377,7 @@ static int worker_start(struct worker *w)
     const struct http_server_config http = {
         .o = w->o, .base = w->base, .slots = w->slots, .nslots = w->nslots, .index = w->index,
         .ingest = &w->ingest, .access = &w->access, .auth = &w->auth, .log_prefix = w->log_prefix,
+        .catalog = w->catalog ? &w->catalog : NULL, .default_dataset = w->o->default_dataset,
         .sync = http_sync, .drained = http_drained, .arg = w,
     };
     if (!(w->http = http_server_new(&http))) {
@@ -368,13 +413,14 @@ static void worker_free(struct worker *w)
         sink_close(w->rows);
     if (w->quarantine)
         sink_close(w->quarantine);
+    catalog_release(w->catalog); /* after the connections, which released theirs */
     buf_free(&w->header);
     access_log_close(&w->access);
     auth_free(&w->auth);
 }
 
 int worker_run(const struct options *o, int index, int listen_fd, struct worker_slot *slots,
-               int nslots)
+               int nslots, struct catalog *datasets)
 {
     struct worker w = {
         .o = o,
@@ -384,6 +430,7 @@ int worker_run(const struct options *o, int index, int listen_fd, struct worker_
         .slot = slots + index,
         .listen_fd = listen_fd,
         .access = {.fd = -1},
+        .catalog = datasets,
     };
     snprintf(w.log_prefix, sizeof w.log_prefix, "ndingest[%d]", (int)getpid());
     if (worker_start(&w)) {

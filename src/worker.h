@@ -3,14 +3,18 @@
 #ifndef NDINGEST_WORKER_H
 #define NDINGEST_WORKER_H
 
+struct catalog;
 struct options;
 struct worker_slot;
 
 /* Runs worker index of nslots on listen_fd (or, when o->reuseport is set, on a socket of
  * its own bound to the same address; listen_fd is then -1) until SIGTERM/SIGINT, then
- * drains. Owns listen_fd. Opens the day's sinks itself, so call it after the fork. Returns
- * the process exit code: 0 after a clean drain, 1 when it cannot start. */
+ * drains. Owns listen_fd. Opens the day's sinks itself, so call it after the fork.
+ * datasets (--datasets, else NULL): the set loaded by the main process; the worker takes
+ * over the reference (its copy after the fork), opens its sinks, and on SIGHUP loads the
+ * directory again. Returns the process exit code: 0 after a clean drain, 1 when it cannot
+ * start. */
 int worker_run(const struct options *o, int index, int listen_fd, struct worker_slot *slots,
-               int nslots);
+               int nslots, struct catalog *datasets);
 
 #endif

@@ -37,10 +37,16 @@ def help_text():
 
 def help_options():
     """name -> Option from --help: each entry is "  --name ARG" padded to column 23, then
-    its text, continued on lines indented to column 23."""
+    its text, continued on lines indented to column 23 (an option too wide for the column
+    stands alone on its line, its text on the next)."""
     options, entry = {}, None
     for line in help_text().splitlines():
-        if line.startswith("  -"):
+        if re.fullmatch(r"  (-\w, )?--[a-z-]+( \S+)?", line) and len(line) > 22:
+            # too wide for the column: the text starts on the next line
+            left = line.split(", ")[-1].split()
+            entry = Option(left[1] if len(left) > 1 else None, "")
+            options[left[0].removeprefix("--")] = entry
+        elif line.startswith("  -"):
             assert len(line) > 23 and line[22] == " ", f"help's option column overflows: {line!r}"
             left = line[:22].split(", ")[-1].split()
             entry = Option(left[1] if len(left) > 1 else None, line[23:].strip())

@@ -223,8 +223,9 @@ static void test_token_guards_rows(void **state)
 {
     (void)state;
     struct fixture *f = start(NULL);
-    memcpy(f->auth.token, "sesame", 6);
-    f->auth.len = 6;
+    memcpy(f->auth.tokens[0].token, "sesame", 6);
+    f->auth.tokens[0].len = 6;
+    f->auth.count = 1;
     struct bufferevent *client = connect_client(f);
     SEND(client, "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 8\r\n\r\n{\"a\":1}\n");
     char *got = responses(f, client, 1);

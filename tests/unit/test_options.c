@@ -197,6 +197,25 @@ static void test_schema_command(void **state)
     options_free(&o);
 }
 
+/* serve --datasets: the default dataset and the limit on definitions. */
+static void test_serve_datasets(void **state)
+{
+    (void)state;
+    struct options o;
+    assert_int_equal(parse(&o, "ndingest --datasets defs"), 0);
+    assert_string_equal(o.datasets, "defs");
+    assert_null(o.default_dataset);
+    assert_int_equal(o.max_datasets, 64);
+    options_free(&o);
+    assert_int_equal(parse(&o, "ndingest --datasets defs --default-dataset trips --max-datasets 4096"), 0);
+    assert_string_equal(o.default_dataset, "trips");
+    assert_int_equal(o.max_datasets, 4096);
+    options_free(&o);
+    assert_int_equal(parse(&o, "ndingest"), 0); /* without: today's single dataset */
+    assert_null(o.datasets);
+    options_free(&o);
+}
+
 static void test_usage_errors(void **state)
 {
     (void)state;
@@ -215,7 +234,10 @@ static void test_usage_errors(void **state)
         "ndingest schema", "ndingest schema taxi", "ndingest schema --datasets d",
         "ndingest schema a b --datasets d", "ndingest schema a/b --datasets d",
         "ndingest schema t --datasets d --columns a", "ndingest schema t --datasets",
-        "ndingest --datasets d", "ndingest --clickhouse", "ndingest convert --clickhouse",
+        "ndingest --clickhouse", "ndingest convert --clickhouse",
+        "ndingest --default-dataset t", "ndingest --datasets d --default-dataset a/b",
+        "ndingest --datasets d --max-datasets 0",
+        "ndingest --datasets d --max-datasets 4097", "ndingest convert --datasets d",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         struct options o;
@@ -365,7 +387,7 @@ int main(void)
         cmocka_unit_test(test_sizes),         cmocka_unit_test(test_bad_sizes),
         cmocka_unit_test(test_defaults),      cmocka_unit_test(test_serve_options),
         cmocka_unit_test(test_convert_files), cmocka_unit_test(test_usage_errors),
-        cmocka_unit_test(test_schema_command),
+        cmocka_unit_test(test_schema_command), cmocka_unit_test(test_serve_datasets),
         cmocka_unit_test(test_operations_options),
         cmocka_unit_test(test_status_option),
         cmocka_unit_test(test_table_rows),    cmocka_unit_test(test_max_columns),

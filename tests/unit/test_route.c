@@ -34,6 +34,9 @@ static void test_paths(void **state)
     assert_int_equal(FIND("/healthz?verbose")->id, ROUTE_HEALTH);
     assert_int_equal(FIND("/metrics")->id, ROUTE_METRICS);
     assert_int_equal(FIND("/metrics#x?y")->id, ROUTE_METRICS);
+    assert_int_equal(FIND("/v0/events?name=trips&wait=true")->id, ROUTE_EVENTS);
+    assert_null(FIND("/v0/events/"));
+    assert_null(FIND("/v0/event"));
     static const char *const unknown[] = {
         "", "?", "//", "/healthz/", "/healthzz", "/HEALTHZ", "/metric", "metrics", "/metrics/",
         "*", "http://host/", "/%68ealthz",
