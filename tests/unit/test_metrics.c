@@ -202,6 +202,58 @@ static void test_totals_live_connections_only(void **state)
     free(s);
 }
 
+/* Per-dataset lines: each dataset's counters summed over its workers (a row of the shared
+ * table per worker, stride apart), labelled by name; 202 and 403 listed once counted. */
+static void test_datasets(void **state)
+{
+    (void)state;
+    enum { WORKERS = 3, NAMES = 2 };
+    static struct metrics_dataset m[WORKERS * NAMES];
+    memset(m, 0, sizeof m);
+    int date = 0; /* the class by its label, whatever its place in the enum */
+    while (date < QUARANTINE_REASONS && strcmp(quarantine_reason_names[date], "date"))
+        date++;
+    assert_int_not_equal(date, QUARANTINE_REASONS);
+    for (int w = 0; w < WORKERS; w++) {
+        metrics_add(&m[w * NAMES + 1].rows_valid, 10u + (unsigned)w); /* b: 10 + 11 + 12 */
+        metrics_add(&m[w * NAMES + 1].refused[date], 1);
+        metrics_add(&m[w * NAMES].bodies, 2);
+    }
+    const struct metrics_dataset_view v[NAMES] = {{"a", m, NAMES}, {"b", m + 1, NAMES}};
+    struct buf out = {0};
+    assert_int_equal(metrics_format_datasets(&out, v, NAMES, WORKERS), 0);
+    assert_int_equal(buf_append(&out, "", 1), 0);
+    static const char *const want[] = {
+        "\nndingest_dataset_requests_total{dataset=\"a\"} 6\n",
+        "\nndingest_dataset_requests_total{dataset=\"b\"} 0\n",
+        "\nndingest_dataset_rows_total{dataset=\"b\",verdict=\"valid\"} 33\n",
+        "\nndingest_dataset_rows_total{dataset=\"a\",verdict=\"invalid\"} 0\n",
+        "\nndingest_dataset_quarantined_total{dataset=\"b\",reason=\"date\"} 3\n",
+        "\nndingest_dataset_quarantined_total{dataset=\"a\",reason=\"json\"} 0\n",
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        if (!strstr(out.p, want[i]))
+            fail_msg("missing %s in:\n%s", want[i], out.p);
+    out.len = 0;
+    assert_int_equal(metrics_format_datasets(&out, v, 0, WORKERS), 0);
+    assert_int_equal(out.len, 0); /* no datasets: not a line */
+    buf_free(&out);
+
+    struct worker_slot *slots = slots_new(2);
+    assert_int_equal(format_slots(&out, slots, 2), 0);
+    assert_int_equal(buf_append(&out, "", 1), 0);
+    assert_null(strstr(out.p, "code=\"202\""));
+    assert_null(strstr(out.p, "code=\"403\""));
+    metrics_response(&slots[1].metrics, 403, 0);
+    out.len = 0;
+    assert_int_equal(format_slots(&out, slots, 2), 0);
+    assert_int_equal(buf_append(&out, "", 1), 0);
+    assert_non_null(strstr(out.p, "\nndingest_requests_total{code=\"403\"} 1\n"));
+    assert_null(strstr(out.p, "code=\"202\""));
+    buf_free(&out);
+    free(slots);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -209,6 +261,7 @@ int main(void)
         cmocka_unit_test(test_appends),
         cmocka_unit_test(test_no_memory),
         cmocka_unit_test(test_totals_live_connections_only),
+        cmocka_unit_test(test_datasets),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
