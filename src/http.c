@@ -261,6 +261,7 @@ static void release_dataset(struct http_conn *c)
 {
     c->req.dataset = NULL;
     if (c->held) {
+        c->ingest.cfg = c->s->ingest; /* not left pointing into a set that may be freed */
         catalog_release(c->held);
         c->held = NULL;
     }
