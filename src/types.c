@@ -1330,6 +1330,10 @@ enum type_result type_cell_each(const struct type *t, const struct cell *v,
     enum type_result r;
     if (!t->array_depth && v->kind != CELL_EMPTY)
         return type_scalar_cell(t, v, out, why);
+    /* A missing or null array is the empty one: ClickHouse's default for an Array, which
+     * can never be Nullable (so a producer has no other way to leave it out). */
+    if (t->array_depth && v->kind == CELL_EMPTY)
+        return put(out, "\"[]\"", 4) ? (*why = "out of memory", TYPE_ERR_NOMEM) : TYPE_OK;
     if (t->array_depth && v->kind != CELL_EMPTY) {
         /* The array's text, CSV-quoted as one cell: it holds commas, and quotes in its
          * strings are doubled. */
