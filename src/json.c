@@ -439,6 +439,12 @@ static int column_path(struct json_columns *c, size_t i, const struct json_colum
     return 0;
 }
 
+/* Building the trie: each node's children as a linked list of steps, then laid out. */
+struct trie_build {
+    const struct json_step *step; /* from the parent */
+    uint32_t kid, next;           /* first child + 1, next sibling + 1; 0: none */
+};
+
 static int same_step(const struct json_step *a, const struct json_step *b)
 {
     if (a->kind != b->kind)
@@ -448,20 +454,46 @@ static int same_step(const struct json_step *a, const struct json_step *b)
     return a->len == b->len && (a->len == 0 || memcmp(a->key, b->key, a->len) == 0);
 }
 
-/* Numbers the columns below node x in preorder (own columns first, in column order); end[i]
- * is column i's node. Recursion as deep as the longest path, at start-up only. */
-static uint16_t trie_number(struct json_paths *ps, uint32_t x, const uint32_t *end,
-                            uint16_t k)
+/* Lays node x out (its children as runs in ps->kids from *nkids) and numbers the columns
+ * below it in preorder (own columns first, in column order); end[i] is column i's node.
+ * Recursion as deep as the longest path, at start-up only. */
+static uint16_t trie_layout(struct json_paths *ps, const struct trie_build *tb, uint32_t x,
+                            const uint32_t *end, uint16_t k, uint32_t *nkids)
 {
     struct json_node *nd = &ps->nodes[x];
-    nd->own = k;
+    uint16_t own = k;
+    nd->cols = ps->order + k;
     for (size_t i = 0; i < ps->count; i++)
         if (end[i] == x)
             ps->order[k++] = (uint16_t)i;
-    nd->own_end = k;
-    for (uint32_t kid = nd->kid; kid; kid = ps->nodes[kid - 1].next)
-        k = trie_number(ps, kid - 1, end, k);
-    nd->sub_end = k;
+    nd->nown = (uint16_t)(k - own);
+    for (uint32_t kind = JSON_STEP_KEY; kind <= JSON_STEP_INDEX; kind++) {
+        struct json_kid *from = ps->kids + *nkids;
+        for (uint32_t y = tb[x].kid; y; y = tb[y - 1].next) {
+            const struct json_step *st = tb[y - 1].step;
+            if (st->kind != kind)
+                continue;
+            struct json_kid *kd = &ps->kids[(*nkids)++];
+            kd->node = &ps->nodes[y - 1];
+            kd->key = st->key;
+            kd->len = kind == JSON_STEP_KEY ? st->len : st->index;
+            if (kind == JSON_STEP_KEY)
+                nd->keylens |= 1ULL << (st->len & 63);
+            else if (st->index >= nd->index_end) /* [2^32 - 1]: no line gets that far */
+                nd->index_end = st->index == UINT32_MAX ? UINT32_MAX : st->index + 1;
+        }
+        uint32_t count = (uint32_t)(ps->kids + *nkids - from);
+        if (kind == JSON_STEP_KEY) {
+            nd->keys = from;
+            nd->nkeys = count;
+        } else {
+            nd->idx = from;
+            nd->nidx = count;
+        }
+    }
+    for (uint32_t y = tb[x].kid; y; y = tb[y - 1].next)
+        k = trie_layout(ps, tb, y - 1, end, k, nkids);
+    nd->nsub = (uint16_t)(k - own);
     return k;
 }
 
@@ -472,19 +504,24 @@ static int paths_trie(struct json_paths *ps, size_t keys)
     size_t cap = keys;
     for (size_t i = 0; i < ps->count; i++)
         cap += ps->nrest[i];
-    if (cap == 0 || !(ps->nodes = calloc(cap, sizeof *ps->nodes))) /* 0: no columns */
+    struct trie_build *tb = cap ? calloc(cap, sizeof *tb) : NULL; /* 0: no columns */
+    ps->nodes = tb ? calloc(cap, sizeof *ps->nodes) : NULL;
+    ps->kids = ps->nodes ? calloc(cap, sizeof *ps->kids) : NULL;
+    if (!ps->kids) {
+        free(tb);
         return -1;
+    }
     ps->nnodes = (uint32_t)keys;
     uint32_t end[JSON_MAX_COLUMNS] = {0};
     for (size_t i = 0; i < ps->count; i++) {
         uint32_t x = ps->first[i];
         for (uint32_t s = 0; s < ps->nrest[i]; s++) {
             const struct json_step *st = &ps->rest[i][s];
-            uint32_t *link = &ps->nodes[x].kid;
-            while (*link && !same_step(&ps->nodes[*link - 1].step, st))
-                link = &ps->nodes[*link - 1].next;
+            uint32_t *link = &tb[x].kid;
+            while (*link && !same_step(tb[*link - 1].step, st))
+                link = &tb[*link - 1].next;
             if (!*link) {
-                ps->nodes[ps->nnodes].step = *st;
+                tb[ps->nnodes].step = st;
                 *link = ++ps->nnodes;
             }
             x = *link - 1;
@@ -492,8 +529,10 @@ static int paths_trie(struct json_paths *ps, size_t keys)
         end[i] = x;
     }
     uint16_t k = 0;
+    uint32_t nkids = 0;
     for (uint32_t x = 0; x < keys; x++)
-        k = trie_number(ps, x, end, k);
+        k = trie_layout(ps, tb, x, end, k, &nkids);
+    free(tb);
     return 0;
 }
 
@@ -528,6 +567,7 @@ void json_columns_free(struct json_columns *c)
         for (size_t i = 0; i < c->lookup->paths->count; i++)
             free(c->lookup->paths->steps[i]);
         free(c->lookup->paths->nodes);
+        free(c->lookup->paths->kids);
         free(c->lookup->paths);
     }
     free(c->lookup);

@@ -141,6 +141,14 @@ struct fast_line {
     unsigned flags;
 };
 
+/* With columns given by paths, the line also carries their cells (a separate struct, so
+ * that the plain walk does not store a field it never reads, once per line). */
+struct fast_line_paths {
+    struct fast_line l;
+    struct cell *cells;
+};
+#define LINE_CELLS(l) (((const struct fast_line_paths *)(l))->cells)
+
 /* The quote cursor: the walk meets the quotes in order, and checks that what it steps over
  * between two of them holds none, so quotes are popped off the current mask word (the bits
  * met cleared) rather than searched for from the walk's position. qbase is the bit index
@@ -210,78 +218,117 @@ static inline __attribute__((always_inline)) int has_backslash(const struct fast
 
 /* ---- columns by paths: the trie followed during the walk (json_internal.h) ---------- */
 
-/* A key or element reached node nd: every column at or below it is emptied (so when a key
- * repeats, the last one wins all the way down), before the value fills them again. */
-static inline __attribute__((always_inline)) void node_clear(const struct json_paths *ps,
-                                                            const struct json_node *nd,
+/* Empties every column at or below node nd: a key that repeats starts its subtree afresh
+ * (the last one wins all the way down). */
+static inline __attribute__((always_inline)) void node_clear(const struct json_node *nd,
                                                             struct cell *cells)
 {
-    for (unsigned k = nd->own; k < nd->sub_end; k++)
-        cells[ps->order[k]] = (struct cell){NULL, 0, CELL_EMPTY};
+    for (unsigned k = 0; k < nd->nsub; k++)
+        cells[nd->cols[k]] = (struct cell){NULL, 0, CELL_EMPTY};
 }
 
 /* The value at node nd is p[0..len) of the given kind: its own columns get it. */
-static inline __attribute__((always_inline)) void node_put(const struct json_paths *ps,
-                                                          const struct json_node *nd,
+static inline __attribute__((always_inline)) void node_put(const struct json_node *nd,
                                                           struct cell *cells, const u8 *p,
                                                           size_t len, uint32_t kind)
 {
-    for (unsigned k = nd->own; k < nd->own_end; k++)
-        cells[ps->order[k]] = (struct cell){(const char *)p, (uint32_t)len, kind};
+    for (unsigned k = 0; k < nd->nown; k++)
+        cells[nd->cols[k]] = (struct cell){(const char *)p, (uint32_t)len, kind};
 }
 
-/* The child of nd that the key between the quotes at ko and ke leads to (emptied), or
- * NULL. Keys holding escapes are compared after unescaping. */
+/* A child met in an object: *seen has a bit per child met in it so far, and one met again
+ * has its subtree emptied (the first time, its parent's emptying did that). */
 static inline __attribute__((always_inline)) const struct json_node *
-kid_by_key(const struct json_paths *ps, const struct json_node *nd, const struct fast_line *l,
-           size_t ko, size_t ke, int escaped, struct cell *cells)
+kid_met(const struct json_kid *kd, uint32_t j, uint64_t *seen, struct cell *cells)
 {
-    const u8 *k = l->p + ko + 1;
-    size_t len = ke - ko - 1;
-    for (uint32_t x = nd->kid; x; x = ps->nodes[x - 1].next) {
-        const struct json_node *kid = &ps->nodes[x - 1];
-        if (kid->step.kind != JSON_STEP_KEY)
-            continue;
-        if (UNLIKELY(escaped) ? len >= kid->step.len &&
-                                    json_key_is_escaped(k, len, kid->step.key, kid->step.len)
-                              : len == kid->step.len &&
-                                    (len == 0 || key_eq(k, (const u8 *)kid->step.key, len))) {
-            node_clear(ps, kid, cells);
-            return kid;
-        }
-    }
+    if (UNLIKELY(*seen >> (j & 63) & 1))
+        node_clear(kd->node, cells);
+    *seen |= 1ULL << (j & 63);
+    return kd->node;
+}
+
+/* A key holding escapes, on an object on a path: the child it leads to, compared after
+ * unescaping, or NULL. Rare, so out of line. */
+static __attribute__((noinline)) const struct json_node *
+kid_by_escaped_key(const struct json_node *nd, const u8 *k, size_t len, uint64_t *seen,
+                   struct cell *cells)
+{
+    for (uint32_t j = 0; j < nd->nkeys; j++)
+        if (len >= nd->keys[j].len &&
+            json_key_is_escaped(k, len, nd->keys[j].key, nd->keys[j].len))
+            return kid_met(&nd->keys[j], j, seen, cells);
     return NULL;
 }
 
-/* The child of nd that element e of its array leads to (emptied), or NULL. */
+/* The child of nd that the key k[0..len) leads to, or NULL; the key holds no escape and its
+ * length passed nd->keylens. */
 static inline __attribute__((always_inline)) const struct json_node *
-kid_by_index(const struct json_paths *ps, const struct json_node *nd, uint32_t e,
-             struct cell *cells)
+kid_by_key(const struct json_node *nd, const u8 *k, size_t len, uint64_t *seen,
+           struct cell *cells)
 {
-    for (uint32_t x = nd->kid; x; x = ps->nodes[x - 1].next) {
-        const struct json_node *kid = &ps->nodes[x - 1];
-        if (kid->step.kind == JSON_STEP_INDEX && kid->step.index == e) {
-            node_clear(ps, kid, cells);
-            return kid;
-        }
-    }
+    const struct json_kid *kd = nd->keys;
+    for (uint32_t j = 0; j < nd->nkeys; j++)
+        if (kd[j].len == len && (len == 0 || key_eq(k, (const u8 *)kd[j].key, len)))
+            return kid_met(&kd[j], j, seen, cells);
     return NULL;
 }
+
+/* The child of nd that element e of its array leads to, or NULL; e < nd->index_end. An
+ * element is met once, so its subtree is as its parent's emptying left it. */
+static inline __attribute__((always_inline)) const struct json_node *
+kid_by_index(const struct json_node *nd, uint32_t e)
+{
+    for (uint32_t j = 0; j < nd->nidx; j++)
+        if (nd->idx[j].len == e)
+            return nd->idx[j].node;
+    return NULL;
+}
+
+/* What the paths walk keeps for each container it is in: its node and start, and the
+ * children met (an object: a bit each) or the elements so far (an array). */
+struct on_path {
+    const struct json_node *node;
+    size_t start;
+    uint64_t met;
+};
+
+static __attribute__((noinline)) size_t fast_container(const struct fast_line *l, size_t i,
+                                                       size_t *qbase_io, uint64_t *qbits_io);
+
+/* container_walk's value parses, the same where a path goes and where none does: the
+ * string whose opening quote is p[i] (its quotes at vo and ve, i after it), and the
+ * number at p[i] (i after it); each returns 0 from the walk when the value is invalid. */
+#define STRING_AT(vo, ve)                                                                  \
+    do {                                                                                   \
+        POP_QUOTE(vo);                                                                     \
+        POP_QUOTE(ve);                                                                     \
+        if ((vo) != i || (ve) >= n - 1 ||                                                  \
+            (has_backslash(l, vo, ve) && !fast_escapes_ok(l, vo, ve)))                     \
+            return 0;                                                                      \
+        i = (ve) + 1;                                                                      \
+    } while (0)
+#define NUMBER_AT()                                                                        \
+    do {                                                                                   \
+        if (!(i = fast_number(p, l->nondig, i)))                                           \
+            return 0;                                                                      \
+        if ((p[i] | 0x20) == 'e' && !(i = fast_exponent(p, l->nondig, i)))                \
+            return 0;                                                                      \
+    } while (0)
 
 /* p[i] is '{' or '[' of a value inside the top-level object: walks the container over the
  * masks, checking everything the strict walk checks, and returns the index after its
  * close (< n), or 0. *qbase_io / *qbits_io: the quote cursor, advanced past its strings.
  * Nesting is a bit stack (1 = object), so at most FAST_DEPTH levels.
  *
- * With paths (a constant: the plain instance compiles without any of it), the container
- * is the value of trie node pend, already emptied, and the walk fills the cells of the
- * columns at and below it as it goes: the containers on a path (depths 1..od, contiguous,
- * since only an on-path container has on-path children) keep their node, their start and
- * their element count, and only keys and elements at depth od are looked at. */
+ * With paths (a constant: the plain instance compiles without any of it), it is the paths
+ * walk: the container is the value of trie node pend, and the cells of the columns at and
+ * below it (LINE_CELLS(l)) are filled as it goes. It enters only containers on a path, each
+ * with its struct on_path (in memory: the walk's registers stay the plain walk's), and
+ * hands every other one to the plain walk, so that keys and elements are looked at only
+ * where a path goes, and most of them by length or index alone. */
 static inline __attribute__((always_inline)) size_t
 container_walk(const struct fast_line *l, size_t i, size_t *qbase_io, uint64_t *qbits_io,
-               const struct json_paths *ps, const struct json_node *pend, struct cell *cells,
-               const int paths)
+               const struct json_node *pend, const int paths)
 {
     const u8 *p = l->p;
     const size_t n = l->n;
@@ -291,27 +338,17 @@ container_walk(const struct fast_line *l, size_t i, size_t *qbase_io, uint64_t *
     uint64_t objects = 0;
     unsigned d = 0;
     u8 c = p[i];
-    /* paths only: the on-path containers, by depth */
-    const struct json_node *on[FAST_DEPTH + 1];
-    size_t start[FAST_DEPTH + 1];
-    uint32_t elem[FAST_DEPTH + 1];
-    unsigned od = 0;
-    /* paths is what makes the instance; ps is tested too, so that cppcheck sees that the
-     * plain one, given NULL, never reads it (no cost there: paths is a constant 0). */
-    const int follow = paths && ps;
+    struct on_path on[FAST_DEPTH + 1]; /* paths: on[d] is depth d's */
 
 open: /* p[i] is c, '{' or '['; i < n - 1 */
     if (d == FAST_DEPTH)
         return 0;
     d++;
-    objects = objects << 1 | (c == '{');
-    if (follow && pend) {
-        od = d;
-        on[d] = pend;
-        start[d] = i;
-        elem[d] = 0;
+    if (paths) {
+        on[d] = (struct on_path){pend, i, 0};
         pend = NULL;
     }
+    objects = objects << 1 | (c == '{');
     i++;
     if (p[i] == ' ')
         i = skip_spaces(p, i);
@@ -322,7 +359,7 @@ open: /* p[i] is c, '{' or '['; i < n - 1 */
     }
     if (p[i] == ']')
         goto close;
-    goto value;
+    goto element;
 
 key: /* i < n */
     {
@@ -333,8 +370,13 @@ key: /* i < n */
         POP_QUOTE(ke);
         if (ko != i || ke >= n - 1 || (has_backslash(l, ko, ke) && !fast_escapes_ok(l, ko, ke)))
             return 0;
-        if (follow && d == od && on[d]->kid)
-            pend = kid_by_key(ps, on[d], l, ko, ke, has_backslash(l, ko, ke), cells);
+        if (paths) {
+            size_t len = ke - ko - 1;
+            if (UNLIKELY(has_backslash(l, ko, ke)))
+                pend = kid_by_escaped_key(on[d].node, p + ko + 1, len, &on[d].met, LINE_CELLS(l));
+            else if ((on[d].node->keylens >> (len & 63)) & 1)
+                pend = kid_by_key(on[d].node, p + ko + 1, len, &on[d].met, LINE_CELLS(l));
+        }
         i = ke + 1;
         if (p[i] == ' ')
             i = skip_spaces(p, i);
@@ -343,48 +385,77 @@ key: /* i < n */
         i++;
         if (p[i] == ' ')
             i = skip_spaces(p, i);
+        if (paths && pend)
+            goto value_on;
+        goto value;
+    }
+
+element: /* i < n: an array's element */
+    if (paths) {
+        if (on[d].met < on[d].node->index_end && (pend = kid_by_index(on[d].node, (uint32_t)on[d].met))) {
+            on[d].met++;
+            goto value_on;
+        }
+        on[d].met++;
     }
 
 value: /* i < n */
     c = p[i];
-    if (follow && d == od && !(objects & 1) && on[d]->kid)
-        pend = kid_by_index(ps, on[d], elem[d]++, cells);
     if (num_start[c]) {
-        size_t vs = i;
-        if (!(i = fast_number(p, l->nondig, i)))
-            return 0;
-        if ((p[i] | 0x20) == 'e' && !(i = fast_exponent(p, l->nondig, i)))
-            return 0;
-        if (follow && pend) {
-            node_put(ps, pend, cells, p + vs, i - vs, CELL_RAW);
-            pend = NULL;
-        }
+        NUMBER_AT();
     } else if (c == '"') {
         size_t vo, ve;
-        POP_QUOTE(vo);
-        POP_QUOTE(ve);
-        if (vo != i || ve >= n - 1 || (has_backslash(l, vo, ve) && !fast_escapes_ok(l, vo, ve)))
-            return 0;
-        i = ve + 1;
-        if (follow && pend) {
-            node_put(ps, pend, cells, p + vo + 1, ve - vo - 1,
-                     has_backslash(l, vo, ve) ? CELL_STRING_ESCAPED : CELL_STRING);
-            pend = NULL;
-        }
+        STRING_AT(vo, ve);
     } else if (c == '{' || c == '[') {
-        goto open;
+        if (!paths)
+            goto open;
+        /* paths: a container no path goes into, walked plainly */
+        size_t qb = qbase;
+        uint64_t qq = qbits;
+        if (!(i = fast_container(l, i, &qb, &qq)))
+            return 0;
+        qbase = qb;
+        qbits = qq;
+    } else if (c == 't' || c == 'f' || c == 'n') {
+        if (!(i = scan_literal(p, i, n)))
+            return 0;
+    } else {
+        return 0;
+    }
+    goto after;
+
+value_on: /* paths: p[i] (i < n) starts the value of pend, a node on a path; off the main
+           * loop, so that the value parse there keeps pend out of its registers */
+    c = p[i];
+    if (c == '{' || c == '[') {
+        if (pend->nkeys | pend->nidx)
+            goto open;
+        size_t vs = i, qb = qbase;
+        uint64_t qq = qbits;
+        if (!(i = fast_container(l, vs, &qb, &qq)))
+            return 0;
+        qbase = qb;
+        qbits = qq;
+        node_put(pend, LINE_CELLS(l), p + vs, i - vs, CELL_RAW);
+    } else if (num_start[c]) {
+        size_t vs = i;
+        NUMBER_AT();
+        node_put(pend, LINE_CELLS(l), p + vs, i - vs, CELL_RAW);
+    } else if (c == '"') {
+        size_t vo, ve;
+        STRING_AT(vo, ve);
+        node_put(pend, LINE_CELLS(l), p + vo + 1, ve - vo - 1,
+                 has_backslash(l, vo, ve) ? CELL_STRING_ESCAPED : CELL_STRING);
     } else if (c == 't' || c == 'f' || c == 'n') {
         size_t vs = i;
         if (!(i = scan_literal(p, i, n)))
             return 0;
-        if (follow && pend) {
-            if (c != 'n') /* null leaves the cells empty */
-                node_put(ps, pend, cells, p + vs, i - vs, CELL_RAW);
-            pend = NULL;
-        }
+        if (c != 'n') /* null leaves the cells empty */
+            node_put(pend, LINE_CELLS(l), p + vs, i - vs, CELL_RAW);
     } else {
         return 0;
     }
+    pend = NULL;
 
 after: /* i < n: a value ended before p[n-1] */
     if (p[i] == ' ')
@@ -395,16 +466,14 @@ after: /* i < n: a value ended before p[n-1] */
             i = skip_spaces(p, i);
         if (objects & 1)
             goto key;
-        goto value;
+        goto element;
     }
     if (p[i] != (objects & 1 ? '}' : ']'))
         return 0;
 
 close: /* p[i] closes depth d; the top-level object's own '}' is still to come */
-    if (follow && d == od) {
-        node_put(ps, on[d], cells, p + start[d], i + 1 - start[d], CELL_RAW);
-        od--;
-    }
+    if (paths && on[d].node->nown)
+        node_put(on[d].node, LINE_CELLS(l), p + on[d].start, i + 1 - on[d].start, CELL_RAW);
     i++;
     if (i >= n)
         return 0;
@@ -416,19 +485,33 @@ close: /* p[i] closes depth d; the top-level object's own '}' is still to come *
     return i;
 }
 
+#undef STRING_AT
+#undef NUMBER_AT
+
 /* The plain walk of a nested container, and its twin that follows paths. */
 static __attribute__((noinline)) size_t fast_container(const struct fast_line *l, size_t i,
                                                        size_t *qbase_io, uint64_t *qbits_io)
 {
-    return container_walk(l, i, qbase_io, qbits_io, NULL, NULL, NULL, 0);
+    return container_walk(l, i, qbase_io, qbits_io, NULL, 0);
 }
 
 static __attribute__((noinline)) size_t
 fast_container_paths(const struct fast_line *l, size_t i, size_t *qbase_io, uint64_t *qbits_io,
-                     const struct json_paths *ps, const struct json_node *nd,
-                     struct cell *cells)
+                     const struct json_node *nd)
 {
-    return container_walk(l, i, qbase_io, qbits_io, ps, nd, cells, 1);
+    return container_walk(l, i, qbase_io, qbits_io, nd, 1);
+}
+
+/* Top-level key col, a column's first step, was met: its node, its subtree emptied if it
+ * was met before in this line (the cells start empty). */
+static inline __attribute__((always_inline)) const struct json_node *
+root_met(const struct json_paths *ps, int col, uint64_t *seen, struct cell *cells)
+{
+    const struct json_node *nd = &ps->nodes[col];
+    if (UNLIKELY(seen[col >> 6] >> (col & 63) & 1))
+        node_clear(nd, cells);
+    seen[col >> 6] |= 1ULL << (col & 63);
+    return nd;
 }
 
 /* The walk over a classified line, p[0] == '{' and p[n-1] == '}': quote[0..k) and
@@ -451,12 +534,19 @@ fast_walk(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cell
         unmask_escaped_quotes(p, n, quote);
     if (UNLIKELY(flags & FAST_ODD) && !fast_text_ok(p, n))
         return 0;
-    const struct fast_line l = {p, n, quote, nondig, flags};
+    struct fast_line_paths lp; /* .cells: paths only */
+    lp.l = (struct fast_line){p, n, quote, nondig, flags};
+    if (paths)
+        lp.cells = cells;
 
     /* With paths (a constant), a top-level key's lookup entry is its trie node, and cells
      * are the columns' (node_put), not the keys'. */
     const struct json_paths *ps = paths ? lk->paths : NULL;
     clear_cells(cells, paths ? ps->count : lk->count);
+    /* paths: a bit per top-level key met, so that only a repeated one empties its subtree */
+    uint64_t seen[JSON_MAX_COLUMNS / 64];
+    if (paths)
+        memset(seen, 0, sizeof seen);
     size_t qbase = 0;
     uint64_t qbits;
     memcpy(&qbits, quote, 8);
@@ -487,12 +577,12 @@ fast_walk(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cell
         {
             size_t ks = ko + 1, kl = ke - ks;
             unsigned by;
-            if (bsl && has_backslash(&l, ko, ke)) {
-                if (!fast_escapes_ok(&l, ko, ke))
+            if (bsl && has_backslash(&lp.l, ko, ke)) {
+                if (!fast_escapes_ok(&lp.l, ko, ke))
                     return 0;
                 int col = json_lookup_escaped(lk, p + ks, kl);
                 if (paths && col >= 0)
-                    node_clear(ps, nd = &ps->nodes[col], cells);
+                    nd = root_met(ps, col, seen, cells);
                 else if (col >= 0)
                     cl = &cells[col];
             } else if (kl <= JSON_MAX_NAME && (by = lk->bylen[kl])) {
@@ -503,7 +593,7 @@ fast_walk(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cell
                                            : name_prefix(p + ks, kl);
                 int col = lookup_pre(lk, p + ks, kl, pre, by);
                 if (paths && col >= 0)
-                    node_clear(ps, nd = &ps->nodes[col], cells);
+                    nd = root_met(ps, col, seen, cells);
                 else if (col >= 0)
                     cl = &cells[col];
             }
@@ -521,7 +611,7 @@ fast_walk(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cell
             if (!(i = fast_number(p, nondig, vs)))
                 return 0;
             if (paths && nd)
-                node_put(ps, nd, cells, p + vs, i - vs, CELL_RAW);
+                node_put(nd, cells, p + vs, i - vs, CELL_RAW);
             else if (cl) {
                 cl->p = (const char *)p + vs;
                 cl->len = (uint32_t)(i - vs);
@@ -534,14 +624,14 @@ fast_walk(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cell
             if (vo != vs || ve >= n - 1)
                 return 0;
             uint32_t kind = CELL_STRING;
-            if (bsl && has_backslash(&l, vo, ve)) {
-                if (!fast_escapes_ok(&l, vo, ve))
+            if (bsl && has_backslash(&lp.l, vo, ve)) {
+                if (!fast_escapes_ok(&lp.l, vo, ve))
                     return 0;
                 kind = CELL_STRING_ESCAPED;
             }
             i = ve + 1;
             if (paths && nd)
-                node_put(ps, nd, cells, p + vs + 1, ve - vs - 1, kind);
+                node_put(nd, cells, p + vs + 1, ve - vs - 1, kind);
             else if (cl) {
                 cl->p = (const char *)p + vs + 1;
                 cl->len = (uint32_t)(ve - vs - 1);
@@ -552,7 +642,7 @@ fast_walk(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cell
             if (!(i = scan_literal(p, vs, n)))
                 return 0;
             if (paths && nd && ch != 'n')
-                node_put(ps, nd, cells, p + vs, i - vs, CELL_RAW);
+                node_put(nd, cells, p + vs, i - vs, CELL_RAW);
             else if (cl) {
                 int null = ch == 'n';
                 cl->p = null ? NULL : (const char *)p + vs;
@@ -563,13 +653,13 @@ fast_walk(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cell
             /* Through copies: the cursor itself stays in registers. */
             size_t qb = qbase;
             uint64_t qq = qbits;
-            if (paths && nd && nd->kid) { /* its cells filled as it is walked */
-                if (!(i = fast_container_paths(&l, vs, &qb, &qq, ps, nd, cells)))
+            if (paths && nd && (nd->nkeys | nd->nidx)) { /* its cells filled as it is walked */
+                if (!(i = fast_container_paths(&lp.l, vs, &qb, &qq, nd)))
                     return 0;
-            } else if (!(i = fast_container(&l, vs, &qb, &qq))) {
+            } else if (!(i = fast_container(&lp.l, vs, &qb, &qq))) {
                 return 0;
             } else if (paths && nd) {
-                node_put(ps, nd, cells, p + vs, i - vs, CELL_RAW);
+                node_put(nd, cells, p + vs, i - vs, CELL_RAW);
             }
             qbase = qb;
             qbits = qq;
@@ -600,7 +690,7 @@ fast_walk(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cell
             if (!(i = fast_exponent(p, nondig, i)) || (p[i] | 0x20) == 'e')
                 return 0;
             if (paths && nd)
-                node_put(ps, nd, cells, p + vs, i - vs, CELL_RAW);
+                node_put(nd, cells, p + vs, i - vs, CELL_RAW);
             else if (cl)
                 cl->len = (uint32_t)(i - vs);
             goto after;

@@ -41,15 +41,29 @@ struct json_lookup {
 
 /* One node of the path trie: a place reached by a sequence of steps from a top-level key.
  * Nodes 0..lookup count - 1 are the top-level keys' own (node j for lookup key j); a node's
- * children are the places one step further that some column's path goes to. The columns
- * are numbered in the trie's preorder in order[]: a node's own columns (whose path ends
- * there) are order[own..own_end), and every column at or below it order[own..sub_end), so
- * that "the last key wins" can empty a whole subtree when a key repeats. */
+ * children are the places one step further that some column's path goes to. Its columns
+ * are cols[0..nown), whose path ends there, then the columns below it, to cols[nsub - 1]
+ * (a run of the columns numbered in the trie's preorder), so that "the last key wins" can
+ * empty a whole subtree when a key repeats.
+ *
+ * For the fast paths, a node's children are two runs of struct json_kid: most keys of an
+ * object on a path are rejected by their length alone (keylens), most elements of an array
+ * by their index (index_end). Everything a walk reads is reached from the node. */
 struct json_node {
-    struct json_step step; /* the step from the parent (unused in top-level nodes) */
-    uint32_t kid;          /* first child node + 1, or 0 */
-    uint32_t next;         /* next sibling node + 1, or 0 */
-    uint16_t own, own_end, sub_end;
+    uint64_t keylens;             /* bit len % 64 set for each key child's length */
+    const struct json_kid *keys;  /* the key children, nkeys of them */
+    const struct json_kid *idx;   /* the index children, nidx of them */
+    const uint16_t *cols;
+    uint32_t nkeys, nidx;
+    uint32_t index_end; /* 1 + the largest index child's index, or 0 */
+    uint16_t nown, nsub;
+};
+
+/* A child: the step to it (a key, or an index) and its node. */
+struct json_kid {
+    const struct json_node *node;
+    const char *key;
+    uint32_t len; /* a key's length, or the index */
 };
 
 /* Columns given by paths: column i reads the value of key first[i] (the top-level member),
@@ -64,6 +78,7 @@ struct json_paths {
     struct json_step *steps[JSON_MAX_COLUMNS]; /* owned: each column's steps and their keys */
     uint16_t order[JSON_MAX_COLUMNS];          /* columns in trie preorder */
     struct json_node *nodes;                   /* owned */
+    struct json_kid *kids;                     /* owned */
     uint32_t nnodes;
 };
 
