@@ -263,3 +263,24 @@ def test_same_csv_as_server(start_server, taxi_body, opts, body):
     assert out == rows
     if "--max-line" in opts:  # the cut-off splits the body into both kinds
         assert 0 < out.count(b"\n") < body.count(b"\n")
+
+
+def test_events_shape_is_the_nested_benchmark_file(tmp_path):
+    """gen-taxi --shape events (bench-engine --paths's file): valid NDJSON whose nested paths
+    are there on every line, converted like any other file with top-level columns."""
+    p = subprocess.run(["/usr/bin/python3", str(GEN), "--shape", "events", "--bytes", "200K",
+                        "--seed", "3"], capture_output=True, check=True, timeout=60)
+    body = p.stdout
+    lines = body.splitlines()
+    assert len(lines) > 300
+    for line in lines:
+        ev = json.loads(line)
+        assert isinstance(ev["user"]["geo"]["zone"], int)
+        assert isinstance(ev["trip"]["fare"]["total"], (int, float))
+        assert isinstance(ev["trip"]["dropoff"]["at"], int)
+        assert ev["items"][0]["sku"] == "fare" and ev["items"][0]["qty"] == 1
+        assert isinstance(ev["device"]["app"]["channel"], str) and ev["tags"]
+    f = tmp_path / "events.ndjson"
+    f.write_bytes(body)
+    columns = ["ts", "vendorid", "total_amount", "passenger_count", "session_id", "event"]
+    check_ok(*convert("--columns", ",".join(columns), f), body, columns=columns)
