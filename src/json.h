@@ -1,5 +1,5 @@
 /* json.h -- the JSON engine: validates one NDJSON line strictly (RFC 8259) and finds the
- * values of the selected top-level columns. */
+ * values of the selected columns (top-level keys, or paths into the line). */
 #ifndef NDINGEST_JSON_H
 #define NDINGEST_JSON_H
 
@@ -72,7 +72,11 @@ struct json_column_spec {
 };
 
 /* json_columns_init for columns given by paths; names need not be keys. The steps are
- * copied. Errors as json_columns_init's, and a path whose steps are not as above. */
+ * copied. Errors as json_columns_init's, and a path whose steps are not as above: no step,
+ * a first step that is not a KEY or is empty, a key longer than JSON_MAX_NAME, more than
+ * JSON_MAX_DEPTH steps before the first EVERY, a step of no known kind. In json_line's
+ * cells, a path that finds nothing (as json_follow says) is CELL_EMPTY; keys repeated in an
+ * object: the last one is followed, at every depth. */
 int json_columns_init_paths(struct json_columns *c, const struct json_column_spec *specs,
                             size_t count, char *err, size_t errlen);
 
