@@ -452,7 +452,7 @@ static void test_datetime_common_form(void **state)
         /* around the digits' range, and each separator's neighbours */
         static const char subst[] = {'/', ':', 'a', '-', ' ', 'T', '0'};
         for (size_t k = 0; k < sizeof subst; k++) {
-            char v[32], z[32];
+            char v[32], z[40];
             memcpy(v, base, sizeof base);
             if (v[i] == subst[k])
                 continue;
