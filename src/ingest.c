@@ -99,6 +99,8 @@ static void typed_row(struct ingest *g, const char *p, size_t n)
             goto nomem;
         if (!nr)
             first = quarantine_reason_of(r);
+        if (!why) /* every refusal names its reason; this only keeps strlen safe */
+            why = "refused";
         g->refusals[nr++] = (struct quarantine_refusal){c->name, why, c->name_len, strlen(why)};
     }
     if (nr) {

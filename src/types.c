@@ -768,7 +768,8 @@ static int put_when(struct buf *out, const struct instant *at, int date_only, un
             if (digits) {
                 size_t f = at->frac_len < digits ? at->frac_len : digits;
                 *w++ = '.';
-                w = put_bytes(w, at->frac, f);
+                if (f) /* frac is NULL without a fraction */
+                    w = put_bytes(w, at->frac, f);
                 for (; f < digits; f++)
                     *w++ = '0';
             }

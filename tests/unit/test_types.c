@@ -452,7 +452,7 @@ static void test_datetime_common_form(void **state)
         /* around the digits' range, and each separator's neighbours */
         static const char subst[] = {'/', ':', 'a', '-', ' ', 'T', '0'};
         for (size_t k = 0; k < sizeof subst; k++) {
-            char v[32], z[32];
+            char v[32], z[40];
             memcpy(v, base, sizeof base);
             if (v[i] == subst[k])
                 continue;
@@ -611,6 +611,39 @@ static void test_arrays(void **state)
 }
 
 /* A refusal leaves the buffer as it was even after the cell had grown it. */
+/* type_cell_each: an Array column's elements followed past [:], one Array level per [:]
+ * ($.a[:].b[:].c), a missing step a null element. */
+static void test_array_path_steps(void **state)
+{
+    (void)state;
+    struct type t;
+    const char *why;
+    assert_int_equal(type_parse(&t, "Array(Array(Nullable(Int8)))", 28, &why), 0);
+    const struct json_step each[] = {
+        {JSON_STEP_KEY, 1, 0, "b"}, {JSON_STEP_EVERY, 0, 0, NULL}, {JSON_STEP_KEY, 1, 0, "c"},
+    };
+    static const char value[] = "[{\"b\":[{\"c\":1},{\"c\":null},{}]},{\"b\":[]},{\"x\":0,\"b\":[{\"c\":-2}]}]";
+    char *copy = tu_exact(value, sizeof value - 1);
+    struct cell v = {copy, sizeof value - 1, CELL_RAW};
+    struct buf b = {0};
+    assert_int_equal(type_cell_each(&t, &v, each, 3, &b, &why), TYPE_OK);
+    assert_int_equal(b.len, strlen("\"[[1,NULL,NULL],[],[-2]]\""));
+    assert_memory_equal(b.p, "\"[[1,NULL,NULL],[],[-2]]\"", b.len);
+    /* an element whose b is missing is null, and an Array is never Nullable */
+    static const char nob[] = "[{\"b\":[]},{\"c\":1}]";
+    struct cell w = {nob, sizeof nob - 1, CELL_RAW};
+    b.len = 0;
+    assert_int_equal(type_cell_each(&t, &w, each, 3, &b, &why), TYPE_ERR_NULL);
+    assert_int_equal(b.len, 0);
+    /* an element refused is the column's refusal */
+    static const char big[] = "[{\"b\":[{\"c\":128}]}]";
+    struct cell x = {big, sizeof big - 1, CELL_RAW};
+    assert_int_equal(type_cell_each(&t, &x, each, 3, &b, &why), TYPE_ERR_RANGE);
+    assert_string_equal(why, "out of range for Int8");
+    buf_free(&b);
+    free(copy);
+}
+
 static void test_refusal_rewinds(void **state)
 {
     (void)state;
@@ -711,7 +744,8 @@ int main(void)
         cmocka_unit_test(test_datetime_common_form),
         cmocka_unit_test(test_plain_numbers),
         cmocka_unit_test(test_datetime64),     cmocka_unit_test(test_uuid),
-        cmocka_unit_test(test_arrays),         cmocka_unit_test(test_refusal_rewinds),
+        cmocka_unit_test(test_arrays),         cmocka_unit_test(test_array_path_steps),
+        cmocka_unit_test(test_refusal_rewinds),
         cmocka_unit_test(test_prefixes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
