@@ -17,11 +17,6 @@ import pytest
 
 from conftest import BINARY, free_port, ok_response, today, wait_for
 
-# The typed ingest (ingest_config.schema) is another branch's: these tests are written
-# against its contract and pass once it is merged (strict: an unexpected pass fails, so
-# the marker is removed then).
-NEEDS_TYPED = pytest.mark.xfail(strict=True, reason="needs the typed ingest (branch typed)")
-
 AUTH = "Authorization"
 
 # Top-level paths only, so that routing is tested whatever the ingest's typing does.
@@ -302,7 +297,6 @@ def test_metrics_per_dataset(start_server, defs):
     assert re.search(r'ndingest_dataset_body_bytes_total\{dataset="zones"\} 22\n', t), t
 
 
-@NEEDS_TYPED
 def test_metrics_count_quarantine_reasons(start_server, defs):
     s = serve(start_server, defs)
     events(s, "trips", b'{"id": "x", "tag": "a"}\n{oops\n{"id": 1.5, "tag": "b"}\n')
@@ -367,9 +361,8 @@ def test_sighup_reload_under_load(start_server, defs):
     assert [i for i, _ in rows(s, "late")] == [7] * 6
 
 
-# --- Quarantine (the typed ingest's) ----------------------------------------------------------
+# --- Quarantine ------------------------------------------------------------------------------
 
-@NEEDS_TYPED
 def test_quarantine_rows_with_reasons_and_invalid_utf8_byte_exact(start_server, defs):
     s = serve(start_server, defs)
     bad = [b'{"id": "x", "tag": "a"}', b'{"id": 1, "tag": "\xff\xfe,\\"q"}', b'{"id": 2, oops \xc3']
