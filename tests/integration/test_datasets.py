@@ -17,10 +17,6 @@ import pytest
 
 from conftest import BINARY, free_port, ok_response, today, wait_for
 
-# The typed ingest (ingest_config.schema) is another branch's: these tests are written
-# against its contract and pass once it is merged (strict: an unexpected pass fails, so
-# the marker is removed then).
-
 AUTH = "Authorization"
 
 # Top-level paths only, so that routing is tested whatever the ingest's typing does.
@@ -365,7 +361,7 @@ def test_sighup_reload_under_load(start_server, defs):
     assert [i for i, _ in rows(s, "late")] == [7] * 6
 
 
-# --- Quarantine (the typed ingest's) ----------------------------------------------------------
+# --- Quarantine ------------------------------------------------------------------------------
 
 def test_quarantine_rows_with_reasons_and_invalid_utf8_byte_exact(start_server, defs):
     s = serve(start_server, defs)
