@@ -73,8 +73,6 @@ static const char *const scale_msg[77] = {
 };
 #undef SC
 
-static int is_integer_kind(unsigned k) { return k <= TYPE_UINT256; }
-
 /* MARK: - Type names */
 
 struct tparse {
@@ -1147,25 +1145,52 @@ static enum type_result cell_bool(const struct type *t, const struct cell *v, st
     return put(out, s, strlen(s)) ? TYPE_ERR_NOMEM : TYPE_OK;
 }
 
-static enum type_result cell_number(const struct type *t, const struct cell *v, struct buf *out,
-                                    int in_array, const char **why)
+/* The number in v, split; 0, or -1 (with *why set) when v is not a JSON number. */
+static inline __attribute__((always_inline)) int number_cell(const struct type *t,
+                                                              const struct cell *v,
+                                                              struct number *x, const char **why)
+{
+    if (v->kind != CELL_RAW || scan_number(v->p, v->len, x)) {
+        *why = kind_msg[t->kind];
+        return -1;
+    }
+    return 0;
+}
+
+static enum type_result cell_integer(const struct type *t, const struct cell *v, struct buf *out,
+                                     int in_array, const char **why)
 {
     (void)in_array;
-    unsigned k = t->kind;
     struct number x;
-    if (v->kind != CELL_RAW || scan_number(v->p, v->len, &x)) {
-        *why = kind_msg[k];
+    if (number_cell(t, v, &x, why))
         return TYPE_ERR_KIND;
-    }
-    if (is_integer_kind(k))
-        return check_integer(k, &x, out, why);
-    if (k == TYPE_DECIMAL)
-        return check_decimal(t, &x, out, why);
-    return check_float(k, &x, v->p, v->len, out, why);
+    return check_integer(t->kind, &x, out, why);
+}
+
+static enum type_result cell_decimal(const struct type *t, const struct cell *v, struct buf *out,
+                                     int in_array, const char **why)
+{
+    (void)in_array;
+    struct number x;
+    if (number_cell(t, v, &x, why))
+        return TYPE_ERR_KIND;
+    return check_decimal(t, &x, out, why);
+}
+
+static enum type_result cell_float(const struct type *t, const struct cell *v, struct buf *out,
+                                   int in_array, const char **why)
+{
+    (void)in_array;
+    struct number x;
+    if (number_cell(t, v, &x, why))
+        return TYPE_ERR_KIND;
+    return check_float(t->kind, &x, v->p, v->len, out, why);
 }
 
 const type_scalar_fn type_scalar_cells[TYPE_UUID + 1] = {
-    [TYPE_INT8... TYPE_DECIMAL] = cell_number,
+    [TYPE_INT8... TYPE_UINT256] = cell_integer,
+    [TYPE_FLOAT32... TYPE_FLOAT64] = cell_float,
+    [TYPE_DECIMAL] = cell_decimal,
     [TYPE_STRING] = cell_string,
     [TYPE_BOOL] = cell_bool,
     [TYPE_DATE... TYPE_DATETIME64] = check_when,
