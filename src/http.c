@@ -46,6 +46,8 @@
  * this long before closing, so that the client reads the response instead of a reset. */
 #define HTTP_LINGER_SEC 2
 #define HTTP_PEEK_VECS 16
+/* The sinks one commit remembers having written (write_pending). */
+#define HTTP_COMMIT_SINKS 16
 
 /* What the connection's timer is waiting for. */
 enum deadline { DEADLINE_NONE, DEADLINE_HEADERS, DEADLINE_BODY };
@@ -1262,7 +1264,7 @@ static int write_group(struct http_server *s, struct http_conn *first, int inval
     size_t total = 0, count = 0;
     for (struct http_conn *c = first; c; c = c->commit_next) {
         const struct buf *b = pending(c, invalid);
-        if (b->len && pending_sink(c, invalid) == sink) {
+        if (b->len && !c->commit_failed && pending_sink(c, invalid) == sink) {
             one = b;
             total += b->len;
             count++;
@@ -1279,7 +1281,7 @@ static int write_group(struct http_server *s, struct http_conn *first, int inval
         }
         for (struct http_conn *c = first; c; c = c->commit_next) {
             const struct buf *b = pending(c, invalid);
-            if (b->len && pending_sink(c, invalid) == sink) {
+            if (b->len && !c->commit_failed && pending_sink(c, invalid) == sink) {
                 memcpy(s->batch.p + s->batch.len, b->p, b->len);
                 s->batch.len += b->len;
             }
@@ -1293,25 +1295,38 @@ static int write_group(struct http_server *s, struct http_conn *first, int inval
     return 0;
 }
 
-/* Whether a request on list before c has pending bytes of this kind for c's sink: its
- * group was written with that one's. */
+/* Whether a request on list before c (not failed) has pending bytes of this kind for c's
+ * sink: its group was written with that one's. */
 static int sink_seen(const struct http_conn *list, const struct http_conn *c, int invalid)
 {
     for (const struct http_conn *e = list; e != c; e = e->commit_next)
-        if (pending(e, invalid)->len && pending_sink(e, invalid) == pending_sink(c, invalid))
+        if (pending(e, invalid)->len && !e->commit_failed &&
+            pending_sink(e, invalid) == pending_sink(c, invalid))
             return 1;
     return 0;
 }
 
 /* Writes the pending bytes of one kind of every request on list, one write(2) per sink
  * (requests of one turn may append to several datasets). A request whose sink refused
- * them is marked failed, with the sink's message in err. */
+ * them is marked failed, with the sink's message in err, and nothing more of it is written.
+ * The sinks written are remembered, up to HTTP_COMMIT_SINKS (a turn's requests go to a
+ * few datasets), so that a long list costs one pass per sink; past that, a scan. */
 static void write_pending(struct http_server *s, struct http_conn *list, int invalid, char *err,
                           size_t errlen)
 {
+    const struct sink *done[HTTP_COMMIT_SINKS];
+    size_t ndone = 0;
     for (struct http_conn *c = list; c; c = c->commit_next) {
-        if (c->commit_failed || !pending(c, invalid)->len || sink_seen(list, c, invalid))
+        if (c->commit_failed || !pending(c, invalid)->len)
             continue;
+        const struct sink *sink = pending_sink(c, invalid);
+        size_t k = 0;
+        while (k < ndone && done[k] != sink)
+            k++;
+        if (k < ndone || (ndone == HTTP_COMMIT_SINKS && sink_seen(list, c, invalid)))
+            continue;
+        if (ndone < HTTP_COMMIT_SINKS)
+            done[ndone++] = sink;
         if (write_group(s, c, invalid, err, errlen)) {
             log_error("%s: 500: %s", s->log_prefix, err);
             struct sink *sink = pending_sink(c, invalid);

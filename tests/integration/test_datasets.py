@@ -73,6 +73,12 @@ def rows(s, name):
     return [(int(r[0]), r[1]) for r in csv.reader(io.StringIO(p.read_text()))]
 
 
+def written(s):
+    """The files in the output directory, less the dot-named probe a worker starting up
+    (slowly, under ASan) may hold there for a moment."""
+    return s.files("[!.]*")
+
+
 def serve(start_server, defs, *args):
     return start_server("--workers", "2", "--utc", "--datasets", str(defs), *args)
 
@@ -200,7 +206,7 @@ def test_error_statuses_write_nothing(start_server, defs, query, status, words):
     assert st == status, out
     assert h["Content-Type"] == "application/json"
     assert words in json.loads(out)["error"], out
-    assert not s.files("*")
+    assert not written(s)
 
 
 def test_long_query_414_body_limit_413_method_405(start_server, defs):
@@ -219,7 +225,7 @@ def test_post_root_without_default_dataset_is_404(start_server, defs):
     s = serve(start_server, defs)
     st, _, out = s.post(body_of([1]))
     assert st == 404 and "no default dataset" in json.loads(out)["error"]
-    assert not s.files("*")
+    assert not written(s)
 
 
 def test_post_root_keeps_its_contract_on_the_default_dataset(start_server, defs):
@@ -235,7 +241,7 @@ def test_without_datasets_v0_events_is_404_as_before(server):
     st, _, out = server.request("POST", "/v0/events?name=trips", body_of([1]))
     assert (st, out) == server.request("POST", "/no-such-path", body_of([1]))[:3:2]
     assert st == 404
-    assert not server.files("*")
+    assert not written(server)
 
 
 # --- Tokens -------------------------------------------------------------------------------------
