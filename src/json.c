@@ -553,22 +553,38 @@ int json_columns_init_paths(struct json_columns *c, const struct json_column_spe
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
+    struct json_paths *ps = c->lookup->paths;
+    int flat = 1;
+    for (size_t i = 0; i < count && flat; i++)
+        flat = ps->nrest[i] == 0 && ps->first[i] == i;
+    if (flat) {
+        c->lookup->flat = ps;
+        c->lookup->paths = NULL;
+    }
     return 0;
 fail:
     json_columns_free(c);
     return -1;
 }
 
+static void paths_free(struct json_paths *ps)
+{
+    if (!ps)
+        return;
+    for (size_t i = 0; i < ps->count; i++)
+        free(ps->steps[i]);
+    free(ps->nodes);
+    free(ps->kids);
+    free(ps);
+}
+
 void json_columns_free(struct json_columns *c)
 {
     for (size_t i = 0; i < c->count; i++)
         free(c->names[i]);
-    if (c->lookup && c->lookup->paths) {
-        for (size_t i = 0; i < c->lookup->paths->count; i++)
-            free(c->lookup->paths->steps[i]);
-        free(c->lookup->paths->nodes);
-        free(c->lookup->paths->kids);
-        free(c->lookup->paths);
+    if (c->lookup) {
+        paths_free(c->lookup->paths);
+        paths_free(c->lookup->flat);
     }
     free(c->lookup);
     memset(c, 0, sizeof *c);

@@ -37,6 +37,10 @@ struct json_lookup {
     uint64_t suffix[JSON_MAX_COLUMNS]; /* each name's last 8 bytes, when it is longer than 8 */
     uint32_t lens[JSON_MAX_COLUMNS];   /* as the struct json_columns' */
     const char *names[JSON_MAX_COLUMNS];
+    /* Columns by paths that are each one top-level key, distinct, in column order (key i is
+     * column i): the plain walk serves them exactly as json_columns_init's, without the
+     * paths walk's cost, so paths is NULL and this only owns the keys. */
+    struct json_paths *flat; /* owned */
 };
 
 /* One node of the path trie: a place reached by a sequence of steps from a top-level key.

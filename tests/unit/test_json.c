@@ -1250,6 +1250,54 @@ static void test_paths_paths_agree(void **state)
     json_columns_free(&c);
 }
 
+/* Columns by paths that are each one distinct top-level key (the typed trips definition's
+ * kind) are walked as names: the same verdicts and cells as json_columns_init's on every
+ * path, over the seeds, their prefixes and mutants; a key given twice, or a path one step
+ * longer, keeps the paths walk and still agrees. */
+static void test_paths_flat_as_names(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"a", "x", "key with.dots", "items"};
+    static const struct json_step f_x[] = {K("x")}, f_dots[] = {K("key with.dots")},
+                                  f_items[] = {K("items"), EVERY, K("id")};
+    static const struct json_column_spec flat[] = {SPEC("A", p_a), SPEC("X", f_x),
+                                                   SPEC("D", f_dots), SPEC("I", f_items)};
+    static const struct json_column_spec twice[] = {SPEC("A", p_a), SPEC("X", f_x),
+                                                    SPEC("D", f_dots), SPEC("I", f_items),
+                                                    SPEC("A2", p_a)};
+    static const char *const seeds[] = {
+        "{\"a\":{\"b\":1},\"x\":[10,\"s]\"],\"key with.dots\":\"d\",\"items\":[{\"id\":1}]}",
+        "{\"a\":1,\"a\":null,\"\\u0078\":\"esc\",\"items\":[],\"x\":2,\"x\":{}}",
+        " { \"items\" : [ 1 ] , \"a\" : \"caf\xc3\xa9\" } ",
+    };
+    struct json_columns byname, bypath, bytwice;
+    init_cols(&byname, names, 4);
+    init_specs(&bypath, flat, 4);
+    init_specs(&bytwice, twice, 5);
+    char buf[256];
+    for (size_t it = 0; it < 20000; it++) {
+        const char *seed = seeds[it % 3];
+        size_t n = it < 600 ? (it / 3) % (strlen(seed) + 1) : mutant(buf, seed);
+        const char *q = it < 600 ? seed : buf;
+        struct cell want[5], got[5], got2[5];
+        enum line_verdict v = json_line(&byname, q, n, want);
+        assert_int_equal(json_line(&bypath, q, n, got), v);
+        assert_int_equal(json_line(&bytwice, q, n, got2), v);
+        for (size_t i = 0; v == LINE_VALID && i < 4; i++) {
+            if (got[i].kind != want[i].kind || got[i].len != want[i].len ||
+                got2[i].kind != want[i].kind || got2[i].len != want[i].len ||
+                (want[i].kind != CELL_EMPTY && (got[i].p != want[i].p || got2[i].p != want[i].p)))
+                fail_msg("cell %zu differs on \"%.*s\"", i, (int)n, q);
+        }
+        if (v == LINE_VALID && (got2[4].kind != want[0].kind || got2[4].len != want[0].len))
+            fail_msg("the key given twice differs on \"%.*s\"", (int)n, q);
+        expect_paths_agree(&bypath, q, n);
+    }
+    json_columns_free(&byname);
+    json_columns_free(&bypath);
+    json_columns_free(&bytwice);
+}
+
 /* ---- random nested lines ------------------------------------------------------------ */
 
 /* Appends a random valid JSON value to *w: containers up to depth levels, keys drawn from
@@ -1473,7 +1521,7 @@ int main(void)
         cmocka_unit_test(test_engine_init),
         cmocka_unit_test(test_paths_cells),   cmocka_unit_test(test_paths_missing),
         cmocka_unit_test(test_paths_init),    cmocka_unit_test(test_follow),
-        cmocka_unit_test(test_paths_paths_agree), cmocka_unit_test(test_paths_random),
+        cmocka_unit_test(test_paths_paths_agree), cmocka_unit_test(test_paths_flat_as_names), cmocka_unit_test(test_paths_random),
         cmocka_unit_test(test_paths_fast),
     };
     int failed = 0;
