@@ -731,10 +731,20 @@ static int parse_instructions(struct parser *s)
     return 0;
 }
 
-/* The columns for the JSON engine, which finds each one's value along its path. */
+/* The columns for the JSON engine, which finds each one's value along its path; and each
+ * column's cell for a missing or null value, found once here rather than per line. */
 static int compile_columns(struct parser *s)
 {
     struct datasource *ds = s->ds;
+    for (size_t i = 0; i < ds->ncolumns; i++) {
+        struct ds_column *c = &ds->columns[i];
+        if (c->has_default)
+            c->empty_cell = c->default_cell, c->empty_len = c->default_len;
+        else if (c->type.array_depth) /* the empty array (doc/datasets.md, section 3) */
+            c->empty_cell = "\"[]\"", c->empty_len = 4;
+        else if (c->type.nullable)
+            c->empty_cell = "\\N", c->empty_len = 2;
+    }
     struct json_column_spec specs[DS_MAX_COLUMNS];
     for (size_t i = 0; i < ds->ncolumns; i++)
         specs[i] = (struct json_column_spec){ds->columns[i].name, ds->columns[i].steps,

@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "buf.h"
 #include "json.h"
@@ -41,6 +42,10 @@ struct ds_column {
      * own DEFAULT. */
     const char *default_cell;
     uint32_t default_len;
+    /* The cell of a missing or null value, whatever gives it (the DEFAULT, the empty array,
+     * \N), as type_cell would write it; NULL when such a value is refused. */
+    const char *empty_cell;
+    uint32_t empty_len;
     int line; /* where the column's definition starts */
 };
 
@@ -97,16 +102,20 @@ const char *datasource_setting(const struct datasource *ds, const char *key);
 static inline enum type_result datasource_cell(const struct ds_column *c, const struct cell *v,
                                                struct buf *out, const char **why)
 {
-    if (v->kind != CELL_EMPTY && !c->type.array_depth)
-        return type_scalar_cell(&c->type, v, out, why);
-    if (v->kind == CELL_EMPTY && c->has_default) {
-        if (buf_append(out, c->default_cell, c->default_len)) {
-            *why = "out of memory";
-            return TYPE_ERR_NOMEM;
-        }
-        return TYPE_OK;
+    if (v->kind != CELL_EMPTY)
+        return c->type.array_depth ? type_cell_each(&c->type, v, c->each, c->neach, out, why)
+                                   : type_scalar_cell(&c->type, v, out, why);
+    if (!c->empty_cell) {
+        *why = "null for a non-Nullable column";
+        return TYPE_ERR_NULL;
     }
-    return type_cell_each(&c->type, v, c->each, c->neach, out, why);
+    if (buf_reserve(out, c->empty_len)) {
+        *why = "out of memory";
+        return TYPE_ERR_NOMEM;
+    }
+    memcpy(out->p + out->len, c->empty_cell, c->empty_len);
+    out->len += c->empty_len;
+    return TYPE_OK;
 }
 
 #endif
