@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from conftest import BINARY, free_port, ok_response, today, wait_for
+from conftest import BINARY, ROOT, free_port, ok_response, today, wait_for
 
 AUTH = "Authorization"
 
@@ -381,3 +381,23 @@ def test_quarantine_rows_with_reasons_and_invalid_utf8_byte_exact(start_server, 
     assert got[0][1] == "['id']" and got[0][2].startswith("['")
     assert got[1][1] == got[2][1] == "[]"  # not JSON: no column, one reason
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", got[0][0])
+
+
+def test_readme_example_trips(start_server, taxi_body):
+    """README's example, with the issue's trips definition as shipped in data/datasets/: the
+    taxi records (no pickup zone, tags or note in them) all become rows, each written as
+    computed here from its record: DEFAULT 'unknown', the empty array, NULL."""
+    defs = ROOT / "data" / "datasets"
+    s = start_server("--workers", "2", "--utc", "--datasets", str(defs), "--default-dataset", "trips")
+    status, _, out = events(s, "trips", taxi_body, query="name=trips&wait=true")
+    assert (status, out) == (200, tinybird(1600, 0)), out
+    want = []
+    for line in taxi_body.splitlines():
+        r = json.loads(line, parse_float=str)
+        want.append(f'{r["vendorid"]},{r["tpep_pickup_datetime"]},{r["trip_distance"]},'
+                    f'{r["total_amount"]},"unknown","[]",\\N\n')
+    assert day_file(s, "trips").read_text() == "".join(want)
+    assert not day_file(s, "trips", ".quarantine.csv").exists()
+    p = subprocess.run([str(BINARY), "schema", "trips", "--datasets", str(defs), "--clickhouse"],
+                       capture_output=True, timeout=30)
+    assert p.returncode == 0 and b"CREATE TABLE `trips`" in p.stdout, p
