@@ -109,6 +109,8 @@ static inline enum type_result datasource_cell(const struct ds_column *c, const 
         *why = "null for a non-Nullable column";
         return TYPE_ERR_NULL;
     }
+    if (!c->empty_len) /* a DEFAULT expression's empty cell (out->p may still be NULL) */
+        return TYPE_OK;
     if (buf_reserve(out, c->empty_len)) {
         *why = "out of memory";
         return TYPE_ERR_NOMEM;
