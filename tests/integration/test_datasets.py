@@ -401,3 +401,18 @@ def test_readme_example_trips(start_server, taxi_body):
     p = subprocess.run([str(BINARY), "schema", "trips", "--datasets", str(defs), "--clickhouse"],
                        capture_output=True, timeout=30)
     assert p.returncode == 0 and b"CREATE TABLE `trips`" in p.stdout, p
+
+
+def test_no_quarantine_counts_refused_lines_and_keeps_no_file(start_server, defs):
+    """--no-quarantine with datasets: refused lines are counted in the response and the
+    metrics, and no quarantine file is made; the good rows are written as ever."""
+    s = serve(start_server, defs, "--no-quarantine")
+    body = body_of([1, 2]) + b'{"id": "x", "tag": "t"}\n{"id": 3,}\n' + body_of([4])
+    st, _, out = events(s, query="name=trips&wait=true", body=body)
+    assert (st, out) == (200, tinybird(3, 2)), out
+    assert [r[0] for r in rows(s, "trips")] == [1, 2, 4]
+    assert not list(s.out_dir.glob("*.quarantine.csv")), list(s.out_dir.iterdir())
+    _, _, metrics = s.request("GET", "/metrics")
+    text = metrics.decode()
+    assert 'ndingest_dataset_quarantined_total{dataset="trips",reason="kind"} 1' in text, text
+    assert 'ndingest_dataset_quarantined_total{dataset="trips",reason="json"} 1' in text, text
