@@ -274,6 +274,16 @@ void catalog_release(struct catalog *c)
         catalog_free(c);
 }
 
+void catalog_reopen(struct catalog *c)
+{
+    for (size_t i = 0; i < c->count; i++) {
+        if (c->sets[i].rows)
+            sink_reopen(c->sets[i].rows);
+        if (c->sets[i].quarantine)
+            sink_reopen(c->sets[i].quarantine);
+    }
+}
+
 int catalog_sync(struct catalog *c, char *err, size_t errlen)
 {
     int r = 0;

@@ -96,6 +96,10 @@ struct catalog *catalog_hold(struct catalog *c);
  * fdatasync when the catalog was opened with fsync). NULL is a no-op. */
 void catalog_release(struct catalog *c);
 
+/* SIGHUP: every sink opens its day file anew at its next write (sink_reopen), so that a
+ * rename by logrotate takes effect also when the definitions could not be reloaded. */
+void catalog_reopen(struct catalog *c);
+
 /* fdatasync of what every sink has written since the last sync. 0, or nonzero with the
  * first failure's message in err (the others are still synced). */
 int catalog_sync(struct catalog *c, char *err, size_t errlen);

@@ -255,6 +255,7 @@ static void reload_datasets(struct worker *w)
     }
     if (!next) {
         log_error("%s: SIGHUP: %s; keeping the previous datasets", w->log_prefix, err);
+        catalog_reopen(w->catalog); /* its files are renamed all the same (logrotate) */
         return;
     }
     catalog_release(w->catalog);

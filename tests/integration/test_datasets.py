@@ -367,6 +367,23 @@ def test_sighup_reload_under_load(start_server, defs):
     assert [i for i, _ in rows(s, "late")] == [7] * 6
 
 
+def test_sighup_reopens_files_when_the_new_set_is_refused(start_server, defs):
+    """logrotate renames the day file and sends SIGHUP: with a bad definition in DIR the old
+    set stays, and its files are still opened anew, by every worker."""
+    s = serve(start_server, defs)
+    for k in range(8):  # fresh connections reach both workers, which open the file
+        assert events(s, query="name=trips&wait=true", body=body_of([k]))[0] == 200
+    rotated = day_file(s, "trips").with_name(day_file(s, "trips").name + ".1")
+    day_file(s, "trips").rename(rotated)
+    (defs / "late.datasource").write_text("SCHEMA >\n    `x` Nope\n")
+    sighup(s)
+    assert "keeping the previous datasets" in s.stderr()
+    for k in range(8):
+        assert events(s, query="name=trips&wait=true", body=body_of([100 + k]))[0] == 200
+    assert sorted(i for i, _ in rows(s, "trips")) == list(range(100, 108))
+    assert len(rotated.read_text().splitlines()) == 8
+
+
 # --- Quarantine ------------------------------------------------------------------------------
 
 def test_quarantine_rows_with_reasons_and_invalid_utf8_byte_exact(start_server, defs):
