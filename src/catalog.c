@@ -17,6 +17,9 @@
 /* A process killed between claiming an entry and naming it would leave it "being named":
  * the others wait this many yields, then pass over it. */
 #define CATALOG_CLAIM_SPINS 100000
+/* The longest dataset name whose day files' names fit in NAME_MAX (255) bytes: the
+ * quarantine's, NAME-YYYY-MM-DD.quarantine.csv, adds 11 + 15 bytes. */
+#define CATALOG_NAME_MAX (255 - 11 - (int)(sizeof QUARANTINE_SUFFIX - 1))
 
 /* MARK: - The shared table */
 
@@ -169,6 +172,15 @@ struct catalog *catalog_load(const char *dir, size_t max, const char *required,
         }
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        /* Its longest file, NAME-YYYY-MM-DD.quarantine.csv, must fit in a file name, or
+         * every body with a refused line would be a 500 after its rows were written. */
+        size_t name_len = strlen(e->d_name) - strlen(".datasource");
+        if (name_len > CATALOG_NAME_MAX) {
+            snprintf(err, errlen, "%s: a dataset name of %zu bytes: its day files' names "
+                     "would be too long (at most %d bytes)", path, name_len, CATALOG_NAME_MAX);
+            failed = 1;
+            break;
+        }
         struct datasource *ds = datasource_load(path, err, errlen);
         if (!ds) {
             failed = 1;

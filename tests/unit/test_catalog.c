@@ -22,7 +22,7 @@ static const char events[] = "SCHEMA >\n    `id` Int64 `json:$.id`\n";
 
 static void define(const char *name, const char *text)
 {
-    char path[256];
+    char path[512];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     FILE *f = fopen(path, "wb");
     assert_non_null(f);
@@ -32,7 +32,7 @@ static void define(const char *name, const char *text)
 
 static void undefine(const char *name)
 {
-    char path[256];
+    char path[512];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     unlink(path);
 }
@@ -102,6 +102,20 @@ static void test_load_errors(void **state)
     assert_null(catalog_load(dir, 4, NULL, sh, err, sizeof err));
     assert_non_null(strstr(err, "bad.datasource:3: "));
     undefine("bad.datasource");
+    /* A name whose quarantine file's name would pass NAME_MAX: refused at load. */
+    char longest[256], toolong[256];
+    snprintf(longest, sizeof longest, "%0229d.datasource", 0);
+    snprintf(toolong, sizeof toolong, "a%0229d.datasource", 0);
+    longest[0] = 'a';
+    define(longest, events);
+    define(toolong, events);
+    assert_null(catalog_load(dir, 4, NULL, sh, err, sizeof err));
+    assert_non_null(strstr(err, "a dataset name of 230 bytes"));
+    undefine(toolong);
+    struct catalog *lc = catalog_load(dir, 4, NULL, sh, err, sizeof err); /* 229: fits */
+    assert_non_null(lc);
+    catalog_release(lc);
+    undefine(longest);
     assert_null(catalog_load(dir, 4, "other", sh, err, sizeof err));
     assert_non_null(strstr(err, "--default-dataset other: no "));
     define("two.datasource", events);
