@@ -202,6 +202,15 @@ static int check(const struct datasource *ds, const char *file, char *err, size_
         if (why)
             return fail(err, errlen, file, c->line, "column `%s` %s: " SCHEMA_CLICKHOUSE " %s",
                         c->name, c->type_text, why);
+        /* The writer leaves a DEFAULT expression's cell empty for the server to fill, which
+         * needs input_format_csv_empty_as_default: 18.16 has no such setting and refuses the
+         * empty DateTime (or reads 0 for a number), failing or corrupting the load. */
+        if (c->default_is_expr)
+            return fail(err, errlen, file, c->line,
+                        "column `%s` DEFAULT %s: " SCHEMA_CLICKHOUSE " cannot fill the empty cell "
+                        "a DEFAULT expression leaves (it has no input_format_csv_empty_as_default): "
+                        "use a literal DEFAULT",
+                        c->name, c->default_text);
     }
     const struct ds_setting *engine = setting(ds, "ENGINE");
     if (engine && strcmp(engine->value, "MergeTree") != 0)

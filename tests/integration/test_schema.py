@@ -6,7 +6,7 @@ server lacks are refused with FILE:LINE, and so are unknown datasets and bad def
 import subprocess
 
 from conftest import BINARY
-from clickhouse import STRICT_CSV
+from clickhouse import STRICT_CSV, ClickHouseError
 
 # Every type ClickHouse 18.16 can hold in a table, as the .datasource spells it, and as
 # DESCRIBE TABLE gives it back (DateTime is declared in UTC: the cells carry no zone).
@@ -114,6 +114,28 @@ def test_quarantine_row_loads_byte_exact(tmp_path, clickhouse):
                      "c__error": ["expected a number", "it's, \"odd\""],
                      "hex": line.hex().upper()}], back
     assert STRICT_CSV["input_format_allow_errors_num"] == 0  # a rejected row fails the INSERT
+
+
+def test_default_expressions_are_refused_for_this_server(tmp_path, clickhouse):
+    """The writer leaves a DEFAULT expression's cell empty for the server to fill: this
+    server cannot (no input_format_csv_empty_as_default), as shown here by loading such a
+    cell into a table made by hand, so --clickhouse refuses the definition with FILE:LINE;
+    a literal DEFAULT is fine."""
+    clickhouse.create_table("by_hand", [("n", "UInt32"), ("at", "DateTime DEFAULT now()")])
+    try:
+        clickhouse.load_csv("by_hand", b"1,\n")
+        loaded = clickhouse.rows("SELECT toUInt32(at) AS at FROM by_hand")
+        assert loaded == [{"at": 0}], loaded  # read as 0, not now(): as bad as a refusal
+    except ClickHouseError as e:
+        assert e.code == 41, e  # cannot parse datetime
+    p = schema(tmp_path, "expr", "SCHEMA >\n    n UInt32,\n    at DateTime DEFAULT now()\n",
+               "--clickhouse")
+    err = p.stderr.decode()
+    assert p.returncode == 2 and p.stdout == b"", p
+    assert "expr.datasource:3: column `at` DEFAULT now(): ClickHouse 18.16 cannot fill" in err, err
+    p = schema(tmp_path, "lit", "SCHEMA >\n    n UInt32 DEFAULT 42,\n"
+               "    at DateTime DEFAULT '2024-02-29 00:00:00'\n", "--clickhouse")
+    assert p.returncode == 0 and b"DEFAULT 42" in p.stdout, p
 
 
 def test_types_the_server_lacks_are_refused(tmp_path, clickhouse):
