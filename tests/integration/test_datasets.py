@@ -384,6 +384,33 @@ def test_sighup_reopens_files_when_the_new_set_is_refused(start_server, defs):
     assert len(rotated.read_text().splitlines()) == 8
 
 
+def test_sighup_changing_a_datasets_columns_keeps_the_old_set(start_server, defs):
+    """The day file's name depends on the dataset's name alone: a reload giving trips other
+    columns would append rows of a second shape to it. The whole new set is refused (a new
+    dataset in it too), by the main process and every worker, and the old set serves on;
+    putting the old definition back, the set reloads."""
+    s = serve(start_server, defs)
+    for k in range(4):
+        assert events(s, query="name=trips&wait=true", body=body_of([k]))[0] == 200
+    old = (defs / "trips.datasource").read_text()
+    define(defs, "trips", EVENTS.replace("SCHEMA >\n", "SCHEMA >\n    `s` String `json:$.s`,\n"))
+    define(defs, "late")
+    sighup(s)
+    said = (f"{defs}/trips.datasource: the columns of dataset trips changed; its day's file "
+            "holds rows of the old shape: give the new schema a new dataset name, or move the "
+            "day's files and restart; keeping the previous datasets")
+    assert s.stderr().count(said) == 3, s.stderr()  # the main process and both workers
+    for k in range(4, 12):
+        st, _, out = events(s, query="name=trips&wait=true", body=b'{"s": "b", "id": %d, "tag": "t"}\n' % k)
+        assert (st, out) == (200, tinybird(1, 0))
+        assert events(s, "late", body_of([1]))[0] == 404
+    assert day_file(s, "trips").read_text() == "".join(f'{k},"t"\n' for k in range(12))
+    (defs / "trips.datasource").write_text(old)
+    sighup(s)
+    for _ in range(6):  # fresh connections reach both workers
+        assert events(s, query="name=late&wait=true", body=body_of([7]))[0] == 200
+
+
 # --- Quarantine ------------------------------------------------------------------------------
 
 def test_quarantine_rows_with_reasons_and_invalid_utf8_byte_exact(start_server, defs):
