@@ -122,7 +122,13 @@ BROKEN = [
      [b"out of range for UInt8", b"scale exceeds 2",
       b"not a date and time (YYYY-MM-DD hh:mm:ss, ISO 8601)", b"expected an integer"], "range"),
     (b'{"n":1,', [], [b"invalid JSON at byte 7"], "json"),
-    (b'[1]', [], [b"invalid JSON at byte 0"], "json"),
+    (b'[1]', [], [b"not a JSON object"], "json"),  # valid JSON, but no object
+    (b'null', [], [b"not a JSON object"], "json"),
+    (b'5', [], [b"not a JSON object"], "json"),
+    (b' "s" ', [], [b"not a JSON object"], "json"),
+    (b'[{"n":1}]', [], [b"not a JSON object"], "json"),
+    (b'[1', [], [b"invalid JSON at byte 0"], "json"),  # neither: not even a value
+    (b'5 5', [], [b"invalid JSON at byte 0"], "json"),
     (b'{"n":1} {}', [], [b"invalid JSON at byte 8"], "json"),
     (b'{"n":01}', [], [b"invalid JSON at byte 6"], "json"),
 ]
