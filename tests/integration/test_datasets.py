@@ -116,6 +116,23 @@ def test_unusable_set_exits_2(tmp_path, defs, case):
     assert b"--datasets" in r.stderr or b"--default-dataset nope" in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("option", [["--name", "foo"], ["--columns", "a,b"]])
+def test_name_or_columns_with_datasets_is_a_usage_error(tmp_path, defs, option):
+    """Each dataset's files are named after it, its columns from its definition: --name and
+    --columns would be ignored, so they are refused."""
+    r = run_exit(["--datasets", str(defs)] + option, tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith(f"ndingest: {option[0]} cannot be given with --datasets: ".encode()), r.stderr
+
+
+def test_startup_line_names_no_file_it_never_writes(start_server, defs):
+    s = serve(start_server, defs, "--workers", "1")
+    lines = s.stderr().splitlines()
+    assert lines[0].endswith(f"writing {s.out_dir}/NAME-YYYY-MM-DD.csv"), lines
+    assert lines[1] == f"ndingest: listening on 127.0.0.1:{s.port}, 1 worker", lines
+    assert "nyc_taxi" not in s.stderr()
+
+
 def test_max_datasets_limit(tmp_path, defs, start_server):
     r = run_exit(["--datasets", str(defs), "--max-datasets", "2"], tmp_path)
     assert r.returncode == 2 and b"more than --max-datasets 2" in r.stderr, r.stderr

@@ -296,6 +296,16 @@ def ch_line():
     return ("{" + ",".join(parts) + "}").encode()
 
 
+def test_columns_with_datasource_is_a_usage_error(tmp_path):
+    """--columns would be ignored under --datasource: refused, nothing converted."""
+    ds = tmp_path / "ds.datasource"
+    ds.write_text(RULES)
+    p = subprocess.run([str(BINARY), "convert", "--datasource", str(ds), "--columns", "a,b"],
+                       input=b'{"n":7,' + GOOD + b'}\n', capture_output=True, timeout=60)
+    assert p.returncode == 2 and p.stdout == b"", p
+    assert p.stderr.startswith(b"ndingest: --columns cannot be given with --datasource: "), p.stderr
+
+
 def test_clickhouse_loads_every_type_and_the_quarantine(tmp_path, clickhouse):
     lacking = clickhouse.unsupported(CH_LACKS)
     print("ClickHouse lacks, left out of this test:", sorted(lacking))
