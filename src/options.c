@@ -78,6 +78,8 @@ static const struct option_row rows[] = {
     {ROW_FILE("access-log", "FILE", access_log), .help = "append one line per request to FILE"},
     {ROW_FILE("token-file", "F", token_file),
      .help = "POST / and GET /metrics need Authorization: Bearer <F's first line>"},
+    {ROW_UINT("max-tokens", "N", max_tokens, 1, 4096, 64),
+     .help = "with --datasets: the most tokens --token-file may hold (and N x 4K bytes)"},
     {ROW_CUSTOM("fsync", "MODE", parse_fsync, "none"),
      .help = "none, request (fdatasync before each 200, group-committed) or interval:MS "
              "(fdatasync dirty files every MS milliseconds)"},

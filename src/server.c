@@ -397,7 +397,8 @@ int server_run(const struct options *o)
     }
     if (o->token_file) { /* each worker reads it; a missing or empty file is reported now */
         struct auth token = {0};
-        int bad = auth_load(&token, o->token_file, o->datasets != NULL, err, sizeof err);
+        int bad = auth_load(&token, o->token_file, o->datasets != NULL, o->max_tokens, err,
+                            sizeof err);
         auth_free(&token);
         if (bad) {
             log_error("ndingest: %s", err);

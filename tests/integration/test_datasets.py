@@ -290,6 +290,25 @@ def test_scoped_tokens(start_server, defs, tmp_path):
     assert b'ndingest_requests_total{code="403"} 3\n' in text
 
 
+def test_max_tokens(start_server, defs, tmp_path):
+    """--max-tokens N: N tokens load, N + 1 stop the start (exit 1) and are refused on SIGHUP
+    with the previous tokens kept; 64 by default."""
+    tok = tmp_path / "tokens"
+    tok.write_text("".join(f"tok{i} trips\n" for i in range(100)))
+    for args, line in (([], 65), (["--max-tokens", "99"], 100)):
+        r = run_exit(["--datasets", str(defs), "--token-file", str(tok)] + args, tmp_path)
+        assert r.returncode == 1, r.stderr
+        assert f"tokens:{line}: more than {line - 1} tokens (--max-tokens)".encode() in r.stderr, r.stderr
+    s = serve(start_server, defs, "--token-file", str(tok), "--max-tokens", "100")
+    for token in ("tok0", "tok99"):
+        assert events(s, "trips", body_of([1]), headers={AUTH: f"Bearer {token}"})[0] == 202
+    tok.write_text("".join(f"new{i}\n" for i in range(101)))
+    sighup(s)
+    assert "tokens:101: more than 100 tokens (--max-tokens); keeping the previous token" in s.stderr()
+    assert events(s, "trips", body_of([1]), headers={AUTH: "Bearer tok99"})[0] == 202
+    assert events(s, "trips", body_of([1]), headers={AUTH: "Bearer new0"})[0] == 401
+
+
 def test_datasource_token_lines_grant_nothing(start_server, defs, tmp_path):
     """TOKEN lines in a definition are accepted and documented as inert (datasets.md, 6)."""
     define(defs, "trips", EVENTS + "TOKEN trips-tok APPEND\nTOKEN \"other\" READ\n")
