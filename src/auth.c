@@ -107,6 +107,10 @@ static int load_first_line(struct auth *into, const char *path, char *err, size_
     }
     if (!token_ok(line, len, path, err, errlen))
         return -1;
+    if (!(into->tokens = calloc(1, sizeof *into->tokens))) {
+        snprintf(err, errlen, "--token-file %s: out of memory", path);
+        return -1;
+    }
     token_set(&into->tokens[0], line, len);
     into->count = 1;
     return 0;
@@ -131,17 +135,18 @@ static int names_ok(const char *p, size_t len)
     return 1;
 }
 
-/* One "TOKEN [names]" line (trailing blanks stripped, not empty) into into's next token. */
-static int load_line(struct auth *into, const char *p, size_t len, const char *where, char *err,
-                     size_t errlen)
+/* One "TOKEN [names]" line (trailing blanks stripped, not empty) into into's next token, of
+ * the max that into->tokens has room for. */
+static int load_line(struct auth *into, size_t max, const char *p, size_t len, const char *where,
+                     char *err, size_t errlen)
 {
     size_t tl = 0;
     while (tl < len && p[tl] != ' ' && p[tl] != '\t')
         tl++;
     if (!token_ok(p, tl ? tl : len, where, err, errlen))
         return -1;
-    if (into->count == AUTH_MAX_TOKENS) {
-        snprintf(err, errlen, "--token-file %s: more than %d tokens", where, AUTH_MAX_TOKENS);
+    if (into->count == max) {
+        snprintf(err, errlen, "--token-file %s: more than %zu tokens (--max-tokens)", where, max);
         return -1;
     }
     for (size_t k = 0; k < into->count; k++)
@@ -171,17 +176,24 @@ static int load_line(struct auth *into, const char *p, size_t len, const char *w
 }
 
 /* The --datasets format: every line a token and its datasets. */
-static int load_lines(struct auth *into, const char *path, char *err, size_t errlen)
+static int load_lines(struct auth *into, const char *path, size_t max_tokens, char *err,
+                      size_t errlen)
 {
-    char *text = malloc(AUTH_FILE_MAX + 1);
-    if (!text) {
+    /* Both only as large as the option allows; malloc maps large blocks lazily, so a small
+     * file touches little of them. */
+    size_t most = max_tokens * AUTH_FILE_PER_TOKEN;
+    char *text = malloc(most + 1);
+    into->tokens = calloc(max_tokens, sizeof *into->tokens);
+    if (!text || !into->tokens) {
         snprintf(err, errlen, "--token-file %s: out of memory", path);
+        free(text);
         return -1;
     }
-    ssize_t n = read_file(path, text, AUTH_FILE_MAX, err, errlen);
+    ssize_t n = read_file(path, text, most, err, errlen);
     int rc = n < 0 ? -1 : 0;
-    if (n > AUTH_FILE_MAX) {
-        snprintf(err, errlen, "--token-file %s: larger than %d bytes", path, AUTH_FILE_MAX);
+    if (n > 0 && (size_t)n > most) {
+        snprintf(err, errlen, "--token-file %s: larger than %zu bytes (--max-tokens %zu x %d)",
+                 path, most, max_tokens, AUTH_FILE_PER_TOKEN);
         rc = -1;
     }
     size_t lineno = 0;
@@ -197,7 +209,7 @@ static int load_lines(struct auth *into, const char *path, char *err, size_t err
             continue;
         char where[4200];
         snprintf(where, sizeof where, "%s:%zu", path, lineno);
-        rc = load_line(into, p, len, where, err, errlen);
+        rc = load_line(into, max_tokens, p, len, where, err, errlen);
     }
     if (!rc && !into->count) {
         snprintf(err, errlen, "--token-file %s: no token (each line is TOKEN [name,name...])",
@@ -212,17 +224,20 @@ void auth_free(struct auth *a)
 {
     for (size_t k = 0; k < a->count; k++)
         free(a->tokens[k].names);
+    free(a->tokens);
     memset(a, 0, sizeof *a);
 }
 
-int auth_load(struct auth *a, const char *path, int scoped, char *err, size_t errlen)
+int auth_load(struct auth *a, const char *path, int scoped, size_t max_tokens, char *err,
+              size_t errlen)
 {
     struct auth *next = calloc(1, sizeof *next);
     if (!next) {
         snprintf(err, errlen, "--token-file %s: out of memory", path);
         return -1;
     }
-    int rc = scoped ? load_lines(next, path, err, errlen) : load_first_line(next, path, err, errlen);
+    int rc = scoped ? load_lines(next, path, max_tokens, err, errlen)
+                    : load_first_line(next, path, err, errlen);
     if (!rc) {
         auth_free(a);
         *a = *next;
@@ -233,10 +248,11 @@ int auth_load(struct auth *a, const char *path, int scoped, char *err, size_t er
     return rc;
 }
 
-void auth_reload(struct auth *a, const char *path, int scoped, const char *log_prefix)
+void auth_reload(struct auth *a, const char *path, int scoped, size_t max_tokens,
+                 const char *log_prefix)
 {
     char err[4400];
-    if (auth_load(a, path, scoped, err, sizeof err))
+    if (auth_load(a, path, scoped, max_tokens, err, sizeof err))
         log_error("%s: SIGHUP: %s; keeping the previous token", log_prefix, err);
 }
 

@@ -7,10 +7,9 @@
 
 /* The longest token accepted. */
 #define AUTH_TOKEN_MAX 256
-/* Lines of a token file with --datasets (doc/datasets.md, section 6). */
-#define AUTH_MAX_TOKENS 64
-/* Bytes of a token file with --datasets: 64 lines of a longest token and a long list. */
-#define AUTH_FILE_MAX (256 * 1024)
+/* Bytes a token file with --datasets may hold per token it may hold (--max-tokens): a line
+ * of a longest token and a long list of datasets. */
+#define AUTH_FILE_PER_TOKEN 4096
 
 /* One token, zero-padded to AUTH_TOKEN_MAX so that the check can compare every byte
  * whatever its length. */
@@ -25,7 +24,7 @@ struct auth_token {
 /* Zero-filled is "no token": auth_enabled() is 0 and nothing is checked. */
 struct auth {
     size_t count;
-    struct auth_token tokens[AUTH_MAX_TOKENS];
+    struct auth_token *tokens; /* [count]; owned (auth_free) */
 };
 
 static inline int auth_enabled(const struct auth *a)
@@ -34,7 +33,9 @@ static inline int auth_enabled(const struct auth *a)
 }
 
 /* Reads the token file at path into a (which must be zero-filled or loaded; what it held is
- * freed on success). 0, or -1 with a message in err, a unchanged.
+ * freed on success). 0, or -1 with a message in err, a unchanged. max_tokens (--max-tokens,
+ * at least 1) bounds the scoped format's tokens, and its file at max_tokens ×
+ * AUTH_FILE_PER_TOKEN bytes.
  * - scoped 0 (no --datasets: today's format): the first line, trailing blanks (space, tab,
  *   CR) stripped, is the one token, which may append anywhere.
  * - scoped 1 (--datasets): every line is "TOKEN [name,name...]": the token runs to the
@@ -43,13 +44,15 @@ static inline int auth_enabled(const struct auth *a)
  *   starting with '#' are skipped. Errors say "--token-file PATH:LINE: ...".
  * Refused: a missing, unreadable or tokenless file, a token longer than AUTH_TOKEN_MAX, or
  * one no request could match (starting with a space or tab, or holding a control character
- * other than tab); scoped: more than AUTH_MAX_TOKENS lines, a file over AUTH_FILE_MAX
- * bytes, a token given twice, a bad name in a list. */
-int auth_load(struct auth *a, const char *path, int scoped, char *err, size_t errlen);
+ * other than tab); scoped: more than max_tokens tokens, a larger file, a token given twice,
+ * a bad name in a list. */
+int auth_load(struct auth *a, const char *path, int scoped, size_t max_tokens, char *err,
+              size_t errlen);
 
 /* SIGHUP: auth_load again; on error the previous tokens stay and the error is logged
  * ("PREFIX: SIGHUP: ...; keeping the previous token"). */
-void auth_reload(struct auth *a, const char *path, int scoped, const char *log_prefix);
+void auth_reload(struct auth *a, const char *path, int scoped, size_t max_tokens,
+                 const char *log_prefix);
 
 void auth_free(struct auth *a);
 

@@ -58,13 +58,35 @@ void catalog_shared_torn(struct catalog_shared *sh)
     }
 }
 
-/* FNV-1a: where a name's probe starts. */
+#define FNV_BASIS 1469598103934665603ULL
+
+/* FNV-1a of s and its NUL (so that "ab","c" and "a","bc" differ), continuing from h. */
+static uint64_t hash_str(uint64_t h, const char *s)
+{
+    do
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    while (*s++);
+    return h;
+}
+
+/* Where a name's probe starts. */
 static uint64_t name_hash(const char *s)
 {
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
+    return hash_str(FNV_BASIS, s);
+}
+
+/* The shape of ds's rows, as catalog_entry.shape keeps it: every column's name, type and
+ * path as written, and DEFAULT, in order; never 0 (the entry's "none yet"). */
+static uint64_t shape_hash(const struct datasource *ds)
+{
+    uint64_t h = FNV_BASIS;
+    for (size_t i = 0; i < ds->ncolumns; i++) {
+        const struct ds_column *c = &ds->columns[i];
+        h = hash_str(hash_str(hash_str(h, c->name), c->type_text), c->path);
+        h = hash_str(h, c->has_default ? "D" : "");
+        h = hash_str(h, c->has_default ? c->default_text : "");
+    }
+    return h ? h : 1;
 }
 
 /* The entry named name, claimed now if it has none: several processes may claim at once
@@ -146,6 +168,16 @@ static int ends_with(const char *s, const char *suffix)
     return n > k && !strcmp(s + n - k, suffix);
 }
 
+/* A name's day file is NAME-YYYY-MM-DD.csv whatever its columns: other columns would
+ * append rows of a second shape to it, loadable into neither table. */
+static void columns_changed(const struct datasource *ds, const char *dir, char *err,
+                            size_t errlen)
+{
+    snprintf(err, errlen, "%s/%s.datasource: the columns of dataset %s changed; its day's "
+             "file holds rows of the old shape: give the new schema a new dataset name, or "
+             "move the day's files and restart", dir, ds->name, ds->name);
+}
+
 struct catalog *catalog_load(const char *dir, size_t max, const char *required,
                              struct catalog_shared *sh, char *err, size_t errlen)
 {
@@ -208,6 +240,23 @@ struct catalog *catalog_load(const char *dir, size_t max, const char *required,
             failed = 1;
         }
         c->sets[i].entry = (size_t)at;
+    }
+    /* Checked for every name before any new one's shape is kept, so that a refused set
+     * leaves no shape behind but those of names it shares with the sets before it. */
+    for (size_t i = 0; !failed && i < c->count; i++) {
+        uint64_t was = atomic_load(&sh->entries[c->sets[i].entry].shape);
+        failed = was && was != shape_hash(c->sets[i].ds);
+        if (failed)
+            columns_changed(c->sets[i].ds, dir, err, errlen);
+    }
+    for (size_t i = 0; !failed && i < c->count; i++) {
+        uint_least64_t was = 0, now = shape_hash(c->sets[i].ds);
+        /* Another process may load the same directory at once: the first shape kept wins. */
+        if (!atomic_compare_exchange_strong(&sh->entries[c->sets[i].entry].shape, &was, now)
+            && was != now) {
+            columns_changed(c->sets[i].ds, dir, err, errlen);
+            failed = 1;
+        }
     }
     if (failed) {
         catalog_free(c);

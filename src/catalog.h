@@ -23,6 +23,9 @@ struct catalog_entry {
     char name[DS_MAX_NAME + 1];
     /* sink_config.torn of the dataset's two day files, whichever process writes them. */
     atomic_uint rows_torn, quarantine_torn;
+    /* A hash of the columns the name was first loaded with (0 before): its day's file holds
+     * rows of that shape, so a reload giving the name other columns is refused. */
+    atomic_uint_least64_t shape;
 };
 
 /* The shared table: entries[0..nentries), and each worker slot's counters per entry. */
@@ -69,9 +72,11 @@ struct catalog {
 
 /* Loads every DIR/NAME.datasource (other files are ignored), at most max of them, and
  * names each in the shared table. Returns a catalog holding one reference, or NULL with
- * "FILE:LINE: message" (or "DIR: message") in err for the first error: a bad definition,
- * more than max, none at all, no dataset called required (--default-dataset, or NULL), a
- * shared table full of names since start. */
+ * "FILE:LINE: message" (or "FILE: message", "DIR: message") in err for the first error: a
+ * bad definition, more than max, none at all, no dataset called required
+ * (--default-dataset, or NULL), a shared table full of names since start, a name whose
+ * columns (names, types and paths as written, DEFAULTs, order) are not those it was first
+ * loaded with since start (its day's file would mix two row shapes). */
 struct catalog *catalog_load(const char *dir, size_t max, const char *required,
                              struct catalog_shared *sh, char *err, size_t errlen);
 

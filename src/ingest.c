@@ -121,12 +121,17 @@ nomem:
     fail(g, INGEST_ENOMEM, "out of memory encoding a row");
 }
 
-/* "invalid JSON at byte N" for the quarantine: where the strict walk stops. */
+/* The quarantine's reason for a line that is not a JSON object: "not a JSON object" when it
+ * is one valid value of another kind, else "invalid JSON at byte N", where the strict walk
+ * stops. */
 static void refuse_json(struct ingest *g, const char *p, size_t n)
 {
     char reason[64];
-    char *w = PUT(reason, "invalid JSON at byte ");
-    w = put_u64(w, json_error_offset(p, n));
+    char *w = reason;
+    if (json_not_object(p, n))
+        w = PUT(w, "not a JSON object");
+    else
+        w = put_u64(PUT(w, "invalid JSON at byte "), json_error_offset(p, n));
     const struct quarantine_refusal r = {NULL, reason, 0, (size_t)(w - reason)};
     refuse(g, QUARANTINE_JSON, &r, 1, p, n);
 }

@@ -1042,9 +1042,11 @@ static size_t string_stop(const u8 *p, size_t i, size_t n)
     return i;
 }
 
-/* The strict walk's grammar again, tracking the position, for the quarantine's "invalid
- * JSON at byte N": only refused lines come here, so it favours plainness over speed. */
-size_t json_error_offset(const char *line, size_t n)
+/* The strict walk's grammar again, tracking the position, for the quarantine's reasons:
+ * where the line stops being JSON (SIZE_MAX: it does not), the line being one object, or
+ * with any_value one value of any kind. Only refused lines come here, so it favours
+ * plainness over speed. */
+static size_t error_offset(const char *line, size_t n, int any_value)
 {
     const u8 *p = (const u8 *)line;
     uint64_t obj[JSON_MAX_DEPTH / 64] = {0}; /* one bit per open container: 1 = object */
@@ -1052,8 +1054,11 @@ size_t json_error_offset(const char *line, size_t n)
     size_t i = skip_ws(p, 0, n);
     if (i == n)
         return SIZE_MAX; /* blank */
-    if (p[i] != '{')
-        return i;
+    if (p[i] != '{') {
+        if (!any_value)
+            return i;
+        goto value;
+    }
     goto open;
 
 value: /* i < n, a value expected */
@@ -1116,8 +1121,10 @@ value: /* i < n, a value expected */
         return i;
     }
 
-after: /* a value ended at i, inside depth d */
+after: /* a value ended at i, inside depth d (0: the line's value) */
     i = skip_ws(p, i, n);
+    if (!d)
+        return i == n ? SIZE_MAX : i;
     if (i >= n)
         return n;
     if (p[i] == ',') {
@@ -1133,10 +1140,8 @@ after: /* a value ended at i, inside depth d */
 
 close: /* p[i] closes depth d */
     i++;
-    if (--d)
-        goto after;
-    i = skip_ws(p, i, n);
-    return i == n ? SIZE_MAX : i;
+    d--;
+    goto after;
 
 key: /* i < n, a member's key expected */
     if (p[i] != '"')
@@ -1153,4 +1158,15 @@ key: /* i < n, a member's key expected */
     if (i >= n)
         return n;
     goto value;
+}
+
+size_t json_error_offset(const char *line, size_t n)
+{
+    return error_offset(line, n, 0);
+}
+
+int json_not_object(const char *line, size_t n)
+{
+    size_t i = skip_ws((const u8 *)line, 0, n);
+    return i < n && line[i] != '{' && error_offset(line, n, 1) == SIZE_MAX;
 }

@@ -125,6 +125,11 @@ void json_follow(const char *p, size_t n, const struct json_step *steps, size_t 
  * line again, slowly. Allocates nothing. */
 size_t json_error_offset(const char *p, size_t n);
 
+/* 1 when the line p[0..n), which json_line judged LINE_INVALID, is one valid JSON value that
+ * is not an object (`[1]`, `null`, `5`, `"s"`, blanks around it allowed): refused for what it
+ * is, not for its syntax. 0 otherwise. Slow like json_error_offset; allocates nothing. */
+int json_not_object(const char *p, size_t n);
+
 /* Writes the unescaped UTF-8 text of a string span that json_line accepted into dst, which
  * needs room for len bytes (unescaping never lengthens; dst may be p itself); returns the
  * length written. A surrogate pair becomes one 4-byte sequence. */

@@ -48,10 +48,10 @@ static const struct option_row rows[] = {
     {ROW_UINT("workers", "N", workers, 0, OPTIONS_MAX_WORKERS, 0), .dflt_fn = default_workers,
      .dflt_text = "CPUs available", .zero = "no fork", .help = "worker processes"},
     {ROW_STRING("out-dir", "DIR", out_dir, "csv"), .help = "output directory, created if missing"},
-    {ROW_CUSTOM("name", "NAME", parse_name, "nyc_taxi"), .help = "file name prefix"},
+    {ROW_CUSTOM("name", "NAME", parse_name, "nyc_taxi"), .help = "file name prefix (not with --datasets)"},
     {ROW_FLAG("utc", utc), .help = "date files by UTC instead of local time"},
     {ROW_STRING("columns", "a,b,c", columns_list, OPTIONS_DEFAULT_COLUMNS), .convert = 1,
-     .help = "top-level keys to write, in order"},
+     .help = "top-level keys to write, in order (not with --datasets or --datasource)"},
     {ROW_FLAG("header", header), .convert = 1, .help = "start each day's file with a header row"},
     {ROW_FLAG("crlf", crlf), .convert = 1, .help = "end rows with CRLF (RFC 4180) instead of LF"},
     {ROW_SIZE("max-line", max_line, 1, 2 * GiB, 1 * MiB), .convert = 1,
@@ -78,6 +78,8 @@ static const struct option_row rows[] = {
     {ROW_FILE("access-log", "FILE", access_log), .help = "append one line per request to FILE"},
     {ROW_FILE("token-file", "F", token_file),
      .help = "POST / and GET /metrics need Authorization: Bearer <F's first line>"},
+    {ROW_UINT("max-tokens", "N", max_tokens, 1, 4096, 64),
+     .help = "with --datasets: the most tokens --token-file may hold (and N x 4K bytes)"},
     {ROW_CUSTOM("fsync", "MODE", parse_fsync, "none"),
      .help = "none, request (fdatasync before each 200, group-committed) or interval:MS "
              "(fdatasync dirty files every MS milliseconds)"},
@@ -460,6 +462,26 @@ static int parse_schema(struct options *o)
     return 0;
 }
 
+/* Options a command takes that another one given with them would make meaningless: refused,
+ * not ignored (the user meant something by them). */
+static const struct {
+    enum command command;
+    const char *option, *with, *why;
+} conflicts[] = {
+    {CMD_CONVERT, "columns", "datasource", "the definition's columns are written"},
+    {CMD_SERVE, "columns", "datasets", "each dataset's definition names its columns"},
+    {CMD_SERVE, "name", "datasets", "each dataset's files are named after the dataset"},
+};
+
+/* The row called name; NROWS for none (conflicts[] names only rows: test_options checks). */
+static size_t row_index(const char *name)
+{
+    size_t i = 0;
+    while (i < NROWS && strcmp(rows[i].name, name) != 0)
+        i++;
+    return i;
+}
+
 /* getopt_long reports long options as this plus their row's index; short ones as themselves. */
 enum { ROW_VAL = 256 };
 
@@ -504,6 +526,7 @@ int options_parse(struct options *o, int argc, char **argv)
     optind = first;
     opterr = 0;
     int c;
+    unsigned char given[NROWS + 1] = {0}; /* by row; the last for no row */
     while ((c = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
         const struct option_row *r = NULL;
         if (c >= ROW_VAL) {
@@ -514,6 +537,7 @@ int options_parse(struct options *o, int argc, char **argv)
                     r = &rows[i];
         }
         if (r) {
+            given[r - rows] = 1;
             int rc = apply(o, r, optarg);
             if (rc)
                 return rc;
@@ -529,6 +553,11 @@ int options_parse(struct options *o, int argc, char **argv)
     o->nfiles = argc - optind;
     if (o->command == CMD_SCHEMA)
         return parse_schema(o);
+    for (size_t i = 0; i < sizeof conflicts / sizeof *conflicts; i++)
+        if (conflicts[i].command == o->command && given[row_index(conflicts[i].option)] &&
+            given[row_index(conflicts[i].with)])
+            return usage_error("--%s cannot be given with --%s: %s", conflicts[i].option,
+                               conflicts[i].with, conflicts[i].why);
     if (o->command == CMD_SERVE && o->datasets && !*o->datasets)
         return usage_error("--datasets: empty directory name");
     if (o->command == CMD_SERVE && o->default_dataset && !o->datasets)

@@ -56,6 +56,7 @@ struct options {
     const char *datasets; /* DIR holding NAME.datasource; serve: every one served */
     const char *default_dataset; /* serve --datasets: the dataset POST / appends to, or NULL */
     unsigned max_datasets; /* serve --datasets: definitions loaded at once */
+    unsigned max_tokens;   /* --token-file with --datasets: its tokens (auth_load) */
     int clickhouse;       /* CREATE TABLE statements instead of a table for people */
 };
 

@@ -3,6 +3,7 @@
 #include "server.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -396,7 +397,8 @@ int server_run(const struct options *o)
     }
     if (o->token_file) { /* each worker reads it; a missing or empty file is reported now */
         struct auth token = {0};
-        int bad = auth_load(&token, o->token_file, o->datasets != NULL, err, sizeof err);
+        int bad = auth_load(&token, o->token_file, o->datasets != NULL, o->max_tokens, err,
+                            sizeof err);
         auth_free(&token);
         if (bad) {
             log_error("ndingest: %s", err);
@@ -445,13 +447,16 @@ int server_run(const struct options *o)
                  "%s/NAME-YYYY-MM-DD.csv", datasets->count, datasets->count == 1 ? "" : "s",
                  o->datasets, o->out_dir);
 
+    /* With --datasets the line above says where rows go: --name's file is never written. */
+    char files[PATH_MAX + 64] = "";
+    if (!datasets)
+        snprintf(files, sizeof files, ", writing %s/%s-YYYY-MM-DD.csv", o->out_dir, o->name);
     if (o->workers == 0)
-        log_info("ndingest: listening on %s, serving in the main process (--workers 0), "
-                 "writing %s/%s-YYYY-MM-DD.csv", o->listen, o->out_dir, o->name);
+        log_info("ndingest: listening on %s, serving in the main process (--workers 0)%s",
+                 o->listen, files);
     else
-        log_info("ndingest: listening on %s, %d worker%s%s, writing %s/%s-YYYY-MM-DD.csv",
-                o->listen, o->workers, o->workers == 1 ? "" : "s",
-                o->reuseport ? " (SO_REUSEPORT)" : "", o->out_dir, o->name);
+        log_info("ndingest: listening on %s, %d worker%s%s%s", o->listen, o->workers,
+                 o->workers == 1 ? "" : "s", o->reuseport ? " (SO_REUSEPORT)" : "", files);
 
     int rc;
     if (o->workers == 0) {

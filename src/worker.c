@@ -278,7 +278,8 @@ static void sighup_cb(evutil_socket_t sig, short what, void *arg)
     if (w->catalog)
         reload_datasets(w);
     if (w->o->token_file)
-        auth_reload(&w->auth, w->o->token_file, w->o->datasets != NULL, w->log_prefix);
+        auth_reload(&w->auth, w->o->token_file, w->o->datasets != NULL, w->o->max_tokens,
+                    w->log_prefix);
     log_info("%s: worker %d reopened its files (SIGHUP)", w->log_prefix, w->index);
 }
 
@@ -347,7 +348,8 @@ static int worker_start(struct worker *w)
         log_error("%s: %s", w->log_prefix, err);
         return -1;
     }
-    if (w->o->token_file && auth_load(&w->auth, w->o->token_file, w->o->datasets != NULL, err, sizeof err)) {
+    if (w->o->token_file && auth_load(&w->auth, w->o->token_file, w->o->datasets != NULL,
+                                      w->o->max_tokens, err, sizeof err)) {
         log_error("%s: %s", w->log_prefix, err);
         return -1;
     }

@@ -116,6 +116,23 @@ def test_unusable_set_exits_2(tmp_path, defs, case):
     assert b"--datasets" in r.stderr or b"--default-dataset nope" in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("option", [["--name", "foo"], ["--columns", "a,b"]])
+def test_name_or_columns_with_datasets_is_a_usage_error(tmp_path, defs, option):
+    """Each dataset's files are named after it, its columns from its definition: --name and
+    --columns would be ignored, so they are refused."""
+    r = run_exit(["--datasets", str(defs)] + option, tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith(f"ndingest: {option[0]} cannot be given with --datasets: ".encode()), r.stderr
+
+
+def test_startup_line_names_no_file_it_never_writes(start_server, defs):
+    s = serve(start_server, defs, "--workers", "1")
+    lines = s.stderr().splitlines()
+    assert lines[0].endswith(f"writing {s.out_dir}/NAME-YYYY-MM-DD.csv"), lines
+    assert lines[1] == f"ndingest: listening on 127.0.0.1:{s.port}, 1 worker", lines
+    assert "nyc_taxi" not in s.stderr()
+
+
 def test_max_datasets_limit(tmp_path, defs, start_server):
     r = run_exit(["--datasets", str(defs), "--max-datasets", "2"], tmp_path)
     assert r.returncode == 2 and b"more than --max-datasets 2" in r.stderr, r.stderr
@@ -273,6 +290,25 @@ def test_scoped_tokens(start_server, defs, tmp_path):
     assert b'ndingest_requests_total{code="403"} 3\n' in text
 
 
+def test_max_tokens(start_server, defs, tmp_path):
+    """--max-tokens N: N tokens load, N + 1 stop the start (exit 1) and are refused on SIGHUP
+    with the previous tokens kept; 64 by default."""
+    tok = tmp_path / "tokens"
+    tok.write_text("".join(f"tok{i} trips\n" for i in range(100)))
+    for args, line in (([], 65), (["--max-tokens", "99"], 100)):
+        r = run_exit(["--datasets", str(defs), "--token-file", str(tok)] + args, tmp_path)
+        assert r.returncode == 1, r.stderr
+        assert f"tokens:{line}: more than {line - 1} tokens (--max-tokens)".encode() in r.stderr, r.stderr
+    s = serve(start_server, defs, "--token-file", str(tok), "--max-tokens", "100")
+    for token in ("tok0", "tok99"):
+        assert events(s, "trips", body_of([1]), headers={AUTH: f"Bearer {token}"})[0] == 202
+    tok.write_text("".join(f"new{i}\n" for i in range(101)))
+    sighup(s)
+    assert "tokens:101: more than 100 tokens (--max-tokens); keeping the previous token" in s.stderr()
+    assert events(s, "trips", body_of([1]), headers={AUTH: "Bearer tok99"})[0] == 202
+    assert events(s, "trips", body_of([1]), headers={AUTH: "Bearer new0"})[0] == 401
+
+
 def test_datasource_token_lines_grant_nothing(start_server, defs, tmp_path):
     """TOKEN lines in a definition are accepted and documented as inert (datasets.md, 6)."""
     define(defs, "trips", EVENTS + "TOKEN trips-tok APPEND\nTOKEN \"other\" READ\n")
@@ -382,6 +418,33 @@ def test_sighup_reopens_files_when_the_new_set_is_refused(start_server, defs):
         assert events(s, query="name=trips&wait=true", body=body_of([100 + k]))[0] == 200
     assert sorted(i for i, _ in rows(s, "trips")) == list(range(100, 108))
     assert len(rotated.read_text().splitlines()) == 8
+
+
+def test_sighup_changing_a_datasets_columns_keeps_the_old_set(start_server, defs):
+    """The day file's name depends on the dataset's name alone: a reload giving trips other
+    columns would append rows of a second shape to it. The whole new set is refused (a new
+    dataset in it too), by the main process and every worker, and the old set serves on;
+    putting the old definition back, the set reloads."""
+    s = serve(start_server, defs)
+    for k in range(4):
+        assert events(s, query="name=trips&wait=true", body=body_of([k]))[0] == 200
+    old = (defs / "trips.datasource").read_text()
+    define(defs, "trips", EVENTS.replace("SCHEMA >\n", "SCHEMA >\n    `s` String `json:$.s`,\n"))
+    define(defs, "late")
+    sighup(s)
+    said = (f"{defs}/trips.datasource: the columns of dataset trips changed; its day's file "
+            "holds rows of the old shape: give the new schema a new dataset name, or move the "
+            "day's files and restart; keeping the previous datasets")
+    assert s.stderr().count(said) == 3, s.stderr()  # the main process and both workers
+    for k in range(4, 12):
+        st, _, out = events(s, query="name=trips&wait=true", body=b'{"s": "b", "id": %d, "tag": "t"}\n' % k)
+        assert (st, out) == (200, tinybird(1, 0))
+        assert events(s, "late", body_of([1]))[0] == 404
+    assert day_file(s, "trips").read_text() == "".join(f'{k},"t"\n' for k in range(12))
+    (defs / "trips.datasource").write_text(old)
+    sighup(s)
+    for _ in range(6):  # fresh connections reach both workers
+        assert events(s, query="name=late&wait=true", body=body_of([7]))[0] == 200
 
 
 # --- Quarantine ------------------------------------------------------------------------------

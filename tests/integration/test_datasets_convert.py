@@ -122,7 +122,13 @@ BROKEN = [
      [b"out of range for UInt8", b"scale exceeds 2",
       b"not a date and time (YYYY-MM-DD hh:mm:ss, ISO 8601)", b"expected an integer"], "range"),
     (b'{"n":1,', [], [b"invalid JSON at byte 7"], "json"),
-    (b'[1]', [], [b"invalid JSON at byte 0"], "json"),
+    (b'[1]', [], [b"not a JSON object"], "json"),  # valid JSON, but no object
+    (b'null', [], [b"not a JSON object"], "json"),
+    (b'5', [], [b"not a JSON object"], "json"),
+    (b' "s" ', [], [b"not a JSON object"], "json"),
+    (b'[{"n":1}]', [], [b"not a JSON object"], "json"),
+    (b'[1', [], [b"invalid JSON at byte 0"], "json"),  # neither: not even a value
+    (b'5 5', [], [b"invalid JSON at byte 0"], "json"),
     (b'{"n":1} {}', [], [b"invalid JSON at byte 8"], "json"),
     (b'{"n":01}', [], [b"invalid JSON at byte 6"], "json"),
 ]
@@ -288,6 +294,16 @@ def ch_line():
             parts.append(f'"{col}":{value}')
     parts.append('"items":[{"id":1},{"id":-2}]')
     return ("{" + ",".join(parts) + "}").encode()
+
+
+def test_columns_with_datasource_is_a_usage_error(tmp_path):
+    """--columns would be ignored under --datasource: refused, nothing converted."""
+    ds = tmp_path / "ds.datasource"
+    ds.write_text(RULES)
+    p = subprocess.run([str(BINARY), "convert", "--datasource", str(ds), "--columns", "a,b"],
+                       input=b'{"n":7,' + GOOD + b'}\n', capture_output=True, timeout=60)
+    assert p.returncode == 2 and p.stdout == b"", p
+    assert p.stderr.startswith(b"ndingest: --columns cannot be given with --datasource: "), p.stderr
 
 
 def test_clickhouse_loads_every_type_and_the_quarantine(tmp_path, clickhouse):

@@ -52,12 +52,13 @@ static void test_first_line_trailing_blanks_stripped(void **state)
     PUT("s3cret \t\r\nsecond line\n");
     struct auth a = {0};
     char err[200];
-    assert_int_equal(auth_load(&a, path, 0, err, sizeof err), 0);
+    assert_int_equal(auth_load(&a, path, 0, 64, err, sizeof err), 0);
     assert_int_equal(a.tokens[0].len, 6);
     assert_memory_equal(a.tokens[0].token, "s3cret", 6);
     for (size_t i = 6; i < AUTH_TOKEN_MAX; i++)
         assert_int_equal(a.tokens[0].token[i], 0);
     assert_true(auth_enabled(&a));
+    auth_free(&a);
 }
 
 static void test_load_errors(void **state)
@@ -66,23 +67,24 @@ static void test_load_errors(void **state)
     struct auth a = {0};
     char err[300];
     PUT("\n");
-    assert_int_equal(auth_load(&a, path, 0, err, sizeof err), -1);
+    assert_int_equal(auth_load(&a, path, 0, 64, err, sizeof err), -1);
     assert_non_null(strstr(err, "empty"));
     PUT(" \t\r\nlater lines do not count\n");
-    assert_int_equal(auth_load(&a, path, 0, err, sizeof err), -1);
+    assert_int_equal(auth_load(&a, path, 0, 64, err, sizeof err), -1);
     char big[AUTH_TOKEN_MAX + 2];
     memset(big, 'x', sizeof big);
     put_file(big, AUTH_TOKEN_MAX + 1);
-    assert_int_equal(auth_load(&a, path, 0, err, sizeof err), -1);
+    assert_int_equal(auth_load(&a, path, 0, 64, err, sizeof err), -1);
     assert_non_null(strstr(err, "longer than 256 bytes"));
     assert_false(auth_enabled(&a));
     /* Exactly the longest, with its newline. */
     big[AUTH_TOKEN_MAX] = '\n';
     put_file(big, AUTH_TOKEN_MAX + 1);
-    assert_int_equal(auth_load(&a, path, 0, err, sizeof err), 0);
+    assert_int_equal(auth_load(&a, path, 0, 64, err, sizeof err), 0);
     assert_int_equal(a.tokens[0].len, AUTH_TOKEN_MAX);
-    assert_int_equal(auth_load(&a, "/nonexistent/token", 0, err, sizeof err), -1);
+    assert_int_equal(auth_load(&a, "/nonexistent/token", 0, 64, err, sizeof err), -1);
     assert_non_null(strstr(err, "--token-file /nonexistent/token: "));
+    auth_free(&a);
 }
 
 /* The longest token still loads when its line ends in CRLF or blanks: they are stripped
@@ -99,20 +101,21 @@ static void test_longest_token_with_trailing_blanks(void **state)
         memcpy(text + AUTH_TOKEN_MAX, ends[i], n);
         put_file(text, AUTH_TOKEN_MAX + n);
         print_message("the longest token, then ending %zu\n", i);
-        assert_int_equal(auth_load(&a, path, 0, err, sizeof err), 0);
+        assert_int_equal(auth_load(&a, path, 0, 64, err, sizeof err), 0);
         assert_int_equal(a.tokens[0].len, AUTH_TOKEN_MAX);
+        auth_free(&a);
     }
     struct auth a = {0};
     memcpy(text + AUTH_TOKEN_MAX + 1, "\r\n", 2); /* one byte more */
     memset(text + AUTH_TOKEN_MAX, 'x', 1);
     put_file(text, AUTH_TOKEN_MAX + 3);
-    assert_int_equal(auth_load(&a, path, 0, err, sizeof err), -1);
+    assert_int_equal(auth_load(&a, path, 0, 64, err, sizeof err), -1);
     assert_non_null(strstr(err, "longer than 256 bytes"));
     /* Blanks past the read, then more of the line: not a token of AUTH_TOKEN_MAX bytes. */
     memset(text + AUTH_TOKEN_MAX, ' ', 100);
     memcpy(text + AUTH_TOKEN_MAX + 100, "yy\n", 3);
     put_file(text, AUTH_TOKEN_MAX + 103);
-    assert_int_equal(auth_load(&a, path, 0, err, sizeof err), -1);
+    assert_int_equal(auth_load(&a, path, 0, 64, err, sizeof err), -1);
     assert_false(auth_enabled(&a));
 }
 
@@ -124,21 +127,22 @@ static void test_load_refuses_a_token_that_cannot_match(void **state)
     struct auth a = {0};
     char err[300];
     PUT(" tok\n");
-    assert_int_equal(auth_load(&a, path, 0, err, sizeof err), -1);
+    assert_int_equal(auth_load(&a, path, 0, 64, err, sizeof err), -1);
     assert_non_null(strstr(err, "starts with a space or tab"));
     PUT("\ttok\n");
-    assert_int_equal(auth_load(&a, path, 0, err, sizeof err), -1);
+    assert_int_equal(auth_load(&a, path, 0, 64, err, sizeof err), -1);
     assert_non_null(strstr(err, "starts with a space or tab"));
     PUT("to\x01k\n");
-    assert_int_equal(auth_load(&a, path, 0, err, sizeof err), -1);
+    assert_int_equal(auth_load(&a, path, 0, 64, err, sizeof err), -1);
     assert_non_null(strstr(err, "control character"));
     put_file("to\0k\n", 5);
-    assert_int_equal(auth_load(&a, path, 0, err, sizeof err), -1);
+    assert_int_equal(auth_load(&a, path, 0, 64, err, sizeof err), -1);
     assert_false(auth_enabled(&a));
     /* Inside the token, a space or tab is a byte like another (it can be sent). */
     PUT("to k\tx\n");
-    assert_int_equal(auth_load(&a, path, 0, err, sizeof err), 0);
+    assert_int_equal(auth_load(&a, path, 0, 64, err, sizeof err), 0);
     assert_int_equal(CHECK(&a, "Bearer to k\tx"), 1);
+    auth_free(&a);
 }
 
 static void test_check(void **state)
@@ -148,7 +152,7 @@ static void test_check(void **state)
     struct auth a = {0};
     char err[200];
     assert_int_equal(CHECK(&a, "Bearer tok-123"), 0); /* nothing loaded: nothing passes */
-    assert_int_equal(auth_load(&a, path, 0, err, sizeof err), 0);
+    assert_int_equal(auth_load(&a, path, 0, 64, err, sizeof err), 0);
     assert_int_equal(CHECK(&a, "Bearer tok-123"), 1);
     assert_int_equal(CHECK(&a, "bEARER tok-123"), 1);
     assert_int_equal(CHECK(&a, "Bearer \t tok-123 \t"), 1);
@@ -167,6 +171,7 @@ static void test_check(void **state)
     memcpy(longer, "Bearer ", 7);
     memset(longer + 7, 'x', sizeof longer - 7);
     assert_int_equal(auth_check(&a, longer, sizeof longer), 0);
+    auth_free(&a);
 }
 
 static void test_reload_keeps_the_old_token_on_error(void **state)
@@ -175,20 +180,21 @@ static void test_reload_keeps_the_old_token_on_error(void **state)
     PUT("first\n");
     struct auth a = {0};
     char err[200];
-    assert_int_equal(auth_load(&a, path, 0, err, sizeof err), 0);
+    assert_int_equal(auth_load(&a, path, 0, 64, err, sizeof err), 0);
     PUT("\n");
-    auth_reload(&a, path, 0, "test");
+    auth_reload(&a, path, 0, 64, "test");
     assert_int_equal(CHECK(&a, "Bearer first"), 1);
     PUT(" second\n");
-    auth_reload(&a, path, 0, "test");
+    auth_reload(&a, path, 0, 64, "test");
     assert_int_equal(CHECK(&a, "Bearer first"), 1);
     unlink(path);
-    auth_reload(&a, path, 0, "test");
+    auth_reload(&a, path, 0, 64, "test");
     assert_int_equal(CHECK(&a, "Bearer first"), 1);
     PUT("second\n");
-    auth_reload(&a, path, 0, "test");
+    auth_reload(&a, path, 0, 64, "test");
     assert_int_equal(CHECK(&a, "Bearer first"), 0);
     assert_int_equal(CHECK(&a, "Bearer second"), 1);
+    auth_free(&a);
 }
 
 /* --datasets: every line a token and the datasets it may append to. */
@@ -198,7 +204,7 @@ static void test_scoped_lines(void **state)
     PUT("# ops\n\nall-tok\r\ntrips-tok trips\n  \nboth-tok trips,zones \t\n");
     struct auth a = {0};
     char err[300];
-    assert_int_equal(auth_load(&a, path, 1, err, sizeof err), 0);
+    assert_int_equal(auth_load(&a, path, 1, 64, err, sizeof err), 0);
     assert_int_equal(a.count, 3);
     int all = auth_match(&a, CHECK_ARGS("Bearer all-tok"));
     int trips = auth_match(&a, CHECK_ARGS("Bearer trips-tok"));
@@ -221,7 +227,7 @@ static void test_scoped_lines(void **state)
     assert_false(auth_allows(&a, 3, "trips", 5));
     /* Without --datasets the same file is today's: its first line is the one token. */
     PUT("first tok with spaces\nsecond trips\n");
-    assert_int_equal(auth_load(&a, path, 0, err, sizeof err), 0);
+    assert_int_equal(auth_load(&a, path, 0, 64, err, sizeof err), 0);
     assert_int_equal(a.count, 1);
     assert_int_equal(CHECK(&a, "Bearer first tok with spaces"), 1);
     assert_int_equal(CHECK(&a, "Bearer second"), 0);
@@ -230,27 +236,38 @@ static void test_scoped_lines(void **state)
     assert_false(auth_enabled(&a));
 }
 
-/* Every token is checked, whichever matches: the last of AUTH_MAX_TOKENS as the first. */
+/* --max-tokens N: N tokens load, N + 1 do not; every token is checked, whichever matches:
+ * the last of N as the first. The default's edge, 1 and a larger N. */
 static void test_scoped_limits_and_errors(void **state)
 {
     (void)state;
     struct auth a = {0};
     char err[4400];
-    char text[AUTH_MAX_TOKENS * 16 + 32];
-    size_t n = 0;
-    for (int i = 0; i < AUTH_MAX_TOKENS; i++)
-        n += (size_t)snprintf(text + n, sizeof text - n, "tok%d d%d\n", i, i);
-    put_file(text, n);
-    assert_int_equal(auth_load(&a, path, 1, err, sizeof err), 0);
-    assert_int_equal(a.count, AUTH_MAX_TOKENS);
-    char last[32];
-    int ln = snprintf(last, sizeof last, "Bearer tok%d", AUTH_MAX_TOKENS - 1);
-    assert_int_equal(auth_match(&a, last, (size_t)ln), AUTH_MAX_TOKENS - 1);
-    n += (size_t)snprintf(text + n, sizeof text - n, "one-more\n");
-    put_file(text, n);
-    assert_int_equal(auth_load(&a, path, 1, err, sizeof err), -1);
-    assert_non_null(strstr(err, ":65: more than 64 tokens"));
-    assert_int_equal(a.count, AUTH_MAX_TOKENS); /* unchanged */
+    static const size_t maxes[] = {64, 1, 3, 1000};
+    for (size_t m = 0; m < sizeof maxes / sizeof *maxes; m++) {
+        size_t max = maxes[m];
+        char text[1001 * 24];
+        size_t n = 0;
+        for (size_t i = 0; i < max; i++)
+            n += (size_t)snprintf(text + n, sizeof text - n, "tok%zu d%zu\n", i, i);
+        put_file(text, n);
+        assert_int_equal(auth_load(&a, path, 1, max, err, sizeof err), 0);
+        assert_int_equal(a.count, max);
+        char last[32];
+        int ln = snprintf(last, sizeof last, "Bearer tok%zu", max - 1);
+        assert_int_equal(auth_match(&a, last, (size_t)ln), (int)max - 1);
+        n += (size_t)snprintf(text + n, sizeof text - n, "# a comment\n\none-more\n");
+        put_file(text, n);
+        assert_int_equal(auth_load(&a, path, 1, max, err, sizeof err), -1);
+        char want[64];
+        snprintf(want, sizeof want, ":%zu: more than %zu tokens (--max-tokens)", max + 3, max);
+        if (!strstr(err, want))
+            fail_msg("%s: not %s", err, want);
+        assert_int_equal(a.count, max); /* unchanged */
+        assert_int_equal(auth_load(&a, path, 1, max + 1, err, sizeof err), 0);
+        assert_int_equal(a.count, max + 1);
+        auth_free(&a);
+    }
     static const struct {
         const char *text, *msg;
     } bad[] = {
@@ -265,20 +282,26 @@ static void test_scoped_limits_and_errors(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         print_message("bad file %zu\n", i);
         put_file(bad[i].text, strlen(bad[i].text));
-        assert_int_equal(auth_load(&a, path, 1, err, sizeof err), -1);
+        assert_int_equal(auth_load(&a, path, 1, 64, err, sizeof err), -1);
         assert_non_null(strstr(err, bad[i].msg));
     }
-    char *big = malloc(AUTH_FILE_MAX + 2);
-    assert_non_null(big);
-    memset(big, '\n', AUTH_FILE_MAX + 1);
-    memcpy(big, "tok\n", 4);
-    put_file(big, AUTH_FILE_MAX); /* exactly the most: loads */
-    assert_int_equal(auth_load(&a, path, 1, err, sizeof err), 0);
-    assert_int_equal(a.count, 1);
-    put_file(big, AUTH_FILE_MAX + 1);
-    assert_int_equal(auth_load(&a, path, 1, err, sizeof err), -1);
-    assert_non_null(strstr(err, "larger than"));
-    free(big);
+    /* The file's size follows --max-tokens: N x AUTH_FILE_PER_TOKEN bytes load, one more not. */
+    for (size_t max = 1; max <= 64; max *= 8) {
+        size_t most = max * AUTH_FILE_PER_TOKEN;
+        char *big = malloc(most + 1);
+        assert_non_null(big);
+        memset(big, '\n', most + 1);
+        memcpy(big, "tok\n", 4);
+        put_file(big, most); /* exactly the most: loads */
+        assert_int_equal(auth_load(&a, path, 1, max, err, sizeof err), 0);
+        assert_int_equal(a.count, 1);
+        put_file(big, most + 1);
+        assert_int_equal(auth_load(&a, path, 1, max, err, sizeof err), -1);
+        char want[80];
+        snprintf(want, sizeof want, "larger than %zu bytes (--max-tokens %zu x 4096)", most, max);
+        assert_non_null(strstr(err, want));
+        free(big);
+    }
     auth_free(&a);
 }
 
@@ -289,14 +312,14 @@ static void test_scoped_reload_keeps_the_old_set(void **state)
     PUT("t1 a\nt2\n");
     struct auth a = {0};
     char err[300];
-    assert_int_equal(auth_load(&a, path, 1, err, sizeof err), 0);
+    assert_int_equal(auth_load(&a, path, 1, 64, err, sizeof err), 0);
     PUT("t3 b\nt3 c\n");
-    auth_reload(&a, path, 1, "test");
+    auth_reload(&a, path, 1, 64, "test");
     assert_int_equal(auth_match(&a, CHECK_ARGS("Bearer t1")), 0);
     assert_true(auth_allows(&a, 0, "a", 1));
     assert_int_equal(auth_match(&a, CHECK_ARGS("Bearer t3")), -1);
     PUT("t3 b\n");
-    auth_reload(&a, path, 1, "test");
+    auth_reload(&a, path, 1, 64, "test");
     assert_int_equal(auth_match(&a, CHECK_ARGS("Bearer t1")), -1);
     assert_int_equal(auth_match(&a, CHECK_ARGS("Bearer t3")), 0);
     assert_false(auth_allows(&a, 0, "a", 1));

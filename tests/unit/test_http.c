@@ -227,8 +227,8 @@ static void test_token_guards_rows(void **state)
 {
     (void)state;
     struct fixture *f = start(NULL);
-    memcpy(f->auth.tokens[0].token, "sesame", 6);
-    f->auth.tokens[0].len = 6;
+    static struct auth_token sesame = {.token = "sesame", .len = 6};
+    f->auth.tokens = &sesame;
     f->auth.count = 1;
     struct bufferevent *client = connect_client(f);
     SEND(client, "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 8\r\n\r\n{\"a\":1}\n");

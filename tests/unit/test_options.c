@@ -211,6 +211,15 @@ static void test_serve_datasets(void **state)
     assert_string_equal(o.default_dataset, "trips");
     assert_int_equal(o.max_datasets, 4096);
     options_free(&o);
+    /* What the conflicts leave: each option on its own, and --name, --columns without. */
+    assert_int_equal(parse(&o, "ndingest --datasets defs --header --crlf"), 0);
+    options_free(&o);
+    assert_int_equal(parse(&o, "ndingest --name foo --columns a,b"), 0);
+    options_free(&o);
+    assert_int_equal(parse(&o, "ndingest convert --datasource d.datasource --header"), 0);
+    options_free(&o);
+    assert_int_equal(parse(&o, "ndingest convert --columns a"), 0);
+    options_free(&o);
     assert_int_equal(parse(&o, "ndingest"), 0); /* without: today's single dataset */
     assert_null(o.datasets);
     options_free(&o);
@@ -238,6 +247,11 @@ static void test_usage_errors(void **state)
         "ndingest --default-dataset t", "ndingest --datasets d --default-dataset a/b",
         "ndingest --datasets d --max-datasets 0",
         "ndingest --datasets d --max-datasets 4097", "ndingest convert --datasets d",
+        /* an option that another makes meaningless, either order */
+        "ndingest convert --datasource d.datasource --columns a,b",
+        "ndingest convert --columns a --datasource d.datasource",
+        "ndingest --datasets d --name foo", "ndingest serve --name foo --datasets d",
+        "ndingest --datasets d --columns a",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         struct options o;

@@ -1,5 +1,6 @@
 /* test_quarantine.c -- the quarantine row's bytes, its reasons by class, and where an
- * invalid line stops being JSON (json_error_offset) against the strict walk's verdicts. */
+ * invalid line stops being JSON (json_error_offset) against the strict walk's verdicts, and
+ * valid JSON that is not an object told apart from it (json_not_object). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -134,6 +135,49 @@ static void test_error_offsets(void **state)
     }
 }
 
+/* A valid JSON value of another kind than an object is told apart from invalid JSON; both
+ * are refused by json_line, and the object's own errors stay errors. */
+static void test_not_object(void **state)
+{
+    (void)state;
+    static const char *const values[] = {"[1]", "null", "5", "\"s\"", " true ", "-0.5e3",
+                                         "[]", "[{\"a\":[1,{}]}]\t", "\"\\u00e9\xc3\xa9\""};
+    static const char *const others[] = {"", "  ", "{\"a\":1}", "{", "{\"a\":1,}", "[1",
+                                         "[1]x", "5 5", "nul", "01", "\"\xff\"", "[1,]",
+                                         "x", "{}[]", "[}"};
+    struct json_columns cols = {0};
+    const char *names[] = {"a"};
+    char err[64];
+    assert_int_equal(json_columns_init(&cols, names, 1, err, sizeof err), 0);
+    struct cell c[1];
+    for (size_t i = 0; i < sizeof values / sizeof *values; i++) {
+        size_t n = strlen(values[i]);
+        char *p = tu_exact(values[i], n);
+        assert_int_equal(json_line(&cols, p, n, c), LINE_INVALID);
+        if (!json_not_object(p, n))
+            fail_msg("%s: not told apart from invalid JSON", values[i]);
+        free(p);
+    }
+    for (size_t i = 0; i < sizeof others / sizeof *others; i++) {
+        size_t n = strlen(others[i]);
+        char *p = tu_exact(others[i], n);
+        if (json_not_object(p, n))
+            fail_msg("%s: taken for a JSON value", others[i]);
+        free(p);
+    }
+    /* Nested as deep as an object may be, and one deeper. */
+    char deep[2 * JSON_MAX_DEPTH + 2];
+    for (size_t k = 0; k <= 1; k++) {
+        size_t d = JSON_MAX_DEPTH + k;
+        memset(deep, '[', d);
+        memset(deep + d, ']', d);
+        char *p = tu_exact(deep, 2 * d);
+        assert_int_equal(json_not_object(p, 2 * d), !k);
+        free(p);
+    }
+    json_columns_free(&cols);
+}
+
 /* Nesting past JSON_MAX_DEPTH is refused at the bracket that goes one too deep. */
 static void test_error_offset_depth(void **state)
 {
@@ -228,6 +272,7 @@ int main(void)
         cmocka_unit_test(test_clock_follows_the_second),
         cmocka_unit_test(test_reason_classes),
         cmocka_unit_test(test_error_offsets),
+        cmocka_unit_test(test_not_object),
         cmocka_unit_test(test_error_offset_depth),
         cmocka_unit_test(test_error_offset_agrees_with_json_line),
     };
