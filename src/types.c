@@ -384,6 +384,39 @@ static inline __attribute__((always_inline)) int scan_number(const char *p, size
     return i == n ? 0 : -1;
 }
 
+/* scan_number for the form most numbers are sent in, -?(0|[1-9][0-9]*)(.[0-9]+)? with no
+ * exponent, in one pass that sets only neg, ip, il, fp and fl: 1, or 0 for any other text
+ * (scan_number then judges it). As strict as scan_number, so a short path taking what it
+ * accepts needs nothing of the JSON engine (a DEFAULT literal comes this way too). */
+static inline __attribute__((always_inline)) int scan_plain(const char *p, size_t n,
+                                                             struct number *x)
+{
+    size_t i = n && p[0] == '-', s = i;
+    while (i < n && digit(p[i]))
+        i++;
+    size_t il = i - s, fl = 0;
+    const char *fp = p + n; /* never read when fl is 0 */
+    if (!il || (il > 1 && p[s] == '0'))
+        return 0;
+    if (i < n) {
+        if (p[i] != '.')
+            return 0;
+        size_t f = ++i;
+        while (i < n && digit(p[i]))
+            i++;
+        if (i != n || i == f)
+            return 0;
+        fp = p + f;
+        fl = n - f;
+    }
+    x->neg = (int)s;
+    x->ip = p + s;
+    x->il = il;
+    x->fp = fp;
+    x->fl = fl;
+    return 1;
+}
+
 /* The k-th digit of the number's digits (int then frac), '0' outside them. */
 static char num_digit(const struct number *x, long k)
 {
@@ -414,14 +447,33 @@ static long num_bounds(const struct number *x, long *last)
 /* MARK: - Cells */
 
 /* Cells are appended piece by piece; type_cell takes a refused one back by its start. */
-/* Short copies (numbers) byte by byte: cheaper than a call to memcpy. */
+/* Copies p[0..n), n <= 16, as two overlapping fixed-size moves, which compile to a load and
+ * a store each: cheaper than a call to memcpy or a byte loop. w and p are apart. */
+static inline char *put_upto16(char *w, const char *p, size_t n)
+{
+    if (n >= 8) {
+        uint64_t a, b;
+        memcpy(&a, p, 8);
+        memcpy(&b, p + n - 8, 8);
+        memcpy(w, &a, 8);
+        memcpy(w + n - 8, &b, 8);
+    } else if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, p, 4);
+        memcpy(&b, p + n - 4, 4);
+        memcpy(w, &a, 4);
+        memcpy(w + n - 4, &b, 4);
+    } else if (n) { /* 1 to 3 bytes: the first, the middle and the last */
+        char a = p[0], b = p[n / 2], c = p[n - 1];
+        w[0] = a, w[n / 2] = b, w[n - 1] = c;
+    }
+    return w + n;
+}
+
+/* Short copies (numbers): put_upto16, memcpy past it. */
 static inline char *put_short(char *w, const char *p, size_t n)
 {
-    if (n > 24)
-        return put_bytes(w, p, n);
-    while (n--)
-        *w++ = *p++;
-    return w;
+    return n > 16 ? put_bytes(w, p, n) : put_upto16(w, p, n);
 }
 
 static inline int put(struct buf *out, const char *p, size_t n)
@@ -600,6 +652,36 @@ static int parse_canonical(const char *p, size_t n, struct instant *at, enum typ
     at->frac_len = 0;
     *r = TYPE_OK;
     return 1;
+}
+
+/* The short paths' dates: whether p[0..10) is YYYY-MM-DD, a real day of a year from 1971 to
+ * 2105, which lies inside every date type's range, so that the text is the cell as it is.
+ * Digits and dashes are checked eight bytes at once, the year as four bytes in order. */
+static inline int short_date(const char *p)
+{
+    static const unsigned char dim[13] = {0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    uint64_t a = load64((const unsigned char *)p);
+    if (!digits_at(a, 0x00FFFF00FFFFFFFFULL) ||
+        (a & 0xFF0000FF00000000ULL) != 0x2D00002D00000000ULL || !digit(p[8]) || !digit(p[9]))
+        return 0;
+    /* p[0] in the high byte: digit strings of one length compare as their numbers do */
+    uint32_t year = __builtin_bswap32((uint32_t)a);
+    unsigned mo = (unsigned)two_known(p + 5), dd = (unsigned)two_known(p + 8);
+    if (year < 0x31393731u /* "1971" */ || year > 0x32313035u /* "2105" */ || mo - 1 > 11 ||
+        dd - 1 >= dim[mo])
+        return 0;
+    return mo != 2 || dd != 29 || leap(two_known(p) * 100 + two_known(p + 2));
+}
+
+/* short_date, then T or a space and hh:mm:ss at p[10..19), a real time of day. */
+static inline int short_datetime(const char *p)
+{
+    if (!short_date(p) || (p[10] != ' ' && p[10] != 'T'))
+        return 0;
+    uint64_t b = load64((const unsigned char *)p + 11);
+    return digits_at(b, 0xFFFF00FFFF00FFFFULL) &&
+           (b & 0x0000FF0000FF0000ULL) == 0x00003A00003A0000ULL && two_known(p + 11) < 24 &&
+           p[14] < '6' && p[17] < '6';
 }
 
 /* Parses YYYY-MM-DD, and unless date_only, an optional time: (T or space) hh:mm[:ss[.f]]
@@ -863,14 +945,42 @@ static enum type_result check_float(unsigned kind, const struct number *x, const
     return TYPE_OK;
 }
 
+/* A number without an exponent as a Decimal cell: il integer digits (0 when the integer
+ * part is 0) and fl fraction digits, less the fraction's trailing zeros. */
+static inline void plain_decimal_digits(const struct number *x, size_t *il, size_t *fl)
+{
+    size_t f = x->fl;
+    while (f && x->fp[f - 1] == '0')
+        f--;
+    *il = x->il == 1 && x->ip[0] == '0' ? 0 : x->il;
+    *fl = f;
+}
+
+/* Writes those digits at w, which has room for il + fl + 3 bytes; returns the new end.
+ * short_path (a constant): il and fl are at most 16, so no memcpy call is compiled in. */
+static inline __attribute__((always_inline)) char *
+plain_decimal_text(char *w, const struct number *x, size_t il, size_t fl, int short_path)
+{
+    if (x->neg && (il || fl))
+        *w++ = '-';
+    if (il)
+        w = short_path ? put_upto16(w, x->ip, il) : put_short(w, x->ip, il);
+    else
+        *w++ = '0';
+    if (fl) {
+        *w++ = '.';
+        w = short_path ? put_upto16(w, x->fp, fl) : put_short(w, x->fp, fl);
+    }
+    return w;
+}
+
 /* check_decimal for a number without an exponent (as money is sent): its digits are
  * written as they are, less the fraction's trailing zeros. */
 static enum type_result check_plain_decimal(const struct type *t, const struct number *x,
                                             struct buf *out, const char **why)
 {
-    size_t il = x->il == 1 && x->ip[0] == '0' ? 0 : x->il, fl = x->fl;
-    while (fl && x->fp[fl - 1] == '0')
-        fl--;
+    size_t il, fl;
+    plain_decimal_digits(x, &il, &fl);
     if (il > (size_t)(t->precision - t->scale)) {
         *why = scalars[TYPE_DECIMAL].range;
         return TYPE_ERR_PRECISION;
@@ -881,18 +991,7 @@ static enum type_result check_plain_decimal(const struct type *t, const struct n
     }
     if (buf_reserve(out, il + fl + 3))
         return TYPE_ERR_NOMEM;
-    char *w = out->p + out->len;
-    if (x->neg && (il || fl))
-        *w++ = '-';
-    if (il)
-        w = put_short(w, x->ip, il);
-    else
-        *w++ = '0';
-    if (fl) {
-        *w++ = '.';
-        w = put_short(w, x->fp, fl);
-    }
-    out->len = (size_t)(w - out->p);
+    out->len = (size_t)(plain_decimal_text(out->p + out->len, x, il, fl, 0) - out->p);
     return TYPE_OK;
 }
 
@@ -1055,8 +1154,9 @@ check_when_rare(const struct type *t, const struct cell *v, struct buf *out, int
     return put_instant(t, r, &at, out, in_array, why);
 }
 
-static enum type_result check_when(const struct type *t, const struct cell *v, struct buf *out,
-                                   int in_array, const char **why)
+static __attribute__((noinline)) enum type_result
+check_when(const struct type *t, const struct cell *v, struct buf *out, int in_array,
+           const char **why)
 {
     if (v->kind != CELL_STRING)
         return check_when_rare(t, v, out, in_array, why);
@@ -1157,14 +1257,59 @@ static inline __attribute__((always_inline)) int number_cell(const struct type *
     return 0;
 }
 
+/* The short paths below take the forms most values are sent in (scan_plain's numbers, a
+ * YYYY-MM-DD[ hh:mm:ss] of 1971 to 2105) and write what the general checks would; anything
+ * else, a refusal included, goes the general way, so verdicts and messages have one source.
+ * test_types holds both sides of every boundary a short path draws. */
+
+/* Per integer kind, the digits any value may have and be in range: one fewer than the
+ * largest value's (the smallest's magnitude has as many); [1] with a minus sign, 0 where
+ * the type has no negative values (and -0, written 0, is the general path's). */
+static const unsigned char short_integer_digits[TYPE_UINT256 + 1][2] = {
+    [TYPE_INT8] = {2, 2},    [TYPE_INT16] = {4, 4},    [TYPE_INT32] = {9, 9},
+    [TYPE_INT64] = {18, 18}, [TYPE_INT128] = {38, 38}, [TYPE_INT256] = {76, 76},
+    [TYPE_UINT8] = {2, 0},   [TYPE_UINT16] = {4, 0},   [TYPE_UINT32] = {9, 0},
+    [TYPE_UINT64] = {19, 0}, [TYPE_UINT128] = {38, 0}, [TYPE_UINT256] = {77, 0},
+};
+
+/* Each cell below is its short path, then a tail call to the general one, which also takes
+ * a value the short path could only write by growing out (rare): so the short path makes
+ * no other call and has a leaf's small frame. */
+
+/* Whether out has room for n more bytes without growing. */
+static inline int room(const struct buf *out, size_t n) { return out->cap - out->len >= n; }
+
+static __attribute__((noinline)) enum type_result
+integer_cell(const struct type *t, const struct cell *v, struct buf *out, const char **why)
+{
+    struct number x;
+    if (number_cell(t, v, &x, why))
+        return TYPE_ERR_KIND;
+    return check_integer(t->kind, &x, out, why);
+}
+
 static enum type_result cell_integer(const struct type *t, const struct cell *v, struct buf *out,
                                      int in_array, const char **why)
 {
     (void)in_array;
     struct number x;
+    size_t n = v->len;
+    if (v->kind == CELL_RAW && n <= 16 && scan_plain(v->p, n, &x) && !x.fl &&
+        x.il <= short_integer_digits[t->kind][x.neg] && (!x.neg || x.ip[0] != '0') &&
+        room(out, n)) {
+        out->len = (size_t)(put_upto16(out->p + out->len, v->p, n) - out->p);
+        return TYPE_OK;
+    }
+    return integer_cell(t, v, out, why);
+}
+
+static __attribute__((noinline)) enum type_result
+decimal_cell(const struct type *t, const struct cell *v, struct buf *out, const char **why)
+{
+    struct number x;
     if (number_cell(t, v, &x, why))
         return TYPE_ERR_KIND;
-    return check_integer(t->kind, &x, out, why);
+    return check_decimal(t, &x, out, why);
 }
 
 static enum type_result cell_decimal(const struct type *t, const struct cell *v, struct buf *out,
@@ -1172,9 +1317,24 @@ static enum type_result cell_decimal(const struct type *t, const struct cell *v,
 {
     (void)in_array;
     struct number x;
+    size_t il, fl;
+    if (v->kind == CELL_RAW && v->len <= 16 && scan_plain(v->p, v->len, &x)) {
+        plain_decimal_digits(&x, &il, &fl);
+        if (il <= (size_t)(t->precision - t->scale) && fl <= t->scale && room(out, 19)) {
+            out->len = (size_t)(plain_decimal_text(out->p + out->len, &x, il, fl, 1) - out->p);
+            return TYPE_OK;
+        }
+    }
+    return decimal_cell(t, v, out, why);
+}
+
+static __attribute__((noinline)) enum type_result
+float_cell(const struct type *t, const struct cell *v, struct buf *out, const char **why)
+{
+    struct number x;
     if (number_cell(t, v, &x, why))
         return TYPE_ERR_KIND;
-    return check_decimal(t, &x, out, why);
+    return check_float(t->kind, &x, v->p, v->len, out, why);
 }
 
 static enum type_result cell_float(const struct type *t, const struct cell *v, struct buf *out,
@@ -1182,9 +1342,64 @@ static enum type_result cell_float(const struct type *t, const struct cell *v, s
 {
     (void)in_array;
     struct number x;
-    if (number_cell(t, v, &x, why))
-        return TYPE_ERR_KIND;
-    return check_float(t->kind, &x, v->p, v->len, out, why);
+    size_t n = v->len;
+    /* Without an exponent, 16 digits are far inside either type's range: written as sent */
+    if (v->kind == CELL_RAW && n <= 16 && scan_plain(v->p, n, &x) && room(out, n)) {
+        out->len = (size_t)(put_upto16(out->p + out->len, v->p, n) - out->p);
+        return TYPE_OK;
+    }
+    return float_cell(t, v, out, why);
+}
+
+/* Date and Date32: a short_date is its own cell. */
+static enum type_result cell_date(const struct type *t, const struct cell *v, struct buf *out,
+                                  int in_array, const char **why)
+{
+    if (v->kind != CELL_STRING || v->len != 10 || !room(out, 12) || !short_date(v->p))
+        return check_when(t, v, out, in_array, why);
+    char *w = out->p + out->len;
+    if (in_array)
+        *w++ = '\'';
+    w = put_bytes(w, v->p, 10);
+    if (in_array)
+        *w++ = '\'';
+    out->len = (size_t)(w - out->p);
+    return TYPE_OK;
+}
+
+/* DateTime and DateTime64: a short_datetime with no fraction or .digits after it, written
+ * with a space for a T and the fraction cut or padded to the type's digits (DateTime's 0),
+ * as put_when writes it. */
+static enum type_result cell_datetime(const struct type *t, const struct cell *v,
+                                      struct buf *out, int in_array, const char **why)
+{
+    const char *p = v->p;
+    size_t n = v->len, f = 0; /* the fraction's digits */
+    if (v->kind != CELL_STRING || n < TYPE_DATETIME_LEN || !room(out, 32) ||
+        (n > TYPE_DATETIME_LEN && (n == TYPE_DATETIME_LEN + 1 || p[TYPE_DATETIME_LEN] != '.')) ||
+        !short_datetime(p))
+        return check_when(t, v, out, in_array, why);
+    for (size_t i = TYPE_DATETIME_LEN + 1; i < n; i++, f++)
+        if (!digit(p[i]))
+            return check_when(t, v, out, in_array, why);
+    unsigned digits = t->kind == TYPE_DATETIME64 ? t->precision : 0;
+    char *w = out->p + out->len;
+    if (in_array)
+        *w++ = '\'';
+    w = put_bytes(w, p, TYPE_DATETIME_LEN); /* a constant size: inlined */
+    w[10 - TYPE_DATETIME_LEN] = ' ';        /* for a T */
+    if (digits) {
+        *w++ = '.';
+        if (f > digits)
+            f = digits;
+        w = put_upto16(w, p + TYPE_DATETIME_LEN + 1, f);
+        for (; f < digits; f++)
+            *w++ = '0';
+    }
+    if (in_array)
+        *w++ = '\'';
+    out->len = (size_t)(w - out->p);
+    return TYPE_OK;
 }
 
 const type_scalar_fn type_scalar_cells[TYPE_UUID + 1] = {
@@ -1193,7 +1408,8 @@ const type_scalar_fn type_scalar_cells[TYPE_UUID + 1] = {
     [TYPE_DECIMAL] = cell_decimal,
     [TYPE_STRING] = cell_string,
     [TYPE_BOOL] = cell_bool,
-    [TYPE_DATE... TYPE_DATETIME64] = check_when,
+    [TYPE_DATE... TYPE_DATE32] = cell_date,
+    [TYPE_DATETIME... TYPE_DATETIME64] = cell_datetime,
     [TYPE_UUID] = cell_uuid,
 };
 
