@@ -20,6 +20,8 @@
 #define DS_MAX_SETTINGS 32               /* DESCRIPTION, ENGINE... instructions */
 #define DS_MAX_TOKENS   64               /* TOKEN lines */
 #define DS_MAX_FILE     (1024 * 1024)    /* bytes of a .datasource file (datasource_load) */
+/* An empty_cell up to this long is moved as one fixed-size block (no call to memcpy). */
+#define DS_EMPTY_PAD 16
 
 struct ds_column {
     const char *name; /* NUL-terminated */
@@ -43,7 +45,8 @@ struct ds_column {
     const char *default_cell;
     uint32_t default_len;
     /* The cell of a missing or null value, whatever gives it (the DEFAULT, the empty array,
-     * \N), as type_cell would write it; NULL when such a value is refused. */
+     * \N), as type_cell would write it; NULL when such a value is refused. Owned, with at
+     * least DS_EMPTY_PAD bytes readable (zeros past empty_len). */
     const char *empty_cell;
     uint32_t empty_len;
     int line; /* where the column's definition starts */
@@ -109,12 +112,17 @@ static inline enum type_result datasource_cell(const struct ds_column *c, const 
         *why = "null for a non-Nullable column";
         return TYPE_ERR_NULL;
     }
-    if (buf_reserve(out, c->empty_len)) {
+    size_t n = c->empty_len;
+    if (buf_reserve(out, n > DS_EMPTY_PAD ? n : DS_EMPTY_PAD)) {
         *why = "out of memory";
         return TYPE_ERR_NOMEM;
     }
-    memcpy(out->p + out->len, c->empty_cell, c->empty_len);
-    out->len += c->empty_len;
+    /* the padding lands past out->len, in room out already has */
+    if (n <= DS_EMPTY_PAD)
+        memcpy(out->p + out->len, c->empty_cell, DS_EMPTY_PAD);
+    else
+        memcpy(out->p + out->len, c->empty_cell, n);
+    out->len += n;
     return TYPE_OK;
 }
 
