@@ -556,6 +556,15 @@ int type_array_string(struct buf *out, const char *p, size_t n)
     return 0;
 }
 
+/* The general path a cell's short path ends in, out of line and with its signature kept
+ * (GCC's IPA would otherwise split its arguments, and a callee of more than six arguments
+ * cannot be a tail call): the short path then needs no frame of its own. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define GENERAL_PATH __attribute__((noinline, noipa))
+#else
+#define GENERAL_PATH __attribute__((noinline))
+#endif
+
 /* MARK: - Dates and times */
 
 static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
@@ -654,15 +663,32 @@ static int parse_canonical(const char *p, size_t n, struct instant *at, enum typ
     return 1;
 }
 
+/* Eight bytes a..h as load64 reads them: a in the lowest byte. */
+#define BYTES8(a, b, c, d, e, f, g, h)                                                       \
+    ((uint64_t)(a) | (uint64_t)(b) << 8 | (uint64_t)(c) << 16 | (uint64_t)(d) << 24 |       \
+     (uint64_t)(e) << 32 | (uint64_t)(f) << 40 | (uint64_t)(g) << 48 | (uint64_t)(h) << 56)
+
+/* Whether every byte of x lies within the bounds of the same byte of lo and hi (ASCII,
+ * lo <= hi): 0x80 set above each byte keeps x - lo from borrowing across bytes, and a byte
+ * of x with its high bit set fails on ~x whatever its neighbours' borrows do. */
+static inline int bytes_within(uint64_t x, uint64_t lo, uint64_t hi)
+{
+    return (((x | HIGH) - lo) & ((hi | HIGH) - x) & ~x & HIGH) == HIGH;
+}
+
 /* The short paths' dates: whether p[0..10) is YYYY-MM-DD, a real day of a year from 1971 to
  * 2105, which lies inside every date type's range, so that the text is the cell as it is.
- * Digits and dashes are checked eight bytes at once, the year as four bytes in order. */
+ * The digits, the dashes and the tens of the month and the day are checked as two words
+ * (bytes 0-7 and 2-9), the year as four bytes in order. */
 static inline int short_date(const char *p)
 {
     static const unsigned char dim[13] = {0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    uint64_t a = load64((const unsigned char *)p);
-    if (!digits_at(a, 0x00FFFF00FFFFFFFFULL) ||
-        (a & 0xFF0000FF00000000ULL) != 0x2D00002D00000000ULL || !digit(p[8]) || !digit(p[9]))
+    const unsigned char *u = (const unsigned char *)p;
+    uint64_t a = load64(u);
+    if (!bytes_within(a, BYTES8('1', '0', '0', '0', '-', '0', '0', '-'),
+                      BYTES8('2', '9', '9', '9', '-', '1', '9', '-')) ||
+        !bytes_within(load64(u + 2), BYTES8('0', '0', '-', '0', '0', '-', '0', '0'),
+                      BYTES8('9', '9', '-', '1', '9', '-', '3', '9')))
         return 0;
     /* p[0] in the high byte: digit strings of one length compare as their numbers do */
     uint32_t year = __builtin_bswap32((uint32_t)a);
@@ -673,15 +699,15 @@ static inline int short_date(const char *p)
     return mo != 2 || dd != 29 || leap(two_known(p) * 100 + two_known(p + 2));
 }
 
-/* short_date, then T or a space and hh:mm:ss at p[10..19), a real time of day. */
+/* short_date, then T or a space and hh:mm:ss at p[10..19), a real time of day (the tens of
+ * minutes and seconds bounded in the word, the hour as a number). */
 static inline int short_datetime(const char *p)
 {
-    if (!short_date(p) || (p[10] != ' ' && p[10] != 'T'))
-        return 0;
-    uint64_t b = load64((const unsigned char *)p + 11);
-    return digits_at(b, 0xFFFF00FFFF00FFFFULL) &&
-           (b & 0x0000FF0000FF0000ULL) == 0x00003A00003A0000ULL && two_known(p + 11) < 24 &&
-           p[14] < '6' && p[17] < '6';
+    return short_date(p) && (p[10] == ' ' || p[10] == 'T') &&
+           bytes_within(load64((const unsigned char *)p + 11),
+                        BYTES8('0', '0', ':', '0', '0', ':', '0', '0'),
+                        BYTES8('2', '9', ':', '5', '9', ':', '5', '9')) &&
+           two_known(p + 11) < 24;
 }
 
 /* Parses YYYY-MM-DD, and unless date_only, an optional time: (T or space) hh:mm[:ss[.f]]
@@ -1154,7 +1180,7 @@ check_when_rare(const struct type *t, const struct cell *v, struct buf *out, int
     return put_instant(t, r, &at, out, in_array, why);
 }
 
-static __attribute__((noinline)) enum type_result
+static GENERAL_PATH enum type_result
 check_when(const struct type *t, const struct cell *v, struct buf *out, int in_array,
            const char **why)
 {
@@ -1279,7 +1305,7 @@ static const unsigned char short_integer_digits[TYPE_UINT256 + 1][2] = {
 /* Whether out has room for n more bytes without growing. */
 static inline int room(const struct buf *out, size_t n) { return out->cap - out->len >= n; }
 
-static __attribute__((noinline)) enum type_result
+static GENERAL_PATH enum type_result
 integer_cell(const struct type *t, const struct cell *v, struct buf *out, const char **why)
 {
     struct number x;
@@ -1303,7 +1329,7 @@ static enum type_result cell_integer(const struct type *t, const struct cell *v,
     return integer_cell(t, v, out, why);
 }
 
-static __attribute__((noinline)) enum type_result
+static GENERAL_PATH enum type_result
 decimal_cell(const struct type *t, const struct cell *v, struct buf *out, const char **why)
 {
     struct number x;
@@ -1328,7 +1354,7 @@ static enum type_result cell_decimal(const struct type *t, const struct cell *v,
     return decimal_cell(t, v, out, why);
 }
 
-static __attribute__((noinline)) enum type_result
+static GENERAL_PATH enum type_result
 float_cell(const struct type *t, const struct cell *v, struct buf *out, const char **why)
 {
     struct number x;
