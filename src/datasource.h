@@ -126,4 +126,27 @@ static inline enum type_result datasource_cell(const struct ds_column *c, const 
     return TYPE_OK;
 }
 
+/* The room datasource_short_cell needs at w. */
+#define DS_SHORT_MAX TYPE_SHORT_MAX
+_Static_assert(DS_EMPTY_PAD <= DS_SHORT_MAX, "an empty cell's move fits the short room");
+
+/* datasource_cell's short path, for the per-row loop: column c's cell for v (a scalar
+ * type's type_short_cells, or an empty cell of up to DS_EMPTY_PAD bytes) written at w,
+ * which has room for DS_SHORT_MAX bytes (all of which it may scribble on). Returns the new
+ * end, having written exactly what datasource_cell would; or NULL when datasource_cell
+ * must decide (the bytes at w then mean nothing). */
+static inline char *datasource_short_cell(const struct ds_column *c, const struct cell *v,
+                                          char *w)
+{
+    if (v->kind == CELL_EMPTY) {
+        if (!c->empty_cell || c->empty_len > DS_EMPTY_PAD)
+            return NULL;
+        memcpy(w, c->empty_cell, DS_EMPTY_PAD);
+        return w + c->empty_len;
+    }
+    if (c->type.array_depth)
+        return NULL;
+    return type_short_cells[c->type.kind](&c->type, v, w);
+}
+
 #endif

@@ -680,7 +680,7 @@ static inline int bytes_within(uint64_t x, uint64_t lo, uint64_t hi)
  * 2105, which lies inside every date type's range, so that the text is the cell as it is.
  * The digits, the dashes and the tens of the month and the day are checked as two words
  * (bytes 0-7 and 2-9), the year as four bytes in order. */
-static inline int short_date(const char *p)
+static inline int canonical_date(const char *p)
 {
     static const unsigned char dim[13] = {0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
     const unsigned char *u = (const unsigned char *)p;
@@ -699,11 +699,11 @@ static inline int short_date(const char *p)
     return mo != 2 || dd != 29 || leap(two_known(p) * 100 + two_known(p + 2));
 }
 
-/* short_date, then T or a space and hh:mm:ss at p[10..19), a real time of day (the tens of
+/* canonical_date, then T or a space and hh:mm:ss at p[10..19), a real time of day (the tens of
  * minutes and seconds bounded in the word, the hour as a number). */
-static inline int short_datetime(const char *p)
+static inline int canonical_datetime(const char *p)
 {
-    return short_date(p) && (p[10] == ' ' || p[10] == 'T') &&
+    return canonical_date(p) && (p[10] == ' ' || p[10] == 'T') &&
            bytes_within(load64((const unsigned char *)p + 11),
                         BYTES8('0', '0', ':', '0', '0', ':', '0', '0'),
                         BYTES8('2', '9', ':', '5', '9', ':', '5', '9')) &&
@@ -1192,6 +1192,138 @@ check_when(const struct type *t, const struct cell *v, struct buf *out, int in_a
     return put_instant(t, r, &at, out, in_array, why);
 }
 
+/* MARK: - Short paths */
+
+/* type_short_cells: the forms most values are sent in, checked in one pass and written
+ * straight to the caller's room; anything else, a refusal included, is the general path's
+ * (type_scalar_cells), so verdicts and messages have one source. test_types holds both
+ * sides of every boundary a short path draws. */
+
+/* Per integer kind, the digits any value may have and be in range: one fewer than the
+ * largest value's (the smallest's magnitude has as many); [1] with a minus sign, 0 where
+ * the type has no negative values (and -0, written 0, is the general path's). */
+static const unsigned char short_integer_digits[TYPE_UINT256 + 1][2] = {
+    [TYPE_INT8] = {2, 2},    [TYPE_INT16] = {4, 4},    [TYPE_INT32] = {9, 9},
+    [TYPE_INT64] = {18, 18}, [TYPE_INT128] = {38, 38}, [TYPE_INT256] = {76, 76},
+    [TYPE_UINT8] = {2, 0},   [TYPE_UINT16] = {4, 0},   [TYPE_UINT32] = {9, 0},
+    [TYPE_UINT64] = {19, 0}, [TYPE_UINT128] = {38, 0}, [TYPE_UINT256] = {77, 0},
+};
+
+static char *short_integer(const struct type *t, const struct cell *v, char *w)
+{
+    struct number x;
+    size_t n = v->len;
+    if (v->kind != CELL_RAW || n > 16 || !scan_plain(v->p, n, &x) || x.fl ||
+        x.il > short_integer_digits[t->kind][x.neg] || (x.neg && x.ip[0] == '0'))
+        return NULL;
+    return put_upto16(w, v->p, n);
+}
+
+/* Without an exponent, 16 digits are far inside either type's range: written as sent. */
+static char *short_float(const struct type *t, const struct cell *v, char *w)
+{
+    (void)t;
+    struct number x;
+    size_t n = v->len;
+    if (v->kind != CELL_RAW || n > 16 || !scan_plain(v->p, n, &x))
+        return NULL;
+    return put_upto16(w, v->p, n);
+}
+
+static char *short_decimal(const struct type *t, const struct cell *v, char *w)
+{
+    struct number x;
+    size_t il, fl;
+    if (v->kind != CELL_RAW || v->len > 16 || !scan_plain(v->p, v->len, &x))
+        return NULL;
+    plain_decimal_digits(&x, &il, &fl);
+    if (il > (size_t)(t->precision - t->scale) || fl > t->scale)
+        return NULL;
+    return plain_decimal_text(w, &x, il, fl, 1);
+}
+
+/* A string (or a number, kept as its text) with no quote to double: quoted as it is. */
+static char *short_string(const struct type *t, const struct cell *v, char *w)
+{
+    (void)t;
+    const char *p = v->p;
+    size_t n = v->len;
+    if ((v->kind != CELL_STRING && v->kind != CELL_RAW) || n > TYPE_SHORT_MAX - 2)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        if (p[i] == '"')
+            return NULL;
+    *w++ = '"';
+    w = put_short(w, p, n);
+    *w++ = '"';
+    return w;
+}
+
+/* Date and Date32: a canonical_date is its own cell. */
+static char *short_date(const struct type *t, const struct cell *v, char *w)
+{
+    (void)t;
+    if (v->kind != CELL_STRING || v->len != 10 || !canonical_date(v->p))
+        return NULL;
+    return put_bytes(w, v->p, 10);
+}
+
+/* DateTime and DateTime64: a canonical_datetime with no fraction or .digits after it,
+ * written with a space for a T and the fraction cut or padded to the type's digits
+ * (DateTime's 0), as put_when writes it. */
+static char *short_datetime(const struct type *t, const struct cell *v, char *w)
+{
+    const char *p = v->p;
+    size_t n = v->len, f = 0; /* the fraction's digits */
+    if (v->kind != CELL_STRING || n < TYPE_DATETIME_LEN ||
+        (n > TYPE_DATETIME_LEN && (n == TYPE_DATETIME_LEN + 1 || p[TYPE_DATETIME_LEN] != '.')) ||
+        !canonical_datetime(p))
+        return NULL;
+    for (size_t i = TYPE_DATETIME_LEN + 1; i < n; i++, f++)
+        if (!digit(p[i]))
+            return NULL;
+    unsigned digits = t->kind == TYPE_DATETIME64 ? t->precision : 0;
+    w = put_bytes(w, p, TYPE_DATETIME_LEN); /* a constant size: inlined */
+    w[10 - TYPE_DATETIME_LEN] = ' ';        /* for a T */
+    if (digits) {
+        *w++ = '.';
+        if (f > digits)
+            f = digits;
+        w = put_upto16(w, p + TYPE_DATETIME_LEN + 1, f);
+        for (; f < digits; f++)
+            *w++ = '0';
+    }
+    return w;
+}
+
+static char *short_none(const struct type *t, const struct cell *v, char *w)
+{
+    (void)t, (void)v, (void)w;
+    return NULL;
+}
+
+const type_short_fn type_short_cells[TYPE_UUID + 1] = {
+    [TYPE_INT8... TYPE_UINT256] = short_integer,
+    [TYPE_FLOAT32... TYPE_FLOAT64] = short_float,
+    [TYPE_DECIMAL] = short_decimal,
+    [TYPE_STRING] = short_string,
+    [TYPE_BOOL] = short_none,
+    [TYPE_DATE... TYPE_DATE32] = short_date,
+    [TYPE_DATETIME... TYPE_DATETIME64] = short_datetime,
+    [TYPE_UUID] = short_none,
+};
+
+/* The short path f into out, for the scalar cells below: 1 when it wrote the cell. */
+static inline __attribute__((always_inline)) int
+short_cell(type_short_fn f, const struct type *t, const struct cell *v, struct buf *out)
+{
+    char *w;
+    if (buf_reserve(out, TYPE_SHORT_MAX) || !(w = f(t, v, out->p + out->len)))
+        return 0;
+    out->len = (size_t)(w - out->p);
+    return 1;
+}
+
 /* MARK: - One scalar value */
 
 /* The scalar families' checks (type_scalar_cells): one function per family, found by kind in
@@ -1201,10 +1333,12 @@ check_when(const struct type *t, const struct cell *v, struct buf *out, int in_a
 static enum type_result cell_string(const struct type *t, const struct cell *v, struct buf *out,
                                     int in_array, const char **why)
 {
-    (void)t, (void)why;
+    (void)why;
     /* Numbers, booleans, objects and arrays are kept as their JSON text, as ClickHouse's
      * JSON input does for String columns. */
     size_t n = v->len;
+    if (!in_array && n <= TYPE_SHORT_MAX - 2 && short_cell(short_string, t, v, out))
+        return TYPE_OK;
     if (in_array) {
         if (v->kind != CELL_STRING_ESCAPED)
             return type_array_string(out, v->p, n) ? TYPE_ERR_NOMEM : TYPE_OK;
@@ -1283,28 +1417,6 @@ static inline __attribute__((always_inline)) int number_cell(const struct type *
     return 0;
 }
 
-/* The short paths below take the forms most values are sent in (scan_plain's numbers, a
- * YYYY-MM-DD[ hh:mm:ss] of 1971 to 2105) and write what the general checks would; anything
- * else, a refusal included, goes the general way, so verdicts and messages have one source.
- * test_types holds both sides of every boundary a short path draws. */
-
-/* Per integer kind, the digits any value may have and be in range: one fewer than the
- * largest value's (the smallest's magnitude has as many); [1] with a minus sign, 0 where
- * the type has no negative values (and -0, written 0, is the general path's). */
-static const unsigned char short_integer_digits[TYPE_UINT256 + 1][2] = {
-    [TYPE_INT8] = {2, 2},    [TYPE_INT16] = {4, 4},    [TYPE_INT32] = {9, 9},
-    [TYPE_INT64] = {18, 18}, [TYPE_INT128] = {38, 38}, [TYPE_INT256] = {76, 76},
-    [TYPE_UINT8] = {2, 0},   [TYPE_UINT16] = {4, 0},   [TYPE_UINT32] = {9, 0},
-    [TYPE_UINT64] = {19, 0}, [TYPE_UINT128] = {38, 0}, [TYPE_UINT256] = {77, 0},
-};
-
-/* Each cell below is its short path, then a tail call to the general one, which also takes
- * a value the short path could only write by growing out (rare): so the short path makes
- * no other call and has a leaf's small frame. */
-
-/* Whether out has room for n more bytes without growing. */
-static inline int room(const struct buf *out, size_t n) { return out->cap - out->len >= n; }
-
 static GENERAL_PATH enum type_result
 integer_cell(const struct type *t, const struct cell *v, struct buf *out, const char **why)
 {
@@ -1318,15 +1430,7 @@ static enum type_result cell_integer(const struct type *t, const struct cell *v,
                                      int in_array, const char **why)
 {
     (void)in_array;
-    struct number x;
-    size_t n = v->len;
-    if (v->kind == CELL_RAW && n <= 16 && scan_plain(v->p, n, &x) && !x.fl &&
-        x.il <= short_integer_digits[t->kind][x.neg] && (!x.neg || x.ip[0] != '0') &&
-        room(out, n)) {
-        out->len = (size_t)(put_upto16(out->p + out->len, v->p, n) - out->p);
-        return TYPE_OK;
-    }
-    return integer_cell(t, v, out, why);
+    return short_cell(short_integer, t, v, out) ? TYPE_OK : integer_cell(t, v, out, why);
 }
 
 static GENERAL_PATH enum type_result
@@ -1342,16 +1446,7 @@ static enum type_result cell_decimal(const struct type *t, const struct cell *v,
                                      int in_array, const char **why)
 {
     (void)in_array;
-    struct number x;
-    size_t il, fl;
-    if (v->kind == CELL_RAW && v->len <= 16 && scan_plain(v->p, v->len, &x)) {
-        plain_decimal_digits(&x, &il, &fl);
-        if (il <= (size_t)(t->precision - t->scale) && fl <= t->scale && room(out, 19)) {
-            out->len = (size_t)(plain_decimal_text(out->p + out->len, &x, il, fl, 1) - out->p);
-            return TYPE_OK;
-        }
-    }
-    return decimal_cell(t, v, out, why);
+    return short_cell(short_decimal, t, v, out) ? TYPE_OK : decimal_cell(t, v, out, why);
 }
 
 static GENERAL_PATH enum type_result
@@ -1367,65 +1462,24 @@ static enum type_result cell_float(const struct type *t, const struct cell *v, s
                                    int in_array, const char **why)
 {
     (void)in_array;
-    struct number x;
-    size_t n = v->len;
-    /* Without an exponent, 16 digits are far inside either type's range: written as sent */
-    if (v->kind == CELL_RAW && n <= 16 && scan_plain(v->p, n, &x) && room(out, n)) {
-        out->len = (size_t)(put_upto16(out->p + out->len, v->p, n) - out->p);
-        return TYPE_OK;
-    }
-    return float_cell(t, v, out, why);
+    return short_cell(short_float, t, v, out) ? TYPE_OK : float_cell(t, v, out, why);
 }
 
-/* Date and Date32: a short_date is its own cell. */
+/* Dates in arrays are single-quoted: the general path writes those. */
 static enum type_result cell_date(const struct type *t, const struct cell *v, struct buf *out,
                                   int in_array, const char **why)
 {
-    if (v->kind != CELL_STRING || v->len != 10 || !room(out, 12) || !short_date(v->p))
-        return check_when(t, v, out, in_array, why);
-    char *w = out->p + out->len;
-    if (in_array)
-        *w++ = '\'';
-    w = put_bytes(w, v->p, 10);
-    if (in_array)
-        *w++ = '\'';
-    out->len = (size_t)(w - out->p);
-    return TYPE_OK;
+    if (!in_array && short_cell(short_date, t, v, out))
+        return TYPE_OK;
+    return check_when(t, v, out, in_array, why);
 }
 
-/* DateTime and DateTime64: a short_datetime with no fraction or .digits after it, written
- * with a space for a T and the fraction cut or padded to the type's digits (DateTime's 0),
- * as put_when writes it. */
 static enum type_result cell_datetime(const struct type *t, const struct cell *v,
                                       struct buf *out, int in_array, const char **why)
 {
-    const char *p = v->p;
-    size_t n = v->len, f = 0; /* the fraction's digits */
-    if (v->kind != CELL_STRING || n < TYPE_DATETIME_LEN || !room(out, 32) ||
-        (n > TYPE_DATETIME_LEN && (n == TYPE_DATETIME_LEN + 1 || p[TYPE_DATETIME_LEN] != '.')) ||
-        !short_datetime(p))
-        return check_when(t, v, out, in_array, why);
-    for (size_t i = TYPE_DATETIME_LEN + 1; i < n; i++, f++)
-        if (!digit(p[i]))
-            return check_when(t, v, out, in_array, why);
-    unsigned digits = t->kind == TYPE_DATETIME64 ? t->precision : 0;
-    char *w = out->p + out->len;
-    if (in_array)
-        *w++ = '\'';
-    w = put_bytes(w, p, TYPE_DATETIME_LEN); /* a constant size: inlined */
-    w[10 - TYPE_DATETIME_LEN] = ' ';        /* for a T */
-    if (digits) {
-        *w++ = '.';
-        if (f > digits)
-            f = digits;
-        w = put_upto16(w, p + TYPE_DATETIME_LEN + 1, f);
-        for (; f < digits; f++)
-            *w++ = '0';
-    }
-    if (in_array)
-        *w++ = '\'';
-    out->len = (size_t)(w - out->p);
-    return TYPE_OK;
+    if (!in_array && short_cell(short_datetime, t, v, out))
+        return TYPE_OK;
+    return check_when(t, v, out, in_array, why);
 }
 
 const type_scalar_fn type_scalar_cells[TYPE_UUID + 1] = {
