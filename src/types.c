@@ -982,20 +982,18 @@ static inline void plain_decimal_digits(const struct number *x, size_t *il, size
     *fl = f;
 }
 
-/* Writes those digits at w, which has room for il + fl + 3 bytes; returns the new end.
- * short_path (a constant): il and fl are at most 16, so no memcpy call is compiled in. */
-static inline __attribute__((always_inline)) char *
-plain_decimal_text(char *w, const struct number *x, size_t il, size_t fl, int short_path)
+/* Writes those digits at w, which has room for il + fl + 3 bytes; returns the new end. */
+static inline char *plain_decimal_text(char *w, const struct number *x, size_t il, size_t fl)
 {
     if (x->neg && (il || fl))
         *w++ = '-';
     if (il)
-        w = short_path ? put_upto16(w, x->ip, il) : put_short(w, x->ip, il);
+        w = put_short(w, x->ip, il);
     else
         *w++ = '0';
     if (fl) {
         *w++ = '.';
-        w = short_path ? put_upto16(w, x->fp, fl) : put_short(w, x->fp, fl);
+        w = put_short(w, x->fp, fl);
     }
     return w;
 }
@@ -1017,7 +1015,7 @@ static enum type_result check_plain_decimal(const struct type *t, const struct n
     }
     if (buf_reserve(out, il + fl + 3))
         return TYPE_ERR_NOMEM;
-    out->len = (size_t)(plain_decimal_text(out->p + out->len, x, il, fl, 0) - out->p);
+    out->len = (size_t)(plain_decimal_text(out->p + out->len, x, il, fl) - out->p);
     return TYPE_OK;
 }
 
@@ -1239,7 +1237,11 @@ static char *short_decimal(const struct type *t, const struct cell *v, char *w)
     plain_decimal_digits(&x, &il, &fl);
     if (il > (size_t)(t->precision - t->scale) || fl > t->scale)
         return NULL;
-    return plain_decimal_text(w, &x, il, fl, 1);
+    if (x.neg && !il && !fl) /* -0, -0.00: plain_decimal_text's 0 */
+        return put_upto16(w, "0", 1);
+    /* else its text is the number's less the fraction's trailing zeros, and the point when
+     * none is left: one copy of a prefix */
+    return put_upto16(w, v->p, fl ? (size_t)(x.fp - v->p) + fl : (size_t)(x.ip - v->p) + x.il);
 }
 
 /* A string (or a number, kept as its text) with no quote to double: quoted as it is. */
