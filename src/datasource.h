@@ -146,7 +146,8 @@ static inline char *datasource_short_cell(const struct ds_column *c, const struc
     }
     if (c->type.array_depth)
         return NULL;
-    return type_short_cells[c->type.kind](&c->type, v, w);
+    size_t n = type_short_cells[c->type.kind](&c->type, v, w);
+    return n ? w + n : NULL;
 }
 
 #endif

@@ -480,7 +480,7 @@ static inline int put(struct buf *out, const char *p, size_t n)
 {
     if (buf_reserve(out, n))
         return -1;
-    out->len = (size_t)(put_short(out->p + out->len, p, n) - out->p);
+    out->len = (size_t)(put_bytes(out->p + out->len, p, n) - out->p);
     return 0;
 }
 
@@ -1207,84 +1207,92 @@ static const unsigned char short_integer_digits[TYPE_UINT256 + 1][2] = {
     [TYPE_UINT64] = {19, 0}, [TYPE_UINT128] = {38, 0}, [TYPE_UINT256] = {77, 0},
 };
 
-static char *short_integer(const struct type *t, const struct cell *v, char *w)
+static size_t short_integer(const struct type *t, const struct cell *v, char *w)
 {
     struct number x;
     size_t n = v->len;
     if (v->kind != CELL_RAW || n > 16 || !scan_plain(v->p, n, &x) || x.fl ||
         x.il > short_integer_digits[t->kind][x.neg] || (x.neg && x.ip[0] == '0'))
-        return NULL;
-    return put_upto16(w, v->p, n);
+        return 0;
+    put_upto16(w, v->p, n);
+    return n;
 }
 
 /* Without an exponent, 16 digits are far inside either type's range: written as sent. */
-static char *short_float(const struct type *t, const struct cell *v, char *w)
+static size_t short_float(const struct type *t, const struct cell *v, char *w)
 {
     (void)t;
     struct number x;
     size_t n = v->len;
     if (v->kind != CELL_RAW || n > 16 || !scan_plain(v->p, n, &x))
-        return NULL;
-    return put_upto16(w, v->p, n);
+        return 0;
+    put_upto16(w, v->p, n);
+    return n;
 }
 
-static char *short_decimal(const struct type *t, const struct cell *v, char *w)
+static size_t short_decimal(const struct type *t, const struct cell *v, char *w)
 {
     struct number x;
     size_t il, fl;
     if (v->kind != CELL_RAW || v->len > 16 || !scan_plain(v->p, v->len, &x))
-        return NULL;
+        return 0;
     plain_decimal_digits(&x, &il, &fl);
     if (il > (size_t)(t->precision - t->scale) || fl > t->scale)
-        return NULL;
-    if (x.neg && !il && !fl) /* -0, -0.00: plain_decimal_text's 0 */
-        return put_upto16(w, "0", 1);
+        return 0;
+    if (x.neg && !il && !fl) { /* -0, -0.00: plain_decimal_text's 0 */
+        *w = '0';
+        return 1;
+    }
     /* else its text is the number's less the fraction's trailing zeros, and the point when
      * none is left: one copy of a prefix */
-    return put_upto16(w, v->p, fl ? (size_t)(x.fp - v->p) + fl : (size_t)(x.ip - v->p) + x.il);
+    size_t n = fl ? (size_t)(x.fp - v->p) + fl : (size_t)(x.ip - v->p) + x.il;
+    put_upto16(w, v->p, n);
+    return n;
 }
 
 /* A string (or a number, kept as its text) with no quote to double: quoted as it is. */
-static char *short_string(const struct type *t, const struct cell *v, char *w)
+static size_t short_string(const struct type *t, const struct cell *v, char *w)
 {
     (void)t;
     const char *p = v->p;
     size_t n = v->len;
     if ((v->kind != CELL_STRING && v->kind != CELL_RAW) || n > TYPE_SHORT_MAX - 2)
-        return NULL;
+        return 0;
     for (size_t i = 0; i < n; i++)
         if (p[i] == '"')
-            return NULL;
-    *w++ = '"';
-    w = put_short(w, p, n);
-    *w++ = '"';
-    return w;
+            return 0;
+    w[0] = '"';
+    put_short(w + 1, p, n);
+    w[n + 1] = '"';
+    return n + 2;
 }
 
 /* Date and Date32: a canonical_date is its own cell. */
-static char *short_date(const struct type *t, const struct cell *v, char *w)
+static size_t short_date(const struct type *t, const struct cell *v, char *w)
 {
     (void)t;
     if (v->kind != CELL_STRING || v->len != 10 || !canonical_date(v->p))
-        return NULL;
-    return put_bytes(w, v->p, 10);
+        return 0;
+    put_bytes(w, v->p, 10);
+    return 10;
 }
 
 /* DateTime and DateTime64: a canonical_datetime with no fraction or .digits after it,
  * written with a space for a T and the fraction cut or padded to the type's digits
  * (DateTime's 0), as put_when writes it. */
-static char *short_datetime(const struct type *t, const struct cell *v, char *w)
+static size_t short_datetime(const struct type *t, const struct cell *v, char *w)
 {
     const char *p = v->p;
     size_t n = v->len, f = 0; /* the fraction's digits */
     if (v->kind != CELL_STRING || n < TYPE_DATETIME_LEN ||
         (n > TYPE_DATETIME_LEN && (n == TYPE_DATETIME_LEN + 1 || p[TYPE_DATETIME_LEN] != '.')) ||
         !canonical_datetime(p))
-        return NULL;
+        return 0;
     for (size_t i = TYPE_DATETIME_LEN + 1; i < n; i++, f++)
         if (!digit(p[i]))
-            return NULL;
+            return 0;
     unsigned digits = t->kind == TYPE_DATETIME64 ? t->precision : 0;
+    char *start = w;
     w = put_bytes(w, p, TYPE_DATETIME_LEN); /* a constant size: inlined */
     w[10 - TYPE_DATETIME_LEN] = ' ';        /* for a T */
     if (digits) {
@@ -1295,13 +1303,13 @@ static char *short_datetime(const struct type *t, const struct cell *v, char *w)
         for (; f < digits; f++)
             *w++ = '0';
     }
-    return w;
+    return (size_t)(w - start);
 }
 
-static char *short_none(const struct type *t, const struct cell *v, char *w)
+static size_t short_none(const struct type *t, const struct cell *v, char *w)
 {
     (void)t, (void)v, (void)w;
-    return NULL;
+    return 0;
 }
 
 const type_short_fn type_short_cells[TYPE_UUID + 1] = {
@@ -1319,10 +1327,10 @@ const type_short_fn type_short_cells[TYPE_UUID + 1] = {
 static inline __attribute__((always_inline)) int
 short_cell(type_short_fn f, const struct type *t, const struct cell *v, struct buf *out)
 {
-    char *w;
-    if (buf_reserve(out, TYPE_SHORT_MAX) || !(w = f(t, v, out->p + out->len)))
+    size_t n;
+    if (buf_reserve(out, TYPE_SHORT_MAX) || !(n = f(t, v, out->p + out->len)))
         return 0;
-    out->len = (size_t)(w - out->p);
+    out->len += n;
     return 1;
 }
 
