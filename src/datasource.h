@@ -101,7 +101,7 @@ const char *datasource_setting(const struct datasource *ds, const char *key);
  * TYPE_ERR_NULL otherwise); an Array column's elements follow its path past [:]
  * (type_cell_each). Same contract as type_cell: on refusal out->len is unchanged and *why
  * holds a static message. No allocation beyond out's growth. Inline: it is every typed
- * cell's first step. */
+ * cell's first step that datasource_short_cell (below) does not take. */
 static inline enum type_result datasource_cell(const struct ds_column *c, const struct cell *v,
                                                struct buf *out, const char **why)
 {

@@ -556,9 +556,10 @@ int type_array_string(struct buf *out, const char *p, size_t n)
     return 0;
 }
 
-/* The general path a cell's short path ends in, out of line and with its signature kept
- * (GCC's IPA would otherwise split its arguments, and a callee of more than six arguments
- * cannot be a tail call): the short path then needs no frame of its own. */
+/* The general path a scalar cell falls back to when its short path does not take the value:
+ * out of line, and with its signature kept (GCC's IPA would otherwise split the arguments,
+ * and a callee of more than six cannot be a tail call), so that the cell around the short
+ * path needs no frame of its own. */
 #if defined(__GNUC__) && !defined(__clang__)
 #define GENERAL_PATH __attribute__((noinline, noipa))
 #else
