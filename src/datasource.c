@@ -738,12 +738,24 @@ static int compile_columns(struct parser *s)
     struct datasource *ds = s->ds;
     for (size_t i = 0; i < ds->ncolumns; i++) {
         struct ds_column *c = &ds->columns[i];
+        const char *e = NULL;
+        size_t n = 0;
         if (c->has_default)
-            c->empty_cell = c->default_cell, c->empty_len = c->default_len;
+            e = c->default_cell, n = c->default_len;
         else if (c->type.array_depth) /* the empty array (doc/datasets.md, section 3) */
-            c->empty_cell = "\"[]\"", c->empty_len = 4;
+            e = "\"[]\"", n = 4;
         else if (c->type.nullable)
-            c->empty_cell = "\\N", c->empty_len = 2;
+            e = "\\N", n = 2;
+        if (!e)
+            continue;
+        /* copied with zeros after it up to DS_EMPTY_PAD: datasource_cell moves that many */
+        char *padded = arena_alloc(&ds->arena, n > DS_EMPTY_PAD ? n : DS_EMPTY_PAD);
+        if (!padded)
+            return nomem(s, 0);
+        memset(padded, 0, n > DS_EMPTY_PAD ? n : DS_EMPTY_PAD);
+        if (n)
+            memcpy(padded, e, n);
+        c->empty_cell = padded, c->empty_len = (uint32_t)n;
     }
     struct json_column_spec specs[DS_MAX_COLUMNS];
     for (size_t i = 0; i < ds->ncolumns; i++)

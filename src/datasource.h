@@ -20,6 +20,8 @@
 #define DS_MAX_SETTINGS 32               /* DESCRIPTION, ENGINE... instructions */
 #define DS_MAX_TOKENS   64               /* TOKEN lines */
 #define DS_MAX_FILE     (1024 * 1024)    /* bytes of a .datasource file (datasource_load) */
+/* An empty_cell up to this long is moved as one fixed-size block (no call to memcpy). */
+#define DS_EMPTY_PAD 16
 
 struct ds_column {
     const char *name; /* NUL-terminated */
@@ -43,7 +45,8 @@ struct ds_column {
     const char *default_cell;
     uint32_t default_len;
     /* The cell of a missing or null value, whatever gives it (the DEFAULT, the empty array,
-     * \N), as type_cell would write it; NULL when such a value is refused. */
+     * \N), as type_cell would write it; NULL when such a value is refused. Owned, with at
+     * least DS_EMPTY_PAD bytes readable (zeros past empty_len). */
     const char *empty_cell;
     uint32_t empty_len;
     int line; /* where the column's definition starts */
@@ -98,7 +101,7 @@ const char *datasource_setting(const struct datasource *ds, const char *key);
  * TYPE_ERR_NULL otherwise); an Array column's elements follow its path past [:]
  * (type_cell_each). Same contract as type_cell: on refusal out->len is unchanged and *why
  * holds a static message. No allocation beyond out's growth. Inline: it is every typed
- * cell's first step. */
+ * cell's first step that datasource_short_cell (below) does not take. */
 static inline enum type_result datasource_cell(const struct ds_column *c, const struct cell *v,
                                                struct buf *out, const char **why)
 {
@@ -109,15 +112,42 @@ static inline enum type_result datasource_cell(const struct ds_column *c, const 
         *why = "null for a non-Nullable column";
         return TYPE_ERR_NULL;
     }
-    if (!c->empty_len) /* a DEFAULT expression's empty cell (out->p may still be NULL) */
-        return TYPE_OK;
-    if (buf_reserve(out, c->empty_len)) {
+    size_t n = c->empty_len;
+    if (buf_reserve(out, n > DS_EMPTY_PAD ? n : DS_EMPTY_PAD)) {
         *why = "out of memory";
         return TYPE_ERR_NOMEM;
     }
-    memcpy(out->p + out->len, c->empty_cell, c->empty_len);
-    out->len += c->empty_len;
+    /* the padding lands past out->len, in room out already has */
+    if (n <= DS_EMPTY_PAD)
+        memcpy(out->p + out->len, c->empty_cell, DS_EMPTY_PAD);
+    else
+        memcpy(out->p + out->len, c->empty_cell, n);
+    out->len += n;
     return TYPE_OK;
+}
+
+/* The room datasource_short_cell needs at w. */
+#define DS_SHORT_MAX TYPE_SHORT_MAX
+_Static_assert(DS_EMPTY_PAD <= DS_SHORT_MAX, "an empty cell's move fits the short room");
+
+/* datasource_cell's short path, for the per-row loop: column c's cell for v (a scalar
+ * type's type_short_cells, or an empty cell of up to DS_EMPTY_PAD bytes) written at w,
+ * which has room for DS_SHORT_MAX bytes (all of which it may scribble on). Returns the new
+ * end, having written exactly what datasource_cell would; or NULL when datasource_cell
+ * must decide (the bytes at w then mean nothing). */
+static inline char *datasource_short_cell(const struct ds_column *c, const struct cell *v,
+                                          char *w)
+{
+    if (v->kind == CELL_EMPTY) {
+        if (!c->empty_cell || c->empty_len > DS_EMPTY_PAD)
+            return NULL;
+        memcpy(w, c->empty_cell, DS_EMPTY_PAD);
+        return w + c->empty_len;
+    }
+    if (c->type.array_depth)
+        return NULL;
+    size_t n = type_short_cells[c->type.kind](&c->type, v, w);
+    return n ? w + n : NULL;
 }
 
 #endif

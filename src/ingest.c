@@ -69,17 +69,11 @@ static void refuse(struct ingest *g, enum quarantine_reason why,
         flush(g, cfg->quarantine, &g->invalid, 1);
 }
 
-/* One byte onto the pending rows: per cell, so not a call. */
-static inline int put_byte(struct buf *b, char c)
-{
-    if (buf_reserve(b, 1))
-        return -1;
-    b->p[b->len++] = c;
-    return 0;
-}
-
 /* A typed line's cells, each checked against its column's type into the pending rows; the
- * row is kept only when every column passed, else every refusal goes to the quarantine. */
+ * row is kept only when every column passed, else every refusal goes to the quarantine.
+ * Cells are written at a cursor into room made once for the rest of the row (a separator
+ * and DS_SHORT_MAX bytes per column): most take datasource_short_cell; the others go
+ * through datasource_cell, after which the room is made again. */
 static void typed_row(struct ingest *g, const char *p, size_t n)
 {
     const struct datasource *ds = g->cfg->schema;
@@ -87,16 +81,28 @@ static void typed_row(struct ingest *g, const char *p, size_t n)
     size_t start = rows->len, nr = 0;
     enum quarantine_reason first = QUARANTINE_SYNTAX;
     const size_t ncolumns = ds->ncolumns; /* read once: rows' stores may alias it */
+    if (buf_reserve(rows, ncolumns * (DS_SHORT_MAX + 1) + 2))
+        goto nomem;
+    char *w = rows->p + rows->len;
     for (size_t i = 0; i < ncolumns; i++) {
         const struct ds_column *c = &ds->columns[i];
+        const struct cell *v = &g->cells[i];
+        if (i)
+            *w++ = ',';
+        char *end = datasource_short_cell(c, v, w);
+        if (end) {
+            w = end;
+            continue;
+        }
         const char *why = NULL;
-        if (i && put_byte(rows, ','))
+        rows->len = (size_t)(w - rows->p);
+        enum type_result r = datasource_cell(c, v, rows, &why);
+        if (r == TYPE_ERR_NOMEM ||
+            buf_reserve(rows, (ncolumns - i) * (DS_SHORT_MAX + 1) + 2))
             goto nomem;
-        enum type_result r = datasource_cell(c, &g->cells[i], rows, &why);
+        w = rows->p + rows->len;
         if (r == TYPE_OK)
             continue;
-        if (r == TYPE_ERR_NOMEM)
-            goto nomem;
         if (!nr)
             first = quarantine_reason_of(r);
         if (!why) /* every refusal names its reason; this only keeps strlen safe */
@@ -109,9 +115,14 @@ static void typed_row(struct ingest *g, const char *p, size_t n)
         return;
     }
     /* A row of one empty cell is written as "", as csv_row does, so it is not a blank line. */
-    if ((rows->len == start && buf_append(rows, "\"\"", 2)) ||
-        (g->cfg->crlf && put_byte(rows, '\r')) || put_byte(rows, '\n'))
-        goto nomem;
+    if (w == rows->p + start) {
+        *w++ = '"';
+        *w++ = '"';
+    }
+    if (g->cfg->crlf)
+        *w++ = '\r';
+    *w++ = '\n';
+    rows->len = (size_t)(w - rows->p);
     g->stats.valid++;
     if (rows->len >= g->cfg->flush_bytes)
         flush(g, g->cfg->rows, rows, 0);

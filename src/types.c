@@ -384,6 +384,39 @@ static inline __attribute__((always_inline)) int scan_number(const char *p, size
     return i == n ? 0 : -1;
 }
 
+/* scan_number for the form most numbers are sent in, -?(0|[1-9][0-9]*)(.[0-9]+)? with no
+ * exponent, in one pass that sets only neg, ip, il, fp and fl: 1, or 0 for any other text
+ * (scan_number then judges it). As strict as scan_number, so a short path taking what it
+ * accepts needs nothing of the JSON engine (a DEFAULT literal comes this way too). */
+static inline __attribute__((always_inline)) int scan_plain(const char *p, size_t n,
+                                                             struct number *x)
+{
+    size_t i = n && p[0] == '-', s = i;
+    while (i < n && digit(p[i]))
+        i++;
+    size_t il = i - s, fl = 0;
+    const char *fp = p + n; /* never read when fl is 0 */
+    if (!il || (il > 1 && p[s] == '0'))
+        return 0;
+    if (i < n) {
+        if (p[i] != '.')
+            return 0;
+        size_t f = ++i;
+        while (i < n && digit(p[i]))
+            i++;
+        if (i != n || i == f)
+            return 0;
+        fp = p + f;
+        fl = n - f;
+    }
+    x->neg = (int)s;
+    x->ip = p + s;
+    x->il = il;
+    x->fp = fp;
+    x->fl = fl;
+    return 1;
+}
+
 /* The k-th digit of the number's digits (int then frac), '0' outside them. */
 static char num_digit(const struct number *x, long k)
 {
@@ -414,21 +447,40 @@ static long num_bounds(const struct number *x, long *last)
 /* MARK: - Cells */
 
 /* Cells are appended piece by piece; type_cell takes a refused one back by its start. */
-/* Short copies (numbers) byte by byte: cheaper than a call to memcpy. */
+/* Copies p[0..n), n <= 16, as two overlapping fixed-size moves, which compile to a load and
+ * a store each: cheaper than a call to memcpy or a byte loop. w and p are apart. */
+static inline char *put_upto16(char *w, const char *p, size_t n)
+{
+    if (n >= 8) {
+        uint64_t a, b;
+        memcpy(&a, p, 8);
+        memcpy(&b, p + n - 8, 8);
+        memcpy(w, &a, 8);
+        memcpy(w + n - 8, &b, 8);
+    } else if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, p, 4);
+        memcpy(&b, p + n - 4, 4);
+        memcpy(w, &a, 4);
+        memcpy(w + n - 4, &b, 4);
+    } else if (n) { /* 1 to 3 bytes: the first, the middle and the last */
+        char a = p[0], b = p[n / 2], c = p[n - 1];
+        w[0] = a, w[n / 2] = b, w[n - 1] = c;
+    }
+    return w + n;
+}
+
+/* Short copies (numbers): put_upto16, memcpy past it. */
 static inline char *put_short(char *w, const char *p, size_t n)
 {
-    if (n > 24)
-        return put_bytes(w, p, n);
-    while (n--)
-        *w++ = *p++;
-    return w;
+    return n > 16 ? put_bytes(w, p, n) : put_upto16(w, p, n);
 }
 
 static inline int put(struct buf *out, const char *p, size_t n)
 {
     if (buf_reserve(out, n))
         return -1;
-    out->len = (size_t)(put_short(out->p + out->len, p, n) - out->p);
+    out->len = (size_t)(put_bytes(out->p + out->len, p, n) - out->p);
     return 0;
 }
 
@@ -503,6 +555,16 @@ int type_array_string(struct buf *out, const char *p, size_t n)
     out->len = (size_t)(w - out->p);
     return 0;
 }
+
+/* The general path a scalar cell falls back to when its short path does not take the value:
+ * out of line, and with its signature kept (GCC's IPA would otherwise split the arguments,
+ * and a callee of more than six cannot be a tail call), so that the cell around the short
+ * path needs no frame of its own. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define GENERAL_PATH __attribute__((noinline, noipa))
+#else
+#define GENERAL_PATH __attribute__((noinline))
+#endif
 
 /* MARK: - Dates and times */
 
@@ -600,6 +662,53 @@ static int parse_canonical(const char *p, size_t n, struct instant *at, enum typ
     at->frac_len = 0;
     *r = TYPE_OK;
     return 1;
+}
+
+/* Eight bytes a..h as load64 reads them: a in the lowest byte. */
+#define BYTES8(a, b, c, d, e, f, g, h)                                                       \
+    ((uint64_t)(a) | (uint64_t)(b) << 8 | (uint64_t)(c) << 16 | (uint64_t)(d) << 24 |       \
+     (uint64_t)(e) << 32 | (uint64_t)(f) << 40 | (uint64_t)(g) << 48 | (uint64_t)(h) << 56)
+
+/* Whether every byte of x lies within the bounds of the same byte of lo and hi (ASCII,
+ * lo <= hi): 0x80 set above each byte keeps x - lo from borrowing across bytes, and a byte
+ * of x with its high bit set fails on ~x whatever its neighbours' borrows do. */
+static inline int bytes_within(uint64_t x, uint64_t lo, uint64_t hi)
+{
+    return (((x | HIGH) - lo) & ((hi | HIGH) - x) & ~x & HIGH) == HIGH;
+}
+
+/* The short paths' dates: whether p[0..10) is YYYY-MM-DD, a real day of a year from 1971 to
+ * 2105, which lies inside every date type's range, so that the text is the cell as it is.
+ * The digits, the dashes and the tens of the month and the day are checked as two words
+ * (bytes 0-7 and 2-9), the year as four bytes in order. */
+static inline int canonical_date(const char *p)
+{
+    static const unsigned char dim[13] = {0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    const unsigned char *u = (const unsigned char *)p;
+    uint64_t a = load64(u);
+    if (!bytes_within(a, BYTES8('1', '0', '0', '0', '-', '0', '0', '-'),
+                      BYTES8('2', '9', '9', '9', '-', '1', '9', '-')) ||
+        !bytes_within(load64(u + 2), BYTES8('0', '0', '-', '0', '0', '-', '0', '0'),
+                      BYTES8('9', '9', '-', '1', '9', '-', '3', '9')))
+        return 0;
+    /* p[0] in the high byte: digit strings of one length compare as their numbers do */
+    uint32_t year = __builtin_bswap32((uint32_t)a);
+    unsigned mo = (unsigned)two_known(p + 5), dd = (unsigned)two_known(p + 8);
+    if (year < 0x31393731u /* "1971" */ || year > 0x32313035u /* "2105" */ || mo - 1 > 11 ||
+        dd - 1 >= dim[mo])
+        return 0;
+    return mo != 2 || dd != 29 || leap(two_known(p) * 100 + two_known(p + 2));
+}
+
+/* canonical_date, then T or a space and hh:mm:ss at p[10..19), a real time of day (the tens of
+ * minutes and seconds bounded in the word, the hour as a number). */
+static inline int canonical_datetime(const char *p)
+{
+    return canonical_date(p) && (p[10] == ' ' || p[10] == 'T') &&
+           bytes_within(load64((const unsigned char *)p + 11),
+                        BYTES8('0', '0', ':', '0', '0', ':', '0', '0'),
+                        BYTES8('2', '9', ':', '5', '9', ':', '5', '9')) &&
+           two_known(p + 11) < 24;
 }
 
 /* Parses YYYY-MM-DD, and unless date_only, an optional time: (T or space) hh:mm[:ss[.f]]
@@ -863,25 +972,20 @@ static enum type_result check_float(unsigned kind, const struct number *x, const
     return TYPE_OK;
 }
 
-/* check_decimal for a number without an exponent (as money is sent): its digits are
- * written as they are, less the fraction's trailing zeros. */
-static enum type_result check_plain_decimal(const struct type *t, const struct number *x,
-                                            struct buf *out, const char **why)
+/* A number without an exponent as a Decimal cell: il integer digits (0 when the integer
+ * part is 0) and fl fraction digits, less the fraction's trailing zeros. */
+static inline void plain_decimal_digits(const struct number *x, size_t *il, size_t *fl)
 {
-    size_t il = x->il == 1 && x->ip[0] == '0' ? 0 : x->il, fl = x->fl;
-    while (fl && x->fp[fl - 1] == '0')
-        fl--;
-    if (il > (size_t)(t->precision - t->scale)) {
-        *why = scalars[TYPE_DECIMAL].range;
-        return TYPE_ERR_PRECISION;
-    }
-    if (fl > t->scale) {
-        *why = scale_msg[t->scale];
-        return TYPE_ERR_SCALE;
-    }
-    if (buf_reserve(out, il + fl + 3))
-        return TYPE_ERR_NOMEM;
-    char *w = out->p + out->len;
+    size_t f = x->fl;
+    while (f && x->fp[f - 1] == '0')
+        f--;
+    *il = x->il == 1 && x->ip[0] == '0' ? 0 : x->il;
+    *fl = f;
+}
+
+/* Writes those digits at w, which has room for il + fl + 3 bytes; returns the new end. */
+static inline char *plain_decimal_text(char *w, const struct number *x, size_t il, size_t fl)
+{
     if (x->neg && (il || fl))
         *w++ = '-';
     if (il)
@@ -892,7 +996,27 @@ static enum type_result check_plain_decimal(const struct type *t, const struct n
         *w++ = '.';
         w = put_short(w, x->fp, fl);
     }
-    out->len = (size_t)(w - out->p);
+    return w;
+}
+
+/* check_decimal for a number without an exponent (as money is sent): its digits are
+ * written as they are, less the fraction's trailing zeros. */
+static enum type_result check_plain_decimal(const struct type *t, const struct number *x,
+                                            struct buf *out, const char **why)
+{
+    size_t il, fl;
+    plain_decimal_digits(x, &il, &fl);
+    if (il > (size_t)(t->precision - t->scale)) {
+        *why = scalars[TYPE_DECIMAL].range;
+        return TYPE_ERR_PRECISION;
+    }
+    if (fl > t->scale) {
+        *why = scale_msg[t->scale];
+        return TYPE_ERR_SCALE;
+    }
+    if (buf_reserve(out, il + fl + 3))
+        return TYPE_ERR_NOMEM;
+    out->len = (size_t)(plain_decimal_text(out->p + out->len, x, il, fl) - out->p);
     return TYPE_OK;
 }
 
@@ -1055,8 +1179,9 @@ check_when_rare(const struct type *t, const struct cell *v, struct buf *out, int
     return put_instant(t, r, &at, out, in_array, why);
 }
 
-static enum type_result check_when(const struct type *t, const struct cell *v, struct buf *out,
-                                   int in_array, const char **why)
+static GENERAL_PATH enum type_result
+check_when(const struct type *t, const struct cell *v, struct buf *out, int in_array,
+           const char **why)
 {
     if (v->kind != CELL_STRING)
         return check_when_rare(t, v, out, in_array, why);
@@ -1064,6 +1189,150 @@ static enum type_result check_when(const struct type *t, const struct cell *v, s
     int date_only = t->kind == TYPE_DATE || t->kind == TYPE_DATE32;
     enum type_result r = parse_when(v->p, v->len, date_only, &at);
     return put_instant(t, r, &at, out, in_array, why);
+}
+
+/* MARK: - Short paths */
+
+/* type_short_cells: the forms most values are sent in, checked in one pass and written
+ * straight to the caller's room; anything else, a refusal included, is the general path's
+ * (type_scalar_cells), so verdicts and messages have one source. test_types holds both
+ * sides of every boundary a short path draws. */
+
+/* Per integer kind, the digits any value may have and be in range: one fewer than the
+ * largest value's (the smallest's magnitude has as many); [1] with a minus sign, 0 where
+ * the type has no negative values (and -0, written 0, is the general path's). */
+static const unsigned char short_integer_digits[TYPE_UINT256 + 1][2] = {
+    [TYPE_INT8] = {2, 2},    [TYPE_INT16] = {4, 4},    [TYPE_INT32] = {9, 9},
+    [TYPE_INT64] = {18, 18}, [TYPE_INT128] = {38, 38}, [TYPE_INT256] = {76, 76},
+    [TYPE_UINT8] = {2, 0},   [TYPE_UINT16] = {4, 0},   [TYPE_UINT32] = {9, 0},
+    [TYPE_UINT64] = {19, 0}, [TYPE_UINT128] = {38, 0}, [TYPE_UINT256] = {77, 0},
+};
+
+static size_t short_integer(const struct type *t, const struct cell *v, char *w)
+{
+    struct number x;
+    size_t n = v->len;
+    if (v->kind != CELL_RAW || n > 16 || !scan_plain(v->p, n, &x) || x.fl ||
+        x.il > short_integer_digits[t->kind][x.neg] || (x.neg && x.ip[0] == '0'))
+        return 0;
+    put_upto16(w, v->p, n);
+    return n;
+}
+
+/* Without an exponent, 16 digits are far inside either type's range: written as sent. */
+static size_t short_float(const struct type *t, const struct cell *v, char *w)
+{
+    (void)t;
+    struct number x;
+    size_t n = v->len;
+    if (v->kind != CELL_RAW || n > 16 || !scan_plain(v->p, n, &x))
+        return 0;
+    put_upto16(w, v->p, n);
+    return n;
+}
+
+static size_t short_decimal(const struct type *t, const struct cell *v, char *w)
+{
+    struct number x;
+    size_t il, fl;
+    if (v->kind != CELL_RAW || v->len > 16 || !scan_plain(v->p, v->len, &x))
+        return 0;
+    plain_decimal_digits(&x, &il, &fl);
+    if (il > (size_t)(t->precision - t->scale) || fl > t->scale)
+        return 0;
+    if (x.neg && !il && !fl) { /* -0, -0.00: plain_decimal_text's 0 */
+        *w = '0';
+        return 1;
+    }
+    /* else its text is the number's less the fraction's trailing zeros, and the point when
+     * none is left: one copy of a prefix */
+    size_t n = fl ? (size_t)(x.fp - v->p) + fl : (size_t)(x.ip - v->p) + x.il;
+    put_upto16(w, v->p, n);
+    return n;
+}
+
+/* A string (or a number, kept as its text) with no quote to double: quoted as it is. */
+static size_t short_string(const struct type *t, const struct cell *v, char *w)
+{
+    (void)t;
+    const char *p = v->p;
+    size_t n = v->len;
+    if ((v->kind != CELL_STRING && v->kind != CELL_RAW) || n > TYPE_SHORT_MAX - 2)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (p[i] == '"')
+            return 0;
+    w[0] = '"';
+    put_short(w + 1, p, n);
+    w[n + 1] = '"';
+    return n + 2;
+}
+
+/* Date and Date32: a canonical_date is its own cell. */
+static size_t short_date(const struct type *t, const struct cell *v, char *w)
+{
+    (void)t;
+    if (v->kind != CELL_STRING || v->len != 10 || !canonical_date(v->p))
+        return 0;
+    put_bytes(w, v->p, 10);
+    return 10;
+}
+
+/* DateTime and DateTime64: a canonical_datetime with no fraction or .digits after it,
+ * written with a space for a T and the fraction cut or padded to the type's digits
+ * (DateTime's 0), as put_when writes it. */
+static size_t short_datetime(const struct type *t, const struct cell *v, char *w)
+{
+    const char *p = v->p;
+    size_t n = v->len, f = 0; /* the fraction's digits */
+    if (v->kind != CELL_STRING || n < TYPE_DATETIME_LEN ||
+        (n > TYPE_DATETIME_LEN && (n == TYPE_DATETIME_LEN + 1 || p[TYPE_DATETIME_LEN] != '.')) ||
+        !canonical_datetime(p))
+        return 0;
+    for (size_t i = TYPE_DATETIME_LEN + 1; i < n; i++, f++)
+        if (!digit(p[i]))
+            return 0;
+    unsigned digits = t->kind == TYPE_DATETIME64 ? t->precision : 0;
+    char *start = w;
+    w = put_bytes(w, p, TYPE_DATETIME_LEN); /* a constant size: inlined */
+    w[10 - TYPE_DATETIME_LEN] = ' ';        /* for a T */
+    if (digits) {
+        *w++ = '.';
+        if (f > digits)
+            f = digits;
+        w = put_upto16(w, p + TYPE_DATETIME_LEN + 1, f);
+        for (; f < digits; f++)
+            *w++ = '0';
+    }
+    return (size_t)(w - start);
+}
+
+static size_t short_none(const struct type *t, const struct cell *v, char *w)
+{
+    (void)t, (void)v, (void)w;
+    return 0;
+}
+
+const type_short_fn type_short_cells[TYPE_UUID + 1] = {
+    [TYPE_INT8... TYPE_UINT256] = short_integer,
+    [TYPE_FLOAT32... TYPE_FLOAT64] = short_float,
+    [TYPE_DECIMAL] = short_decimal,
+    [TYPE_STRING] = short_string,
+    [TYPE_BOOL] = short_none,
+    [TYPE_DATE... TYPE_DATE32] = short_date,
+    [TYPE_DATETIME... TYPE_DATETIME64] = short_datetime,
+    [TYPE_UUID] = short_none,
+};
+
+/* The short path f into out, for the scalar cells below: 1 when it wrote the cell. */
+static inline __attribute__((always_inline)) int
+short_cell(type_short_fn f, const struct type *t, const struct cell *v, struct buf *out)
+{
+    size_t n;
+    if (buf_reserve(out, TYPE_SHORT_MAX) || !(n = f(t, v, out->p + out->len)))
+        return 0;
+    out->len += n;
+    return 1;
 }
 
 /* MARK: - One scalar value */
@@ -1075,10 +1344,12 @@ static enum type_result check_when(const struct type *t, const struct cell *v, s
 static enum type_result cell_string(const struct type *t, const struct cell *v, struct buf *out,
                                     int in_array, const char **why)
 {
-    (void)t, (void)why;
+    (void)why;
     /* Numbers, booleans, objects and arrays are kept as their JSON text, as ClickHouse's
      * JSON input does for String columns. */
     size_t n = v->len;
+    if (!in_array && n <= TYPE_SHORT_MAX - 2 && short_cell(short_string, t, v, out))
+        return TYPE_OK;
     if (in_array) {
         if (v->kind != CELL_STRING_ESCAPED)
             return type_array_string(out, v->p, n) ? TYPE_ERR_NOMEM : TYPE_OK;
@@ -1157,34 +1428,69 @@ static inline __attribute__((always_inline)) int number_cell(const struct type *
     return 0;
 }
 
-static enum type_result cell_integer(const struct type *t, const struct cell *v, struct buf *out,
-                                     int in_array, const char **why)
+static GENERAL_PATH enum type_result
+integer_cell(const struct type *t, const struct cell *v, struct buf *out, const char **why)
 {
-    (void)in_array;
     struct number x;
     if (number_cell(t, v, &x, why))
         return TYPE_ERR_KIND;
     return check_integer(t->kind, &x, out, why);
 }
 
-static enum type_result cell_decimal(const struct type *t, const struct cell *v, struct buf *out,
+static enum type_result cell_integer(const struct type *t, const struct cell *v, struct buf *out,
                                      int in_array, const char **why)
 {
     (void)in_array;
+    return short_cell(short_integer, t, v, out) ? TYPE_OK : integer_cell(t, v, out, why);
+}
+
+static GENERAL_PATH enum type_result
+decimal_cell(const struct type *t, const struct cell *v, struct buf *out, const char **why)
+{
     struct number x;
     if (number_cell(t, v, &x, why))
         return TYPE_ERR_KIND;
     return check_decimal(t, &x, out, why);
 }
 
-static enum type_result cell_float(const struct type *t, const struct cell *v, struct buf *out,
-                                   int in_array, const char **why)
+static enum type_result cell_decimal(const struct type *t, const struct cell *v, struct buf *out,
+                                     int in_array, const char **why)
 {
     (void)in_array;
+    return short_cell(short_decimal, t, v, out) ? TYPE_OK : decimal_cell(t, v, out, why);
+}
+
+static GENERAL_PATH enum type_result
+float_cell(const struct type *t, const struct cell *v, struct buf *out, const char **why)
+{
     struct number x;
     if (number_cell(t, v, &x, why))
         return TYPE_ERR_KIND;
     return check_float(t->kind, &x, v->p, v->len, out, why);
+}
+
+static enum type_result cell_float(const struct type *t, const struct cell *v, struct buf *out,
+                                   int in_array, const char **why)
+{
+    (void)in_array;
+    return short_cell(short_float, t, v, out) ? TYPE_OK : float_cell(t, v, out, why);
+}
+
+/* Dates in arrays are single-quoted: the general path writes those. */
+static enum type_result cell_date(const struct type *t, const struct cell *v, struct buf *out,
+                                  int in_array, const char **why)
+{
+    if (!in_array && short_cell(short_date, t, v, out))
+        return TYPE_OK;
+    return check_when(t, v, out, in_array, why);
+}
+
+static enum type_result cell_datetime(const struct type *t, const struct cell *v,
+                                      struct buf *out, int in_array, const char **why)
+{
+    if (!in_array && short_cell(short_datetime, t, v, out))
+        return TYPE_OK;
+    return check_when(t, v, out, in_array, why);
 }
 
 const type_scalar_fn type_scalar_cells[TYPE_UUID + 1] = {
@@ -1193,7 +1499,8 @@ const type_scalar_fn type_scalar_cells[TYPE_UUID + 1] = {
     [TYPE_DECIMAL] = cell_decimal,
     [TYPE_STRING] = cell_string,
     [TYPE_BOOL] = cell_bool,
-    [TYPE_DATE... TYPE_DATETIME64] = check_when,
+    [TYPE_DATE... TYPE_DATE32] = cell_date,
+    [TYPE_DATETIME... TYPE_DATETIME64] = cell_datetime,
     [TYPE_UUID] = cell_uuid,
 };
 

@@ -116,6 +116,18 @@ static inline enum type_result type_scalar_cell(const struct type *t, const stru
     return r;
 }
 
+/* The most a short path writes (a DateTime64(9), 29 bytes; a String of up to 30). */
+#define TYPE_SHORT_MAX 32
+
+/* A scalar type's short path, by kind (static storage): the forms most values are sent in
+ * (a plain number of up to 16 bytes, YYYY-MM-DD[ hh:mm:ss[.f]] of 1971 to 2105, a short
+ * string with no quote), written at w, which has room for TYPE_SHORT_MAX bytes. Returns
+ * the cell's length (never 0), having written exactly what type_scalar_cell would accept
+ * and write; or 0 for any other value, type_scalar_cell's to judge (the bytes at w then
+ * mean nothing). v is never CELL_EMPTY. No allocation, no call but to copy. */
+typedef size_t (*type_short_fn)(const struct type *t, const struct cell *v, char *w);
+extern const type_short_fn type_short_cells[TYPE_UUID + 1];
+
 /* Writers the quarantine shares with the cells, so that its arrays and strings read back
  * as the day files' do. */
 

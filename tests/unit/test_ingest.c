@@ -528,6 +528,79 @@ static void test_typed_every_split_position(void **state)
     datasource_free(ds);
 }
 
+/* Appends the text t to the string at dst (of room cap), as many times as asked. */
+static void append(char *dst, size_t cap, const char *t)
+{
+    size_t n = strlen(dst);
+    assert_true(n + strlen(t) < cap);
+    memcpy(dst + n, t, strlen(t) + 1);
+}
+
+/* typed_row writes short cells at a cursor into room made for the rest of the row, and
+ * makes it again after each cell datasource_cell writes: cells far past that room (a long
+ * string with quotes to double, a long array), a refusal among short cells, an empty
+ * DEFAULT cell last, and a flush after every row must all read as datasource_cell writes
+ * them. */
+static void test_typed_row_room(void **state)
+{
+    (void)state;
+    static const char definition[] = "SCHEMA >\n"
+                                     "    `n` UInt8 `json:$.n`,\n"
+                                     "    `s` String `json:$.s`,\n"
+                                     "    `at` DateTime `json:$.at`,\n"
+                                     "    `z` LowCardinality(String) `json:$.z` DEFAULT 'unknown',\n"
+                                     "    `xs` Array(String) `json:$.xs[:]`,\n"
+                                     "    `d` Decimal(10, 2) `json:$.d`,\n"
+                                     "    `e` DateTime `json:$.e` DEFAULT now()\n";
+    char err[256];
+    struct datasource *ds = datasource_parse("room.datasource", definition, sizeof definition - 1,
+                                             err, sizeof err);
+    if (!ds)
+        fail_msg("%s", err);
+    static char body[16384], rows[16384];
+    body[0] = rows[0] = 0;
+    append(body, sizeof body, "{\"n\":0,\"s\":\"short\",\"at\":\"2024-02-29 23:59:59\",\"xs\":[],"
+                              "\"d\":1.50}\n{\"n\":1,\"s\":\"");
+    append(rows, sizeof rows, "0,\"short\",2024-02-29 23:59:59,\"unknown\",\"[]\",1.5,\n1,\"");
+    for (int i = 0; i < 50; i++) { /* 400 bytes, a quote in each 8 */
+        append(body, sizeof body, "abcdef\\\"g");
+        append(rows, sizeof rows, "abcdef\"\"g");
+    }
+    append(body, sizeof body, "\",\"at\":\"2024-02-29T00:00:00\",\"z\":\"q\\\"z\",\"xs\":[\"");
+    append(rows, sizeof rows, "\",2024-02-29 00:00:00,\"q\"\"z\",\"['");
+    for (int i = 0; i < 50; i++) { /* 400 bytes, a ' in each 8, escaped in the array */
+        append(body, sizeof body, "abcdef'g");
+        append(rows, sizeof rows, "abcdef\\'g");
+    }
+    append(body, sizeof body, "\"],\"d\":-0.00}\n"
+                              "{\"n\":300,\"s\":1,\"at\":\"2024-02-30 00:00:00\",\"d\":0.001}\n"
+                              "{\"n\":7,\"s\":true,\"at\":\"2024-01-01 00:00:00\",\"d\":7}\n");
+    append(rows, sizeof rows, "']\",0,\n7,\"true\",2024-01-01 00:00:00,\"unknown\",\"[]\",7,\n");
+    /* A string that leaves the pending rows' first block (4096 bytes) all but full when
+     * the rows are flushed after each row: the row's other cells need the room made again. */
+    append(body, sizeof body, "{\"n\":8,\"at\":\"2024-01-01 00:00:00\",\"d\":8,\"s\":\"");
+    append(rows, sizeof rows, "8,\"");
+    char fill[4083];
+    memset(fill, 'a', sizeof fill - 1);
+    fill[sizeof fill - 1] = 0;
+    append(body, sizeof body, fill);
+    append(rows, sizeof rows, fill);
+    append(body, sizeof body, "\"}\n");
+    append(rows, sizeof rows, "\",2024-01-01 00:00:00,\"unknown\",\"[]\",8,\n");
+    for (size_t flush_bytes = 1; flush_bytes <= 1 << 20; flush_bytes <<= 20) {
+        struct result r = run_with(&ds->json, ds, body, strlen(body), NULL, 0, ENCODING_IDENTITY,
+                                   flush_bytes, sizeof body);
+        assert_int_equal(r.status, INGEST_OK);
+        assert_int_equal(r.stats.valid, 4);
+        assert_int_equal(r.stats.invalid, 1);
+        assert_string_equal(r.rows, rows);
+        assert_non_null(strstr(r.invalid, "'out of range for UInt8','not a valid date or time',"
+                                          "'scale exceeds 2'"));
+        result_free(&r);
+    }
+    datasource_free(ds);
+}
+
 /* Without a quarantine sink the refused lines are counted by class all the same. */
 static void test_typed_without_quarantine(void **state)
 {
@@ -587,6 +660,7 @@ int main(void)
         cmocka_unit_test(test_result_json_error),
         cmocka_unit_test(test_typed_contract),
         cmocka_unit_test(test_typed_every_split_position),
+        cmocka_unit_test(test_typed_row_room),
         cmocka_unit_test(test_typed_without_quarantine),
         cmocka_unit_test(test_typed_stats_json),
     };

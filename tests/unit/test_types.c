@@ -513,6 +513,160 @@ static void test_plain_numbers(void **state)
     OK("Int8", RAW, "-99", "-99");
 }
 
+/* The short paths (type_short_cells) draw boundaries of their own: each one from both
+ * sides, with what the general path answers beyond it. */
+static void test_short_path_edges(void **state)
+{
+    (void)state;
+    /* Dates of 1971 to 2105 are short; leap days by the calendar's rules on either side. */
+    OK("Date", STR, "2024-02-29", "2024-02-29");
+    NO("Date", STR, "2023-02-29", TYPE_ERR_DATE, "not a valid date");
+    NO("Date", STR, "2100-02-29", TYPE_ERR_DATE, NULL);
+    OK("Date", STR, "2000-02-29", "2000-02-29");
+    OK("Date32", STR, "2096-02-29", "2096-02-29");
+    OK("Date", STR, "1971-01-01", "1971-01-01");
+    OK("Date", STR, "1970-12-31", "1970-12-31");
+    OK("Date", STR, "2105-12-31", "2105-12-31");
+    OK("Date", STR, "2106-01-01", "2106-01-01");
+    NO("Date", STR, "2024-04-31", TYPE_ERR_DATE, NULL);
+    OK("Date", STR, "2024-04-30", "2024-04-30");
+    NO("Date", STR, "2024-01-32", TYPE_ERR_DATE, NULL);
+    NO("Date", STR, "2024-01-00", TYPE_ERR_DATE, NULL);
+    NO("Date", STR, "2024-00-01", TYPE_ERR_DATE, NULL);
+    NO("Date", STR, "2024-13-01", TYPE_ERR_DATE, NULL);
+    OK("Date", STR, "2024-12-01", "2024-12-01");
+    NO("Date", STR, "2024-1\xc3\xa9-01", TYPE_ERR_SYNTAX, NULL); /* a byte past ASCII */
+    OK("Array(Date)", RAW, "[\"2024-02-29\"]", "\"['2024-02-29']\""); /* quoted: general */
+    NO("DateTime", STR, "2100-02-29 00:00:00", TYPE_ERR_DATE, NULL);
+    OK("DateTime", STR, "2000-02-29 00:00:00", "2000-02-29 00:00:00");
+    OK("DateTime", STR, "2024-02-29T23:59:59", "2024-02-29 23:59:59");
+    NO("DateTime", STR, "2024-02-29 24:00:00", TYPE_ERR_DATE, NULL);
+    OK("DateTime", STR, "2024-02-29 20:00:00", "2024-02-29 20:00:00");
+    NO("DateTime", STR, "2024-02-29 30:00:00", TYPE_ERR_DATE, NULL);
+    NO("DateTime", STR, "2024-02-29 23:60:00", TYPE_ERR_DATE, NULL);
+    NO("DateTime", STR, "2024-02-29 23:59:60", TYPE_ERR_DATE, NULL);
+    NO("DateTime", STR, "2024-02-29 23:59:5\xc3", TYPE_ERR_SYNTAX, NULL);
+    OK("DateTime", STR, "2105-12-31 23:59:59", "2105-12-31 23:59:59");
+    OK("DateTime", STR, "1971-01-01 00:00:00", "1971-01-01 00:00:00");
+    OK("DateTime", STR, "1970-12-31 23:59:59", "1970-12-31 23:59:59");
+    /* Fractions: cut or padded to the type's digits, DateTime's none. */
+    OK("DateTime", STR, "2024-02-29 23:59:59.999", "2024-02-29 23:59:59");
+    OK("DateTime64(3)", STR, "2024-02-29 23:59:59.1", "2024-02-29 23:59:59.100");
+    OK("DateTime64(3)", STR, "2024-02-29T23:59:59.123", "2024-02-29 23:59:59.123");
+    OK("DateTime64(3)", STR, "2024-02-29 23:59:59.1239", "2024-02-29 23:59:59.123");
+    OK("DateTime64(9)", STR, "2024-02-29 23:59:59.1234567891234", "2024-02-29 23:59:59.123456789");
+    OK("DateTime64(0)", STR, "2024-02-29 23:59:59.5", "2024-02-29 23:59:59");
+    NO("DateTime64(3)", STR, "2024-02-29 23:59:59.", TYPE_ERR_SYNTAX, NULL);
+    NO("DateTime64(3)", STR, "2024-02-29 23:59:59.12a", TYPE_ERR_SYNTAX, NULL);
+    NO("DateTime64(3)", STR, "2024-02-29 23:59:59,123", TYPE_ERR_SYNTAX, NULL);
+    OK("DateTime64(3)", STR, "2024-02-29 23:59:59.5Z", "2024-02-29 23:59:59.500");
+
+    /* Integers: one digit fewer than the bounds is short for every type and sign; as many
+     * nines as the bound has digits is past it. */
+    static const struct {
+        const char *type;
+        int digits, sign;
+    } ints[] = {
+        {"Int8", 3, 1},    {"Int16", 5, 1},   {"Int32", 10, 1},   {"Int64", 19, 1},
+        {"Int128", 39, 1}, {"Int256", 77, 1}, {"UInt8", 3, 0},    {"UInt16", 5, 0},
+        {"UInt32", 10, 0}, {"UInt64", 20, 0}, {"UInt128", 39, 0}, {"UInt256", 78, 0},
+    };
+    for (size_t i = 0; i < sizeof ints / sizeof *ints; i++) {
+        char v[96];
+        v[0] = '-';
+        memset(v + 1, '9', sizeof v - 1);
+        v[ints[i].digits] = 0; /* digits - 1 nines */
+        OK(ints[i].type, RAW, v + 1, v + 1);
+        if (ints[i].sign)
+            OK(ints[i].type, RAW, v, v);
+        else
+            NO(ints[i].type, RAW, v, TYPE_ERR_RANGE, "out of range");
+        v[ints[i].digits] = '9';
+        v[ints[i].digits + 1] = 0; /* digits nines */
+        NO(ints[i].type, RAW, v + 1, TYPE_ERR_RANGE, "out of range");
+        NO(ints[i].type, RAW, v, TYPE_ERR_RANGE, "out of range");
+        OK(ints[i].type, RAW, "-0", "0");
+        NO(ints[i].type, RAW, "00", TYPE_ERR_KIND, NULL);
+        NO(ints[i].type, RAW, "-01", TYPE_ERR_KIND, NULL);
+        NO(ints[i].type, RAW, "1.0", TYPE_ERR_SYNTAX, "not an integer");
+    }
+    OK("Int64", RAW, "-123456789012345", "-123456789012345");   /* 16 bytes */
+    OK("Int64", RAW, "-1234567890123456", "-1234567890123456"); /* 17 */
+    OK("UInt64", RAW, "9999999999999999", "9999999999999999");
+    OK("UInt64", RAW, "99999999999999999", "99999999999999999");
+
+    /* Floats: a plain number of up to 16 bytes is short; 308 integer digits are still in
+     * Float64's range, 309 are past it when the value is, Float32's at 38 and 39. */
+    OK("Float64", RAW, "-123456789.12345", "-123456789.12345");
+    OK("Float64", RAW, "-123456789.123456", "-123456789.123456");
+    OK("Float64", RAW, "0.5", "0.5");
+    OK("Float64", RAW, "-0.0", "-0.0");
+    NO("Float64", RAW, "1.", TYPE_ERR_KIND, NULL);
+    NO("Float64", RAW, ".5", TYPE_ERR_KIND, NULL);
+    NO("Float64", RAW, "01.5", TYPE_ERR_KIND, NULL);
+    NO("Float64", RAW, "-", TYPE_ERR_KIND, NULL);
+    NO("Float64", RAW, "1.5.", TYPE_ERR_KIND, NULL);
+    NO("Float64", RAW, "", TYPE_ERR_KIND, NULL);
+    char big[400];
+    memset(big, '9', 308);
+    big[308] = 0;
+    OK("Float64", RAW, big, big);
+    memcpy(big + 308, ".5", 3);
+    OK("Float64", RAW, big, big);
+    memset(big, '9', 309);
+    big[309] = 0;
+    NO("Float64", RAW, big, TYPE_ERR_RANGE, "out of range for Float64");
+    big[0] = '1';
+    memset(big + 1, '0', 308);
+    OK("Float64", RAW, big, big); /* 1e308 in 309 digits: in range */
+    memset(big, '9', 39);
+    big[39] = 0;
+    NO("Float32", RAW, big, TYPE_ERR_RANGE, "out of range for Float32");
+    big[38] = 0;
+    OK("Float32", RAW, big, big);
+
+    /* Decimals: at the scale and one past, at the precision and one past, trailing zeros
+     * cut (even past 16 bytes, the general path's), the sign of a zero dropped. */
+    OK("Decimal(10, 2)", RAW, "12345678.12", "12345678.12");
+    NO("Decimal(10, 2)", RAW, "12345678.123", TYPE_ERR_SCALE, "scale exceeds 2");
+    OK("Decimal(10, 2)", RAW, "12345678.1200000", "12345678.12");   /* 16 bytes */
+    OK("Decimal(10, 2)", RAW, "12345678.12000000", "12345678.12");  /* 17 */
+    NO("Decimal(10, 2)", RAW, "123456789.1", TYPE_ERR_PRECISION, "precision");
+    OK("Decimal(10, 2)", RAW, "-99999999", "-99999999");
+    NO("Decimal(10, 2)", RAW, "-999999999", TYPE_ERR_PRECISION, NULL);
+    OK("Decimal(10, 2)", RAW, "10.00", "10");
+    OK("Decimal(10, 2)", RAW, "0.50", "0.5");
+    OK("Decimal(10, 2)", RAW, "-0.50", "-0.5");
+    OK("Decimal(10, 2)", RAW, "-0", "0");
+    OK("Decimal(10, 2)", RAW, "-0.000", "0");
+    NO("Decimal(10, 2)", RAW, "00.5", TYPE_ERR_KIND, NULL);
+    OK("Decimal(3, 3)", RAW, "0.999", "0.999");
+    NO("Decimal(3, 3)", RAW, "0.9999", TYPE_ERR_SCALE, "scale exceeds 3");
+    NO("Decimal(3, 3)", RAW, "1.5", TYPE_ERR_PRECISION, NULL);
+    OK("Decimal(5, 0)", RAW, "12345.0", "12345");
+    NO("Decimal(5, 0)", RAW, "123456", TYPE_ERR_PRECISION, NULL);
+    NO("Decimal(5, 0)", RAW, "1.5", TYPE_ERR_SCALE, "scale exceeds 0");
+
+    /* Strings: up to TYPE_SHORT_MAX - 2 bytes without a quote are short; a quote, or one
+     * byte more, takes the general path, which doubles quotes. */
+    char s[TYPE_SHORT_MAX + 8], want[TYPE_SHORT_MAX + 16];
+    for (size_t n = TYPE_SHORT_MAX - 3; n <= TYPE_SHORT_MAX; n++) {
+        memset(s, 'a', n);
+        s[n] = 0;
+        snprintf(want, sizeof want, "\"%s\"", s);
+        OK("String", STR, s, want);
+        s[n / 2] = '"';
+        want[n / 2 + 1] = 0;
+        strcat(want, "\"\"");
+        strcat(want, s + n / 2 + 1);
+        strcat(want, "\"");
+        OK("String", STR, s, want);
+    }
+    OK("String", RAW, "12.5", "\"12.5\"");
+    OK("String", RAW, "[\"a\"]", "\"[\"\"a\"\"]\"");
+    OK("String", ESC, "a\\tb", "\"a\tb\"");
+}
+
 static void test_datetime64(void **state)
 {
     (void)state;
@@ -743,6 +897,7 @@ int main(void)
         cmocka_unit_test(test_date),           cmocka_unit_test(test_datetime),
         cmocka_unit_test(test_datetime_common_form),
         cmocka_unit_test(test_plain_numbers),
+        cmocka_unit_test(test_short_path_edges),
         cmocka_unit_test(test_datetime64),     cmocka_unit_test(test_uuid),
         cmocka_unit_test(test_arrays),         cmocka_unit_test(test_array_path_steps),
         cmocka_unit_test(test_refusal_rewinds),
