@@ -51,38 +51,6 @@ static inline int must_quote(const char *s, size_t n)
     return 0;
 }
 
-/* Copies s[0..n) to w: cells are mostly a few bytes, where overlapping word moves beat a
- * memcpy call. Reads and writes only those n bytes. */
-static inline char *copy_short(char *w, const char *s, size_t n)
-{
-    if (n > 32) {
-        memcpy(w, s, n);
-    } else if (n > 16) { /* a timestamp, say: two overlapping 16-byte moves, no call */
-        char a[16], b[16];
-        memcpy(a, s, 16);
-        memcpy(b, s + n - 16, 16);
-        memcpy(w, a, 16);
-        memcpy(w + n - 16, b, 16);
-    } else if (n >= 8) {
-        uint64_t a, b;
-        memcpy(&a, s, 8);
-        memcpy(&b, s + n - 8, 8);
-        memcpy(w, &a, 8);
-        memcpy(w + n - 8, &b, 8);
-    } else if (n >= 4) {
-        uint32_t a, b;
-        memcpy(&a, s, 4);
-        memcpy(&b, s + n - 4, 4);
-        memcpy(w, &a, 4);
-        memcpy(w + n - 4, &b, 4);
-    } else if (n) {
-        w[0] = s[0];
-        w[n >> 1] = s[n >> 1];
-        w[n - 1] = s[n - 1];
-    }
-    return w + n;
-}
-
 /* Writes s[0..n) at w quoted, its quotes doubled; w has room for 2n + 2. Returns the new
  * end. Out of line: rare in practice, and it keeps the common path below small. */
 static __attribute__((noinline)) char *put_quoted(char *w, const char *s, size_t n)
@@ -108,7 +76,7 @@ static __attribute__((noinline)) char *put_quoted(char *w, const char *s, size_t
 static inline __attribute__((always_inline)) char *put_field(char *w, const char *s, size_t n)
 {
     if (LIKELY(!must_quote(s, n)))
-        return copy_short(w, s, n);
+        return put_short(w, s, n);
     return put_quoted(w, s, n);
 }
 
@@ -139,7 +107,7 @@ int csv_row(struct buf *out, const struct cell *cells, size_t count, int crlf)
                 /* A number, true or false (the cell kinds' contract in json.h): never
                  * quoted. Objects and arrays go through the full check. */
                 if (c->len && plain_raw[(unsigned char)c->p[0]])
-                    w = copy_short(w, c->p, c->len);
+                    w = put_short(w, c->p, c->len);
                 else
                     w = put_field(w, c->p, c->len);
                 break;

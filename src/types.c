@@ -447,34 +447,6 @@ static long num_bounds(const struct number *x, long *last)
 /* MARK: - Cells */
 
 /* Cells are appended piece by piece; type_cell takes a refused one back by its start. */
-/* Copies p[0..n), n <= 16, as two overlapping fixed-size moves, which compile to a load and
- * a store each: cheaper than a call to memcpy or a byte loop. w and p are apart. */
-static inline char *put_upto16(char *w, const char *p, size_t n)
-{
-    if (n >= 8) {
-        uint64_t a, b;
-        memcpy(&a, p, 8);
-        memcpy(&b, p + n - 8, 8);
-        memcpy(w, &a, 8);
-        memcpy(w + n - 8, &b, 8);
-    } else if (n >= 4) {
-        uint32_t a, b;
-        memcpy(&a, p, 4);
-        memcpy(&b, p + n - 4, 4);
-        memcpy(w, &a, 4);
-        memcpy(w + n - 4, &b, 4);
-    } else if (n) { /* 1 to 3 bytes: the first, the middle and the last */
-        char a = p[0], b = p[n / 2], c = p[n - 1];
-        w[0] = a, w[n / 2] = b, w[n - 1] = c;
-    }
-    return w + n;
-}
-
-/* Short copies (numbers): put_upto16, memcpy past it. */
-static inline char *put_short(char *w, const char *p, size_t n)
-{
-    return n > 16 ? put_bytes(w, p, n) : put_upto16(w, p, n);
-}
 
 static inline int put(struct buf *out, const char *p, size_t n)
 {
