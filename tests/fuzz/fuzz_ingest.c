@@ -80,17 +80,12 @@ static void setup(void)
     }
 }
 
-static size_t run(int which, const uint8_t *data, size_t n, size_t step, struct ingest_stats *st)
+/* The body through a pipeline of cfg, fed in pieces of step bytes; its stats in *st. */
+static void ingest_body(const struct ingest_config *cfg, const uint8_t *data, size_t n,
+                        size_t step, struct ingest_stats *st)
 {
-    if (ftruncate(rows_fd[which], 0))
-        abort();
-    lseek(rows_fd[which], 0, SEEK_SET);
-    const struct ingest_config cfg = {
-        .columns = &columns, .max_line = 512, .crlf = 0, .flush_bytes = 256,
-        .rows = rows_sink[which], .quarantine = NULL, .log_prefix = NULL,
-    };
     struct ingest g;
-    ingest_init(&g, &cfg);
+    ingest_init(&g, cfg);
     ingest_begin(&g, ENCODING_IDENTITY);
     for (size_t at = 0; at < n; at += step) {
         size_t len = n - at < step ? n - at : step;
@@ -104,6 +99,18 @@ static size_t run(int which, const uint8_t *data, size_t n, size_t step, struct 
         abort();
     *st = g.stats;
     ingest_free(&g);
+}
+
+static size_t run(int which, const uint8_t *data, size_t n, size_t step, struct ingest_stats *st)
+{
+    if (ftruncate(rows_fd[which], 0))
+        abort();
+    lseek(rows_fd[which], 0, SEEK_SET);
+    const struct ingest_config cfg = {
+        .columns = &columns, .max_line = 512, .crlf = 0, .flush_bytes = 256,
+        .rows = rows_sink[which], .quarantine = NULL, .log_prefix = NULL,
+    };
+    ingest_body(&cfg, data, n, step, st);
     return (size_t)lseek(rows_fd[which], 0, SEEK_END);
 }
 
@@ -121,20 +128,7 @@ static void run_typed(int which, const uint8_t *data, size_t n, size_t step,
         .columns = &typed->json, .schema = typed, .max_line = 512, .flush_bytes = 256,
         .rows = typed_sink[2 * which], .quarantine = typed_sink[2 * which + 1],
     };
-    struct ingest g;
-    ingest_init(&g, &cfg);
-    ingest_begin(&g, ENCODING_IDENTITY);
-    for (size_t at = 0; at < n; at += step) {
-        size_t len = n - at < step ? n - at : step;
-        uint8_t *piece = malloc(len);
-        memcpy(piece, data + at, len);
-        ingest_feed(&g, (const char *)piece, len);
-        free(piece);
-    }
-    if (ingest_end(&g) != INGEST_OK)
-        abort();
-    *st = g.stats;
-    ingest_free(&g);
+    ingest_body(&cfg, data, n, step, st);
     *rows = (size_t)lseek(typed_fd[2 * which], 0, SEEK_END);
     *bad = (size_t)lseek(typed_fd[2 * which + 1], 0, SEEK_END);
 }
