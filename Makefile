@@ -22,16 +22,18 @@ LLHTTP_LIBS   :=
 LLHTTP_SRC    := $(wildcard /usr/share/llhttp/*.c)
 endif
 
-LIBS     := -levent -lz $(LLHTTP_LIBS)
+LIBS     := -levent -lz -lcurl $(LLHTTP_LIBS)
 
 # The sources in two lists. SERVER_SRC is what only `serve` needs (sockets, libevent, HTTP,
 # workers, their counters): named here, one by one. CORE_SRC is every other file but main.c: the ingest pipeline (decode,
 # lines, JSON engine with its per-ISA json_*.c, CSV, the day's file) and `convert`; it links
 # with zlib alone, which is what the fuzz target needs. So a new file is core unless it is
 # added to SERVER_SRC; one that wants libevent and is not gets caught by `make fuzz`.
-SRC        := $(wildcard src/*.c)
+SRC        := $(wildcard src/*.c) $(wildcard src/delivery/*.c)
+# Delivery (src/delivery/: the day files into a database) talks to it through libcurl: a
+# server-side part, like the sockets.
 SERVER_SRC := $(addprefix src/,server.c worker.c http.c http_strict.c metrics.c net.c auth.c catalog.c \
-              access_log.c route.c)
+              access_log.c route.c) $(wildcard src/delivery/*.c)
 CORE_SRC   := $(filter-out src/main.c $(SERVER_SRC),$(SRC))
 LIBOBJ   := $(CORE_SRC:src/%.c=$(BUILD)/obj/%.o) $(SERVER_SRC:src/%.c=$(BUILD)/obj/%.o)
 OBJ      := $(BUILD)/obj/main.o $(LIBOBJ)
@@ -50,6 +52,7 @@ $(BIN): $(OBJ) $(LLOBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(BUILD)/obj/%.o: src/%.c | $(BUILD)/obj
+	@mkdir -p $(dir $@)
 	$(CC) -std=c11 $(CPPFLAGS) $(DEPFLAGS) $(CFLAGS) $(WARN) $(LLHTTP_CFLAGS) -c -o $@ $<
 
 # Third-party code: built with our flags but not held to our warning set.

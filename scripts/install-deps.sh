@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # install-deps.sh -- installs the Debian packages ndingest needs to build, test and
 # benchmark, only those missing. Idempotent; as root it installs, otherwise it prints
-# the exact apt-get line to run. ClickHouse (the dataset tests' warehouse) is installed
-# without its system service running: the tests start their own server on free ports.
+# the exact apt-get line to run. ClickHouse (the dataset tests' warehouse and delivery's
+# destination) is installed without its system service running, and ZooKeeper (its
+# replication's coordinator) is only installed: the tests start their own servers on free
+# ports. libcurl: delivery's HTTP client; faketime: the tests' midnight.
 set -euo pipefail
 
 pkgs=(
@@ -13,6 +15,7 @@ pkgs=(
     clang libclang-rt-14-dev valgrind cppcheck clang-tidy strace nginx-light
     g++ libsimdjson-dev
     clickhouse-server clickhouse-client
+    libcurl4-openssl-dev zookeeper faketime
 )
 
 missing=()

@@ -1,0 +1,30 @@
+/* destination.h -- what delivery learns from a database after a batch: the outcome every
+ * destination (ClickHouse, PostgreSQL) reports in the same terms, so that the delivery
+ * loop decides alike whatever the database. */
+#ifndef NDINGEST_DESTINATION_H
+#define NDINGEST_DESTINATION_H
+
+enum send_result {
+    SEND_STORED,  /* the batch is stored (or was already: deduplicated) */
+    SEND_RETRY,   /* not stored, or not known to be: send the same bytes again later
+                   * (connection refused or cut, timeout, 5xx with a transient code,
+                   * too many parts, read-only table, memory limit, Retry-After) */
+    SEND_REFUSED, /* the database refused the data itself (a cell it cannot parse, an Enum
+                   * value it does not list): retrying the same bytes can never succeed;
+                   * split the batch to find the refused rows */
+    SEND_TABLE,   /* the table is missing or cannot take these rows (no such table or
+                   * column, a type mismatch found at insert): the dataset waits until the
+                   * table is fixed (SIGHUP checks again), the others go on */
+    SEND_CONFIG,  /* the destination refuses us (authentication, no such database): every
+                   * dataset waits, retried with backoff, and the log says why */
+};
+
+struct send_outcome {
+    enum send_result result;
+    unsigned retry_after_ms; /* SEND_RETRY: the server's Retry-After, 0 if it gave none */
+    int code;                /* the database's error code (ClickHouse's Code: N), 0 if none */
+    int http_status;         /* 0 when no response was had */
+    char message[512];       /* the database's error, one line, credentials never in it */
+};
+
+#endif
