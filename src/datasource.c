@@ -453,6 +453,11 @@ static int parse_column(struct parser *s, struct cursor *k)
         return fail(s, at, "empty column name");
     if (ne - ns > DS_MAX_NAME)
         return fail(s, at, "column name longer than %d bytes", DS_MAX_NAME);
+    /* The name is kept NUL-terminated (the header row, the default path's key) and is a CSV
+     * header and an SQL name: a control byte there is a mistake, and NUL would cut it. */
+    for (size_t j = ns; j < ne; j++)
+        if ((unsigned char)t[j] < 0x20 || t[j] == 0x7f)
+            return fail(s, at, "column name holds the control byte 0x%02x", (unsigned char)t[j]);
     for (size_t j = 0; j < ds->ncolumns; j++)
         if (ds->columns[j].name_len == ne - ns && memcmp(ds->columns[j].name, t + ns, ne - ns) == 0)
             return fail(s, at, "duplicate column `%.*s` (first on line %d)", (int)(ne - ns), t + ns,

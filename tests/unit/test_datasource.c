@@ -340,8 +340,30 @@ static void test_names(void **state)
 {
     (void)state;
     char err[256];
-    struct datasource *ds =
-        parse("dir.x/events_2.datasource", "SCHEMA >\n  a Int8\n", err, sizeof err);
+    /* A control byte in a column name is refused: the header row and the default path's key
+     * are NUL-terminated, and a CSV header or SQL name with a line end is a trap anyway. */
+    static const char bytes[] = {0, 1, '\t', '\r', 0x1b, 0x1f, 0x7f};
+    for (size_t i = 0; i < sizeof bytes; i++) {
+        char text[] = "SCHEMA >\n  a Int8,\n  `nul?x` Int8\n";
+        char *q = strchr(text, '?');
+        *q = bytes[i];
+        char *copy = tu_exact(text, sizeof text - 1);
+        struct datasource *ds = datasource_parse("t.datasource", copy, sizeof text - 1, err,
+                                                 sizeof err);
+        free(copy);
+        char want[128];
+        snprintf(want, sizeof want, "t.datasource:3: column name holds the control byte 0x%02x",
+                 (unsigned char)bytes[i]);
+        if (ds)
+            datasource_free(ds);
+        assert_null(ds);
+        assert_string_equal(err, want);
+    }
+    /* Bytes past ASCII and the other printable ones are names as any. */
+    struct datasource *ds = parse_ok("SCHEMA >\n  `caf\xc3\xa9 \\ \"x\", ~` Int8\n");
+    assert_string_equal(ds->columns[0].name, "caf\xc3\xa9 \\ \"x\", ~");
+    datasource_free(ds);
+    ds = parse("dir.x/events_2.datasource", "SCHEMA >\n  a Int8\n", err, sizeof err);
     assert_non_null(ds);
     assert_string_equal(ds->name, "events_2");
     datasource_free(ds);
