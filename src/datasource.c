@@ -768,6 +768,9 @@ static int parse_instructions(struct parser *s)
                             ds->settings[j].line);
         if (!block && ve == vs)
             return fail(s, ls, "%s needs a value", known[k]);
+        /* inline_value takes off the quotes around a value; one left open is a mistake */
+        if (!block && t[vs] == '"' && (ve - vs < 2 || t[ve - 1] != '"'))
+            return fail(s, ls, "%s: unterminated '\"'", known[k]);
         if (ds->nsettings == DS_MAX_SETTINGS) /* cannot happen: each known key once */
             return fail(s, ls, "too many instructions");
         struct ds_setting *st = &ds->settings[ds->nsettings];

@@ -147,7 +147,7 @@ static void test_syntax_variants(void **state)
                                      "FORWARD_QUERY >\n"
                                      "    SELECT a, b, c\n"
                                      "TAGS \"x\"\n"
-                                     "DESCRIPTION one line\n");
+                                     "DESCRIPTION one \"line\"\n");
     assert_int_equal(ds->ncolumns, 3);
     assert_string_equal(ds->columns[0].name, "a");
     assert_string_equal(ds->columns[0].path, "$.a");
@@ -158,7 +158,7 @@ static void test_syntax_variants(void **state)
     assert_string_equal(ds->columns[2].default_cell, "\"\"");
     assert_string_equal(datasource_setting(ds, "ENGINE"), "ReplacingMergeTree");
     assert_string_equal(datasource_setting(ds, "ENGINE_TTL"), "d + INTERVAL 1 DAY");
-    assert_string_equal(datasource_setting(ds, "DESCRIPTION"), "one line");
+    assert_string_equal(datasource_setting(ds, "DESCRIPTION"), "one \"line\"");
     assert_string_equal(datasource_setting(ds, "TAGS"), "x");
     assert_int_equal(ds->nsettings, 13);
     datasource_free(ds);
@@ -240,6 +240,10 @@ static void test_errors(void **state)
     parse_bad("SCHEMA >\n  a Int8\nENGINE A\nENGINE B\n",
               "t.datasource:4: a second ENGINE (the first on line 3)");
     parse_bad("SCHEMA >\n  a Int8\nENGINE\n", "t.datasource:3: ENGINE needs a value");
+    parse_bad("SCHEMA >\n  a Int8\nENGINE \"MergeTree\n",
+              "t.datasource:3: ENGINE: unterminated '\"'");
+    parse_bad("SCHEMA >\n  a Int8\nENGINE_SORTING_KEY \"\n",
+              "t.datasource:3: ENGINE_SORTING_KEY: unterminated '\"'");
     parse_bad("SCHEMA >\n  a Int8\nTOKEN t\n",
               "t.datasource:3: expected TOKEN name APPEND (or READ)");
     parse_bad("SCHEMA >\n  a Int8\nTOKEN t WRITE\n",
