@@ -484,16 +484,25 @@ static int parse_column(struct parser *s, struct cursor *k)
     int codec = 0;
     const char *path = NULL;
     size_t path_len = 0;
+    size_t last = te; /* the end of what the column holds so far */
     for (;;) {
         skip_blank(s, k);
         if (k->i >= k->end || t[k->i] == ',')
             break;
         size_t a = k->i;
+        int is_path = k->end - a >= 6 && memcmp(t + a, "`json:", 6) == 0;
+        /* A column may span lines, so a name on a later line (a `backquoted` one that is no
+         * path, or a bare one that is no keyword) is the next column, the ',' forgotten: say
+         * so at the line that lacks it rather than puzzle over the name. */
+        if (!is_path && memchr(t + last, '\n', a - last) &&
+            (t[a] == '`' ||
+             (ident_start(t[a]) && !at_word(s, k, "DEFAULT") && !at_word(s, k, "CODEC"))))
+            return fail(s, last, "missing ',' after column `%s`", c->name);
         if (t[a] == '`') {
+            if (!is_path)
+                return fail(s, a, "column `%s`: expected `json:$.path`", c->name);
             if (path)
                 return fail(s, a, "column `%s`: a second `json:` path", c->name);
-            if (k->end - a < 6 || memcmp(t + a, "`json:", 6) != 0)
-                return fail(s, a, "column `%s`: expected `json:$.path`", c->name);
             k->i = a + 6;
             while (k->i < k->end && t[k->i] != '`' && t[k->i] != '\n')
                 k->i++;
@@ -536,6 +545,7 @@ static int parse_column(struct parser *s, struct cursor *k)
             return fail(s, a, "column `%s`: unexpected '%c' after the type (a missing ','?)",
                         c->name, t[a]);
         }
+        last = k->i;
     }
     if (!path) {
         /* Our choice: no path means the top-level key of the column's name. */

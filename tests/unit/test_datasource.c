@@ -258,8 +258,18 @@ static void test_errors(void **state)
     parse_bad("SCHEMA >\n  a Int8,\n  a Int16\n",
               "t.datasource:3: duplicate column `a` (first on line 2)");
     parse_bad("SCHEMA >\n  a Int8,\n", "t.datasource:2: a ',' after the last column");
-    parse_bad("SCHEMA >\n  a Int8\n  b Int8\n",
-              "t.datasource:3: column `a`: unexpected 'b' after the type (a missing ','?)");
+    /* A missing ',' is named, at the line it belongs to, whatever ends the column before. */
+    parse_bad("SCHEMA >\n  a Int8\n  b Int8\n", "t.datasource:2: missing ',' after column `a`");
+    parse_bad("SCHEMA >\n  `a` Int8 `json:$.a`\n  `b` Int8 `json:$.b`\n",
+              "t.datasource:2: missing ',' after column `a`");
+    parse_bad("SCHEMA >\n  a Int8\n  `b` Int8 `json:$.b`\n",
+              "t.datasource:2: missing ',' after column `a`");
+    parse_bad("SCHEMA >\n  a String `json:$.a` DEFAULT 'x'\n\n  # b next\n  b Int8\n",
+              "t.datasource:2: missing ',' after column `a`");
+    parse_bad("SCHEMA >\n  a Int8,\n  b Int8 CODEC(ZSTD(1))\n  c Int8\n",
+              "t.datasource:3: missing ',' after column `b`");
+    parse_bad("SCHEMA >\n  a Int8 `json:$.a` b Int8\n",
+              "t.datasource:2: column `a`: unexpected 'b' after the type (a missing ','?)");
     parse_bad("SCHEMA >\n  `a Int8\n", "t.datasource:2: unterminated `column name`");
     parse_bad("SCHEMA >\n  `` Int8\n", "t.datasource:2: empty column name");
     parse_bad("SCHEMA >\n  1a Int8\n", "t.datasource:2: expected a column name, found '1'");
