@@ -246,6 +246,67 @@ static int is_number_literal(const char *p, size_t n)
     return i == n;
 }
 
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* Decodes the body p[0..n) of a 'string' DEFAULT into out (room for n bytes), *len its
+ * length, as ClickHouse decodes an SQL string literal: '' and the escapes of escapes[]
+ * below. Any other escape is refused rather than guessed: 18.16 drops the backslash of \z
+ * (and reads \N as nothing) where current releases keep it, so the cell would differ from
+ * the table's DEFAULT on one of them; 18.16 also reads \x with one hex digit as a syntax
+ * error or a garbage byte. */
+static int sql_string(struct parser *s, size_t pos, const struct ds_column *c, const char *p,
+                      size_t n, char *out, size_t *len)
+{
+    static const char escapes[][2] = {{'0', '\0'}, {'a', '\a'}, {'b', '\b'}, {'e', 0x1b},
+                                      {'f', '\f'}, {'n', '\n'}, {'r', '\r'}, {'t', '\t'},
+                                      {'v', '\v'}, {'\\', '\\'}, {'\'', '\''}};
+    static const char decoded[] = "(ndingest reads \\xHH \\0 \\a \\b \\e \\f \\n \\r \\t "
+                                "\\v \\\\ \\' and '')";
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\'') {
+            if (i + 1 == n || p[i + 1] != '\'')
+                return fail(s, pos, "column `%s`: unescaped ' in the DEFAULT string", c->name);
+            out[o++] = p[i++];
+            continue;
+        }
+        if (p[i] != '\\') {
+            out[o++] = p[i];
+            continue;
+        }
+        char e = ++i < n ? p[i] : 0;
+        if (e == 'x') {
+            int hi = i + 2 < n ? hex_digit(p[i + 1]) : -1;
+            int lo = hi >= 0 ? hex_digit(p[i + 2]) : -1;
+            if (lo < 0)
+                return fail(s, pos, "column `%s`: \\x needs two hex digits in the DEFAULT string %s",
+                            c->name, decoded);
+            out[o++] = (char)(hi << 4 | lo);
+            i += 2;
+            continue;
+        }
+        size_t k = 0;
+        while (k < sizeof escapes / sizeof *escapes && escapes[k][0] != e)
+            k++;
+        if (k == sizeof escapes / sizeof *escapes) {
+            if (e > ' ' && e < 0x7f)
+                return fail(s, pos, "column `%s`: unknown escape \\%c in the DEFAULT string %s",
+                            c->name, e, decoded);
+            return fail(s, pos, "column `%s`: a backslash before byte 0x%02x in the DEFAULT "
+                        "string %s", c->name, (unsigned char)e, decoded);
+        }
+        out[o++] = escapes[k][1];
+    }
+    *len = o;
+    return 0;
+}
+
 /* Checks the DEFAULT p[0..n) of column c and renders its cell: a literal (a number, a
  * 'string', true, false, NULL, []) must be a valid value of the type; anything else is an
  * expression for ClickHouse to evaluate. */
@@ -262,26 +323,12 @@ static int compile_default(struct parser *s, size_t pos, struct ds_column *c, co
             return fail(s, pos, "column `%s`: DEFAULT NULL needs a Nullable column", c->name);
         v = (struct cell){NULL, 0, CELL_EMPTY};
     } else if (n >= 2 && p[0] == '\'' && p[n - 1] == '\'') {
-        /* SQL string: \x escapes the next byte, '' is a quote */
         if (!(unq = malloc(n)))
             return nomem(s, pos);
         size_t o = 0;
-        for (size_t i = 1; i + 1 < n; i++) {
-            if (p[i] == '\\' && i + 2 < n) {
-                char e = p[++i];
-                unq[o++] = e == 'n'   ? '\n'
-                           : e == 't' ? '\t'
-                           : e == 'r' ? '\r'
-                           : e == '0' ? '\0'
-                                      : e;
-            } else if (p[i] == '\'' && i + 2 < n && p[i + 1] == '\'') {
-                unq[o++] = p[i++];
-            } else if (p[i] == '\'') {
-                free(unq);
-                return fail(s, pos, "column `%s`: unescaped ' in the DEFAULT string", c->name);
-            } else {
-                unq[o++] = p[i];
-            }
+        if (sql_string(s, pos, c, p + 1, n - 2, unq, &o)) {
+            free(unq);
+            return -1;
         }
         v = (struct cell){unq, (uint32_t)o, CELL_STRING};
     } else if (!(is_number_literal(p, n) || (n == 4 && memcmp(p, "true", 4) == 0) ||
@@ -406,6 +453,11 @@ static int parse_column(struct parser *s, struct cursor *k)
         return fail(s, at, "empty column name");
     if (ne - ns > DS_MAX_NAME)
         return fail(s, at, "column name longer than %d bytes", DS_MAX_NAME);
+    /* The name is kept NUL-terminated (the header row, the default path's key) and is a CSV
+     * header and an SQL name: a control byte there is a mistake, and NUL would cut it. */
+    for (size_t j = ns; j < ne; j++)
+        if ((unsigned char)t[j] < 0x20 || t[j] == 0x7f)
+            return fail(s, at, "column name holds the control byte 0x%02x", (unsigned char)t[j]);
     for (size_t j = 0; j < ds->ncolumns; j++)
         if (ds->columns[j].name_len == ne - ns && memcmp(ds->columns[j].name, t + ns, ne - ns) == 0)
             return fail(s, at, "duplicate column `%.*s` (first on line %d)", (int)(ne - ns), t + ns,
@@ -432,16 +484,25 @@ static int parse_column(struct parser *s, struct cursor *k)
     int codec = 0;
     const char *path = NULL;
     size_t path_len = 0;
+    size_t last = te; /* the end of what the column holds so far */
     for (;;) {
         skip_blank(s, k);
         if (k->i >= k->end || t[k->i] == ',')
             break;
         size_t a = k->i;
+        int is_path = k->end - a >= 6 && memcmp(t + a, "`json:", 6) == 0;
+        /* A column may span lines, so a name on a later line (a `backquoted` one that is no
+         * path, or a bare one that is no keyword) is the next column, the ',' forgotten: say
+         * so at the line that lacks it rather than puzzle over the name. */
+        if (!is_path && memchr(t + last, '\n', a - last) &&
+            (t[a] == '`' ||
+             (ident_start(t[a]) && !at_word(s, k, "DEFAULT") && !at_word(s, k, "CODEC"))))
+            return fail(s, last, "missing ',' after column `%s`", c->name);
         if (t[a] == '`') {
+            if (!is_path)
+                return fail(s, a, "column `%s`: expected `json:$.path`", c->name);
             if (path)
                 return fail(s, a, "column `%s`: a second `json:` path", c->name);
-            if (k->end - a < 6 || memcmp(t + a, "`json:", 6) != 0)
-                return fail(s, a, "column `%s`: expected `json:$.path`", c->name);
             k->i = a + 6;
             while (k->i < k->end && t[k->i] != '`' && t[k->i] != '\n')
                 k->i++;
@@ -484,6 +545,7 @@ static int parse_column(struct parser *s, struct cursor *k)
             return fail(s, a, "column `%s`: unexpected '%c' after the type (a missing ','?)",
                         c->name, t[a]);
         }
+        last = k->i;
     }
     if (!path) {
         /* Our choice: no path means the top-level key of the column's name. */
@@ -716,6 +778,9 @@ static int parse_instructions(struct parser *s)
                             ds->settings[j].line);
         if (!block && ve == vs)
             return fail(s, ls, "%s needs a value", known[k]);
+        /* inline_value takes off the quotes around a value; one left open is a mistake */
+        if (!block && t[vs] == '"' && (ve - vs < 2 || t[ve - 1] != '"'))
+            return fail(s, ls, "%s: unterminated '\"'", known[k]);
         if (ds->nsettings == DS_MAX_SETTINGS) /* cannot happen: each known key once */
             return fail(s, ls, "too many instructions");
         struct ds_setting *st = &ds->settings[ds->nsettings];

@@ -219,12 +219,69 @@ static int check(const struct datasource *ds, const char *file, char *err, size_
     return 0;
 }
 
-/* One column's line in a CREATE TABLE, without the separator after it. */
+/* p[0..n) as an SQL string literal, with escapes that ClickHouse and the .datasource parser
+ * both decode, so that the line stays one line and reads back as the same bytes. */
+static int put_sql_string(struct buf *out, const char *p, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    if (buf_append(out, "'", 1))
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char b = (unsigned char)p[i];
+        char esc[4] = {'\\', (char)b, 0, 0};
+        size_t len = 2;
+        if (b == '\n' || b == '\t' || b == '\r' || b == 0)
+            esc[1] = b == '\n' ? 'n' : b == '\t' ? 't' : b == '\r' ? 'r' : '0';
+        else if (b < 0x20 || b == 0x7f)
+            esc[1] = 'x', esc[2] = hex[b >> 4], esc[3] = hex[b & 15], len = 4;
+        else if (b != '\'' && b != '\\')
+            len = 0;
+        if (len ? buf_append(out, esc, len) : buf_append(out, p + i, 1))
+            return -1;
+    }
+    return buf_append(out, "'", 1);
+}
+
+/* A literal DEFAULT as 18.16 is to read it: the text of the cell ndingest writes for it
+ * (DateTime in UTC without a zone or fraction, UUID with dashes, numbers as the type
+ * keeps them), not the literal as written, which 18.16 may refuse ('...+02:00', a UUID
+ * without dashes) or read otherwise. Integers are printed bare; anything else as a string,
+ * which ClickHouse CASTs to the column's type with the text readers its CSV input uses
+ * (a float literal would go through the SQL parser's own, which rounds apart), and a UUID
+ * through toUUID(), since 18.16 cannot CAST a string to Nullable(UUID). */
+static int put_default(struct buf *out, const struct ds_column *c)
+{
+    const char *p = c->default_cell;
+    size_t n = c->default_len;
+    if (c->default_is_expr) /* check() refuses these; for completeness */
+        return putf(out, " DEFAULT %s", c->default_text);
+    if (!c->type.array_depth && n == 2 && memcmp(p, "\\N", 2) == 0)
+        return put(out, " DEFAULT NULL");
+    if (!c->type.array_depth && c->type.kind <= TYPE_UINT256)
+        return putf(out, " DEFAULT %.*s", (int)n, p);
+    /* a quoted cell: its text without CSV's quotes and doubled quotes */
+    struct buf text = {0};
+    int rc = 0;
+    if (n >= 2 && p[0] == '"') {
+        for (size_t i = 1; i + 1 < n && !rc; i++) {
+            rc = buf_append(&text, p + i, 1);
+            i += p[i] == '"'; /* "" is one quote */
+        }
+        p = text.p, n = text.len;
+    }
+    int uuid = !c->type.array_depth && c->type.kind == TYPE_UUID;
+    rc = rc || put(out, uuid ? " DEFAULT toUUID(" : " DEFAULT ") || put_sql_string(out, p, n) ||
+         (uuid && put(out, ")"));
+    buf_free(&text);
+    return rc;
+}
+
+/* One column's line in a CREATE TABLE, without the separator after it; c NULL for none. */
 static int put_column(struct buf *out, const char *name, size_t len, const char *type,
-                      const char *dflt)
+                      const struct ds_column *c)
 {
     return put(out, "    ") || put_ident(out, name, len) || putf(out, " %s", type) ||
-           (dflt && putf(out, " DEFAULT %s", dflt));
+           (c && c->has_default && put_default(out, c));
 }
 
 static int put_tables(const struct datasource *ds, struct buf *out)
@@ -240,9 +297,9 @@ static int put_tables(const struct datasource *ds, struct buf *out)
         const struct ds_column *c = &ds->columns[i];
         char type[SCHEMA_TYPE_NAME];
         clickhouse_type(&c->type, type, sizeof type);
-        /* A DEFAULT expression's cell is empty and ClickHouse fills it from here; a literal
-         * is in the cell already and is repeated for rows inserted by other means. */
-        if (put_column(out, c->name, c->name_len, type, c->default_text) ||
+        /* A literal DEFAULT is in the cell already and is repeated for rows inserted by
+         * other means. */
+        if (put_column(out, c->name, c->name_len, type, c) ||
             put(out, i + 1 < ds->ncolumns ? ",\n" : "\n"))
             return -1;
     }

@@ -178,7 +178,8 @@ class ClickHouse:
         # through a SELECT is a 500, not text appended to a 200.
         params["wait_end_of_query"] = "1"
         if data is None:
-            body = sql.encode()
+            # surrogateescape: bytes that are not UTF-8 (a string literal's \xff) go as sent
+            body = sql.encode("utf-8", "surrogateescape")
         else:
             params["query"] = sql
             body = data

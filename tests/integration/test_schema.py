@@ -2,7 +2,9 @@
 statements it prints are taken by a real ClickHouse (18.16, tests/integration/clickhouse.py)
 and give the CSV's columns and types in order, for the dataset and its quarantine; a
 hand-written quarantine row loads with nothing rejected and reads back byte-exact; types the
-server lacks are refused with FILE:LINE, and so are unknown datasets and bad definitions."""
+server lacks are refused with FILE:LINE, and so are unknown datasets and bad definitions; a
+literal DEFAULT's cell is the value the printed table's DEFAULT gives, and a DEFAULT string's
+escapes are read as the server reads them."""
 import subprocess
 
 from conftest import BINARY
@@ -178,3 +180,87 @@ def test_unknown_dataset_and_bad_definition(tmp_path):
                  ["convert", "--datasets", str(tmp_path)]):
         p = subprocess.run([str(BINARY), *args], capture_output=True, timeout=30)
         assert p.returncode == 2 and b"usage:" in p.stderr, (args, p.stderr)
+
+
+def convert_missing(tmp_path, name, row=b'{"k": 1}\n'):
+    """The row ndingest writes for a line that leaves every DEFAULT column out."""
+    p = subprocess.run([str(BINARY), "convert", "--datasource", str(tmp_path / f"{name}.datasource")],
+                       input=row, capture_output=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+# DEFAULT string escapes as written in the definition, each the body of a '...' literal.
+ESCAPES = [r"\x41", r"\x4a\x4A", r"\xff", r"\0", r"\a", r"\b", r"\e", r"\f", r"\n", r"\r",
+           r"\t", r"\v", r"\\", r"\'", "''", r"a\x20b", r"\x00\x7f"]
+
+
+def test_default_string_escapes_as_the_server_reads_them(tmp_path, clickhouse):
+    """Each escape's cell holds the bytes 18.16 reads from the same literal (SELECT of it
+    as written is the reference), and the table --clickhouse prints gives them too; the
+    escapes 18.16 reads in its own way (\\z as z, \\N as nothing) are refused."""
+    columns = [f"    e{i} String DEFAULT '{e}'" for i, e in enumerate(ESCAPES)]
+    columns.append("    every String DEFAULT '" + "".join(ESCAPES) + "'")
+    (tmp_path / "esc.datasource").write_text("SCHEMA >\n    k Int8,\n" + ",\n".join(columns) + "\n")
+    p = schema(tmp_path, "esc", (tmp_path / "esc.datasource").read_text(), "--clickhouse")
+    assert p.returncode == 0, p.stderr
+    run_sql(clickhouse, p.stdout.decode("utf-8", "surrogateescape"))  # \xff is printed raw
+    assert clickhouse.load_csv("esc", convert_missing(tmp_path, "esc")) == 1
+    clickhouse.query("INSERT INTO esc (k) VALUES (2)")  # the table's own DEFAULTs
+    names = [f"e{i}" for i in range(len(ESCAPES))] + ["every"]
+    literals = ESCAPES + ["".join(ESCAPES)]
+    got = clickhouse.rows("SELECT k, " + ", ".join(f"hex({n}) AS {n}" for n in names)
+                          + " FROM esc ORDER BY k")
+    want = clickhouse.rows("SELECT " + ", ".join(f"hex('{e}') AS {n}"
+                                                for n, e in zip(names, literals)))[0]
+    assert want["e0"] == "41" and want["e6"] == "1B"  # the reference is the server's reading
+    for row in got:
+        assert {n: row[n] for n in names} == want, (row["k"], row, want)
+    # \z and \N: 18.16 drops the backslash (current releases keep it for \z), \N is nothing.
+    assert clickhouse.rows(r"SELECT hex('\z') AS z, hex('\N') AS n") == [{"z": "7A", "n": ""}]
+    for bad in (r"\z", r"\N", r"\x4", r"\u0041"):
+        p = schema(tmp_path, "bad", f"SCHEMA >\n    s String DEFAULT '{bad}'\n", "--clickhouse")
+        assert p.returncode == 2 and p.stdout == b"", (bad, p)
+        assert b"bad.datasource:2: column `s`: " in p.stderr, p.stderr
+
+
+def test_default_literals_print_as_the_cells(tmp_path, clickhouse):
+    """Each literal DEFAULT is printed in the form of the cell ndingest writes for it, which
+    18.16 takes where the form as written is refused (a DateTime with an offset, a date only,
+    Z, a fraction; a UUID without dashes; a nested array's []; a Nullable UUID) or read apart
+    from the cell (a float, a long Decimal): the row loaded from the cells and the row the
+    table's DEFAULTs fill are the same."""
+    text = ("SCHEMA >\n    k Int8,\n"
+            "    dt_offset DateTime DEFAULT '2024-01-05T01:02:03+02:00',\n"
+            "    dt_date DateTime DEFAULT '2024-01-05',\n"
+            "    dt_z DateTime DEFAULT '2024-01-05T01:02:03Z',\n"
+            "    dt_frac DateTime DEFAULT '2024-01-05 01:02:03.750',\n"
+            "    dt_all DateTime DEFAULT '2024-01-05T01:02:03.5-01:30',\n"
+            "    d Date DEFAULT '2024-02-29',\n"
+            "    u UUID DEFAULT '0123456789ABCDEF0123456789abcdef',\n"
+            "    nu Nullable(UUID) DEFAULT 'FEDCBA9876543210fedcba9876543210',\n"
+            "    f Float64 DEFAULT 1.36,\n"
+            "    f32 Nullable(Float32) DEFAULT -1.5e-3,\n"
+            "    dec Decimal(38, 10) DEFAULT 1234567890.1234567891,\n"
+            "    dec_e Decimal(10, 2) DEFAULT 1.5e2,\n"
+            "    i Int64 DEFAULT -9223372036854775808,\n"
+            "    u64 UInt64 DEFAULT 18446744073709551615,\n"
+            "    ni Nullable(Int32) DEFAULT NULL,\n"
+            "    s String DEFAULT 'it''s \\\\ \"q\"\\n',\n"
+            "    lc LowCardinality(Nullable(String)) DEFAULT 'a\\tb',\n"
+            "    a Array(String) DEFAULT [],\n"
+            "    aa Array(Array(Nullable(Int8))) DEFAULT []\n")
+    p = schema(tmp_path, "lit", text, "--clickhouse")
+    assert p.returncode == 0, p.stderr
+    sql = p.stdout.decode()
+    run_sql(clickhouse, sql)
+    cells = convert_missing(tmp_path, "lit")
+    assert clickhouse.load_csv("lit", cells) == 1, cells
+    clickhouse.query("INSERT INTO lit (k) VALUES (2)")  # the table's own DEFAULTs
+    loaded, filled = clickhouse.rows("SELECT * FROM lit ORDER BY k")
+    assert loaded.pop("k") == 1 and filled.pop("k") == 2
+    assert loaded == filled, (cells, sql)
+    # What the cells say, read back (the reference for the canonical forms).
+    assert loaded["dt_offset"] == "2024-01-04 23:02:03" and loaded["dt_all"] == "2024-01-05 02:32:03"
+    assert loaded["u"] == "01234567-89ab-cdef-0123-456789abcdef", loaded
+    assert loaded["s"] == "it's \\ \"q\"\n" and loaded["lc"] == "a\tb", loaded
