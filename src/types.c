@@ -607,6 +607,14 @@ struct instant {
 #define D1900 (-25567LL) /* days_from_civil(1900, 1, 1) */
 #define D2300 (120530LL) /* days_from_civil(2300, 1, 1) */
 #define D2149 (65535LL)  /* days_from_civil(2149, 6, 6): Date is 16 bits of days */
+#define D2106 (49673LL)  /* days_from_civil(2106, 1, 1): where ClickHouse 18.16's dates end */
+
+/* type_set_target's: read only by the general date path (the short paths take years to
+ * 2105, inside every target's range). */
+static enum type_target target = TYPE_TARGET_CURRENT;
+
+void type_set_target(enum type_target t) { target = t; }
+enum type_target type_target(void) { return target; }
 
 /* Whether the eight bytes x hold digits where mask has 0xFF bytes (the others are made
  * '0'): every byte checked at once, 0x30..0x39 being high nibble 3 with no carry from +6. */
@@ -1168,19 +1176,25 @@ static enum type_result put_instant(const struct type *t, enum type_result r,
         return r;
     }
     int64_t lo, hi; /* seconds, inclusive */
+    const char *range = scalars[k].range;
     switch (k) {
     case TYPE_DATE:
         lo = 0, hi = D2149 * 86400;
+        if (target == TYPE_TARGET_18_16)
+            hi = (D2106 - 1) * 86400, range = "out of range for Date (1970-01-01 to 2105-12-31)";
         break;
     case TYPE_DATETIME:
         lo = 0, hi = 4294967295LL;
+        if (target == TYPE_TARGET_18_16)
+            hi = D2106 * 86400 - 1,
+            range = "out of range for DateTime (1970-01-01 to 2105-12-31 23:59:59)";
         break;
     default:
         lo = D1900 * 86400, hi = D2300 * 86400 - 1;
         break;
     }
     if (!at->mid && (at->sec < lo || at->sec > hi)) {
-        *why = scalars[k].range;
+        *why = range;
         return TYPE_ERR_RANGE;
     }
     if (put_when(out, at, date_only, k == TYPE_DATETIME64 ? t->precision : 0, in_array))

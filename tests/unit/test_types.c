@@ -570,6 +570,48 @@ static void test_float32_top(void **state)
     OK("Float64", RAW, "1.7976931348623157e308", "1.7976931348623157e308");
 }
 
+/* --clickhouse-compat 18.16: Date to 2105-12-31, DateTime to 2105-12-31 23:59:59 UTC, the
+ * last values 18.16 reads (past them it loads 0000-00-00 or a wrapped time, found on the
+ * server: doc/datasets.md section 7). Both sides of each bound, in every form that reaches
+ * it, under both targets. */
+static void test_target_18_16(void **state)
+{
+    (void)state;
+    static const char date_range[] = "out of range for Date (1970-01-01 to 2105-12-31)";
+    static const char time_range[] =
+        "out of range for DateTime (1970-01-01 to 2105-12-31 23:59:59)";
+    assert_int_equal(type_target(), TYPE_TARGET_CURRENT);
+    type_set_target(TYPE_TARGET_18_16);
+    OK("Date", STR, "2105-12-31", "2105-12-31");
+    NO("Date", STR, "2106-01-01", TYPE_ERR_RANGE, date_range);
+    NO("Date", STR, "2149-06-06", TYPE_ERR_RANGE, date_range);
+    OK("Date", STR, "1970-01-01", "1970-01-01");
+    OK("Array(Date)", RAW, "[\"2105-12-31\"]", "\"['2105-12-31']\"");
+    NO("Array(Date)", RAW, "[\"2106-01-01\"]", TYPE_ERR_RANGE, date_range);
+    OK("DateTime", STR, "2105-12-31 23:59:59", "2105-12-31 23:59:59");
+    OK("DateTime", STR, "2105-12-31T23:59:59.999Z", "2105-12-31 23:59:59");
+    NO("DateTime", STR, "2106-01-01 00:00:00", TYPE_ERR_RANGE, time_range);
+    OK("DateTime", STR, "2106-01-01T00:59:59+01:00", "2105-12-31 23:59:59");
+    NO("DateTime", STR, "2105-12-31T23:59:59-00:01", TYPE_ERR_RANGE, time_range);
+    OK("DateTime", RAW, "4291747199", "2105-12-31 23:59:59");
+    NO("DateTime", RAW, "4291747200", TYPE_ERR_RANGE, time_range);
+    NO("DateTime", RAW, "4294967295", TYPE_ERR_RANGE, time_range);
+    OK("DateTime", RAW, "0", "1970-01-01 00:00:00");
+    OK("Nullable(DateTime)", RAW, "4291747199", "2105-12-31 23:59:59");
+    NO("Nullable(DateTime)", RAW, "4291747200", TYPE_ERR_RANGE, time_range);
+    /* types 18.16 lacks keep their own ranges */
+    OK("DateTime64(3)", STR, "2106-01-01 00:00:00", "2106-01-01 00:00:00.000");
+    OK("Date32", STR, "2200-01-01", "2200-01-01");
+    /* current ClickHouse: the wider ranges */
+    type_set_target(TYPE_TARGET_CURRENT);
+    OK("Date", STR, "2106-01-01", "2106-01-01");
+    OK("Date", STR, "2149-06-06", "2149-06-06");
+    NO("Date", STR, "2149-06-07", TYPE_ERR_RANGE, "out of range for Date (1970-01-01 to 2149-06-06)");
+    OK("DateTime", STR, "2106-01-01 00:00:00", "2106-01-01 00:00:00");
+    OK("DateTime", RAW, "4294967295", "2106-02-07 06:28:15");
+    NO("DateTime", RAW, "4294967296", TYPE_ERR_RANGE, NULL);
+}
+
 /* Numbers without an exponent take a shorter path through Decimal and Float: the same
  * answers at its edges. */
 static void test_plain_numbers(void **state)
@@ -985,6 +1027,7 @@ int main(void)
         cmocka_unit_test(test_datetime_common_form),
         cmocka_unit_test(test_floats_normalised),
         cmocka_unit_test(test_float32_top),
+        cmocka_unit_test(test_target_18_16),
         cmocka_unit_test(test_plain_numbers),
         cmocka_unit_test(test_short_path_edges),
         cmocka_unit_test(test_datetime64),     cmocka_unit_test(test_uuid),
