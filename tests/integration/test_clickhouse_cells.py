@@ -252,3 +252,17 @@ def test_dates_past_18_16_are_accepted_without_it(tmp_path, clickhouse):
         "SELECT id, toUInt16(d) AS d, toUInt32(t) AS t FROM when_current")}
     assert back[1] == {"id": 1, "d": 49672, "t": 4291747199}
     assert back[2]["d"] == 0 and back[3]["t"] == 0  # 2106-01-01 in 18.16: silently zero
+
+
+def test_serve_takes_the_option(tmp_path, start_server):
+    """The server's workers check against the target stated at start."""
+    datasets = tmp_path / "datasets"
+    datasets.mkdir()
+    (datasets / "when.datasource").write_text(WHEN)
+    srv = start_server("--workers", "1", "--datasets", str(datasets), "--utc",
+                       "--clickhouse-compat", "18.16")
+    body = b"\n".join([INSIDE, *OUTSIDE]) + b"\n"
+    status, _, resp = srv.request("POST", "/v0/events?name=when&wait=true", body,
+                                  {"Content-Type": "application/x-ndjson"})
+    assert status == 200, resp
+    assert json.loads(resp) == {"successful_rows": 1, "quarantined_rows": len(OUTSIDE)}
