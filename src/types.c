@@ -441,19 +441,45 @@ static char num_digit(const struct number *x, long k)
     return '0';
 }
 
-/* First and last nonzero digit positions; -1 when the number is zero. */
+/* First and last nonzero digit positions; -1 when the number is zero. Scans from each end,
+ * the integer and the fraction as the two runs they are. */
 static long num_bounds(const struct number *x, long *last)
 {
-    long total = (long)(x->il + x->fl), first = -1;
+    long il = (long)x->il, first = -1;
+    for (long k = 0; first < 0 && k < il; k++)
+        if (x->ip[k] != '0')
+            first = k;
+    for (size_t k = 0; first < 0 && k < x->fl; k++)
+        if (x->fp[k] != '0')
+            first = il + (long)k;
     *last = -1;
-    for (long k = 0; k < total; k++) {
-        if (num_digit(x, k) != '0') {
-            if (first < 0)
-                first = k;
-            *last = k;
-        }
-    }
+    if (first < 0)
+        return -1;
+    for (size_t k = x->fl; *last < 0 && k > 0; k--)
+        if (x->fp[k - 1] != '0')
+            *last = il + (long)k - 1;
+    for (long k = il; *last < 0 && k > 0; k--)
+        if (x->ip[k - 1] != '0')
+            *last = k - 1;
     return first;
+}
+
+/* Copies the digits from..to (positions as num_digit's, inclusive, inside the number) to
+ * w: at most one run of the integer and one of the fraction. Returns the new end. */
+static char *copy_digits(char *w, const struct number *x, long from, long to)
+{
+    long il = (long)x->il;
+    if (from < il) {
+        long end = to < il ? to + 1 : il;
+        memcpy(w, x->ip + from, (size_t)(end - from));
+        w += end - from;
+        from = end;
+    }
+    if (from <= to) {
+        memcpy(w, x->fp + (from - il), (size_t)(to - from + 1));
+        w += to - from + 1;
+    }
+    return w;
 }
 
 /* MARK: - Cells */
@@ -984,8 +1010,7 @@ static enum type_result float_normalised(unsigned kind, const struct number *x, 
         *w++ = num_digit(x, first);
         if (last > first) {
             *w++ = '.';
-            for (long k = first + 1; k <= last; k++)
-                *w++ = num_digit(x, k);
+            w = copy_digits(w, x, first + 1, last);
         }
         if (e) {
             char tmp[24];
