@@ -4,6 +4,7 @@
 #include "options.h"
 #include "schema.h"
 #include "server.h"
+#include "types.h"
 
 int main(int argc, char **argv)
 {
@@ -14,6 +15,8 @@ int main(int argc, char **argv)
         return rc == 1 ? 0 : 2;
     }
     json_engine_init(); /* before server_run forks the workers */
+    /* before any definition is loaded: its DEFAULTs are checked against the target too */
+    type_set_target(o.clickhouse_1816 ? TYPE_TARGET_18_16 : TYPE_TARGET_CURRENT);
     if (o.command == CMD_SCHEMA)
         rc = schema_run(&o);
     else

@@ -22,6 +22,7 @@ static unsigned long default_workers(void);
 static int parse_name(struct options *o, const char *arg);
 static int parse_fsync(struct options *o, const char *arg);
 static int parse_default_dataset(struct options *o, const char *arg);
+static int parse_clickhouse_compat(struct options *o, const char *arg);
 static int print_help(struct options *o, const char *arg);
 static int print_version(struct options *o, const char *arg);
 
@@ -107,6 +108,10 @@ static const struct option_row rows[] = {
      .help = "with --datasets: the most definitions loaded at once (a larger set is refused)"},
     {ROW_FLAG("clickhouse", clickhouse), .schema = 1, .schema_only = 1,
      .help = "schema: print CREATE TABLE statements for the dataset and its quarantine"},
+    {ROW_CUSTOM("clickhouse-compat", "VERSION", parse_clickhouse_compat, "current"), .convert = 1,
+     .schema = 1,
+     .help = "the ClickHouse the cells are for: current, or 18.16 (Date and DateTime past "
+             "2105-12-31 are quarantined as out of range)"},
     {ROW_ACTION("help", print_help), .short_name = 'h', .convert = 1, .schema = 1,
      .help = "this help"},
     {ROW_ACTION("version", print_version), .convert = 1, .help = "print the version"},
@@ -293,7 +298,7 @@ static void usage(FILE *f)
             fprintf(f, " [%s]", name);
     }
     fputs(" [FILE ...]\n"
-          "       ndingest schema NAME --datasets DIR [--clickhouse]\n"
+          "       ndingest schema NAME --datasets DIR [--clickhouse] [--clickhouse-compat VERSION]\n"
           "\n"
           "Streams NDJSON bodies POSTed to / into CSV rows in DIR/NAME-YYYY-MM-DD.csv; with\n"
           "--datasets, bodies POSTed to /v0/events?name=NAME into each dataset's typed files.\n"
@@ -343,6 +348,17 @@ static int parse_default_dataset(struct options *o, const char *arg)
     if (!*arg || strchr(arg, '/'))
         return usage_error("--default-dataset: '%s' is not a dataset name", arg);
     o->default_dataset = arg;
+    return 0;
+}
+
+static int parse_clickhouse_compat(struct options *o, const char *arg)
+{
+    if (!strcmp(arg, "current"))
+        o->clickhouse_1816 = 0;
+    else if (!strcmp(arg, "18.16"))
+        o->clickhouse_1816 = 1;
+    else
+        return usage_error("--clickhouse-compat: '%s' is not current or 18.16", arg);
     return 0;
 }
 

@@ -58,6 +58,9 @@ struct options {
     unsigned max_datasets; /* serve --datasets: definitions loaded at once */
     unsigned max_tokens;   /* --token-file with --datasets: its tokens (auth_load) */
     int clickhouse;       /* CREATE TABLE statements instead of a table for people */
+    /* all three: --clickhouse-compat 18.16, the narrower Date and DateTime ranges of
+     * ClickHouse 18.16 (types.h, type_set_target) */
+    int clickhouse_1816;
 };
 
 #define OPTIONS_DEFAULT_COLUMNS "vendorid,tpep_pickup_datetime,trip_distance,total_amount"

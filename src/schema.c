@@ -330,6 +330,27 @@ int schema_clickhouse(const struct datasource *ds, const char *file, struct buf 
 
 /* MARK: - The command */
 
+/* Without --clickhouse-compat 18.16 the cells take current ClickHouse's ranges, and a Date
+ * or DateTime past 2105 loads into 18.16 as 0000-00-00 or a wrapped time, with no error:
+ * says so for each column that can receive one (a Nullable or an Array of them too). With
+ * the option such values are quarantined, and there is nothing to say. */
+static void warn_ranges(const struct datasource *ds, const char *file)
+{
+    if (type_target() == TYPE_TARGET_18_16)
+        return;
+    for (size_t i = 0; i < ds->ncolumns; i++) {
+        const struct ds_column *c = &ds->columns[i];
+        if (c->type.kind != TYPE_DATE && c->type.kind != TYPE_DATETIME)
+            continue;
+        fprintf(stderr, "ndingest schema: warning: %s:%d: column %s: a %s past %s is accepted "
+                "and 18.16 loads it as %s without an error; serve and convert with "
+                "--clickhouse-compat 18.16 quarantine it\n", file, c->line, c->name,
+                c->type.kind == TYPE_DATE ? "Date" : "DateTime",
+                c->type.kind == TYPE_DATE ? "2105-12-31" : "2105-12-31 23:59:59",
+                c->type.kind == TYPE_DATE ? "0000-00-00" : "0 or a wrapped time");
+    }
+}
+
 int schema_run(const struct options *o)
 {
     char path[4096];
@@ -354,6 +375,8 @@ int schema_run(const struct options *o)
     struct buf out = {0};
     int rc = o->clickhouse ? schema_clickhouse(ds, path, &out, err, sizeof err)
                            : schema_describe(ds, &out);
+    if (!rc && o->clickhouse)
+        warn_ranges(ds, path);
     if (rc) {
         fprintf(stderr, "ndingest schema: %s\n", o->clickhouse ? err : "out of memory");
     } else if (fwrite(out.p, 1, out.len, stdout) != out.len || fflush(stdout) != 0) {

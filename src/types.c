@@ -13,6 +13,9 @@ struct scalar {
     const char *max;   /* integers: the largest value, in decimal */
     const char *min;   /* signed integers: the magnitude of the smallest; NULL if unsigned */
     const char *range; /* the out-of-range message */
+    /* Floats: the largest finite value's digits, and the shortest text that reads back as
+     * it (in 18.16 too), written for the values between it and max, which round to it. */
+    const char *top, *top_text;
 };
 
 static const struct scalar scalars[] = {
@@ -42,14 +45,21 @@ static const struct scalar scalars[] = {
     /* Floats: max is the halfway point above the largest finite value, from which a
      * correctly rounding reader gives infinity. */
     [TYPE_FLOAT32] = {"Float32", "340282356779733661637539395458142568448", NULL,
-                      "out of range for Float32"},
+                      "out of range for Float32", "340282346638528859811704183484516925440",
+                      "3.4028235e38"},
     [TYPE_FLOAT64] = {"Float64",
                       "17976931348623158079372897140530341507993413271003782693617377898044"
                       "49682927647509466490179775872070963302864166928879109465555478519404"
                       "02630657488671505820681908902000708383676273854845817711531764475730"
                       "27006985557136695962284291481986083493647529271907416844436551070434"
                       "2711559699508093042880177904174497792",
-                      NULL, "out of range for Float64"},
+                      NULL, "out of range for Float64",
+                      "17976931348623157081452742373170435679807056752584499659891747680315"
+                      "72607800285387605895586327668781715404589535143824642343213268894641"
+                      "82768467546703537516986049910576551282076245490090389328944075868508"
+                      "45513394230458323690322294816580855933212334827479782620414472316873"
+                      "8177180919299881250404026184124858368",
+                      "1.7976931348623157e308"},
     [TYPE_DECIMAL] = {"Decimal", NULL, NULL, "too many digits for the Decimal's precision"},
     [TYPE_STRING] = {"String", NULL, NULL, NULL},
     [TYPE_BOOL] = {"Bool", NULL, NULL, NULL},
@@ -323,8 +333,10 @@ size_t type_name(const struct type *t, char *dst, size_t cap)
 /* MARK: - Numbers as text */
 
 /* A JSON number, split: [-] int [. frac] [e exp]. The exponent saturates at +-EXP_CAP, far
- * beyond any type's range, so that huge exponents cannot overflow the arithmetic. */
-#define EXP_CAP 100000L
+ * beyond any type's range and any number's count of digits (a line is at most 2 GiB), so
+ * that huge exponents cannot overflow the arithmetic, and an exponent less its digits
+ * (0.000...1e400) is still exact wherever it matters. */
+#define EXP_CAP 1000000000000000L
 struct number {
     int neg, has_frac, has_exp;
     const char *ip, *fp;
@@ -429,19 +441,45 @@ static char num_digit(const struct number *x, long k)
     return '0';
 }
 
-/* First and last nonzero digit positions; -1 when the number is zero. */
+/* First and last nonzero digit positions; -1 when the number is zero. Scans from each end,
+ * the integer and the fraction as the two runs they are. */
 static long num_bounds(const struct number *x, long *last)
 {
-    long total = (long)(x->il + x->fl), first = -1;
+    long il = (long)x->il, first = -1;
+    for (long k = 0; first < 0 && k < il; k++)
+        if (x->ip[k] != '0')
+            first = k;
+    for (size_t k = 0; first < 0 && k < x->fl; k++)
+        if (x->fp[k] != '0')
+            first = il + (long)k;
     *last = -1;
-    for (long k = 0; k < total; k++) {
-        if (num_digit(x, k) != '0') {
-            if (first < 0)
-                first = k;
-            *last = k;
-        }
-    }
+    if (first < 0)
+        return -1;
+    for (size_t k = x->fl; *last < 0 && k > 0; k--)
+        if (x->fp[k - 1] != '0')
+            *last = il + (long)k - 1;
+    for (long k = il; *last < 0 && k > 0; k--)
+        if (x->ip[k - 1] != '0')
+            *last = k - 1;
     return first;
+}
+
+/* Copies the digits from..to (positions as num_digit's, inclusive, inside the number) to
+ * w: at most one run of the integer and one of the fraction. Returns the new end. */
+static char *copy_digits(char *w, const struct number *x, long from, long to)
+{
+    long il = (long)x->il;
+    if (from < il) {
+        long end = to < il ? to + 1 : il;
+        memcpy(w, x->ip + from, (size_t)(end - from));
+        w += end - from;
+        from = end;
+    }
+    if (from <= to) {
+        memcpy(w, x->fp + (from - il), (size_t)(to - from + 1));
+        w += to - from + 1;
+    }
+    return w;
 }
 
 /* MARK: - Cells */
@@ -595,6 +633,14 @@ struct instant {
 #define D1900 (-25567LL) /* days_from_civil(1900, 1, 1) */
 #define D2300 (120530LL) /* days_from_civil(2300, 1, 1) */
 #define D2149 (65535LL)  /* days_from_civil(2149, 6, 6): Date is 16 bits of days */
+#define D2106 (49673LL)  /* days_from_civil(2106, 1, 1): where ClickHouse 18.16's dates end */
+
+/* type_set_target's: read only by the general date path (the short paths take years to
+ * 2105, inside every target's range). */
+static enum type_target target = TYPE_TARGET_CURRENT;
+
+void type_set_target(enum type_target t) { target = t; }
+enum type_target type_target(void) { return target; }
 
 /* Whether the eight bytes x hold digits where mask has 0xFF bytes (the others are made
  * '0'): every byte checked at once, 0x30..0x39 being high nibble 3 with no carry from +6. */
@@ -914,34 +960,84 @@ static enum type_result check_integer(unsigned kind, const struct number *x, str
     return TYPE_OK;
 }
 
+/* Compares the significant digits first..last of x with the digit string th, as two
+ * numbers of the same decimal exponent: <0, 0 or >0. */
+static int cmp_significant(const struct number *x, long first, long last, const char *th)
+{
+    int c = 0;
+    for (long k = first; !c && (*th || k <= last); k++) {
+        c = (k <= last ? num_digit(x, k) : '0') - (*th ? *th : '0');
+        if (*th)
+            th++;
+    }
+    return c;
+}
+
+/* A float with an exponent, or with as many integer digits as the largest value: checked
+ * against the range, and written in the one form 18.16's reader (not correctly rounding,
+ * doc/datasets.md section 7) takes right whatever was sent: [-]d[.ddd][e[-]E], the
+ * significant digits as sent, E the first digit's exponent, without leading zeros or '+'.
+ * That reader takes four characters of an exponent (1e00001 is 1), scales the mantissa by
+ * the exponent as written (0.1e309 is inf, 0e400 is 0 times inf, nan) and drops a fraction
+ * whose leading zeros pass 10^-323 (0.000...1e400 is nan): with E the first digit's, none of
+ * it happens in range. A zero is 0 or -0 whatever its exponent. The values between the
+ * largest finite one and the halfway point above it round to that value, which its own
+ * text gives (the reader, going through a double, makes inf of 3.4028235677973366e38). */
+static enum type_result float_normalised(unsigned kind, const struct number *x, struct buf *out,
+                                        const char **why)
+{
+    long emax = kind == TYPE_FLOAT32 ? 38 : 308;
+    const struct scalar *sc = &scalars[kind];
+    long last, first = num_bounds(x, &last);
+    if (first < 0)
+        return put(out, x->neg ? "-0" : "0", 1 + (size_t)x->neg) ? TYPE_ERR_NOMEM : TYPE_OK;
+    long e = (long)x->il - 1 - first + x->exp; /* the decimal exponent of the first digit */
+    const char *top = NULL;
+    if (e > emax || (e == emax && cmp_significant(x, first, last, sc->max) >= 0)) {
+        *why = sc->range;
+        return TYPE_ERR_RANGE;
+    }
+    if (e == emax && cmp_significant(x, first, last, sc->top) > 0)
+        top = sc->top_text;
+    if (buf_reserve(out, (size_t)(last - first) + 32))
+        return TYPE_ERR_NOMEM;
+    char *w = out->p + out->len;
+    if (x->neg)
+        *w++ = '-';
+    if (top) {
+        w = put_bytes(w, top, strlen(top));
+    } else {
+        *w++ = num_digit(x, first);
+        if (last > first) {
+            *w++ = '.';
+            w = copy_digits(w, x, first + 1, last);
+        }
+        if (e) {
+            char tmp[24];
+            int t = 0;
+            unsigned long m = e < 0 ? (unsigned long)-e : (unsigned long)e;
+            do
+                tmp[t++] = (char)('0' + m % 10);
+            while (m /= 10);
+            *w++ = 'e';
+            if (e < 0)
+                *w++ = '-';
+            while (t)
+                *w++ = tmp[--t];
+        }
+    }
+    out->len = (size_t)(w - out->p);
+    return TYPE_OK;
+}
+
 static enum type_result check_float(unsigned kind, const struct number *x, const char *p, size_t n,
                                     struct buf *out, const char **why)
 {
-    long emax = kind == TYPE_FLOAT32 ? 38 : 308;
-    long last, first = -1;
-    /* Without an exponent, fewer integer digits than the largest value has are in range. */
-    if ((x->has_exp || (long)x->il > emax) && (first = num_bounds(x, &last)) >= 0) {
-        const struct scalar *sc = &scalars[kind];
-        long e = (long)x->il - 1 - first + x->exp; /* the decimal exponent of the first digit */
-        int over = e > emax;
-        if (e == emax) { /* compare the significant digits with the threshold's */
-            const char *th = sc->max;
-            int c = 0;
-            for (long k = first; !c && (*th || k <= last); k++) {
-                c = (k <= last ? num_digit(x, k) : '0') - (*th ? *th : '0');
-                if (*th)
-                    th++;
-            }
-            over = c >= 0;
-        }
-        if (over) {
-            *why = sc->range;
-            return TYPE_ERR_RANGE;
-        }
-    }
-    if (put(out, p, n)) /* numbers as sent: ClickHouse reads every JSON number form */
-        return TYPE_ERR_NOMEM;
-    return TYPE_OK;
+    /* Without an exponent, fewer integer digits than the largest value has are in range,
+     * and 18.16 reads them as sent. */
+    if (!x->has_exp && (long)x->il <= (kind == TYPE_FLOAT32 ? 38 : 308))
+        return put(out, p, n) ? TYPE_ERR_NOMEM : TYPE_OK;
+    return float_normalised(kind, x, out, why);
 }
 
 /* A number without an exponent as a Decimal cell: il integer digits (0 when the integer
@@ -1105,19 +1201,25 @@ static enum type_result put_instant(const struct type *t, enum type_result r,
         return r;
     }
     int64_t lo, hi; /* seconds, inclusive */
+    const char *range = scalars[k].range;
     switch (k) {
     case TYPE_DATE:
         lo = 0, hi = D2149 * 86400;
+        if (target == TYPE_TARGET_18_16)
+            hi = (D2106 - 1) * 86400, range = "out of range for Date (1970-01-01 to 2105-12-31)";
         break;
     case TYPE_DATETIME:
         lo = 0, hi = 4294967295LL;
+        if (target == TYPE_TARGET_18_16)
+            hi = D2106 * 86400 - 1,
+            range = "out of range for DateTime (1970-01-01 to 2105-12-31 23:59:59)";
         break;
     default:
         lo = D1900 * 86400, hi = D2300 * 86400 - 1;
         break;
     }
     if (!at->mid && (at->sec < lo || at->sec > hi)) {
-        *why = scalars[k].range;
+        *why = range;
         return TYPE_ERR_RANGE;
     }
     if (put_when(out, at, date_only, k == TYPE_DATETIME64 ? t->precision : 0, in_array))

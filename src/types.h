@@ -12,6 +12,18 @@
 /* Array(Array(...)) nesting allowed in a column type. */
 #define TYPE_MAX_ARRAY_DEPTH 8
 
+/* The ClickHouse the cells are written for. 18.16 reads Date only to 2105-12-31 and
+ * DateTime only to 2105-12-31 23:59:59 UTC; past them it loads 0000-00-00 or a wrapped
+ * time without an error, so for it such values are refused (TYPE_ERR_RANGE). Current
+ * ClickHouse reads Date to 2149-06-06 and DateTime to 2106-02-07 06:28:15. */
+enum type_target { TYPE_TARGET_CURRENT, TYPE_TARGET_18_16 };
+
+/* Sets the target of every later check, DEFAULT literals included: once at start, before
+ * any definition is loaded and any worker is forked (--clickhouse-compat). The default is
+ * TYPE_TARGET_CURRENT. */
+void type_set_target(enum type_target target);
+enum type_target type_target(void);
+
 /* The scalar at the heart of a type; Array, Nullable and LowCardinality are flags on it. */
 enum type_kind {
     TYPE_INT8,

@@ -624,6 +624,34 @@ static void test_default_escapes(void **state)
     }
 }
 
+/* A DEFAULT literal is checked against the target (--clickhouse-compat) when the file is
+ * loaded, as any value is; and a float DEFAULT's cell is the normalised one. */
+static void test_default_and_target(void **state)
+{
+    (void)state;
+    const char *text = "SCHEMA >\n  d Date DEFAULT '2106-01-01',\n  t DateTime DEFAULT 4291747199\n";
+    type_set_target(TYPE_TARGET_18_16);
+    parse_bad(text, "t.datasource:2: column `d`: DEFAULT '2106-01-01' is not a valid Date: out of "
+                    "range for Date (1970-01-01 to 2105-12-31)");
+    parse_bad("SCHEMA >\n  t DateTime DEFAULT 4291747200\n",
+              "t.datasource:2: column `t`: DEFAULT 4291747200 is not a valid DateTime: out of "
+              "range for DateTime (1970-01-01 to 2105-12-31 23:59:59)");
+    type_set_target(TYPE_TARGET_CURRENT);
+    struct datasource *ds = parse_ok(text);
+    char got[64];
+    assert_int_equal(cell_of(ds, 0, NULL, 0, got, sizeof got), TYPE_OK);
+    assert_string_equal(got, "2106-01-01");
+    assert_int_equal(cell_of(ds, 1, NULL, 0, got, sizeof got), TYPE_OK);
+    assert_string_equal(got, "2105-12-31 23:59:59");
+    datasource_free(ds);
+    ds = parse_ok("SCHEMA >\n  f Float64 DEFAULT 1.5E+00002,\n  g Float32 DEFAULT -0e400\n");
+    assert_int_equal(cell_of(ds, 0, NULL, 0, got, sizeof got), TYPE_OK);
+    assert_string_equal(got, "1.5e2");
+    assert_int_equal(cell_of(ds, 1, NULL, 0, got, sizeof got), TYPE_OK);
+    assert_string_equal(got, "-0");
+    datasource_free(ds);
+}
+
 static void test_load(void **state)
 {
     (void)state;
@@ -734,6 +762,7 @@ int main(void)
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_null_and_default),
         cmocka_unit_test(test_default_escapes),
+        cmocka_unit_test(test_default_and_target),
         cmocka_unit_test(test_load),
         cmocka_unit_test(test_prefixes),
     };
