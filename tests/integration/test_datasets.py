@@ -309,6 +309,32 @@ def test_max_tokens(start_server, defs, tmp_path):
     assert events(s, "trips", body_of([1]), headers={AUTH: "Bearer new0"})[0] == 401
 
 
+@pytest.mark.parametrize("scoped", [False, True])
+def test_token_file_with_a_bom_fails_at_start(defs, tmp_path, start_server, scoped):
+    """Issue #15: a token file saved by a Windows editor starts with EF BB BF, which no
+    client sends: the start is refused with one line saying so (exit 1), in both formats,
+    and a SIGHUP to such a file keeps the previous tokens."""
+    tok = tmp_path / "tokens"
+    tok.write_bytes(b"\xef\xbb\xbfs3cret trips\n" if scoped else b"\xef\xbb\xbfs3cret\n")
+    args = ["--datasets", str(defs)] if scoped else []
+    r = run_exit(args + ["--token-file", str(tok)], tmp_path)
+    assert r.returncode == 1, r.stderr
+    lines = r.stderr.decode().strip().splitlines()
+    where = f"{tok}:1:" if scoped else f"{tok}:"
+    assert len(lines) == 1 and where in lines[0] and "UTF-8 byte order mark" in lines[0], lines
+    tok.write_bytes(b"s3cret trips\n" if scoped else b"s3cret\n")
+    s = (serve(start_server, defs, "--token-file", str(tok)) if scoped else
+         start_server("--workers", "2", "--token-file", str(tok)))
+    auth = {AUTH: "Bearer s3cret"}
+    post = (lambda: events(s, "trips", body_of([1]), headers=auth)[0]) if scoped else \
+        (lambda: s.post(b'{"vendorid": 1}\n', auth)[0])
+    assert post() in (200, 202)
+    tok.write_bytes(b"\xef\xbb\xbfs3cret\n")
+    sighup(s)
+    assert "UTF-8 byte order mark" in s.stderr() and "keeping the previous token" in s.stderr()
+    assert post() in (200, 202)
+
+
 def test_datasource_token_lines_grant_nothing(start_server, defs, tmp_path):
     """TOKEN lines in a definition are accepted and documented as inert (datasets.md, 6)."""
     define(defs, "trips", EVENTS + "TOKEN trips-tok APPEND\nTOKEN \"other\" READ\n")
