@@ -721,6 +721,13 @@ static int choose_dataset(struct http_conn *c, int token, char *msg, size_t len)
             snprintf(msg, len, "missing the name parameter: POST /v0/events?name=NAME");
             return 400;
         }
+        /* No dataset name holds one, and the messages below would show the name cut at a
+         * NUL ("no dataset a" for a%00x) or broken across lines: refused as malformed. */
+        for (int i = 0; i < nl; i++)
+            if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f) {
+                snprintf(msg, len, "the name parameter holds a control byte (byte %d)", i + 1);
+                return 400;
+            }
     } else if (!c->s->default_dataset) {
         snprintf(msg, len, "no default dataset: POST to /v0/events?name=NAME (or start the "
                  "server with --default-dataset NAME)");

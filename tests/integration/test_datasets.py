@@ -216,6 +216,11 @@ def test_tinybird_responses_and_wait(start_server, defs):
     ("name=trips&wait=yes", 400, "wait parameter is true or false"),
     ("name=tr%zzips", 400, "malformed"),
     ("name=" + "x" * 300, 400, "longer than 256 bytes"),
+    # issue #15: the message was cut at the NUL ("no dataset a")
+    ("name=a%00x", 400, "the name parameter holds a control byte (byte 2)"),
+    ("name=ab%0Ax", 400, "the name parameter holds a control byte (byte 3)"),
+    ("name=a%7F", 400, "the name parameter holds a control byte (byte 2)"),
+    ("name=a%22b", 404, 'no dataset a"b'),
 ])
 def test_error_statuses_write_nothing(start_server, defs, query, status, words):
     s = serve(start_server, defs)
