@@ -246,6 +246,7 @@ static void account_body(struct http_conn *c)
     metrics_add(&m->body_bytes, st->bytes);
     metrics_add(&m->decoded_bytes, st->decoded);
     metrics_add(&m->written_bytes, st->written);
+    metrics_add(&m->quarantine_full, st->refused[QUARANTINE_FULL]);
     struct metrics_dataset *dm = r->dataset ? r->dataset->m : NULL;
     if (dm) {
         metrics_add(&dm->bodies, 1);

@@ -23,6 +23,7 @@ struct sink {
     size_t header_len;
     atomic_uint *torn;         /* see sink_config */
     unsigned long lost;        /* files found to have lost their last name (sink_lost) */
+    time_t noted;              /* sink_first_today: the day_start it was last called for, + 1 */
     char path[PATH_MAX];
     char err[PATH_MAX + 128];
     char store[];
@@ -435,6 +436,32 @@ unsigned long sink_lost(struct sink *s)
 const char *sink_error(const struct sink *s)
 {
     return s->err;
+}
+
+unsigned long long sink_size(struct sink *s)
+{
+    struct statx sx;
+    /* STATX_SIZE alone: a stat asking for the times would cost the next write a journal
+     * entry (unlinked() says why). */
+    int r;
+    if (s->fd >= 0) {
+        time_t t = now();
+        if (s->daily && (t >= s->day_end || t < s->day_start))
+            return 0;
+        r = statx(s->fd, "", AT_EMPTY_PATH, STATX_SIZE, &sx);
+    } else {
+        r = statx(AT_FDCWD, sink_path(s), 0, STATX_SIZE, &sx);
+    }
+    return r == 0 && (sx.stx_mask & STATX_SIZE) ? (unsigned long long)sx.stx_size : 0;
+}
+
+int sink_first_today(struct sink *s)
+{
+    sink_path(s); /* the day now, when no file is open */
+    if (s->noted == s->day_start + 1)
+        return 0;
+    s->noted = s->day_start + 1;
+    return 1;
 }
 
 const char *sink_path(struct sink *s)

@@ -527,3 +527,119 @@ def test_no_quarantine_counts_refused_lines_and_keeps_no_file(start_server, defs
     text = metrics.decode()
     assert 'ndingest_dataset_quarantined_total{dataset="trips",reason="kind"} 1' in text, text
     assert 'ndingest_dataset_quarantined_total{dataset="trips",reason="json"} 1' in text, text
+
+
+# --- Quarantine bounds (issue #15) -------------------------------------------------------------
+
+def metric(s, line_start):
+    """The value of the /metrics line starting with line_start (its labels included)."""
+    for line in s.request("GET", "/metrics")[2].decode().splitlines():
+        if line.startswith(line_start + " "):
+            return int(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no {line_start} in /metrics")
+
+
+def quarantined(s, name):
+    """The dataset's quarantine rows as parsed, each checked to be whole."""
+    p = day_file(s, name, ".quarantine.csv")
+    if not p.exists():
+        return b"", []
+    q = p.read_bytes()
+    got = list(csv.reader(io.StringIO(q.decode("latin-1"), newline="")))
+    assert all(len(r) == 4 for r in got) and (not q or q.endswith(b"\n"))
+    return q, got
+
+
+def test_quarantine_bound_per_body(start_server, defs):
+    """The red team's body: lines of `1` (each a 53-byte quarantine row, 26.5 times its 2
+    bytes), gzipped, with good rows among them. Under --max-quarantine each body keeps its
+    first refused lines up to the bound, whole; the others are counted in the response and as
+    reason "full" in /metrics, and every good row is written. One log line per body."""
+    s = serve(start_server, defs, "--max-quarantine", "64K")
+    nbad, ids = 200_000, list(range(200))
+    body = b"".join(b'1\n' * 1000 + body_of([i]) for i in ids)
+    wire = gzip.compress(body)
+    st, _, out = events(s, query="name=trips&wait=true", body=wire, headers={"Content-Encoding": "gzip"})
+    assert (st, out) == (200, tinybird(len(ids), nbad)), out
+    assert [i for i, _ in rows(s, "trips")] == ids
+    q, got = quarantined(s, "trips")
+    row = len(q) // len(got)
+    assert row == 53 and len(q) == row * len(got), q[:200]
+    assert len(q) <= 64 * 1024 < len(q) + row  # as many as fit, none cut
+    assert all(r[3] == "1" and r[2] == "['not a JSON object']" for r in got)
+    kept = len(got)
+    assert metric(s, 'ndingest_dataset_quarantined_total{dataset="trips",reason="json"}') == kept
+    assert metric(s, 'ndingest_dataset_quarantined_total{dataset="trips",reason="full"}') == nbad - kept
+    assert metric(s, 'ndingest_dataset_rows_total{dataset="trips",verdict="invalid"}') == nbad
+    assert metric(s, "ndingest_quarantine_full_total") == nbad - kept
+    said = "a body's refused lines passed --max-quarantine 65536 bytes of "
+    assert s.stderr().count(said) == 1, s.stderr()
+    # The bound is per body: the next one keeps as much again.
+    st, _, out = events(s, query="name=trips&wait=true", body=wire, headers={"Content-Encoding": "gzip"})
+    assert (st, out) == (200, tinybird(len(ids), nbad)), out
+    assert len(quarantined(s, "trips")[1]) == 2 * kept
+    assert s.stderr().count(said) == 2
+    assert metric(s, "ndingest_quarantine_full_total") == 2 * (nbad - kept)
+
+
+def test_quarantine_bound_per_day(start_server, defs):
+    """--max-quarantine-day: the day's quarantine file is judged by its size when a body's
+    first refused line comes; bodies keep rows until it is reached (the file never passes it
+    here, the bodies coming one after another), then none; each worker logs it once.
+    Another dataset's file has its own bound."""
+    s = serve(start_server, defs, "--max-quarantine-day", "16K")
+    bad = b"".join(b'{"id": "%d", "tag": "t"}\n' % i for i in range(100))  # kind: a string
+    counts = []
+    for k in range(4):
+        st, _, out = events(s, query="name=trips&wait=true", body=body_of([k]) + bad)
+        assert (st, out) == (200, tinybird(1, 100)), out
+        counts.append(len(quarantined(s, "trips")[1]))
+    q, got = quarantined(s, "trips")
+    assert 100 == counts[0] < counts[1] < 200 and counts[1] == counts[2] == counts[3] == len(got)
+    row = len(q) - len(q.rsplit(b"\n", 2)[0]) - 1  # the last row's size: the longest ids
+    assert len(q) <= 16384 < len(q) + row
+    assert [i for i, _ in rows(s, "trips")] == [0, 1, 2, 3]
+    assert metric(s, 'ndingest_dataset_quarantined_total{dataset="trips",reason="kind"}') == len(got)
+    assert metric(s, 'ndingest_dataset_quarantined_total{dataset="trips",reason="full"}') == 400 - len(got)
+    # once a day by each worker that met it (two here)
+    assert 1 <= s.stderr().count("reached --max-quarantine-day 16384 bytes") <= 2, s.stderr()
+    st, _, out = events(s, query="name=zones&wait=true", body=bad)
+    assert (st, out) == (200, tinybird(0, 100))
+    assert len(quarantined(s, "zones")[1]) == 100
+
+
+def test_quarantine_bounds_on_post_root(start_server):
+    """POST / (untyped) keeps invalid lines raw in .invalid.ndjson, which amplifies as much
+    through gzip: the same bounds apply, its response and ndingest_rows_total count every
+    line, ndingest_quarantine_full_total those not kept."""
+    s = start_server("--workers", "1", "--max-quarantine", "100", "--max-quarantine-day", "150")
+    good = b'{"vendorid": 1}\n'
+    body = good + b"not json\n" * 50 + good
+    invalid = s.out_dir / f"nyc_taxi-{today()}.invalid.ndjson"
+    st, _, out = s.post(body)
+    assert (st, out) == (200, ok_response(len(body), 2, 50))
+    assert invalid.read_bytes() == b"not json\n" * 11  # 99 bytes: a twelfth would pass 100
+    st, _, out = s.post(body)
+    assert (st, out) == (200, ok_response(len(body), 2, 50))
+    assert invalid.read_bytes() == b"not json\n" * 16  # the day's 150 bytes: 5 more fit
+    assert s.post(body)[0] == 200
+    assert invalid.read_bytes() == b"not json\n" * 16
+    assert len(s.csv_bytes().splitlines()) == 6
+    assert metric(s, "ndingest_quarantine_full_total") == 150 - 16
+    assert metric(s, 'ndingest_rows_total{verdict="invalid"}') == 150
+    assert s.stderr().count("--max-quarantine 100 bytes") == 1, s.stderr()
+    assert s.stderr().count("reached --max-quarantine-day 150 bytes") == 1, s.stderr()
+
+
+def test_quarantine_bound_defaults_keep_a_real_body(start_server, defs):
+    """The defaults (256 MiB a body, 64 GiB a day) are met by no real client: a body of
+    refused lines of the usual sizes is kept whole, and nothing is counted as full."""
+    s = serve(start_server, defs)
+    bad = b"".join(b'{"id": %d.5, "tag": "%s"}\n' % (i, b"x" * 300) for i in range(5000))
+    st, _, out = events(s, query="name=trips&wait=true", body=bad)
+    assert (st, out) == (200, tinybird(0, 5000))
+    assert len(quarantined(s, "trips")[1]) == 5000
+    assert metric(s, "ndingest_quarantine_full_total") == 0
+    h = subprocess.run([str(BINARY), "--help"], capture_output=True, timeout=20).stdout.decode()
+    assert re.search(r"--max-quarantine SIZE .*\(default 256M", h.replace("\n", " ")), h
+    assert re.search(r"--max-quarantine-day SIZE .*\(default 64G", h.replace("\n", " ")), h
