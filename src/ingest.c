@@ -138,12 +138,13 @@ static void typed_row(struct ingest *g, const char *p, size_t n)
     struct buf *rows = &g->rows;
     size_t start = rows->len, nr = 0;
     enum quarantine_reason first = QUARANTINE_SYNTAX;
-    const size_t ncolumns = ds->ncolumns; /* read once: rows' stores may alias it */
+    const size_t ncolumns = ds->ncolumns; /* read once: rows' stores may alias them */
+    const struct ds_column *const columns = ds->columns;
     if (buf_reserve(rows, ncolumns * (DS_SHORT_MAX + 1) + 2))
         goto nomem;
     char *w = rows->p + rows->len;
     for (size_t i = 0; i < ncolumns; i++) {
-        const struct ds_column *c = &ds->columns[i];
+        const struct ds_column *c = &columns[i];
         const struct cell *v = &g->cells[i];
         if (i)
             *w++ = ',';

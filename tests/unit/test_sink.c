@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
+#include <malloc.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -245,6 +246,28 @@ static void test_size_of_the_day(void **state)
     assert_int_equal(sink_size(s), 4);
     sink_close(s);
     close(fd);
+}
+
+/* Issue #15: a dataset has two daily sinks in every worker, which held PATH_MAX bytes each
+ * for the path and the message (8.3 KiB a sink): they take what their names need. */
+static void test_heap_per_sink(void **state)
+{
+    (void)state;
+    char dir[PATH_MAX];
+    PATHF(dir, "%s/heap", tmpdir);
+    enum { N = 100 };
+    struct sink *s[N];
+    struct mallinfo2 before = mallinfo2();
+    for (int i = 0; i < N; i++)
+        s[i] = open_sink(dir, NULL, 1);
+    struct mallinfo2 after = mallinfo2();
+    size_t per = (after.uordblks - before.uordblks) / N;
+    print_message("%zu bytes per sink\n", per);
+    assert_true(per < 1024);
+    assert_int_equal(sink_write(s[N - 1], "1\n", 2), 0);
+    assert_string_equal(strrchr(sink_path(s[N - 1]), '/'), strrchr(sink_path(s[0]), '/'));
+    for (int i = 0; i < N; i++)
+        sink_close(s[i]);
 }
 
 static void test_rollover(void **state)
@@ -956,6 +979,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_write_today, setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_tail_isolated, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rollover, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_heap_per_sink, setup, teardown),
         cmocka_unit_test_setup_teardown(test_size_of_the_day, setup, teardown),
         cmocka_unit_test_setup_teardown(test_clock_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dst_days, setup, teardown),
