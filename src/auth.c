@@ -65,6 +65,16 @@ static int token_ok(const char *p, size_t len, const char *where, char *err, siz
                  "no Authorization header can carry: remove it", where);
         return 0;
     }
+    /* A Windows editor saves UTF-8 with these three bytes first. Clients send the token
+     * without them, so the token would get 401 forever; stripping them instead would fail
+     * a client that reads the same file as bytes and sends them: refused, so that both
+     * sides use the token as the operator sees it once the file is saved without. */
+    if (len >= 3 && !memcmp(p, "\xEF\xBB\xBF", 3)) {
+        snprintf(err, errlen, "--token-file %s: the token starts with a UTF-8 byte order mark "
+                 "(EF BB BF, as a Windows editor saves), which clients do not send: save the "
+                 "file without it", where);
+        return 0;
+    }
     for (size_t i = 0; i < len; i++)
         if (((unsigned char)p[i] < 0x20 && p[i] != '\t') || p[i] == 0x7f) {
             snprintf(err, errlen, "--token-file %s: the token holds a control character "

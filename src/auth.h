@@ -43,8 +43,8 @@ static inline int auth_enabled(const struct auth *a)
  *   blanks; without a list the token may append to any dataset. Blank lines and lines
  *   starting with '#' are skipped. Errors say "--token-file PATH:LINE: ...".
  * Refused: a missing, unreadable or tokenless file, a token longer than AUTH_TOKEN_MAX, or
- * one no request could match (starting with a space or tab, or holding a control character
- * other than tab); scoped: more than max_tokens tokens, a larger file, a token given twice,
+ * one no request could match (starting with a space or tab or with a UTF-8 byte order mark,
+ * or holding a control character other than tab); scoped: more than max_tokens tokens, a larger file, a token given twice,
  * a bad name in a list. */
 int auth_load(struct auth *a, const char *path, int scoped, size_t max_tokens, char *err,
               size_t errlen);

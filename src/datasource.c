@@ -19,14 +19,18 @@ struct block {
     _Alignas(8) char data[];
 };
 
-#define BLOCK_SIZE (16 * 1024)
+/* A definition's strings are mostly a few hundred bytes, and every process holds every
+ * definition: the first block is small, each next one twice the last, up to BLOCK_MAX. */
+#define BLOCK_FIRST 1024
+#define BLOCK_MAX (16 * 1024)
 
 static void *arena_alloc(void **arena, size_t n)
 {
     struct block *b = *arena;
     n = (n + 7) & ~(size_t)7;
     if (!b || b->cap - b->used < n) {
-        size_t cap = n > BLOCK_SIZE ? n : BLOCK_SIZE;
+        size_t next = !b ? BLOCK_FIRST : b->cap < BLOCK_MAX ? 2 * b->cap : BLOCK_MAX;
+        size_t cap = n > next ? n : next;
         struct block *nb = malloc(sizeof *nb + cap);
         if (!nb)
             return NULL;
@@ -859,8 +863,9 @@ struct datasource *datasource_parse(const char *file, const char *text, size_t l
         return NULL;
     }
     s.ds = calloc(1, sizeof *s.ds);
-    if (!s.ds) {
+    if (!s.ds || !(s.ds->columns = calloc(DS_MAX_COLUMNS, sizeof *s.ds->columns))) {
         snprintf(err, errlen, "%s: out of memory", file);
+        datasource_free(s.ds);
         return NULL;
     }
     if (!(s.ds->name = arena_str(&s.ds->arena, base, bl)))
@@ -869,6 +874,11 @@ struct datasource *datasource_parse(const char *file, const char *text, size_t l
         datasource_free(s.ds);
         return NULL;
     }
+    /* Nothing points into the columns any more (the JSON engine copied what it needs). */
+    struct ds_column *fit = s.ds->ncolumns
+        ? realloc(s.ds->columns, s.ds->ncolumns * sizeof *fit) : NULL;
+    if (fit)
+        s.ds->columns = fit;
     return s.ds;
 }
 
@@ -905,6 +915,7 @@ void datasource_free(struct datasource *ds)
         return;
     json_columns_free(&ds->json);
     arena_free(ds->arena);
+    free(ds->columns);
     free(ds);
 }
 

@@ -70,7 +70,9 @@ struct ds_token {
 struct datasource {
     const char *name; /* the dataset's name: the file's base name without .datasource */
     size_t ncolumns, nsettings, ntokens;
-    struct ds_column columns[DS_MAX_COLUMNS];
+    /* [ncolumns], owned: room for DS_MAX_COLUMNS while parsing, then only what is used
+     * (a definition held whole would be 30 KiB in every process, most of them unused). */
+    struct ds_column *columns;
     struct ds_setting settings[DS_MAX_SETTINGS];
     struct ds_token tokens[DS_MAX_TOKENS];
     /* The columns compiled for the JSON engine (json_columns_init_paths), in definition

@@ -246,6 +246,7 @@ static void account_body(struct http_conn *c)
     metrics_add(&m->body_bytes, st->bytes);
     metrics_add(&m->decoded_bytes, st->decoded);
     metrics_add(&m->written_bytes, st->written);
+    metrics_add(&m->quarantine_full, st->refused[QUARANTINE_FULL]);
     struct metrics_dataset *dm = r->dataset ? r->dataset->m : NULL;
     if (dm) {
         metrics_add(&dm->bodies, 1);
@@ -721,6 +722,13 @@ static int choose_dataset(struct http_conn *c, int token, char *msg, size_t len)
             snprintf(msg, len, "missing the name parameter: POST /v0/events?name=NAME");
             return 400;
         }
+        /* No dataset name holds one, and the messages below would show the name cut at a
+         * NUL ("no dataset a" for a%00x) or broken across lines: refused as malformed. */
+        for (int i = 0; i < nl; i++)
+            if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f) {
+                snprintf(msg, len, "the name parameter holds a control byte (byte %d)", i + 1);
+                return 400;
+            }
     } else if (!c->s->default_dataset) {
         snprintf(msg, len, "no default dataset: POST to /v0/events?name=NAME (or start the "
                  "server with --default-dataset NAME)");

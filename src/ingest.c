@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "csv.h"
+#include "log.h"
 
 static void fail(struct ingest *g, enum ingest_status st, const char *msg)
 {
@@ -41,23 +42,75 @@ static void check_kept(struct ingest *g, struct sink *s, int k)
                                "its first rows went with it; send the body again");
 }
 
-/* Counts a refused line under its class and keeps it in the quarantine, if there is one:
- * raw (untyped), or as a quarantine row for the reasons r[0..nr) (typed). */
+/* Whether n more bytes of quarantine may be kept for this body: at most max_quarantine for
+ * the body, and the day's file at most max_quarantine_day, judged by its size when the
+ * body's first refused line comes (one statx per body that has one, none per line) plus what
+ * the body keeps from then on. Other bodies appending meanwhile are not seen: the file may
+ * pass the day's bound by what the bodies in flight keep, each at most max_quarantine, which
+ * no lock and no shared counter is worth. Once a row does not fit, none after it is kept
+ * (the quarantine holds the body's first refused lines, never a sample with holes). Logs
+ * once per body that meets max_quarantine, and once a day per process for the day's file
+ * (the metrics count every line). */
+static int keeps(struct ingest *g, size_t n)
+{
+    const struct ingest_config *cfg = g->cfg;
+    if (!g->room_known) {
+        g->room_known = 1;
+        g->room_by_day = g->room_full = 0;
+        g->room = cfg->max_quarantine ? cfg->max_quarantine : UINT64_MAX;
+        if (cfg->max_quarantine_day) {
+            uint64_t day = sink_size(cfg->quarantine);
+            uint64_t left = day < cfg->max_quarantine_day ? cfg->max_quarantine_day - day : 0;
+            if (left < g->room) {
+                g->room = left;
+                g->room_by_day = 1;
+            }
+        }
+    }
+    if (n <= g->room) {
+        g->room -= n;
+        return 1;
+    }
+    if (!g->room_full && cfg->log_prefix &&
+        (!g->room_by_day || sink_first_today(cfg->quarantine))) {
+        if (g->room_by_day)
+            log_error("%s: %s reached --max-quarantine-day %llu bytes: refused lines are "
+                      "counted (reason \"full\"), not kept, until the next day's file",
+                      cfg->log_prefix, sink_path(cfg->quarantine),
+                      (unsigned long long)cfg->max_quarantine_day);
+        else
+            log_error("%s: a body's refused lines passed --max-quarantine %llu bytes of %s: "
+                      "the rest of them are counted (reason \"full\"), not kept",
+                      cfg->log_prefix, (unsigned long long)cfg->max_quarantine,
+                      sink_path(cfg->quarantine));
+    }
+    g->room = 0;
+    g->room_full = 1;
+    return 0;
+}
+
+/* Counts a refused line under its class and keeps it in the quarantine, if there is one
+ * and it has room (keeps): raw (untyped), or as a quarantine row for the reasons r[0..nr)
+ * (typed). A line past the room is counted as QUARANTINE_FULL instead. */
 static void refuse(struct ingest *g, enum quarantine_reason why,
                    const struct quarantine_refusal *r, size_t nr, const char *p, size_t n)
 {
     const struct ingest_config *cfg = g->cfg;
     g->stats.invalid++;
-    g->stats.refused[why]++;
-    if (!cfg->quarantine)
+    if (!cfg->quarantine) {
+        g->stats.refused[why]++;
         return;
+    }
+    size_t start = g->invalid.len;
     if (cfg->schema) {
         if (quarantine_row(&g->invalid, &g->clock, time(NULL), r, nr, p, n)) {
+            g->stats.refused[why]++;
             fail(g, INGEST_ENOMEM, "out of memory keeping a refused line");
             return;
         }
     } else {
         if (buf_reserve(&g->invalid, n + 1)) {
+            g->stats.refused[why]++;
             fail(g, INGEST_ENOMEM, "out of memory keeping an invalid line");
             return;
         }
@@ -65,6 +118,11 @@ static void refuse(struct ingest *g, enum quarantine_reason why,
         g->invalid.p[g->invalid.len + n] = '\n';
         g->invalid.len += n + 1;
     }
+    if (!keeps(g, g->invalid.len - start)) {
+        g->invalid.len = start;
+        why = QUARANTINE_FULL;
+    }
+    g->stats.refused[why]++;
     if (g->invalid.len >= cfg->flush_bytes)
         flush(g, cfg->quarantine, &g->invalid, 1);
 }
@@ -80,12 +138,13 @@ static void typed_row(struct ingest *g, const char *p, size_t n)
     struct buf *rows = &g->rows;
     size_t start = rows->len, nr = 0;
     enum quarantine_reason first = QUARANTINE_SYNTAX;
-    const size_t ncolumns = ds->ncolumns; /* read once: rows' stores may alias it */
+    const size_t ncolumns = ds->ncolumns; /* read once: rows' stores may alias them */
+    const struct ds_column *const columns = ds->columns;
     if (buf_reserve(rows, ncolumns * (DS_SHORT_MAX + 1) + 2))
         goto nomem;
     char *w = rows->p + rows->len;
     for (size_t i = 0; i < ncolumns; i++) {
-        const struct ds_column *c = &ds->columns[i];
+        const struct ds_column *c = &columns[i];
         const struct cell *v = &g->cells[i];
         if (i)
             *w++ = ',';
@@ -209,6 +268,7 @@ enum ingest_status ingest_begin(struct ingest *g, enum content_encoding enc)
     g->error[0] = '\0';
     g->rows.len = g->invalid.len = 0;
     g->wrote[0] = g->wrote[1] = 0;
+    g->room_known = 0;
     lines_reset(&g->lines);
     g->decoder.max_out = g->cfg->max_inflate;
     g->decoder.max_ratio = g->cfg->max_ratio;

@@ -30,6 +30,11 @@ struct ingest_config {
     const char *log_prefix;  /* oversize lines are logged as "PREFIX: line of N bytes..."; NULL: not logged */
     uint64_t max_inflate;    /* compressed bodies: inflated bytes allowed, 0 = no limit */
     unsigned max_ratio;      /* compressed bodies: inflated/compressed bytes allowed, 0 = no limit */
+    /* Bytes of quarantine (rows, or raw invalid lines) one body may keep, and bytes the
+     * quarantine's day file may reach, judged by its size (sink_size) at the body's first
+     * refused line plus what the body keeps after it; 0 = no limit. Past either, refused
+     * lines are counted as QUARANTINE_FULL and not kept (doc/datasets.md, section 5). */
+    uint64_t max_quarantine, max_quarantine_day;
 };
 
 struct ingest_stats {
@@ -61,6 +66,11 @@ struct ingest {
     struct cell cells[JSON_MAX_COLUMNS];
     struct quarantine_refusal refusals[JSON_MAX_COLUMNS]; /* a typed line's, being collected */
     struct quarantine_clock clock;
+    /* The body's quarantine room (max_quarantine, max_quarantine_day): what it may still
+     * keep, found at its first refused line (room_known); by_day: the day's bound is the
+     * nearer; full: a line did not fit (nothing more is kept, and it was logged). */
+    uint64_t room;
+    uint8_t room_known, room_by_day, room_full;
 };
 
 /* Prepares a reusable pipeline (one per connection); memory is kept between bodies. */

@@ -124,6 +124,9 @@ int metrics_format(struct buf *out, const struct metrics_worker *w, int n)
             SUM(decoded_bytes));
     counter(&o, "ndingest_written_bytes_total", "Bytes written to the CSV and quarantine files.",
             SUM(written_bytes));
+    counter(&o, "ndingest_quarantine_full_total",
+            "Refused lines counted but not kept: past --max-quarantine or --max-quarantine-day.",
+            SUM(quarantine_full));
     counter(&o, "ndingest_accept_errors_total",
             "accept(2) failures for want of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM).",
             SUM(accept_errors));

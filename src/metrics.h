@@ -24,6 +24,9 @@ struct metrics {
     atomic_uint_fast64_t body_bytes;    /* ingested bodies as received */
     atomic_uint_fast64_t decoded_bytes; /* ...after content decoding */
     atomic_uint_fast64_t written_bytes; /* rows and quarantined lines written */
+    /* refused lines not kept past --max-quarantine or --max-quarantine-day (POST / and
+     * every dataset: QUARANTINE_FULL) */
+    atomic_uint_fast64_t quarantine_full;
     atomic_uint_fast64_t duration[METRICS_BUCKETS + 1]; /* per bucket, not cumulative; last: +Inf */
     atomic_uint_fast64_t duration_ns;
     atomic_uint_fast64_t restarts;      /* the main process writes this one */

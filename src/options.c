@@ -76,6 +76,13 @@ static const struct option_row rows[] = {
      .help = "a compressed body inflating past it gets 413"},
     {ROW_UINT("max-ratio", "N", max_ratio, 0, 1000000000, 1000), .zero = "unlimited",
      .help = "a compressed body inflating more than N times gets 413"},
+    {ROW_SIZE("max-quarantine", max_quarantine, 0, UINT64_MAX, 256 * MiB), .zero = "unlimited",
+     .help = "bytes of refused lines one body may keep in the quarantine; past it they are "
+             "counted (reason full), not kept"},
+    {ROW_SIZE("max-quarantine-day", max_quarantine_day, 0, UINT64_MAX, 64 * GiB),
+     .zero = "unlimited",
+     .help = "a day's quarantine file keeps no more refused lines once this large (per "
+             "dataset; judged by its size at each body's first refused line)"},
     {ROW_FILE("access-log", "FILE", access_log), .help = "append one line per request to FILE"},
     {ROW_FILE("token-file", "F", token_file),
      .help = "POST / and GET /metrics need Authorization: Bearer <F's first line>"},

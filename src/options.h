@@ -37,6 +37,8 @@ struct options {
     unsigned max_connections; /* per worker; past it a connection gets 503 and is closed */
     uint64_t max_inflate; /* inflated bytes per compressed body, 0: unlimited */
     unsigned max_ratio;   /* inflated/compressed bytes, 0: unlimited */
+    uint64_t max_quarantine;     /* quarantine bytes one body may keep, 0: unlimited */
+    uint64_t max_quarantine_day; /* bytes a day's quarantine file may reach, 0: unlimited */
     const char *token_file; /* POST / and /metrics need "Authorization: Bearer <its first line>" */
     enum fsync_mode fsync; /* when written rows are fdatasync'd */
     unsigned fsync_ms;     /* FSYNC_INTERVAL: the period, milliseconds */

@@ -16,7 +16,7 @@ const char *const quarantine_reason_names[QUARANTINE_REASONS] = {
     [QUARANTINE_NULL] = "null",         [QUARANTINE_KIND] = "kind",
     [QUARANTINE_SYNTAX] = "syntax",     [QUARANTINE_RANGE] = "range",
     [QUARANTINE_SCALE] = "scale",       [QUARANTINE_PRECISION] = "precision",
-    [QUARANTINE_DATE] = "date",
+    [QUARANTINE_DATE] = "date",         [QUARANTINE_FULL] = "full",
 };
 
 enum quarantine_reason quarantine_reason_of(enum type_result r)

@@ -44,11 +44,14 @@ enum quarantine_reason {
     QUARANTINE_SCALE,     /* more decimals than a Decimal's scale */
     QUARANTINE_PRECISION, /* more integer digits than a Decimal's precision allows */
     QUARANTINE_DATE,      /* not a calendar date or time */
+    /* Refused for any of the reasons above past a quarantine bound (--max-quarantine,
+     * --max-quarantine-day): counted, not stored. */
+    QUARANTINE_FULL,
     QUARANTINE_REASONS
 };
 
 /* Indexed by enum quarantine_reason: "json", "oversize", "null", "kind", "syntax",
- * "range", "scale", "precision", "date" (metric label values, the stats line's keys). */
+ * "range", "scale", "precision", "date", "full" (metric label values, the stats line's keys). */
 extern const char *const quarantine_reason_names[QUARANTINE_REASONS];
 
 /* The class of a type_cell refusal (any result but TYPE_OK and TYPE_ERR_NOMEM). */

@@ -23,8 +23,11 @@ struct sink {
     size_t header_len;
     atomic_uint *torn;         /* see sink_config */
     unsigned long lost;        /* files found to have lost their last name (sink_lost) */
-    char path[PATH_MAX];
-    char err[PATH_MAX + 128];
+    time_t noted;              /* sink_first_today: the day_start it was last called for, + 1 */
+    /* In store, sized to the names (PATH_MAX each was 8 KiB a sink, two per dataset in
+     * every worker): the day's path, and a message naming it or a temporary file beside it. */
+    char *path, *err;
+    size_t path_cap, err_cap;
     char store[];
 };
 
@@ -45,7 +48,7 @@ static unsigned temp_counter;
 
 static int fail(struct sink *s, const char *what, const char *path, int e)
 {
-    snprintf(s->err, sizeof s->err, "%s %s: %s", what, path, strerror(e));
+    snprintf(s->err, s->err_cap, "%s %s: %s", what, path, strerror(e));
     return -e;
 }
 
@@ -153,8 +156,8 @@ static int set_day(struct sink *s, time_t t)
         return fail(s, "date", s->dir, EOVERFLOW);
     char date[32];
     strftime(date, sizeof date, "%Y-%m-%d", &tm);
-    int len = snprintf(s->path, sizeof s->path, "%s/%s-%s%s", s->dir, s->name, date, s->suffix);
-    if (len < 0 || (size_t)len >= sizeof s->path)
+    int len = snprintf(s->path, s->path_cap, "%s/%s-%s%s", s->dir, s->name, date, s->suffix);
+    if (len < 0 || (size_t)len >= s->path_cap)
         return fail(s, "open", s->dir, ENAMETOOLONG);
     long key = (tm.tm_year + 1900L) * 10000 + (tm.tm_mon + 1) * 100 + tm.tm_mday;
     /* Midnights by mktime with tm_isdst = -1, so a 23- or 25-hour day (DST) is right. */
@@ -247,7 +250,12 @@ struct sink *sink_open_daily(const struct sink_config *cfg, char *err, size_t er
     const char *suffix = cfg->suffix ? cfg->suffix : "";
     size_t ld = strlen(cfg->dir), ln = strlen(cfg->name), ls = strlen(suffix);
     size_t lh = cfg->header ? cfg->header_len : 0;
-    struct sink *s = malloc(sizeof *s + ld + ln + ls + lh + 4);
+    /* The path holds a date of up to 32 bytes (set_day), and more than PATH_MAX no call
+     * takes; a message names the path or a temporary file beside it (create_temp), which
+     * repeats the file's name. */
+    size_t path_cap = ld + ln + ls + 40 < PATH_MAX ? ld + ln + ls + 40 : PATH_MAX;
+    size_t err_cap = path_cap + ln + ls + 256;
+    struct sink *s = malloc(sizeof *s + ld + ln + ls + lh + 4 + path_cap + err_cap);
     if (!s) {
         snprintf(err, errlen, "sink %s: %s", cfg->dir, strerror(ENOMEM));
         return NULL;
@@ -259,6 +267,11 @@ struct sink *sink_open_daily(const struct sink_config *cfg, char *err, size_t er
     s->suffix = copy(&at, suffix, ls);
     s->header = cfg->header ? copy(&at, cfg->header, lh) : NULL;
     s->header_len = lh;
+    s->path = at;
+    s->path_cap = path_cap;
+    s->err = at + path_cap;
+    s->err_cap = err_cap;
+    s->path[0] = s->err[0] = '\0';
     s->fd = -1;
     s->daily = 1;
     s->utc = cfg->utc;
@@ -315,15 +328,20 @@ int sink_sync(struct sink *s)
 
 struct sink *sink_open_fd(int fd)
 {
-    struct sink *s = malloc(sizeof *s);
+    enum { PATH_CAP = 32, ERR_CAP = 256 };
+    struct sink *s = malloc(sizeof *s + PATH_CAP + ERR_CAP);
     if (!s)
         return NULL;
-    memset(s, 0, sizeof *s);
+    memset(s, 0, sizeof *s + PATH_CAP + ERR_CAP);
     s->fd = fd;
+    s->path = s->store;
+    s->path_cap = PATH_CAP;
+    s->err = s->store + PATH_CAP;
+    s->err_cap = ERR_CAP;
     if (fd == 1)
-        snprintf(s->path, sizeof s->path, "<stdout>");
+        snprintf(s->path, s->path_cap, "<stdout>");
     else
-        snprintf(s->path, sizeof s->path, "<fd %d>", fd);
+        snprintf(s->path, s->path_cap, "<fd %d>", fd);
     return s;
 }
 
@@ -435,6 +453,32 @@ unsigned long sink_lost(struct sink *s)
 const char *sink_error(const struct sink *s)
 {
     return s->err;
+}
+
+unsigned long long sink_size(struct sink *s)
+{
+    struct statx sx;
+    /* STATX_SIZE alone: a stat asking for the times would cost the next write a journal
+     * entry (unlinked() says why). */
+    int r;
+    if (s->fd >= 0) {
+        time_t t = now();
+        if (s->daily && (t >= s->day_end || t < s->day_start))
+            return 0;
+        r = statx(s->fd, "", AT_EMPTY_PATH, STATX_SIZE, &sx);
+    } else {
+        r = statx(AT_FDCWD, sink_path(s), 0, STATX_SIZE, &sx);
+    }
+    return r == 0 && (sx.stx_mask & STATX_SIZE) ? (unsigned long long)sx.stx_size : 0;
+}
+
+int sink_first_today(struct sink *s)
+{
+    sink_path(s); /* the day now, when no file is open */
+    if (s->noted == s->day_start + 1)
+        return 0;
+    s->noted = s->day_start + 1;
+    return 1;
 }
 
 const char *sink_path(struct sink *s)

@@ -46,6 +46,15 @@ int sink_write(struct sink *s, const char *p, size_t n);
  * of a body before its last one). Always 0 for sink_open_fd. */
 unsigned long sink_lost(struct sink *s);
 const char *sink_error(const struct sink *s);
+/* The size of the day's file now, as every process writing it sees it (the file is their
+ * shared state): one statx of the open file, or of the day's path when none is open (0 when
+ * it does not exist yet); 0 when the open file is the previous day's (a new day's starts
+ * empty) or on error. For sink_open_fd, the descriptor's. Once per body at most, not per
+ * row: --max-quarantine-day's judgement (ingest.c). */
+unsigned long long sink_size(struct sink *s);
+/* Whether this is the first call for the day's file in this process (1), or not (0): a
+ * warning about the day's file said once a day per worker, whichever request meets it. */
+int sink_first_today(struct sink *s);
 /* The path written to last (or that would be written now). */
 const char *sink_path(struct sink *s);
 /* fdatasync of what was written since the last sync (a no-op when nothing was, or when the

@@ -331,6 +331,8 @@ static int open_sinks(struct worker *w)
         .log_prefix = w->log_prefix,
         .max_inflate = o->max_inflate,
         .max_ratio = o->max_ratio,
+        .max_quarantine = o->max_quarantine,
+        .max_quarantine_day = o->max_quarantine_day,
     };
     return 0;
 }

@@ -216,6 +216,11 @@ def test_tinybird_responses_and_wait(start_server, defs):
     ("name=trips&wait=yes", 400, "wait parameter is true or false"),
     ("name=tr%zzips", 400, "malformed"),
     ("name=" + "x" * 300, 400, "longer than 256 bytes"),
+    # issue #15: the message was cut at the NUL ("no dataset a")
+    ("name=a%00x", 400, "the name parameter holds a control byte (byte 2)"),
+    ("name=ab%0Ax", 400, "the name parameter holds a control byte (byte 3)"),
+    ("name=a%7F", 400, "the name parameter holds a control byte (byte 2)"),
+    ("name=a%22b", 404, 'no dataset a"b'),
 ])
 def test_error_statuses_write_nothing(start_server, defs, query, status, words):
     s = serve(start_server, defs)
@@ -307,6 +312,32 @@ def test_max_tokens(start_server, defs, tmp_path):
     assert "tokens:101: more than 100 tokens (--max-tokens); keeping the previous token" in s.stderr()
     assert events(s, "trips", body_of([1]), headers={AUTH: "Bearer tok99"})[0] == 202
     assert events(s, "trips", body_of([1]), headers={AUTH: "Bearer new0"})[0] == 401
+
+
+@pytest.mark.parametrize("scoped", [False, True])
+def test_token_file_with_a_bom_fails_at_start(defs, tmp_path, start_server, scoped):
+    """Issue #15: a token file saved by a Windows editor starts with EF BB BF, which no
+    client sends: the start is refused with one line saying so (exit 1), in both formats,
+    and a SIGHUP to such a file keeps the previous tokens."""
+    tok = tmp_path / "tokens"
+    tok.write_bytes(b"\xef\xbb\xbfs3cret trips\n" if scoped else b"\xef\xbb\xbfs3cret\n")
+    args = ["--datasets", str(defs)] if scoped else []
+    r = run_exit(args + ["--token-file", str(tok)], tmp_path)
+    assert r.returncode == 1, r.stderr
+    lines = r.stderr.decode().strip().splitlines()
+    where = f"{tok}:1:" if scoped else f"{tok}:"
+    assert len(lines) == 1 and where in lines[0] and "UTF-8 byte order mark" in lines[0], lines
+    tok.write_bytes(b"s3cret trips\n" if scoped else b"s3cret\n")
+    s = (serve(start_server, defs, "--token-file", str(tok)) if scoped else
+         start_server("--workers", "2", "--token-file", str(tok)))
+    auth = {AUTH: "Bearer s3cret"}
+    post = (lambda: events(s, "trips", body_of([1]), headers=auth)[0]) if scoped else \
+        (lambda: s.post(b'{"vendorid": 1}\n', auth)[0])
+    assert post() in (200, 202)
+    tok.write_bytes(b"\xef\xbb\xbfs3cret\n")
+    sighup(s)
+    assert "UTF-8 byte order mark" in s.stderr() and "keeping the previous token" in s.stderr()
+    assert post() in (200, 202)
 
 
 def test_datasource_token_lines_grant_nothing(start_server, defs, tmp_path):
@@ -496,3 +527,119 @@ def test_no_quarantine_counts_refused_lines_and_keeps_no_file(start_server, defs
     text = metrics.decode()
     assert 'ndingest_dataset_quarantined_total{dataset="trips",reason="kind"} 1' in text, text
     assert 'ndingest_dataset_quarantined_total{dataset="trips",reason="json"} 1' in text, text
+
+
+# --- Quarantine bounds (issue #15) -------------------------------------------------------------
+
+def metric(s, line_start):
+    """The value of the /metrics line starting with line_start (its labels included)."""
+    for line in s.request("GET", "/metrics")[2].decode().splitlines():
+        if line.startswith(line_start + " "):
+            return int(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no {line_start} in /metrics")
+
+
+def quarantined(s, name):
+    """The dataset's quarantine rows as parsed, each checked to be whole."""
+    p = day_file(s, name, ".quarantine.csv")
+    if not p.exists():
+        return b"", []
+    q = p.read_bytes()
+    got = list(csv.reader(io.StringIO(q.decode("latin-1"), newline="")))
+    assert all(len(r) == 4 for r in got) and (not q or q.endswith(b"\n"))
+    return q, got
+
+
+def test_quarantine_bound_per_body(start_server, defs):
+    """The red team's body: lines of `1` (each a 53-byte quarantine row, 26.5 times its 2
+    bytes), gzipped, with good rows among them. Under --max-quarantine each body keeps its
+    first refused lines up to the bound, whole; the others are counted in the response and as
+    reason "full" in /metrics, and every good row is written. One log line per body."""
+    s = serve(start_server, defs, "--max-quarantine", "64K")
+    nbad, ids = 200_000, list(range(200))
+    body = b"".join(b'1\n' * 1000 + body_of([i]) for i in ids)
+    wire = gzip.compress(body)
+    st, _, out = events(s, query="name=trips&wait=true", body=wire, headers={"Content-Encoding": "gzip"})
+    assert (st, out) == (200, tinybird(len(ids), nbad)), out
+    assert [i for i, _ in rows(s, "trips")] == ids
+    q, got = quarantined(s, "trips")
+    row = len(q) // len(got)
+    assert row == 53 and len(q) == row * len(got), q[:200]
+    assert len(q) <= 64 * 1024 < len(q) + row  # as many as fit, none cut
+    assert all(r[3] == "1" and r[2] == "['not a JSON object']" for r in got)
+    kept = len(got)
+    assert metric(s, 'ndingest_dataset_quarantined_total{dataset="trips",reason="json"}') == kept
+    assert metric(s, 'ndingest_dataset_quarantined_total{dataset="trips",reason="full"}') == nbad - kept
+    assert metric(s, 'ndingest_dataset_rows_total{dataset="trips",verdict="invalid"}') == nbad
+    assert metric(s, "ndingest_quarantine_full_total") == nbad - kept
+    said = "a body's refused lines passed --max-quarantine 65536 bytes of "
+    assert s.stderr().count(said) == 1, s.stderr()
+    # The bound is per body: the next one keeps as much again.
+    st, _, out = events(s, query="name=trips&wait=true", body=wire, headers={"Content-Encoding": "gzip"})
+    assert (st, out) == (200, tinybird(len(ids), nbad)), out
+    assert len(quarantined(s, "trips")[1]) == 2 * kept
+    assert s.stderr().count(said) == 2
+    assert metric(s, "ndingest_quarantine_full_total") == 2 * (nbad - kept)
+
+
+def test_quarantine_bound_per_day(start_server, defs):
+    """--max-quarantine-day: the day's quarantine file is judged by its size when a body's
+    first refused line comes; bodies keep rows until it is reached (the file never passes it
+    here, the bodies coming one after another), then none; each worker logs it once.
+    Another dataset's file has its own bound."""
+    s = serve(start_server, defs, "--max-quarantine-day", "16K")
+    bad = b"".join(b'{"id": "%d", "tag": "t"}\n' % i for i in range(100))  # kind: a string
+    counts = []
+    for k in range(4):
+        st, _, out = events(s, query="name=trips&wait=true", body=body_of([k]) + bad)
+        assert (st, out) == (200, tinybird(1, 100)), out
+        counts.append(len(quarantined(s, "trips")[1]))
+    q, got = quarantined(s, "trips")
+    assert 100 == counts[0] < counts[1] < 200 and counts[1] == counts[2] == counts[3] == len(got)
+    row = len(q) - len(q.rsplit(b"\n", 2)[0]) - 1  # the last row's size: the longest ids
+    assert len(q) <= 16384 < len(q) + row
+    assert [i for i, _ in rows(s, "trips")] == [0, 1, 2, 3]
+    assert metric(s, 'ndingest_dataset_quarantined_total{dataset="trips",reason="kind"}') == len(got)
+    assert metric(s, 'ndingest_dataset_quarantined_total{dataset="trips",reason="full"}') == 400 - len(got)
+    # once a day by each worker that met it (two here)
+    assert 1 <= s.stderr().count("reached --max-quarantine-day 16384 bytes") <= 2, s.stderr()
+    st, _, out = events(s, query="name=zones&wait=true", body=bad)
+    assert (st, out) == (200, tinybird(0, 100))
+    assert len(quarantined(s, "zones")[1]) == 100
+
+
+def test_quarantine_bounds_on_post_root(start_server):
+    """POST / (untyped) keeps invalid lines raw in .invalid.ndjson, which amplifies as much
+    through gzip: the same bounds apply, its response and ndingest_rows_total count every
+    line, ndingest_quarantine_full_total those not kept."""
+    s = start_server("--workers", "1", "--max-quarantine", "100", "--max-quarantine-day", "150")
+    good = b'{"vendorid": 1}\n'
+    body = good + b"not json\n" * 50 + good
+    invalid = s.out_dir / f"nyc_taxi-{today()}.invalid.ndjson"
+    st, _, out = s.post(body)
+    assert (st, out) == (200, ok_response(len(body), 2, 50))
+    assert invalid.read_bytes() == b"not json\n" * 11  # 99 bytes: a twelfth would pass 100
+    st, _, out = s.post(body)
+    assert (st, out) == (200, ok_response(len(body), 2, 50))
+    assert invalid.read_bytes() == b"not json\n" * 16  # the day's 150 bytes: 5 more fit
+    assert s.post(body)[0] == 200
+    assert invalid.read_bytes() == b"not json\n" * 16
+    assert len(s.csv_bytes().splitlines()) == 6
+    assert metric(s, "ndingest_quarantine_full_total") == 150 - 16
+    assert metric(s, 'ndingest_rows_total{verdict="invalid"}') == 150
+    assert s.stderr().count("--max-quarantine 100 bytes") == 1, s.stderr()
+    assert s.stderr().count("reached --max-quarantine-day 150 bytes") == 1, s.stderr()
+
+
+def test_quarantine_bound_defaults_keep_a_real_body(start_server, defs):
+    """The defaults (256 MiB a body, 64 GiB a day) are met by no real client: a body of
+    refused lines of the usual sizes is kept whole, and nothing is counted as full."""
+    s = serve(start_server, defs)
+    bad = b"".join(b'{"id": %d.5, "tag": "%s"}\n' % (i, b"x" * 300) for i in range(5000))
+    st, _, out = events(s, query="name=trips&wait=true", body=bad)
+    assert (st, out) == (200, tinybird(0, 5000))
+    assert len(quarantined(s, "trips")[1]) == 5000
+    assert metric(s, "ndingest_quarantine_full_total") == 0
+    h = subprocess.run([str(BINARY), "--help"], capture_output=True, timeout=20).stdout.decode()
+    assert re.search(r"--max-quarantine SIZE .*\(default 256M", h.replace("\n", " ")), h
+    assert re.search(r"--max-quarantine-day SIZE .*\(default 64G", h.replace("\n", " ")), h

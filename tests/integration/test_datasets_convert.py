@@ -157,7 +157,8 @@ def test_a_quarantine_row_per_broken_rule(tmp_path):
         want[cls] = want.get(cls, 0) + 1
     assert {k: v for k, v in records["refused"].items() if v} == want, stats
     assert list(records["refused"]) == ["json", "oversize", "null", "kind", "syntax", "range",
-                                        "scale", "precision", "date"]
+                                        "scale", "precision", "date", "full"]
+    assert records["refused"]["full"] == 0  # convert has no quarantine bound
 
 
 def test_invalid_utf8_and_odd_bytes_kept_byte_exact(tmp_path):

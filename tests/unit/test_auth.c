@@ -326,6 +326,54 @@ static void test_scoped_reload_keeps_the_old_set(void **state)
     auth_free(&a);
 }
 
+#define BOM "\xEF\xBB\xBF"
+
+/* Issue #15: a file saved by a Windows editor starts with a UTF-8 byte order mark. A client
+ * sends the token without it, so the first token would get 401 forever: the load is refused,
+ * saying so, in both formats (on the first line, a comment's or a token's, and on any later
+ * line), and a reload to such a file keeps the previous tokens. */
+static void test_bom_refused(void **state)
+{
+    (void)state;
+    struct auth a = {0};
+    char err[300];
+    static const struct {
+        const char *text;
+        int scoped;
+        const char *where;
+    } bad[] = {
+        {BOM "s3cret\n", 0, ": the token starts with a UTF-8 byte order mark"},
+        {BOM "s3cret", 0, ": the token starts with a UTF-8 byte order mark"},
+        {BOM "tok1 trips\ntok2\n", 1, ":1: the token starts with a UTF-8 byte order mark"},
+        {BOM "# tokens\ntok1\n", 1, ":1: the token starts with a UTF-8 byte order mark"},
+        {"tok1\n" BOM "tok2 a,b\n", 1, ":2: the token starts with a UTF-8 byte order mark"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        print_message("file %zu\n", i);
+        put_file(bad[i].text, strlen(bad[i].text));
+        assert_int_equal(auth_load(&a, path, bad[i].scoped, 64, err, sizeof err), -1);
+        if (!strstr(err, bad[i].where) || !strstr(err, "save the file without it"))
+            fail_msg("%s", err);
+        assert_false(auth_enabled(&a));
+    }
+    /* The same bytes inside a token are bytes like others (a header may carry them). */
+    PUT("s3" BOM "cret\n");
+    assert_int_equal(auth_load(&a, path, 0, 64, err, sizeof err), 0);
+    assert_int_equal(CHECK(&a, "Bearer s3" BOM "cret"), 1);
+    /* SIGHUP to a file with a BOM keeps the previous token, in both formats. */
+    PUT(BOM "other\n");
+    auth_reload(&a, path, 0, 64, "test");
+    assert_int_equal(CHECK(&a, "Bearer s3" BOM "cret"), 1);
+    assert_int_equal(CHECK(&a, "Bearer other"), 0);
+    PUT("t1 a\n");
+    assert_int_equal(auth_load(&a, path, 1, 64, err, sizeof err), 0);
+    PUT(BOM "t2 a\n");
+    auth_reload(&a, path, 1, 64, "test");
+    assert_int_equal(auth_match(&a, CHECK_ARGS("Bearer t1")), 0);
+    assert_int_equal(auth_match(&a, CHECK_ARGS("Bearer t2")), -1);
+    auth_free(&a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -338,6 +386,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_scoped_lines, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scoped_limits_and_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scoped_reload_keeps_the_old_set, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bom_refused, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

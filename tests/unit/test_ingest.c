@@ -41,6 +41,14 @@ static void result_free(struct result *r)
     free(r->invalid);
 }
 
+/* The quarantine bounds run_with gives the pipeline, and the bytes it puts in the quarantine
+ * file before the body (the day's file as other bodies left it): zero but in the bound
+ * tests. */
+static struct {
+    uint64_t body, day;
+    size_t before;
+} bounds;
+
 /* Runs body through a fresh pipeline over cols (typed by ds when not NULL), cut at cuts[],
  * each piece in an exact-size buffer. */
 static struct result run_with(const struct json_columns *cols, const struct datasource *ds,
@@ -53,7 +61,10 @@ static struct result run_with(const struct json_columns *cols, const struct data
     const struct ingest_config cfg = {
         .columns = cols, .schema = ds, .max_line = max_line, .crlf = 0,
         .flush_bytes = flush_bytes, .rows = rows, .quarantine = bad, .log_prefix = NULL,
+        .max_quarantine = bounds.body, .max_quarantine_day = bounds.day,
     };
+    for (size_t i = 0; i < bounds.before; i++)
+        assert_int_equal(write(bad_fd, "x", 1), 1);
     struct ingest g;
     ingest_init(&g, &cfg);
     struct result r = {0};
@@ -72,6 +83,10 @@ static struct result run_with(const struct json_columns *cols, const struct data
     ingest_free(&g);
     r.rows = drain(rows_fd, &r.rows_len);
     r.invalid = drain(bad_fd, &r.invalid_len);
+    assert_true(r.invalid_len >= bounds.before);
+    assert_true(bounds.before == 0 || r.invalid[bounds.before - 1] == 'x');
+    memmove(r.invalid, r.invalid + bounds.before, r.invalid_len - bounds.before + 1);
+    r.invalid_len -= bounds.before;
     sink_close(rows);
     sink_close(bad);
     close(rows_fd);
@@ -630,6 +645,161 @@ static void test_typed_without_quarantine(void **state)
     datasource_free(ds);
 }
 
+/* MARK: - Quarantine bounds */
+
+/* The sum of the classes is invalid, whatever was kept. */
+static uint64_t refused_sum(const struct ingest_stats *s)
+{
+    uint64_t t = 0;
+    for (int k = 0; k < QUARANTINE_REASONS; k++)
+        t += s->refused[k];
+    return t;
+}
+
+/* The first k lines of text (each ending in '\n'), or all of it when it has fewer. */
+static size_t first_lines(const char *text, size_t k)
+{
+    size_t at = 0;
+    for (; k && text[at]; k--)
+        at = (size_t)(strchr(text + at, '\n') - text) + 1;
+    return at;
+}
+
+/* Issue #15: --max-quarantine bounds what one body keeps, --max-quarantine-day what the day's
+ * file holds (its size when the body's first refused line comes, plus the body's own). The
+ * rows that fit are kept whole and in order, those after are counted as "full", the rows
+ * (valid lines) are all written, and the counts are the same as without bounds. Typed rows
+ * carry a date of 19 bytes that normalise_dates turns into "D": a row of the file is 18
+ * bytes longer than the expected text's. Every flush size (1: a write per row) gives the
+ * same. */
+static void test_quarantine_bounds_typed(void **state)
+{
+    (void)state;
+    struct datasource *ds = typed_dataset();
+    const size_t date = TYPE_DATETIME_LEN - 1;
+    size_t row[5]; /* bytes of the file's first k rows */
+    for (size_t k = 0; k <= 4; k++)
+        row[k] = first_lines(typed_quarantine, k) + k * date;
+    static const size_t flushes[] = {1, 100, 1 << 20};
+    static const struct {
+        uint64_t body, day;
+        size_t before;
+        size_t kept; /* rows */
+    } cases[] = {
+        {0, 0, 0, 4},
+        {1, 0, 0, 0},
+        {0, 1, 0, 0},
+        {0, 0, 5000, 4},
+        {0, 100, 100, 0},  /* the day's file is full before the body */
+        {0, 100, 5000, 0}, /* ...and past it */
+    };
+    for (size_t f = 0; f < sizeof flushes / sizeof *flushes; f++) {
+        for (size_t c = 0; c < sizeof cases / sizeof *cases + 8; c++) {
+            if (c < sizeof cases / sizeof *cases) {
+                bounds.body = cases[c].body;
+                bounds.day = cases[c].day;
+                bounds.before = cases[c].before;
+            } else { /* exactly k rows fit, and one byte less: k - 1 */
+                size_t k = (c - sizeof cases / sizeof *cases) / 2 + 1, less = c % 2;
+                int by_day = k % 2;
+                bounds.before = by_day ? 777 : 0;
+                bounds.body = by_day ? 0 : row[k] - less;
+                bounds.day = by_day ? 777 + row[k] - less : 0;
+            }
+            size_t kept = c < sizeof cases / sizeof *cases ? cases[c].kept
+                          : (c - sizeof cases / sizeof *cases) / 2 + 1 - c % 2;
+            print_message("flush %zu case %zu: body %llu day %llu before %zu: %zu kept\n",
+                          flushes[f], c, (unsigned long long)bounds.body,
+                          (unsigned long long)bounds.day, bounds.before, kept);
+            struct result r = run_typed(ds, typed_body, sizeof typed_body - 1, NULL, 0, flushes[f]);
+            assert_int_equal(r.status, INGEST_OK);
+            assert_string_equal(r.rows, typed_rows);
+            size_t want = first_lines(typed_quarantine, kept);
+            assert_int_equal(r.invalid_len, want);
+            assert_memory_equal(r.invalid, typed_quarantine, want);
+            assert_int_equal(r.stats.valid, 2);
+            assert_int_equal(r.stats.invalid, 5);
+            assert_int_equal(r.stats.refused[QUARANTINE_FULL], 4 - kept);
+            assert_int_equal(r.stats.refused[QUARANTINE_OVERSIZE], 1); /* never stored anyway */
+            assert_int_equal(refused_sum(&r.stats), 5);
+            result_free(&r);
+        }
+    }
+    memset(&bounds, 0, sizeof bounds);
+    datasource_free(ds);
+}
+
+/* The classic untyped body's invalid lines (POST /'s .invalid.ndjson) under the same bounds:
+ * a line of n bytes takes n + 1. */
+static void test_quarantine_bounds_untyped(void **state)
+{
+    (void)state;
+    size_t line[4];
+    for (size_t k = 0; k <= 3; k++)
+        line[k] = first_lines(expected_invalid, k);
+    for (size_t k = 1; k <= 3; k++) {
+        for (int less = 0; less <= 1; less++) {
+            for (int by_day = 0; by_day <= 1; by_day++) {
+                bounds.before = by_day ? 10 : 0;
+                bounds.body = by_day ? 1000 : line[k] - (size_t)less;
+                bounds.day = by_day ? 10 + line[k] - (size_t)less : 0;
+                struct result r = run("a,b,c", body, sizeof body - 1, NULL, 0, ENCODING_IDENTITY,
+                                      (size_t)1 + (size_t)less * 1000, MAX_LINE);
+                assert_int_equal(r.status, INGEST_OK);
+                assert_string_equal(r.rows, expected_rows);
+                size_t kept = k - (size_t)less;
+                assert_int_equal(r.invalid_len, line[kept]);
+                assert_memory_equal(r.invalid, expected_invalid, line[kept]);
+                assert_int_equal(r.stats.valid, 5);
+                assert_int_equal(r.stats.invalid, 4);
+                assert_int_equal(r.stats.refused[QUARANTINE_FULL], 3 - kept);
+                assert_int_equal(refused_sum(&r.stats), 4);
+                result_free(&r);
+            }
+        }
+    }
+    memset(&bounds, 0, sizeof bounds);
+}
+
+/* The room is judged again for each body of a reused pipeline: a full body leaves the next
+ * its own --max-quarantine, and the day's file as it has grown since. */
+static void test_quarantine_room_per_body(void **state)
+{
+    (void)state;
+    int rows_fd = memfd_create("rows", 0), bad_fd = memfd_create("invalid", 0);
+    struct sink *rows = sink_open_fd(rows_fd), *bad = sink_open_fd(bad_fd);
+    const char *names[] = {"a"};
+    struct json_columns cols;
+    char err[128];
+    assert_int_equal(json_columns_init(&cols, names, 1, err, sizeof err), 0);
+    const struct ingest_config cfg = {
+        .columns = &cols, .max_line = 100, .flush_bytes = 1 << 20, .rows = rows,
+        .quarantine = bad, .max_quarantine = 6, .max_quarantine_day = 15,
+    };
+    struct ingest g;
+    ingest_init(&g, &cfg);
+    static const char two[] = "x1\nx2\nx3\n{\"a\":1}\n"; /* 3 bytes a line: two fit a body */
+    static const uint64_t full[] = {1, 1, 2, 3};       /* the day's 15 bytes: 6, 6, 3, 0 */
+    for (int b = 0; b < 4; b++) {
+        assert_int_equal(ingest_begin(&g, ENCODING_IDENTITY), INGEST_OK);
+        assert_int_equal(ingest_feed(&g, two, sizeof two - 1), INGEST_OK);
+        assert_int_equal(ingest_end(&g), INGEST_OK);
+        assert_int_equal(g.stats.valid, 1);
+        assert_int_equal(g.stats.refused[QUARANTINE_FULL], full[b]);
+        assert_int_equal(g.stats.refused[QUARANTINE_JSON], 3 - full[b]);
+    }
+    size_t len;
+    char *kept = drain(bad_fd, &len);
+    assert_string_equal(kept, "x1\nx2\nx1\nx2\nx1\n");
+    free(kept);
+    ingest_free(&g);
+    json_columns_free(&cols);
+    sink_close(rows);
+    sink_close(bad);
+    close(rows_fd);
+    close(bad_fd);
+}
+
 static void test_typed_stats_json(void **state)
 {
     (void)state;
@@ -641,7 +811,7 @@ static void test_typed_stats_json(void **state)
     assert_string_equal(out, "{\"result\": {\"status\": \"ok\", \"stats\": {\"bytes\": 9, \"records\": "
                              "{\"valid\": 1, \"invalid\": 3, \"total\": 4, \"refused\": {\"json\": 1, "
                              "\"oversize\": 0, \"null\": 0, \"kind\": 0, \"syntax\": 0, \"range\": 0, "
-                             "\"scale\": 0, \"precision\": 0, \"date\": 2}}}}}\n");
+                             "\"scale\": 0, \"precision\": 0, \"date\": 2, \"full\": 0}}}}}\n");
     assert_int_equal(n, strlen(out));
 }
 
@@ -662,6 +832,9 @@ int main(void)
         cmocka_unit_test(test_typed_every_split_position),
         cmocka_unit_test(test_typed_row_room),
         cmocka_unit_test(test_typed_without_quarantine),
+        cmocka_unit_test(test_quarantine_bounds_typed),
+        cmocka_unit_test(test_quarantine_bounds_untyped),
+        cmocka_unit_test(test_quarantine_room_per_body),
         cmocka_unit_test(test_typed_stats_json),
     };
     json_engine_init(); /* the path ndingest's main would choose */

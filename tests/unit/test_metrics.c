@@ -99,6 +99,7 @@ static void test_1024_workers_nothing_cut(void **state)
         atomic_store(&s[i].live, i % 3 != 0);
         atomic_store(&s[i].connections, (unsigned)(i % 7));
         metrics_add(&s[i].metrics.rows_valid, 10);
+        metrics_add(&s[i].metrics.quarantine_full, (uint64_t)(i % 2));
         for (int k = 0; k <= i % 5; k++)
             metrics_response(&s[i].metrics, 200, 2000000);
     }
@@ -138,6 +139,9 @@ static void test_1024_workers_nothing_cut(void **state)
     snprintf(want, sizeof want, "\nndingest_requests_total{code=\"200\"} %llu\n", (unsigned long long)total);
     assert_non_null(strstr(text, want));
     snprintf(want, sizeof want, "\nndingest_rows_total{verdict=\"valid\"} %d\n", 10 * NSLOTS);
+    assert_non_null(strstr(text, want));
+    snprintf(want, sizeof want, "# TYPE ndingest_quarantine_full_total counter\n"
+             "ndingest_quarantine_full_total %d\n", NSLOTS / 2);
     assert_non_null(strstr(text, want));
     /* The last family's last line closes the text. */
     snprintf(want, sizeof want, "ndingest_worker_open_connections{worker=\"%d\"} %d\n", NSLOTS - 1,

@@ -14,7 +14,9 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
+#include <malloc.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -204,6 +206,70 @@ static void test_torn_tail_isolated(void **state)
 }
 
 /* Midnight with the injected clock: by UTC, and by local time in New York. */
+/* sink_size: the day's file as every writer sees it: 0 before it exists, what another
+ * process appended to it before this sink opened it (a stat of the path) and after (a statx
+ * of the open file), and 0 for the next day's while the previous day's file is still open.
+ * sink_first_today: 1 once a day. */
+static void test_size_of_the_day(void **state)
+{
+    (void)state;
+    char dir[PATH_MAX], p1[PATH_MAX];
+    sink_set_clock(fake_now);
+    PATHF(dir, "%s/size", tmpdir);
+    fake = utc_time(2026, 12, 7, 23, 59, 58);
+    struct sink *s = open_sink(dir, NULL, 1);
+    assert_int_equal(sink_size(s), 0);
+    assert_int_equal(sink_first_today(s), 1);
+    assert_int_equal(sink_first_today(s), 0);
+    path_in(p1, dir, "2026-12-07");
+    FILE *f = fopen(p1, "a"); /* another worker's rows */
+    assert_non_null(f);
+    assert_int_equal(fputs("other\n", f) >= 0, 1);
+    assert_int_equal(fflush(f), 0);
+    assert_int_equal(sink_size(s), 6);
+    assert_int_equal(sink_write(s, "1\n", 2), 0);
+    assert_int_equal(sink_size(s), 8);
+    assert_int_equal(fputs("more\n", f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(sink_size(s), 13);
+    fake += 2; /* the next day: its file is not there yet, the open one is yesterday's */
+    assert_int_equal(sink_size(s), 0);
+    assert_int_equal(sink_write(s, "2\n", 2), 0);
+    assert_int_equal(sink_size(s), 2);
+    assert_int_equal(sink_first_today(s), 1);
+    assert_int_equal(sink_first_today(s), 0);
+    sink_close(s);
+    int fd = memfd_create("q", 0);
+    assert_true(fd >= 0);
+    s = sink_open_fd(fd);
+    assert_int_equal(sink_write(s, "abc\n", 4), 0);
+    assert_int_equal(sink_size(s), 4);
+    sink_close(s);
+    close(fd);
+}
+
+/* Issue #15: a dataset has two daily sinks in every worker, which held PATH_MAX bytes each
+ * for the path and the message (8.3 KiB a sink): they take what their names need. */
+static void test_heap_per_sink(void **state)
+{
+    (void)state;
+    char dir[PATH_MAX];
+    PATHF(dir, "%s/heap", tmpdir);
+    enum { N = 100 };
+    struct sink *s[N];
+    struct mallinfo2 before = mallinfo2();
+    for (int i = 0; i < N; i++)
+        s[i] = open_sink(dir, NULL, 1);
+    struct mallinfo2 after = mallinfo2();
+    size_t per = (after.uordblks - before.uordblks) / N;
+    print_message("%zu bytes per sink\n", per);
+    assert_true(per < 1024);
+    assert_int_equal(sink_write(s[N - 1], "1\n", 2), 0);
+    assert_string_equal(strrchr(sink_path(s[N - 1]), '/'), strrchr(sink_path(s[0]), '/'));
+    for (int i = 0; i < N; i++)
+        sink_close(s[i]);
+}
+
 static void test_rollover(void **state)
 {
     (void)state;
@@ -913,6 +979,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_write_today, setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_tail_isolated, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rollover, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_heap_per_sink, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_size_of_the_day, setup, teardown),
         cmocka_unit_test_setup_teardown(test_clock_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dst_days, setup, teardown),
         cmocka_unit_test_setup_teardown(test_header_once, setup, teardown),
