@@ -58,6 +58,8 @@ struct options {
     unsigned max_datasets; /* serve --datasets: definitions loaded at once */
     unsigned max_tokens;   /* --token-file with --datasets: its tokens (auth_load) */
     int clickhouse;       /* CREATE TABLE statements instead of a table for people */
+    const char *database; /* --clickhouse: the tables' database (qualified names), or NULL */
+    const char *cluster;  /* --clickhouse: replicated local tables + Distributed on it, or NULL */
 };
 
 #define OPTIONS_DEFAULT_COLUMNS "vendorid,tpep_pickup_datetime,trip_distance,total_amount"
