@@ -376,9 +376,12 @@ class ZooKeeper:
                 raise RuntimeError(f"zookeeper exited {self.proc.returncode}: " + self.log_tail())
             # ruok answers imok before the database is loaded, and a ClickHouse that connects
             # then is refused its handshake (18.16's DDLWorker has been seen to crash on it);
-            # srvr answers with the version only once requests are served.
-            if (self.four_letter("ruok") == "imok"
-                    and (self.four_letter("srvr") or "").startswith("Zookeeper version")):
+            # srvr answers with the version only once requests are served. A connection
+            # accepted in the first half second of the JVM may go unanswered: a short timeout
+            # retries it rather than waiting (5 s measured with timeout=5).
+            serving = self.four_letter("ruok", timeout=0.5) == "imok" and (
+                self.four_letter("srvr", timeout=0.5) or "").startswith("Zookeeper version")
+            if serving:
                 return
             time.sleep(0.05)
         self.stop(remove=False)
