@@ -244,22 +244,15 @@ class ClickHouse:
     def listening(self):
         """The (address, port) pairs the server's process listens on (IPv4 and IPv6, from
         /proc), so a test can check it binds loopback and nothing else."""
-        inodes = set()
-        for fd in Path(f"/proc/{self.proc.pid}/fd").iterdir():
-            try:
-                target = os.readlink(fd)
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-        found = []
-        for name in ("tcp", "tcp6"):
-            for line in Path(f"/proc/net/{name}").read_text().splitlines()[1:]:
-                f = line.split()
-                if f[3] == "0A" and f[9] in inodes:  # 0A: TCP_LISTEN
-                    addr, port = f[1].rsplit(":", 1)
-                    found.append((_proc_addr(addr), int(port, 16)))
-        return sorted(found)
+        return listening(self.proc.pid)
+
+    def restart(self, ready_timeout=90):
+        """stop() keeping the data, and start again on the same ports (a server that comes
+        back, as a fault test wants it)."""
+        self.stop(remove=False)
+        if self.ports is None:
+            self.ports = (self.http_port, self.tcp_port)
+        self._start(ready_timeout)
 
     def stop(self, remove=True, timeout=60):
         """SIGTERM, then SIGKILL past timeout; remove=True deletes the data and tmp
@@ -281,6 +274,26 @@ class ClickHouse:
 
 class _PortTaken(Exception):
     pass
+
+
+def listening(pid):
+    """The (address, port) pairs the process pid listens on (IPv4 and IPv6, from /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = []
+    for name in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{name}").read_text().splitlines()[1:]:
+            f = line.split()
+            if f[3] == "0A" and f[9] in inodes:  # 0A: TCP_LISTEN
+                addr, port = f[1].rsplit(":", 1)
+                found.append((_proc_addr(addr), int(port, 16)))
+    return sorted(found)
 
 
 def _die_with_parent():
@@ -400,6 +413,9 @@ class ZooKeeper:
                 return b"".join(chunks).decode(errors="replace")
         except OSError:
             return None
+
+    def listening(self):
+        return listening(self.proc.pid)
 
     def log_tail(self, nbytes=4000):
         p = self.root / "zookeeper.log"
