@@ -377,3 +377,30 @@ def test_insert_while_zookeeper_is_down_is_refused_then_goes_in_once(cluster, ta
     assert post(a, sql, body)[0] == 200  # the retry of the retry: dropped
     assert post(a, sql, before)[0] == 200  # a block from before the outage: still known
     assert count(a, table + "_local") == 200
+
+
+def test_a_failed_start_says_why_and_leaves_nothing_running(tmp_path, monkeypatch):
+    """The harness: a process that cannot start is reported with its log's tail, and what
+    the cluster had started is stopped."""
+    import clickhouse as ch
+    why = ch.zookeeper_missing()
+    if why:
+        pytest.skip(why)
+    monkeypatch.setattr(ch, "ZOOKEEPER_CLASSPATH", str(tmp_path / "no.jar"))
+    with pytest.raises(RuntimeError, match=r"zookeeper exited 1: \[zookeeper.log\] .*"
+                                           r"QuorumPeerMain"):
+        ch.Cluster(tmp_path / "a")
+    monkeypatch.undo()
+    started = []
+
+    class Recorded(ch.ZooKeeper):
+        def __init__(self, *args, **kwargs):
+            started.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(ch, "ZooKeeper", Recorded)
+    monkeypatch.setattr(ch, "_cluster_xml", lambda *args: "<macros>")  # not XML
+    with pytest.raises(RuntimeError, match=r"clickhouse-server exited 78: \[stdout.log\] "
+                                           r"SAXParseException: Tag mismatch"):
+        ch.Cluster(tmp_path / "b")
+    assert len(started) == 1 and started[0].proc.poll() is not None
