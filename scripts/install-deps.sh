@@ -4,7 +4,10 @@
 # the exact apt-get line to run. ClickHouse (the dataset tests' warehouse and delivery's
 # destination) is installed without its system service running, and ZooKeeper (its
 # replication's coordinator) is only installed: the tests start their own servers on free
-# ports. libcurl: delivery's HTTP client; faketime: the tests' midnight.
+# ports. zookeeper's own dependencies bring what tests/integration/clickhouse.py runs it
+# with, also under --no-install-recommends: default-jre (a Depends, with
+# default-jre-headless) and, through libzookeeper-java, libslf4j-java (slf4j-simple.jar,
+# its log). libcurl: delivery's HTTP client; faketime: the tests' midnight.
 set -euo pipefail
 
 pkgs=(

@@ -119,6 +119,12 @@ static const struct option_row rows[] = {
      .schema = 1,
      .help = "the ClickHouse the cells are for: current, or 18.16 (Date and DateTime past "
              "2105-12-31 are quarantined as out of range)"},
+    {ROW_STRING("database", "DB", database, NULL), .schema = 1, .schema_only = 1,
+     .help = "schema --clickhouse: create the tables in database DB (CREATE DATABASE IF NOT "
+             "EXISTS first)"},
+    {ROW_STRING("cluster", "NAME", cluster, NULL), .schema = 1, .schema_only = 1,
+     .help = "schema --clickhouse --database DB: for each server of the cluster NAME, "
+             "ReplicatedMergeTree tables NAME_local and Distributed tables over them"},
     {ROW_ACTION("help", print_help), .short_name = 'h', .convert = 1, .schema = 1,
      .help = "this help"},
     {ROW_ACTION("version", print_version), .convert = 1, .help = "print the version"},
@@ -305,7 +311,8 @@ static void usage(FILE *f)
             fprintf(f, " [%s]", name);
     }
     fputs(" [FILE ...]\n"
-          "       ndingest schema NAME --datasets DIR [--clickhouse] [--clickhouse-compat VERSION]\n"
+          "       ndingest schema NAME --datasets DIR "
+          "[--clickhouse [--database DB [--cluster NAME]]] [--clickhouse-compat VERSION]\n"
           "\n"
           "Streams NDJSON bodies POSTed to / into CSV rows in DIR/NAME-YYYY-MM-DD.csv; with\n"
           "--datasets, bodies POSTed to /v0/events?name=NAME into each dataset's typed files.\n"
@@ -482,6 +489,25 @@ static int parse_schema(struct options *o)
         return usage_error("schema: '%s' is not a dataset name", o->dataset);
     if (!o->datasets || !*o->datasets)
         return usage_error("schema: --datasets DIR is required");
+    /* Both are written bare into the SQL (Distributed's arguments, the ZooKeeper path), so
+     * they are the identifiers a dataset's name is too. */
+    const char *names[][2] = {{"database", o->database}, {"cluster", o->cluster}};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        const char *v = names[i][1];
+        if (!v)
+            continue;
+        if (!o->clickhouse)
+            return usage_error("schema: --%s needs --clickhouse", names[i][0]);
+        size_t ok = *v && !(*v >= '0' && *v <= '9') ? strspn(v, "abcdefghijklmnopqrstuvwxyz"
+                                                             "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                             "0123456789_") : 0;
+        if (!ok || v[ok])
+            return usage_error("schema: --%s '%s': letters, digits and '_', not starting "
+                               "with a digit", names[i][0], v);
+    }
+    if (o->cluster && !o->database)
+        return usage_error("schema: --cluster needs --database DB (the Distributed tables and "
+                           "the ZooKeeper paths name it)");
     return 0;
 }
 

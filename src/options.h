@@ -63,6 +63,8 @@ struct options {
     /* all three: --clickhouse-compat 18.16, the narrower Date and DateTime ranges of
      * ClickHouse 18.16 (types.h, type_set_target) */
     int clickhouse_1816;
+    const char *database; /* --clickhouse: the tables' database (qualified names), or NULL */
+    const char *cluster;  /* --clickhouse: replicated local tables + Distributed on it, or NULL */
 };
 
 #define OPTIONS_DEFAULT_COLUMNS "vendorid,tpep_pickup_datetime,trip_distance,total_amount"

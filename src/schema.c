@@ -158,10 +158,29 @@ static const struct ds_setting *setting(const struct datasource *ds, const char 
     return NULL;
 }
 
-/* The ENGINE clauses from the definition's settings, in ClickHouse's order, each on a line
- * of its own and the last without its line end. A sorting key is parenthesised, so `a, b`
- * (Tinybird's spelling of a compound key) is one tuple. */
-static int put_engine(const struct datasource *ds, struct buf *out)
+/* Where the statements put the tables: a database to qualify their names with (or none, the
+ * client's current one), and a cluster to spread them over (or none). */
+struct target {
+    const char *database, *cluster;
+};
+
+/* `DB`.`NAMEsuffix`, or `NAMEsuffix` without a database. */
+static int put_qualified(struct buf *out, const struct target *to, const char *name,
+                         const char *suffix)
+{
+    return (to->database && (put_ident(out, to->database, strlen(to->database)) ||
+                             put(out, "."))) ||
+           put_table_name(out, name, suffix);
+}
+
+/* The engine, then the ENGINE clauses from the definition's settings in ClickHouse's order,
+ * each on a line of its own and the last without its line end. A sorting key is
+ * parenthesised, so `a, b` (Tinybird's spelling of a compound key) is one tuple. On a
+ * cluster the table is the shard's local one, replicated: ZooKeeper's record of its blocks
+ * is what drops a resent identical INSERT (doc/scaling.md, "Delivery into a ClickHouse
+ * cluster"). The path names the database, so one cluster holds a dataset per database. */
+static int put_engine(const struct datasource *ds, const struct target *to, const char *table,
+                      struct buf *out)
 {
     static const struct {
         const char *key, *clause;
@@ -170,15 +189,32 @@ static int put_engine(const struct datasource *ds, struct buf *out)
         {"ENGINE_PRIMARY_KEY", "\nPRIMARY KEY (%s)"},  {"ENGINE_TTL", "\nTTL %s"},
         {"ENGINE_SETTINGS", "\nSETTINGS %s"},
     };
-    if (put(out, "ENGINE = MergeTree"))
+    if (to->cluster ? putf(out,
+                           "ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/%s.%s"
+                           SCHEMA_LOCAL_TABLE "', '{replica}')",
+                           to->database, table)
+                    : put(out, "ENGINE = MergeTree"))
         return -1;
-    for (size_t i = 0; i < sizeof clauses / sizeof *clauses; i++) {
+    for (size_t i = 0; ds && i < sizeof clauses / sizeof *clauses; i++) {
         const struct ds_setting *s = setting(ds, clauses[i].key);
         if (s && *s->value ? putf(out, clauses[i].clause, s->value)
                            : i == 1 && put(out, "\nORDER BY tuple()"))
             return -1;
     }
     return 0;
+}
+
+/* On a cluster: the table NAME for reading all shards, over their NAME_local. Its own
+ * INSERTs (not delivery's, which go to one shard's local table) are spread by rand(). */
+static int put_distributed(struct buf *out, const struct target *to, const char *name,
+                           const char *suffix)
+{
+    char local[sizeof SCHEMA_QUARANTINE_TABLE + sizeof SCHEMA_LOCAL_TABLE];
+    snprintf(local, sizeof local, "%s" SCHEMA_LOCAL_TABLE, suffix);
+    return put(out, "\nCREATE TABLE ") || put_qualified(out, to, name, suffix) ||
+           put(out, " AS ") || put_qualified(out, to, name, local) || put(out, "\n") ||
+           putf(out, "ENGINE = Distributed(%s, %s, %s%s" SCHEMA_LOCAL_TABLE ", rand());\n",
+                to->cluster, to->database, name, suffix);
 }
 
 __attribute__((format(printf, 5, 6)))
@@ -284,14 +320,21 @@ static int put_column(struct buf *out, const char *name, size_t len, const char 
            (c && c->has_default && put_default(out, c));
 }
 
-static int put_tables(const struct datasource *ds, struct buf *out)
+static int put_tables(const struct datasource *ds, const struct target *to, struct buf *out)
 {
+    /* A cluster's statements create NAME_local, which its Distributed NAME reads. */
+    const char *local = to->cluster ? SCHEMA_LOCAL_TABLE : "";
+    char quarantine[sizeof SCHEMA_QUARANTINE_TABLE + sizeof SCHEMA_LOCAL_TABLE];
+    snprintf(quarantine, sizeof quarantine, "%s%s", SCHEMA_QUARANTINE_TABLE, local);
     int low_cardinality = 0;
     for (size_t i = 0; i < ds->ncolumns; i++)
         low_cardinality |= ds->columns[i].type.low_cardinality;
     if (low_cardinality && put(out, "SET allow_experimental_low_cardinality_type = 1;\n\n"))
         return -1;
-    if (put(out, "CREATE TABLE ") || put_table_name(out, ds->name, "") || put(out, "\n(\n"))
+    if (to->database && (put(out, "CREATE DATABASE IF NOT EXISTS ") ||
+                         put_ident(out, to->database, strlen(to->database)) || put(out, ";\n\n")))
+        return -1;
+    if (put(out, "CREATE TABLE ") || put_qualified(out, to, ds->name, local) || put(out, "\n(\n"))
         return -1;
     for (size_t i = 0; i < ds->ncolumns; i++) {
         const struct ds_column *c = &ds->columns[i];
@@ -303,8 +346,10 @@ static int put_tables(const struct datasource *ds, struct buf *out)
             put(out, i + 1 < ds->ncolumns ? ",\n" : "\n"))
             return -1;
     }
-    if (put(out, ")\n") || put_engine(ds, out) || put(out, ";\n\nCREATE TABLE ") ||
-        put_table_name(out, ds->name, SCHEMA_QUARANTINE_TABLE) || put(out, "\n(\n"))
+    if (put(out, ")\n") || put_engine(ds, to, ds->name, out) || put(out, ";\n") ||
+        (to->cluster && put_distributed(out, to, ds->name, "")) ||
+        put(out, "\nCREATE TABLE ") || put_qualified(out, to, ds->name, quarantine) ||
+        put(out, "\n(\n"))
         return -1;
     for (int i = 0; i < QUARANTINE_NCOLUMNS; i++) {
         const struct quarantine_column_def *q = &quarantine_columns[i];
@@ -312,20 +357,34 @@ static int put_tables(const struct datasource *ds, struct buf *out)
             put(out, i + 1 < QUARANTINE_NCOLUMNS ? ",\n" : "\n"))
             return -1;
     }
-    return putf(out, ")\nENGINE = MergeTree\nORDER BY %s;\n",
-                quarantine_columns[QUARANTINE_INSERTION_DATE].name);
+    char qname[DS_MAX_NAME + sizeof SCHEMA_QUARANTINE_TABLE];
+    snprintf(qname, sizeof qname, "%s%s", ds->name, SCHEMA_QUARANTINE_TABLE);
+    return put(out, ")\n") || put_engine(NULL, to, qname, out) ||
+           putf(out, "\nORDER BY %s;\n", quarantine_columns[QUARANTINE_INSERTION_DATE].name) ||
+           (to->cluster && put_distributed(out, to, ds->name, SCHEMA_QUARANTINE_TABLE));
+}
+
+int schema_clickhouse_in(const struct datasource *ds, const char *file, const char *database,
+                         const char *cluster, struct buf *out, char *err, size_t errlen)
+{
+    const struct target to = {database, cluster};
+    if (cluster && !database) {
+        snprintf(err, errlen, "a cluster's tables need a database");
+        return -1;
+    }
+    if (check(ds, file, err, errlen))
+        return -1;
+    if (put_tables(ds, &to, out)) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
 }
 
 int schema_clickhouse(const struct datasource *ds, const char *file, struct buf *out, char *err,
                       size_t errlen)
 {
-    if (check(ds, file, err, errlen))
-        return -1;
-    if (put_tables(ds, out)) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    return 0;
+    return schema_clickhouse_in(ds, file, NULL, NULL, out, err, errlen);
 }
 
 /* MARK: - The command */
@@ -373,7 +432,8 @@ int schema_run(const struct options *o)
         return 2;
     }
     struct buf out = {0};
-    int rc = o->clickhouse ? schema_clickhouse(ds, path, &out, err, sizeof err)
+    int rc = o->clickhouse ? schema_clickhouse_in(ds, path, o->database, o->cluster, &out, err,
+                                                  sizeof err)
                            : schema_describe(ds, &out);
     if (!rc && o->clickhouse)
         warn_ranges(ds, path);

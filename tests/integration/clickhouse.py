@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -108,15 +109,21 @@ class ClickHouse:
     """One clickhouse-server process in the directory root (its own; the logs stay there
     after stop()). Raises RuntimeError when the server exits or does not answer in time."""
 
-    def __init__(self, root, ready_timeout=90, attempts=3):
+    def __init__(self, root, ready_timeout=90, attempts=3, ports=None, extra_config=""):
         self.root = Path(root)
         self.proc = None
+        # A cluster member (Cluster below) comes with its ports chosen, since its peers'
+        # config names them, and with the XML that makes it one; a port taken then is the
+        # cluster's to retry (_PortTaken), with new ports for every member.
+        self.ports, self.extra_config = ports, extra_config
         for attempt in range(attempts):
             try:
                 self._start(ready_timeout)
                 return
             except _PortTaken:
                 # free_port() gave the port back before the server bound it; someone took it.
+                if ports is not None:
+                    raise
                 if attempt == attempts - 1:
                     raise RuntimeError("clickhouse-server: ports taken on every attempt: "
                                        + self.log_tail()) from None
@@ -124,15 +131,19 @@ class ClickHouse:
     def _start(self, ready_timeout):
         for sub in ("data", "tmp", "user_files", "format_schemas", "log"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
-        self.http_port, self.tcp_port = free_port(), free_port()
-        while self.tcp_port == self.http_port:
-            self.tcp_port = free_port()
+        if self.ports is not None:
+            self.http_port, self.tcp_port = self.ports[:2]
+        else:
+            self.http_port, self.tcp_port = free_port(), free_port()
+            while self.tcp_port == self.http_port:
+                self.tcp_port = free_port()
         for name in ("server.log", "server.err.log"):  # this attempt's messages only
             (self.root / "log" / name).unlink(missing_ok=True)
         (self.root / "users.xml").write_text(USERS)
         config = self.root / "config.xml"
         config.write_text(CONFIG.format(root=self.root, http_port=self.http_port,
-                                        tcp_port=self.tcp_port))
+                                        tcp_port=self.tcp_port)
+                          .replace("</yandex>", self.extra_config + "</yandex>"))
         self._stdout = open(self.root / "log" / "stdout.log", "wb")
         self.proc = subprocess.Popen([SERVER, "--config-file", str(config)], cwd=self.root,
                                      stdin=subprocess.DEVNULL, stdout=self._stdout,
@@ -234,22 +245,15 @@ class ClickHouse:
     def listening(self):
         """The (address, port) pairs the server's process listens on (IPv4 and IPv6, from
         /proc), so a test can check it binds loopback and nothing else."""
-        inodes = set()
-        for fd in Path(f"/proc/{self.proc.pid}/fd").iterdir():
-            try:
-                target = os.readlink(fd)
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-        found = []
-        for name in ("tcp", "tcp6"):
-            for line in Path(f"/proc/net/{name}").read_text().splitlines()[1:]:
-                f = line.split()
-                if f[3] == "0A" and f[9] in inodes:  # 0A: TCP_LISTEN
-                    addr, port = f[1].rsplit(":", 1)
-                    found.append((_proc_addr(addr), int(port, 16)))
-        return sorted(found)
+        return listening(self.proc.pid)
+
+    def restart(self, ready_timeout=90):
+        """stop() keeping the data, and start again on the same ports (a server that comes
+        back, as a fault test wants it)."""
+        self.stop(remove=False)
+        if self.ports is None:
+            self.ports = (self.http_port, self.tcp_port)
+        self._start(ready_timeout)
 
     def stop(self, remove=True, timeout=60):
         """SIGTERM, then SIGKILL past timeout; remove=True deletes the data and tmp
@@ -273,6 +277,26 @@ class _PortTaken(Exception):
     pass
 
 
+def listening(pid):
+    """The (address, port) pairs the process pid listens on (IPv4 and IPv6, from /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = []
+    for name in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{name}").read_text().splitlines()[1:]:
+            f = line.split()
+            if f[3] == "0A" and f[9] in inodes:  # 0A: TCP_LISTEN
+                addr, port = f[1].rsplit(":", 1)
+                found.append((_proc_addr(addr), int(port, 16)))
+    return sorted(found)
+
+
 def _die_with_parent():
     """In the child before exec: SIGKILL when the test process dies, so a killed pytest
     leaves no server behind (its own session keeps a terminal's ^C for our teardown)."""
@@ -287,3 +311,218 @@ def _proc_addr(hexaddr):
     if len(words) == 4:
         return ".".join(str(b) for b in words)
     return str(ipaddress.IPv6Address(words))
+
+
+# MARK: - A two-shard cluster with ZooKeeper
+#
+# ZooKeeper coordinates ReplicatedMergeTree (its block checksums are what drop a resent
+# INSERT, the property delivery's exactly-once rests on) and ON CLUSTER DDL. Debian's
+# `zookeeper` package is run standalone by hand, as its zkServer.sh would, but in a
+# directory of ours on a free loopback port.
+
+ZOOKEEPER_JAR = "/usr/share/java/zookeeper.jar"
+# zookeeper.jar's manifest names its other jars; slf4j-simple (libslf4j-java, a dependency of
+# libzookeeper-java) makes it log to stderr, which a failed start's message then quotes.
+ZOOKEEPER_CLASSPATH = ZOOKEEPER_JAR + ":/usr/share/java/slf4j-simple.jar"
+JAVA = shutil.which("java")
+
+ZOO_CFG = """tickTime=500
+dataDir={root}/data
+clientPort={port}
+clientPortAddress=127.0.0.1
+maxClientCnxns=0
+admin.enableServer=false
+4lw.commands.whitelist=ruok,stat,srvr
+"""
+# admin.enableServer=false: no AdminServer on 8080. tickTime 500 ms lets a client ask for
+# sessions as short as 1 s (2 ticks); ClickHouse asks for CLUSTER_SESSION_TIMEOUT_MS.
+CLUSTER_SESSION_TIMEOUT_MS = 5000
+
+
+def zookeeper_missing():
+    """Why this machine cannot run the cluster, or None."""
+    if SERVER is None:
+        return "clickhouse-server is not installed (scripts/install-deps.sh installs it)"
+    if JAVA is None or not os.path.exists(ZOOKEEPER_JAR):
+        return "zookeeper (and java) are not installed (scripts/install-deps.sh installs them)"
+    return None
+
+
+class ZooKeeper:
+    """One standalone ZooKeeper in the directory root on a free 127.0.0.1 port. Ready when
+    the four-letter `ruok` answers `imok` and `srvr` says it serves. stop() and start() again keep the port and the
+    data (a restart, as an outage test wants it). Raises RuntimeError with the log's tail."""
+
+    def __init__(self, root, ready_timeout=60, attempts=3):
+        self.root = Path(root)
+        self.proc = None
+        self.port = None
+        for attempt in range(attempts):
+            try:
+                self.start(ready_timeout)
+                return
+            except _PortTaken:
+                self.port = None
+                if attempt == attempts - 1:
+                    raise RuntimeError("zookeeper: ports taken on every attempt: "
+                                       + self.log_tail()) from None
+
+    def start(self, ready_timeout=60):
+        (self.root / "data").mkdir(parents=True, exist_ok=True)
+        if self.port is None:
+            self.port = free_port()
+        (self.root / "zoo.cfg").write_text(ZOO_CFG.format(root=self.root, port=self.port))
+        self._log = open(self.root / "zookeeper.log", "ab")
+        # A small serial-GC heap and the client compiler: a quarter of the start-up time of
+        # the default JVM on a loaded 2-core machine, and ample for a test's few znodes.
+        self.proc = subprocess.Popen(
+            [JAVA, "-Xmx128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+             "-Dzookeeper.jmx.log4j.disable=true", "-cp", ZOOKEEPER_CLASSPATH,
+             "org.apache.zookeeper.server.quorum.QuorumPeerMain", str(self.root / "zoo.cfg")],
+            cwd=self.root, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True, preexec_fn=_die_with_parent)
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self._log.close()
+                if "Address already in use" in self.log_tail():
+                    raise _PortTaken()
+                raise RuntimeError(f"zookeeper exited {self.proc.returncode}: " + self.log_tail())
+            # ruok answers imok before the database is loaded, and a ClickHouse that connects
+            # then is refused its handshake (18.16's DDLWorker has been seen to crash on it);
+            # srvr answers with the version only once requests are served. A connection
+            # accepted in the first half second of the JVM may go unanswered: a short timeout
+            # retries it rather than waiting (5 s measured with timeout=5).
+            serving = self.four_letter("ruok", timeout=0.5) == "imok" and (
+                self.four_letter("srvr", timeout=0.5) or "").startswith("Zookeeper version")
+            if serving:
+                return
+            time.sleep(0.05)
+        self.stop(remove=False)
+        raise RuntimeError(f"zookeeper did not answer ruok in {ready_timeout} s: "
+                           + self.log_tail())
+
+    def four_letter(self, word, timeout=5):
+        """The answer to a four-letter command, or None when nothing answers."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+                s.sendall(word.encode())
+                s.shutdown(socket.SHUT_WR)
+                chunks = []
+                while chunk := s.recv(4096):
+                    chunks.append(chunk)
+                return b"".join(chunks).decode(errors="replace")
+        except OSError:
+            return None
+
+    def listening(self):
+        return listening(self.proc.pid)
+
+    def log_tail(self, nbytes=4000):
+        p = self.root / "zookeeper.log"
+        return "[zookeeper.log] " + (p.read_bytes()[-nbytes:].decode(errors="replace")
+                                     if p.exists() else "(none)")
+
+    def stop(self, remove=True, timeout=30):
+        """SIGTERM, then SIGKILL past timeout; remove=True deletes the data (the log stays)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc is not None and not self._log.closed:
+            self._log.close()
+        if remove:
+            shutil.rmtree(self.root / "data", ignore_errors=True)
+
+
+def _cluster_xml(name, zk_port, me, members):
+    """The config that makes the server `me` (shard index) one shard of the cluster `name`:
+    its interserver port, ZooKeeper, its {shard}/{replica} macros, every member's TCP port,
+    and the queue ON CLUSTER statements go through."""
+    shards = "".join(
+        f"<shard><internal_replication>true</internal_replication><replica>"
+        f"<host>127.0.0.1</host><port>{tcp}</port></replica></shard>"
+        for _, tcp, _ in members)
+    return f"""
+  <interserver_http_port>{members[me][2]}</interserver_http_port>
+  <interserver_http_host>127.0.0.1</interserver_http_host>
+  <zookeeper>
+    <node><host>127.0.0.1</host><port>{zk_port}</port></node>
+    <session_timeout_ms>{CLUSTER_SESSION_TIMEOUT_MS}</session_timeout_ms>
+  </zookeeper>
+  <macros><shard>{me + 1:02d}</shard><replica>r1</replica></macros>
+  <remote_servers><{name}>{shards}</{name}></remote_servers>
+  <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>
+"""
+
+
+class Cluster:
+    """ZooKeeper and `shards` clickhouse-servers (one replica each, macros shard 01, 02, ...,
+    replica r1) forming the cluster `name`, each in its own directory under root. servers[i]
+    is a ClickHouse (query(), rows(), count(), http_port). start_seconds says what the start
+    cost: {"zookeeper": s, "clickhouse": s}. stop() ends them all; a failed start stops what
+    it started before raising."""
+
+    def __init__(self, root, name="ndingest", shards=2, ready_timeout=120, attempts=3):
+        self.root, self.name = Path(root), name
+        self.zookeeper, self.servers, self.start_seconds = None, [], {}
+        try:
+            t0 = time.monotonic()
+            self.zookeeper = ZooKeeper(self.root / "zookeeper", ready_timeout)
+            t1 = time.monotonic()
+            self._start_servers(shards, ready_timeout, attempts)
+            self.start_seconds = {"zookeeper": t1 - t0, "clickhouse": time.monotonic() - t1}
+        except BaseException:
+            self.stop(remove=False)
+            raise
+
+    def _start_servers(self, shards, ready_timeout, attempts):
+        for attempt in range(attempts):
+            taken = set()
+            members = []
+            for _ in range(shards):
+                ports = []
+                while len(ports) < 3:
+                    p = free_port()
+                    if p not in taken:
+                        taken.add(p)
+                        ports.append(p)
+                members.append(tuple(ports))
+            try:
+                for i in range(shards):
+                    self.servers.append(ClickHouse(
+                        self.root / f"shard{i + 1:02d}", ready_timeout, ports=members[i],
+                        extra_config=_cluster_xml(self.name, self.zookeeper.port, i, members)))
+                for s in self.servers:
+                    self._wait_zookeeper(s, ready_timeout)
+                return
+            except _PortTaken:
+                for s in self.servers:
+                    s.stop()
+                self.servers = []
+                if attempt == attempts - 1:
+                    raise RuntimeError("clickhouse-server: cluster ports taken on every attempt")
+
+    def _wait_zookeeper(self, server, timeout):
+        """Until the server reads ZooKeeper: a replicated table created before that is
+        refused (or, on 18.16, read-only)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                server.query("SELECT count() FROM system.zookeeper WHERE path = '/'", timeout=10)
+                return
+            except (ClickHouseError, OSError) as e:
+                if time.monotonic() > deadline or server.proc.poll() is not None:
+                    raise RuntimeError(f"clickhouse-server on {server.http_port} does not reach "
+                                       f"ZooKeeper on {self.zookeeper.port}: {e}\n"
+                                       + server.log_tail() + "\n" + self.zookeeper.log_tail())
+            time.sleep(0.1)
+
+    def stop(self, remove=True):
+        for s in self.servers:
+            s.stop(remove=remove)
+        if self.zookeeper is not None:
+            self.zookeeper.stop(remove=remove)

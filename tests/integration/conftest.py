@@ -280,3 +280,20 @@ def clickhouse(tmp_path_factory):
     server = ch.ClickHouse(tmp_path_factory.mktemp("clickhouse"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def clickhouse_cluster(tmp_path_factory):
+    """ZooKeeper and two ClickHouse servers as the two-shard cluster `ndingest`
+    (tests/integration/clickhouse.py, Cluster) for the whole module: cluster.servers[i] has
+    http_port and query(); all stopped and their data removed at the end, also after a failed
+    test. The module's tests skip, saying why, where ZooKeeper or ClickHouse is missing."""
+    import clickhouse as ch
+    why = ch.zookeeper_missing()
+    if why:
+        pytest.skip(why)
+    cluster = ch.Cluster(tmp_path_factory.mktemp("cluster"))
+    print(f"cluster started: zookeeper {cluster.start_seconds['zookeeper']:.2f} s, "
+          f"two clickhouse-servers {cluster.start_seconds['clickhouse']:.2f} s")
+    yield cluster
+    cluster.stop()

@@ -194,6 +194,17 @@ static void test_schema_command(void **state)
     assert_int_equal(parse(&o, "ndingest schema --datasets defs taxi"), 0); /* any order */
     assert_string_equal(o.dataset, "taxi");
     assert_int_equal(o.clickhouse, 0);
+    assert_null(o.database);
+    assert_null(o.cluster);
+    options_free(&o);
+    assert_int_equal(parse(&o, "ndingest schema t --datasets d --clickhouse --cluster ndingest "
+                               "--database events_1"), 0);
+    assert_string_equal(o.database, "events_1");
+    assert_string_equal(o.cluster, "ndingest");
+    options_free(&o);
+    assert_int_equal(parse(&o, "ndingest schema t --datasets d --clickhouse --database e"), 0);
+    assert_string_equal(o.database, "e");
+    assert_null(o.cluster);
     options_free(&o);
 }
 
@@ -244,6 +255,14 @@ static void test_usage_errors(void **state)
         "ndingest schema a b --datasets d", "ndingest schema a/b --datasets d",
         "ndingest schema t --datasets d --columns a", "ndingest schema t --datasets",
         "ndingest --clickhouse", "ndingest convert --clickhouse",
+        /* a cluster's names are bare identifiers in the SQL; it needs a database */
+        "ndingest schema t --datasets d --clickhouse --cluster c",
+        "ndingest schema t --datasets d --cluster c --database e",
+        "ndingest schema t --datasets d --database e",
+        "ndingest schema t --datasets d --clickhouse --database 1e",
+        "ndingest schema t --datasets d --clickhouse --database e.f",
+        "ndingest schema t --datasets d --clickhouse --database e --cluster c`",
+        "ndingest --database e", "ndingest convert --cluster c",
         "ndingest --default-dataset t", "ndingest --datasets d --default-dataset a/b",
         "ndingest --datasets d --max-datasets 0",
         "ndingest --datasets d --max-datasets 4097", "ndingest convert --datasets d",

@@ -190,6 +190,92 @@ static void test_refused_types(void **state)
                              "writes MergeTree tables only");
 }
 
+/* schema_clickhouse_in's text, NUL-terminated; NULL with err on refusal. */
+static char *sql_in(const char *text, const char *database, const char *cluster, char *err,
+                    size_t errlen)
+{
+    struct datasource *ds = load(text);
+    struct buf out = {0};
+    int rc = schema_clickhouse_in(ds, "d/t.datasource", database, cluster, &out, err, errlen);
+    datasource_free(ds);
+    if (rc) {
+        buf_free(&out);
+        return NULL;
+    }
+    assert_int_equal(buf_append(&out, "", 1), 0);
+    return out.p;
+}
+
+/* --cluster: on every server, a replicated local table per shard with the definition's keys,
+ * a Distributed table over it, the same for the quarantine; all in the database given. */
+static void test_cluster_output(void **state)
+{
+    (void)state;
+    char err[256];
+    static const char text[] = "SCHEMA >\n"
+                               "    `id` UInt64 `json:$.id`,\n"
+                               "    `zone` LowCardinality(String) `json:$.z` DEFAULT 'x'\n"
+                               "ENGINE_PARTITION_KEY \"id % 4\"\n"
+                               "ENGINE_SORTING_KEY \"id\"\n";
+    char *s = sql_in(text, "events", "ndingest", err, sizeof err);
+    assert_non_null(s);
+    assert_string_equal(s, "SET allow_experimental_low_cardinality_type = 1;\n"
+                           "\n"
+                           "CREATE DATABASE IF NOT EXISTS `events`;\n"
+                           "\n"
+                           "CREATE TABLE `events`.`t_local`\n"
+                           "(\n"
+                           "    `id` UInt64,\n"
+                           "    `zone` LowCardinality(String) DEFAULT 'x'\n"
+                           ")\n"
+                           "ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/"
+                           "events.t_local', '{replica}')\n"
+                           "PARTITION BY id % 4\n"
+                           "ORDER BY (id);\n"
+                           "\n"
+                           "CREATE TABLE `events`.`t` AS `events`.`t_local`\n"
+                           "ENGINE = Distributed(ndingest, events, t_local, rand());\n"
+                           "\n"
+                           "CREATE TABLE `events`.`t_quarantine_local`\n"
+                           "(\n"
+                           "    `insertion_date` DateTime('UTC'),\n"
+                           "    `c__error_column` Array(String),\n"
+                           "    `c__error` Array(String),\n"
+                           "    `line` String\n"
+                           ")\n"
+                           "ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/"
+                           "events.t_quarantine_local', '{replica}')\n"
+                           "ORDER BY insertion_date;\n"
+                           "\n"
+                           "CREATE TABLE `events`.`t_quarantine` AS `events`.`t_quarantine_local`\n"
+                           "ENGINE = Distributed(ndingest, events, t_quarantine_local, rand());\n");
+    free(s);
+    /* A database alone qualifies the single server's tables and creates the database. */
+    s = sql_in("SCHEMA >\n    a Int8\n", "events", NULL, err, sizeof err);
+    assert_non_null(s);
+    assert_true(strncmp(s, "CREATE DATABASE IF NOT EXISTS `events`;\n\nCREATE TABLE `events`.`t`\n",
+                        64) == 0);
+    assert_non_null(strstr(s, "\nENGINE = MergeTree\nORDER BY tuple();\n\n"
+                              "CREATE TABLE `events`.`t_quarantine`\n"));
+    assert_null(strstr(s, "Replicated"));
+    free(s);
+    /* Neither: the single-server text as before. */
+    char *plain = sql("SCHEMA >\n    a Int8\n", err, sizeof err);
+    s = sql_in("SCHEMA >\n    a Int8\n", NULL, NULL, err, sizeof err);
+    assert_non_null(plain);
+    assert_non_null(s);
+    assert_string_equal(s, plain);
+    assert_true(strncmp(s, "CREATE TABLE `t`\n", 17) == 0);
+    free(s);
+    free(plain);
+    /* A cluster needs the database its paths and Distributed tables name. */
+    assert_null(sql_in("SCHEMA >\n    a Int8\n", NULL, "ndingest", err, sizeof err));
+    assert_string_equal(err, "a cluster's tables need a database");
+    /* The definition's refusals hold on a cluster too. */
+    assert_null(sql_in("SCHEMA >\n    a Bool\n", "events", "ndingest", err, sizeof err));
+    assert_non_null(strstr(err, "d/t.datasource:2: column `a` Bool: ClickHouse 18.16 has no Bool"));
+}
+
 static void test_describe(void **state)
 {
     (void)state;
@@ -224,7 +310,7 @@ int main(void)
         cmocka_unit_test(test_whole_output),   cmocka_unit_test(test_plain_and_quoting),
         cmocka_unit_test(test_default_literals),
         cmocka_unit_test(test_refused_types),  cmocka_unit_test(test_describe),
-        cmocka_unit_test(test_quarantine_columns),
+        cmocka_unit_test(test_quarantine_columns), cmocka_unit_test(test_cluster_output),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
