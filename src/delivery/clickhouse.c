@@ -773,6 +773,10 @@ enum send_result clickhouse_describe(struct clickhouse *ch, int shard, const cha
 enum send_result clickhouse_execute(struct clickhouse *ch, int shard, const char *sql,
                                     struct send_outcome *out)
 {
+    /* The settings a statement needs depend on the version (statement()). */
+    int major, minor;
+    if (ch->major == 0 && clickhouse_version(ch, &major, &minor, out) != SEND_STORED)
+        return out->result;
     return statement(ch, shard, sql, strlen(sql), out);
 }
 
