@@ -451,3 +451,37 @@ def test_marker_never_printed_nor_logged(probe_bin, server, creds):
     assert "Wrong password" in logs and "Request URI: /?" in logs, \
         "the server's log shows neither failed logins nor URIs: is it the right log?"
     assert MARKER not in logs
+
+
+def test_execute_create_table(probe_bin, server):
+    """CREATE TABLE (--deliver-create) with LowCardinality: 18.16 needs a setting that the
+    client adds once it knows the version, which it reads first."""
+    got = run_probe(probe_bin, ch_url(server), "execute",
+                    "CREATE TABLE ex_lc (a LowCardinality(String)) ENGINE = Memory")
+    assert got["result"] == "STORED", got
+    assert server.rows("DESCRIBE TABLE ex_lc")[0]["type"] == "LowCardinality(String)"
+
+
+def test_connect_timeout(probe_bin):
+    """A host that never completes the handshake: the listener's accept queue is full, so
+    the kernel drops further SYNs; connect_ms bounds the wait."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(0)
+    port = lsock.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(4):  # fill the queue (never accepted)
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            fillers.append(s)
+        time.sleep(0.2)
+        got = run_probe(probe_bin, f"clickhouse://127.0.0.1:{port}/db", "version",
+                        connect_ms=700, timeout_ms=20000)
+    finally:
+        for s in fillers:
+            s.close()
+        lsock.close()
+    assert (got["result"], got["http_status"]) == ("RETRY", 0), got
+    assert 600 <= got["elapsed_ms"] <= 3000, got
