@@ -20,7 +20,7 @@
 /* The most of a response kept: DESCRIBE of a wide table, or an error's text. The rest is
  * read and dropped, so that the connection stays usable. */
 #define RESPONSE_MAX (1u << 20)
-/* The most a server's Retry-After is believed: a wrong date must not stall delivery. */
+/* The most a server's Retry-After is believed by default (clickhouse_config). */
 #define RETRY_AFTER_MAX_MS (3600u * 1000u)
 /* The credentials file's first line, at most. */
 #define CREDENTIALS_MAX 4096
@@ -41,7 +41,7 @@ struct clickhouse {
     char database[256];
     char suffix[64];
     char *user, *password; /* NULL without a credentials file */
-    unsigned connect_timeout_ms, timeout_ms;
+    unsigned connect_timeout_ms, timeout_ms, retry_after_max_ms;
     int major, minor;      /* from clickhouse_version; 0 until known */
     struct buf params;     /* the request's URL parameters, encoded */
     struct buf url;        /* a replica's base and params, NUL-terminated */
@@ -276,6 +276,7 @@ struct clickhouse *clickhouse_open(const struct clickhouse_config *cfg, char *er
     }
     ch->connect_timeout_ms = cfg->connect_timeout_ms;
     ch->timeout_ms = cfg->timeout_ms;
+    ch->retry_after_max_ms = cfg->retry_after_max_ms ? cfg->retry_after_max_ms : RETRY_AFTER_MAX_MS;
     if (parse_url(ch, cfg->url, err, errlen) ||
         (cfg->credentials_file && read_credentials(ch, cfg->credentials_file, err, errlen))) {
         clickhouse_close(ch);
@@ -465,7 +466,7 @@ static size_t on_header(char *p, size_t size, size_t nmemb, void *arg)
             return n; /* not a date: as if absent */
         ms = when > now ? (unsigned long long)(when - now) * 1000 : 0;
     }
-    ch->retry_after_ms = ms > RETRY_AFTER_MAX_MS ? RETRY_AFTER_MAX_MS : (unsigned)ms;
+    ch->retry_after_ms = ms > ch->retry_after_max_ms ? ch->retry_after_max_ms : (unsigned)ms;
     return n;
 }
 

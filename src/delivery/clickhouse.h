@@ -22,6 +22,8 @@ struct clickhouse_config {
     const char *credentials_file; /* NULL: the user "default" without a password */
     unsigned connect_timeout_ms;
     unsigned timeout_ms;          /* a whole request */
+    unsigned retry_after_max_ms;  /* the most of a server's Retry-After believed (a wrong
+                                   * date must not stall delivery); 0: one hour */
 };
 
 /* Parses the URL and reads the credentials; no connection yet. NULL with a message in

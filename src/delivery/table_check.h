@@ -17,7 +17,7 @@ struct table_want {
 
 struct table_problem {
     char column[256];
-    char message[512]; /* "UInt8 cannot hold every UInt16 (...)", "missing", ... */
+    char message[640]; /* "UInt8 cannot hold every UInt16 (...)", "missing", ... */
 };
 
 /* Compares the table's columns have[0..nhave) (DESCRIBE TABLE) with want[0..nwant). A

@@ -333,19 +333,25 @@ def test_request_shape(probe_bin, tmp_path, creds):
     assert len(sent) < len(body.read_bytes()) / 2
 
 
-@pytest.mark.parametrize("when", ["seconds", "date"])
+@pytest.mark.parametrize("when", ["seconds", "date", "bounded", "huge"])
 def test_503_with_retry_after(probe_bin, tmp_path, when):
-    value = "7" if when == "seconds" else formatdate(time.time() + 30, usegmt=True)
+    value = {"seconds": "7", "bounded": "7", "huge": "999999999"}.get(
+        when, formatdate(time.time() + 30, usegmt=True))
+    env = {"PROBE_RETRY_AFTER_MAX_MS": "5000"} if when == "bounded" else {}
     srv = Scripted(lambda req: (503, {"Retry-After": value}, b"Service Unavailable\n"))
     try:
         body = tmp_path / "body.csv"
         body.write_bytes(b"1\n")
-        got = run_probe(probe_bin, srv.url, "insert", "t", "id", str(body))
+        got = run_probe(probe_bin, srv.url, "insert", "t", "id", str(body), env=env)
     finally:
         srv.close()
     assert (got["result"], got["http_status"], got["code"]) == ("RETRY", 503, 0), got
     if when == "seconds":
         assert got["retry_after_ms"] == 7000
+    elif when == "bounded":
+        assert got["retry_after_ms"] == 5000  # retry_after_max_ms
+    elif when == "huge":
+        assert got["retry_after_ms"] == 3600 * 1000  # the default bound
     else:
         assert 27000 <= got["retry_after_ms"] <= 31000, got
 

@@ -12,6 +12,7 @@
  *                                             client, one line each
  *     check TABLE FILE.datasource             DESCRIBE, then table_check
  *     check TABLE -COL,COL,...                the same for untyped (text) columns
+ *   $PROBE_RETRY_AFTER_MAX_MS sets clickhouse_config's retry_after_max_ms.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,7 +98,10 @@ int main(int argc, char **argv)
         return 2;
     }
     struct clickhouse_config cfg = {argv[1], strcmp(argv[2], "-") ? argv[2] : NULL,
-                                    (unsigned)atoi(argv[3]), (unsigned)atoi(argv[4])};
+                                    (unsigned)atoi(argv[3]), (unsigned)atoi(argv[4]),
+                                    (unsigned)atoi(getenv("PROBE_RETRY_AFTER_MAX_MS")
+                                                       ? getenv("PROBE_RETRY_AFTER_MAX_MS")
+                                                       : "0")};
     const char *cmd = argv[5];
     char err[512];
     struct clickhouse *ch = clickhouse_open(&cfg, err, sizeof err);

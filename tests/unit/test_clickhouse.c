@@ -107,7 +107,7 @@ static void test_urls(void **state)
 {
     (void)state;
     char err[256];
-    struct clickhouse_config cfg = {"clickhouse://127.0.0.1:8123/events", NULL, 1000, 5000};
+    struct clickhouse_config cfg = {"clickhouse://127.0.0.1:8123/events", NULL, 1000, 5000, 0};
     struct clickhouse *ch = clickhouse_open(&cfg, err, sizeof err);
     assert_non_null(ch);
     assert_int_equal(clickhouse_shards(ch), 1);
@@ -147,7 +147,7 @@ static void test_credentials_file(void **state)
 {
     (void)state;
     char err[256];
-    struct clickhouse_config cfg = {"clickhouse://127.0.0.1:8123/db", NULL, 1000, 5000};
+    struct clickhouse_config cfg = {"clickhouse://127.0.0.1:8123/db", NULL, 1000, 5000, 0};
     /* Good: the password may hold ':' and the line may end in \r\n. */
     cfg.credentials_file = write_file("writer:pa:ss\r\nignored\n");
     struct clickhouse *ch = clickhouse_open(&cfg, err, sizeof err);
