@@ -152,7 +152,7 @@ static int parse_replica(struct replica *r, const char *p, size_t n, int https, 
     memcpy(host, p, hn);
     host[hn] = '\0';
     if (!hn)
-        strcpy(host, "127.0.0.1");
+        snprintf(host, sizeof host, "%s", "127.0.0.1");
     for (size_t i = 0; i < hn; i++)
         if (!isalnum((unsigned char)host[i]) && !strchr(".-_[]:", host[i]))
             goto bad;
@@ -247,15 +247,15 @@ static int parse_url(struct clickhouse *ch, const char *url, char *err, size_t e
     memcpy(ch->database, db, dn);
     ch->database[dn] = '\0';
     if (!dn)
-        strcpy(ch->database, "default");
+        snprintf(ch->database, sizeof ch->database, "%s", "default");
     if (q) {
         const char *arg = q + 1;
-        if (strncmp(arg, "table_suffix=", 13) || strchr(arg, '&') ||
+        if (strncmp(arg, "table_suffix=", 13) != 0 || strchr(arg, '&') ||
             strlen(arg + 13) >= sizeof ch->suffix) {
             set_err(err, errlen, "--deliver: unknown parameter '%s'%s (table_suffix=S)", arg, "");
             return -1;
         }
-        strcpy(ch->suffix, arg + 13);
+        snprintf(ch->suffix, sizeof ch->suffix, "%s", arg + 13);
     }
     return 0;
 }
@@ -377,7 +377,7 @@ static int in(const int *codes, size_t n, int code)
     return 0;
 }
 
-#define IN(list, code) in(list, sizeof list / sizeof list[0], code)
+#define IN(list, code) in((list), sizeof(list) / sizeof((list)[0]), (code))
 
 /* "Code: N" where the body starts (18.16: "Code: 27, e.displayText() = ..."; later
  * versions: "Code: 27. DB::Exception: ..."); 0 when absent. */
@@ -442,7 +442,7 @@ static size_t on_header(char *p, size_t size, size_t nmemb, void *arg)
     struct clickhouse *ch = arg;
     size_t n = size * nmemb;
     static const char name[] = "retry-after:";
-    if (n <= sizeof name - 1 || strncasecmp(p, name, sizeof name - 1))
+    if (n <= sizeof name - 1 || strncasecmp(p, name, sizeof name - 1) != 0)
         return n;
     char value[64];
     size_t i = sizeof name - 1, vn = 0;

@@ -163,19 +163,19 @@ size_t table_check(const struct table_want *want, size_t nwant,
         struct have_type h;
         parse_have(&h, c->type, strlen(c->type));
         const struct type *ws = &w->type;
-        int ok;
+        /* A FixedString refuses a longer value; a type unknown here is never assumed to
+         * fit: both stay 0. */
+        int ok = 0;
         if (h.what == HAVE_TYPE && h.depth == 0 && h.scalar.kind == TYPE_STRING)
             /* Any cell, an Array's too, is text a String keeps as sent; only a null needs
              * Nullable(String), or it would load as the text \N. */
             ok = !(ws->array_depth == 0 && ws->nullable && !h.nullable);
-        else if (h.depth != ws->array_depth || (ws->nullable && !h.nullable))
-            ok = 0;
-        else if (h.what == HAVE_ENUM)
-            ok = ws->kind == TYPE_STRING; /* the user's choice: refused rows are quarantined */
-        else if (h.what == HAVE_TYPE)
-            ok = scalar_holds(ws, &h.scalar);
-        else
-            ok = 0; /* FixedString: a longer value is refused; others: unknown here */
+        else if (h.depth == ws->array_depth && (!ws->nullable || h.nullable)) {
+            if (h.what == HAVE_ENUM)
+                ok = ws->kind == TYPE_STRING; /* the user's choice: refused rows quarantined */
+            else if (h.what == HAVE_TYPE)
+                ok = scalar_holds(ws, &h.scalar);
+        }
         if (!ok)
             found = add(problems, max, found, w->name, "%s cannot hold every %s", c->type,
                         wname);

@@ -97,11 +97,11 @@ int main(int argc, char **argv)
                         "version|describe|execute|insert|check [ARGS]\n");
         return 2;
     }
+    const char *ra = getenv("PROBE_RETRY_AFTER_MAX_MS");
     struct clickhouse_config cfg = {argv[1], strcmp(argv[2], "-") ? argv[2] : NULL,
-                                    (unsigned)atoi(argv[3]), (unsigned)atoi(argv[4]),
-                                    (unsigned)atoi(getenv("PROBE_RETRY_AFTER_MAX_MS")
-                                                       ? getenv("PROBE_RETRY_AFTER_MAX_MS")
-                                                       : "0")};
+                                    (unsigned)strtoul(argv[3], NULL, 10),
+                                    (unsigned)strtoul(argv[4], NULL, 10),
+                                    ra ? (unsigned)strtoul(ra, NULL, 10) : 0};
     const char *cmd = argv[5];
     char err[512];
     struct clickhouse *ch = clickhouse_open(&cfg, err, sizeof err);
@@ -153,7 +153,7 @@ int main(int argc, char **argv)
             return 2;
         }
         const char *repeat = getenv("PROBE_REPEAT");
-        for (int i = 0, n = repeat ? atoi(repeat) : 1; i < n; i++) {
+        for (long i = 0, n = repeat ? strtol(repeat, NULL, 10) : 1; i < n; i++) {
             t0 = now_ms();
             clickhouse_insert(ch, 0, argv[6], (const char *const *)names, ncols, body, len,
                               argc == 10 ? argv[9] : NULL, &o);
