@@ -538,8 +538,12 @@ static void set_message(struct clickhouse *ch, struct send_outcome *out, const c
     line[w] = '\0';
     scrub(ch, line, sizeof line);
     size_t n2 = strlen(line);
-    if (n2 >= sizeof out->message)
+    if (n2 >= sizeof out->message) {
+        /* Cut before a character, not inside one: the message goes into logs and JSON. */
         n2 = sizeof out->message - 1;
+        while (n2 && ((unsigned char)line[n2] & 0xC0) == 0x80)
+            n2--;
+    }
     memcpy(out->message, line, n2);
     out->message[n2] = '\0';
 }

@@ -380,6 +380,24 @@ def test_server_codes_over_scripted_http(probe_bin, tmp_path, creds):
     assert MARKER not in got[4]["message"] and "***" in got[4]["message"], got[4]
 
 
+def test_long_message_cut_between_characters(probe_bin, tmp_path):
+    """A refusal quoting a row of multibyte text: the outcome's message (511 bytes at most)
+    is cut between characters, so it stays UTF-8 for logs and JSON."""
+    text = ("Code: 27, e.displayText() = DB::Exception: Cannot parse input: " + "é日" * 300)
+    srv = Scripted(lambda req: (500, {}, text.encode()))
+    try:
+        body = tmp_path / "body.csv"
+        body.write_bytes(b"1\n")
+        r = subprocess.run([str(probe_bin), srv.url, "-", "1000", "5000", "insert", "t", "id",
+                            str(body)], capture_output=True, timeout=60)
+    finally:
+        srv.close()
+    got = json.loads(r.stdout.decode("utf-8"))  # strict: a cut character fails here
+    assert got["result"] == "REFUSED"
+    assert 400 < len(got["message"].encode()) <= 511
+    assert got["message"].endswith(("é", "日"))
+
+
 def test_connection_refused_is_retry(probe_bin, tmp_path):
     port = free_port()  # nothing listens there once free_port has closed it
     got = run_probe(probe_bin, f"clickhouse://127.0.0.1:{port}/db", "version")
