@@ -45,7 +45,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 # (-MP, so a deleted header does not stop the build) into a .d beside the object.
 DEPFLAGS := -MMD -MP
 
-.PHONY: all deps run test unit integration data clean asan memcheck lint install install-service fuzz fuzz-ingest fuzz-http profile callgrind bench
+.PHONY: all deps run test unit integration tools data clean asan memcheck lint install install-service fuzz fuzz-ingest fuzz-http profile callgrind bench
 all: $(BIN)
 
 $(BIN): $(OBJ) $(LLOBJ)
@@ -65,7 +65,16 @@ $(UNIT_OBJ): $(BUILD)/tests/%.o: tests/unit/%.c | $(BUILD)/tests
 $(UNIT_BIN): $(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIBOBJ) $(LLOBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS) -lcmocka
 
--include $(OBJ:.o=.d) $(UNIT_OBJ:.o=.d)
+# Test drivers (tests/tools/, built, never installed): programs the integration tests run to
+# hold a module to a real server before the process using it exists.
+TOOL_SRC := $(wildcard tests/tools/*.c)
+TOOL_BIN := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
+tools: $(TOOL_BIN)
+$(TOOL_BIN): $(BUILD)/tests/%: tests/tools/%.c $(LIBOBJ) $(LLOBJ) | $(BUILD)/tests
+	$(CC) -std=c11 $(CPPFLAGS) $(DEPFLAGS) $(CFLAGS) $(WARN) -Isrc $(LLHTTP_CFLAGS) $(LDFLAGS) -o $@ $< \
+		$(LIBOBJ) $(LLOBJ) $(LIBS)
+
+-include $(OBJ:.o=.d) $(UNIT_OBJ:.o=.d) $(TOOL_BIN:=.d)
 
 $(BUILD)/obj $(BUILD)/llhttp $(BUILD)/tests:
 	mkdir -p $@
@@ -89,7 +98,7 @@ run: deps
 unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
 
-integration: $(BIN) data/nyc_taxi.ndjson
+integration: $(BIN) data/nyc_taxi.ndjson tools
 	NDINGEST_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q -rs tests/integration
 
 test: deps

@@ -14,7 +14,8 @@ struct backoff {
 void backoff_init(struct backoff *b, unsigned base_ms, unsigned cap_ms, uint64_t seed);
 /* One more failure: the milliseconds to wait, drawn from [d/2, d] where d = min(cap,
  * base * 2^(failures-1)) ("equal jitter"), then raised to retry_after_ms when the server
- * asked for more (capped by cap_ms only when retry_after_ms is 0). */
+ * asked for more (0: it did not ask). cap_ms bounds the draw, not the server's
+ * Retry-After: the caller bounds what it accepts from a server (clickhouse.c: one hour). */
 unsigned backoff_next(struct backoff *b, unsigned retry_after_ms);
 void backoff_reset(struct backoff *b);
 

@@ -22,6 +22,8 @@ struct clickhouse_config {
     const char *credentials_file; /* NULL: the user "default" without a password */
     unsigned connect_timeout_ms;
     unsigned timeout_ms;          /* a whole request */
+    unsigned retry_after_max_ms;  /* the most of a server's Retry-After believed (a wrong
+                                   * date must not stall delivery); 0: one hour */
 };
 
 /* Parses the URL and reads the credentials; no connection yet. NULL with a message in
@@ -39,10 +41,12 @@ const char *clickhouse_database(const struct clickhouse *ch);
 enum send_result clickhouse_version(struct clickhouse *ch, int *major, int *minor,
                                     struct send_outcome *out);
 
-/* One column of DESCRIBE TABLE. */
+/* One column of DESCRIBE TABLE. default_kind: "" (a plain column), "DEFAULT",
+ * "MATERIALIZED" or "ALIAS" (the last two cannot be named in an INSERT). */
 struct clickhouse_column {
     char name[256];
     char type[256];
+    char default_kind[16];
 };
 /* DESCRIBE TABLE db.table(+suffix) on shard: up to max columns into cols, their number in
  * *n. SEND_STORED when read; SEND_TABLE when the table does not exist. */
@@ -54,11 +58,16 @@ enum send_result clickhouse_describe(struct clickhouse *ch, int shard, const cha
 enum send_result clickhouse_execute(struct clickhouse *ch, int shard, const char *sql,
                                     struct send_outcome *out);
 
-/* INSERT INTO db.table(+suffix) FORMAT CSV with body[0..len) gzip'd, on shard (each
- * replica in turn until one answers), with insert_deduplicate=1 and, when dedup_token is
- * not NULL (ClickHouse >= 22.2), insert_deduplication_token=dedup_token. The outcome is
- * classified by ClickHouse's error code (Code: N in the body), not the HTTP status. */
+/* INSERT INTO db.table(+suffix) (columns[0], ...) FORMAT CSV with body[0..len) gzip'd,
+ * on shard (each replica in turn until one answers), with insert_deduplicate=1 and, when
+ * dedup_token is not NULL (ClickHouse >= 22.2), insert_deduplication_token=dedup_token.
+ * The columns are named (the CSV's order, the definition's) so that the table may hold
+ * them in another order and have more columns, which take their defaults. The CSV is read
+ * as the day files are written: format_csv_allow_single_quotes=0, no errors allowed. The
+ * outcome is classified by ClickHouse's error code (Code: N in the body), not the HTTP
+ * status. */
 enum send_result clickhouse_insert(struct clickhouse *ch, int shard, const char *table,
+                                   const char *const *columns, size_t ncolumns,
                                    const char *body, size_t len, const char *dedup_token,
                                    struct send_outcome *out);
 

@@ -43,7 +43,7 @@ DDL_SETTINGS = {"allow_experimental_low_cardinality_type": 1}
 CONFIG = """<?xml version="1.0"?>
 <yandex>
   <logger>
-    <level>information</level>
+    <level>{log_level}</level>
     <log>{root}/log/server.log</log>
     <errorlog>{root}/log/server.err.log</errorlog>
     <size>10M</size>
@@ -109,13 +109,18 @@ class ClickHouse:
     """One clickhouse-server process in the directory root (its own; the logs stay there
     after stop()). Raises RuntimeError when the server exits or does not answer in time."""
 
-    def __init__(self, root, ready_timeout=90, attempts=3, ports=None, extra_config=""):
+    def __init__(self, root, ready_timeout=90, attempts=3, ports=None, extra_config="",
+                 users=None, readonly_users=(), log_level="information"):
         self.root = Path(root)
         self.proc = None
         # A cluster member (Cluster below) comes with its ports chosen, since its peers'
         # config names them, and with the XML that makes it one; a port taken then is the
         # cluster's to retry (_PortTaken), with new ports for every member.
         self.ports, self.extra_config = ports, extra_config
+        # More users than "default": {name: password}; those in readonly_users may not write.
+        self.users = dict(users or {})
+        self.readonly_users = set(readonly_users)
+        self.log_level = log_level  # "trace" logs each request's URI
         for attempt in range(attempts):
             try:
                 self._start(ready_timeout)
@@ -139,10 +144,10 @@ class ClickHouse:
                 self.tcp_port = free_port()
         for name in ("server.log", "server.err.log"):  # this attempt's messages only
             (self.root / "log" / name).unlink(missing_ok=True)
-        (self.root / "users.xml").write_text(USERS)
+        (self.root / "users.xml").write_text(_users_xml(self.users, self.readonly_users))
         config = self.root / "config.xml"
         config.write_text(CONFIG.format(root=self.root, http_port=self.http_port,
-                                        tcp_port=self.tcp_port)
+                                        tcp_port=self.tcp_port, log_level=self.log_level)
                           .replace("</yandex>", self.extra_config + "</yandex>"))
         self._stdout = open(self.root / "log" / "stdout.log", "wb")
         self.proc = subprocess.Popen([SERVER, "--config-file", str(config)], cwd=self.root,
@@ -271,6 +276,24 @@ class ClickHouse:
             for sub in ("data", "tmp"):
                 shutil.rmtree(self.root / sub, ignore_errors=True)
         return self.proc.returncode
+
+
+def _users_xml(users, readonly_users):
+    """USERS with a user per {name: password} added (plain-text <password>, which 18.16
+    compares as given), and a "readonly" profile when some user needs it."""
+    from xml.sax.saxutils import escape
+    if not users:
+        return USERS
+    entries = "".join(
+        f"    <{name}>\n      <password>{escape(password)}</password>\n"
+        f"      <networks><ip>127.0.0.1</ip></networks>\n"
+        f"      <profile>{'readonly' if name in readonly_users else 'default'}</profile>\n"
+        f"      <quota>default</quota>\n    </{name}>\n" for name, password in users.items())
+    text = USERS.replace("  </users>", entries + "  </users>")
+    if readonly_users:
+        text = text.replace("  </profiles>",
+                            "    <readonly><readonly>1</readonly></readonly>\n  </profiles>")
+    return text
 
 
 class _PortTaken(Exception):
