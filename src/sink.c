@@ -363,7 +363,8 @@ static int last_newline(int fd, uint64_t size, char *blk, uint64_t *last)
  * range already recorded, and where this sink's previous scan of the file stopped. So the
  * first torn path of a process in a file reads the file from its last void range (or its
  * start) once: at memchr speed, and only when a write was cut short or a worker died. */
-static int last_row_boundary(struct sink *s, uint64_t size, char *blk, uint64_t *last)
+static int last_row_boundary(struct sink *s, uint64_t size, const struct void_range *v,
+                             size_t nv, char *blk, uint64_t *last)
 {
     uint64_t at = 0, boundary = 0;
     int quoted = 0;
@@ -371,14 +372,6 @@ static int last_row_boundary(struct sink *s, uint64_t size, char *blk, uint64_t 
         at = s->scan_at;
         boundary = s->scan_last;
         quoted = s->scan_quoted;
-    }
-    struct void_range *v;
-    size_t nv;
-    char err[PATH_MAX + 128];
-    if (voids_load(s->path, &v, &nv, err, sizeof err)) {
-        s->void_err = 1;
-        snprintf(s->err, sizeof s->err, "%s", err);
-        return -EINVAL;
     }
     for (size_t i = 0; i < nv; i++) {
         /* A range ending past the file was recorded by a writer whose '\n' never landed
@@ -388,7 +381,6 @@ static int last_row_boundary(struct sink *s, uint64_t size, char *blk, uint64_t 
             quoted = 0;
         }
     }
-    free(v);
     while (at < size) {
         size_t n = size - at < SCAN_BLOCK ? (size_t)(size - at) : SCAN_BLOCK;
         ssize_t got = pread(s->fd, blk, n, (off_t)at);
@@ -417,26 +409,42 @@ static int last_row_boundary(struct sink *s, uint64_t size, char *blk, uint64_t 
     return 0;
 }
 
-/* The file's size, its last row boundary, and its last byte (0 if empty). 0 or -errno. */
-static int tail_of(struct sink *s, uint64_t *size, uint64_t *last, char *lastbyte)
+/* Where the file's tail stands: *size, the last row boundary *last, and *end, where a torn
+ * range from *last would end (past the '\n' to add, or *size when the file ends in one
+ * inside a quoted cell); *recorded when the record holds that range already (a writer
+ * whose '\n' was refused after it recorded it: recorded again it would only repeat). A
+ * malformed record is an error: it would be wrong for every reader too. 0 or -errno. */
+static int tail_of(struct sink *s, uint64_t *size, uint64_t *last, uint64_t *end,
+                   int *recorded)
 {
-    off_t end = lseek(s->fd, 0, SEEK_END); /* O_APPEND writes ignore the offset: harmless */
-    if (end < 0)
+    *recorded = 0;
+    off_t at = lseek(s->fd, 0, SEEK_END); /* O_APPEND writes ignore the offset: harmless */
+    if (at < 0)
         return -errno;
-    *size = (uint64_t)end;
-    *lastbyte = 0;
-    if (end > 0 && pread(s->fd, lastbyte, 1, end - 1) != 1)
+    *size = *last = *end = (uint64_t)at;
+    char lastbyte = 0;
+    if (at > 0 && pread(s->fd, &lastbyte, 1, at - 1) != 1)
         return -EIO;
-    if (end == 0 || (!s->quoted_rows && *lastbyte == '\n')) {
-        *last = *size;
+    if (at == 0 || (!s->quoted_rows && lastbyte == '\n'))
         return 0;
+    struct void_range *v;
+    size_t nv;
+    char err[PATH_MAX + 128];
+    if (voids_load(s->path, &v, &nv, err, sizeof err)) {
+        s->void_err = 1;
+        snprintf(s->err, sizeof s->err, "%s", err);
+        return -EINVAL;
     }
     char *blk = malloc(SCAN_BLOCK); /* the torn path only */
-    if (!blk)
-        return -ENOMEM;
-    int r = s->quoted_rows ? last_row_boundary(s, *size, blk, last)
-                           : last_newline(s->fd, *size, blk, last);
+    int r = !blk ? -ENOMEM
+            : s->quoted_rows ? last_row_boundary(s, *size, v, nv, blk, last)
+                             : last_newline(s->fd, *size, blk, last);
+    *end = *size + (lastbyte != '\n');
+    for (size_t i = 0; i < nv && !r; i++)
+        if (v[i].start == *last && v[i].end == *end)
+            *recorded = 1;
     free(blk);
+    free(v);
     return r;
 }
 
@@ -455,12 +463,13 @@ static int append_torn(struct sink *s, const char *p, size_t n)
         ;
     if (r)
         return -errno;
-    uint64_t size = 0, last = 0;
-    char lastbyte = 0;
-    r = tail_of(s, &size, &last, &lastbyte);
+    uint64_t size = 0, last = 0, end = 0;
+    int recorded = 0;
+    r = tail_of(s, &size, &last, &end, &recorded);
     if (r == 0 && last != size) {
-        int nl = lastbyte != '\n';
-        r = voids_append(s->path, last, size + (uint64_t)nl, "torn", 1);
+        int nl = end > size;
+        if (!recorded)
+            r = voids_append(s->path, last, end, "torn", 1);
         if (r)
             s->void_err = 1;
         if (r == 0 && nl) {

@@ -1056,6 +1056,48 @@ static void test_torn_record_unwritable(void **state)
     sink_close(s);
 }
 
+/* The range is recorded, then its '\n' refused (a size limit: EFBIG): the rows are not
+ * acknowledged, and the retries do not repeat the range in the record; once the limit is
+ * lifted the '\n' lands at the recorded END. In a child: the limit is process-wide. */
+static void test_torn_newline_refused(void **state)
+{
+    (void)state;
+    char path[PATH_MAX], rec[PATH_MAX];
+    atomic_uint torn = 0;
+    struct sink *s = torn_sink(&torn, ".csv", NULL, path, rec);
+    assert_int_equal(sink_write(s, "1,aaaaaaaaaaaaaaaaaaaa\n", 23), 0);
+    append_raw(path, "2,b");
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_FSIZE, &rl))
+            _exit(2);
+        rlim_t was = rl.rlim_cur;
+        rl.rlim_cur = 26; /* the file's size: the record (11 bytes) fits, no byte more here */
+        if (setrlimit(RLIMIT_FSIZE, &rl))
+            _exit(3);
+        atomic_store(&torn, 1);
+        for (int i = 0; i < 3; i++)
+            if (sink_write(s, "3,c\n", 4) != -EFBIG || !atomic_load(&torn))
+                _exit(4);
+        rl.rlim_cur = was;
+        if (setrlimit(RLIMIT_FSIZE, &rl))
+            _exit(5);
+        if (sink_write(s, "3,c\n", 4) || atomic_load(&torn))
+            _exit(6);
+        _exit(0);
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    if (!WIFEXITED(st) || WEXITSTATUS(st))
+        fail_msg("child failed at check %d (status 0x%x)", WEXITSTATUS(st), st);
+    expect_file(path, "1,aaaaaaaaaaaaaaaaaaaa\n2,b\n3,c\n");
+    expect_file(rec, "23 27 torn\n");
+    sink_close(s);
+}
+
 /* Several writers see the flag and the torn tail at once: one '\n' is added and one range
  * recorded; every row is whole and no line is empty. */
 #define ISOLATORS 8
@@ -1135,6 +1177,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_torn_range_recorded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_range_header_and_quarantine, setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_record_unwritable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_torn_newline_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_isolators_race, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
