@@ -25,7 +25,7 @@ struct sink {
     const char *dir, *name, *suffix, *header; /* copies, in store */
     size_t header_len;
     atomic_uint *torn;         /* see sink_config */
-    int quoted_rows;           /* ".csv": a row may hold '\n' inside a quoted cell */
+    int quoted_rows;           /* "*.csv": a row may hold '\n' inside a quoted cell */
     int void_err;              /* the failure was the .void record's, not the file's */
     /* The torn path's scan of the open file, kept so that the next one reads only the
      * bytes appended since (the file only grows): the quote state at scan_at, and the
@@ -265,7 +265,9 @@ struct sink *sink_open_daily(const struct sink_config *cfg, char *err, size_t er
     s->daily = 1;
     s->utc = cfg->utc;
     s->torn = cfg->torn;
-    s->quoted_rows = !strcmp(s->suffix, ".csv");
+    /* CSV rows (".csv", the typed datasets' ".quarantine.csv") may hold a quoted '\n';
+     * the classic quarantine's NDJSON lines never do. */
+    s->quoted_rows = ls >= 4 && !strcmp(s->suffix + ls - 4, ".csv");
 
     int r = make_dir(s);
     if (!r)

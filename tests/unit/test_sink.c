@@ -1007,6 +1007,16 @@ static void test_torn_range_header_and_quarantine(void **state)
     expect_file(rec, "4 8 torn\n");
     sink_close(s);
 
+    /* the typed datasets' quarantine is CSV too: quote parity */
+    s = torn_sink(&torn, ".quarantine.csv", NULL, path, rec);
+    assert_int_equal(sink_write(s, "t,\"a\"\n", 6), 0);
+    append_raw(path, "t,\"{\"\"x\"\":\n");
+    atomic_store(&torn, 1);
+    assert_int_equal(sink_write(s, "u,\"b\"\n", 6), 0);
+    expect_file(path, "t,\"a\"\nt,\"{\"\"x\"\":\nu,\"b\"\n");
+    expect_file(rec, "6 17 torn\n");
+    sink_close(s);
+
     s = torn_sink(&torn, ".invalid.ndjson", NULL, path, rec);
     assert_int_equal(sink_write(s, "{\"a\":\"x\"}\n", 10), 0);
     append_raw(path, "{\"a\":\"y\\\"");
