@@ -54,20 +54,20 @@ int cursor_load(const char *path, struct cursor *c, char *err, size_t errlen)
         line[len - 1] = '\0';
         char *rest;
         if (n == 1) {
-            if (strcmp(line, CURSOR_MAGIC))
+            if (strcmp(line, CURSOR_MAGIC) != 0)
                 why = "not a cursor (expected \"" CURSOR_MAGIC "\")";
         } else if (n == 2) {
-            if (strncmp(line, "file ", 5))
+            if (strncmp(line, "file ", 5) != 0)
                 why = "expected \"file NAME\"";
             else if (strchr(line + 5, '/') || len - 1 - 5 > NAME_MAX)
                 why = "NAME must be a file's base name";
             else
                 memcpy(c->file, line + 5, len - 5);
         } else if (n == 3) {
-            if (strncmp(line, "offset ", 7) || parse_u64(line + 7, &rest, &c->offset) || *rest)
+            if (strncmp(line, "offset ", 7) != 0 || parse_u64(line + 7, &rest, &c->offset) || *rest)
                 why = "expected \"offset N\"";
         } else if (n == 4) {
-            if (strncmp(line, "batch ", 6) || parse_u64(line + 6, &rest, &c->batch_start) ||
+            if (strncmp(line, "batch ", 6) != 0 || parse_u64(line + 6, &rest, &c->batch_start) ||
                 *rest != ' ' || parse_u64(rest + 1, &rest, &c->batch_end) || *rest)
                 why = "expected \"batch START END\"";
             else if (c->batch_start != c->offset || c->batch_end <= c->batch_start)
