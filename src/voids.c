@@ -39,28 +39,30 @@ int voids_append(const char *day_path, uint64_t start, uint64_t end, const char 
     int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0)
         return -errno;
-    /* One write(2) and no continuation: a short write leaves an unterminated last line,
-     * which readers ignore, where a continued one could land after another writer's line. */
-    ssize_t w;
-    do
-        w = write(fd, line, (size_t)n);
-    while (w < 0 && errno == EINTR);
-    int r = w < 0 ? -errno : w != n ? -ENOSPC : 0;
+    /* Appenders of one record take turns (voids.h), so a write cut short (a full disk, a
+     * size limit) can be continued, and if the rest fails too, the part written is taken
+     * back: the next line must not glue onto it into one malformed line that would make
+     * the record unreadable for everyone. */
+    int r = 0;
+    off_t begin = -1;
+    for (int done = 0; done < n;) {
+        ssize_t w = write(fd, line + done, (size_t)(n - done));
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            r = w < 0 ? -errno : -EIO;
+            break;
+        }
+        if (!done)
+            begin = lseek(fd, 0, SEEK_CUR) - w; /* O_APPEND: just past the bytes written */
+        done += (int)w;
+    }
+    if (r && begin >= 0)
+        (void)!ftruncate(fd, begin);
     if (!r && sync && fdatasync(fd))
         r = -errno;
     if (close(fd) && !r)
         r = -errno;
-    if (r == -ENOSPC && w > 0 && w < n) {
-        /* The partial line must not swallow the next writer's line into one malformed
-         * line: end it if we can (it then fails to parse as a range and is refused). It
-         * cannot be helped when the disk is full; a later successful line is then glued to
-         * it. Readers ignore only an unterminated last line, so report the failure. */
-        int fd2 = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
-        if (fd2 >= 0) {
-            (void)!write(fd2, "\n", 1);
-            close(fd2);
-        }
-    }
     return r;
 }
 

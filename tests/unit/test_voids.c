@@ -12,7 +12,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "testutil.h"
@@ -160,6 +163,48 @@ static void test_malformed_refused(void **state)
     refused(longline, 1, "too long");
 }
 
+/* A line cut short by a size limit is taken back: the record stays readable, and the next
+ * line, once there is room, is whole. In a child: the limit is process-wide. */
+static void test_cut_line_taken_back(void **state)
+{
+    (void)state;
+    assert_int_equal(voids_append(day, 1, 2, "torn", 0), 0); /* 9 bytes */
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_FSIZE, &rl))
+            _exit(2);
+        rlim_t was = rl.rlim_cur;
+        rl.rlim_cur = 15; /* "100 200 torn\n" would end at 22 */
+        if (setrlimit(RLIMIT_FSIZE, &rl))
+            _exit(3);
+        if (voids_append(day, 100, 200, "torn", 1) != -EFBIG)
+            _exit(4);
+        rl.rlim_cur = was;
+        if (setrlimit(RLIMIT_FSIZE, &rl))
+            _exit(5);
+        _exit(0);
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    if (!WIFEXITED(st) || WEXITSTATUS(st))
+        fail_msg("child failed at check %d (status 0x%x)", WEXITSTATUS(st), st);
+    size_t n;
+    char *text = tu_slurp(rec, &n);
+    assert_int_equal(n, 9);
+    assert_memory_equal(text, "1 2 torn\n", 9);
+    free(text);
+    assert_int_equal(voids_append(day, 300, 400, "torn", 0), 0);
+    struct void_range *v;
+    char err[256] = "";
+    assert_int_equal(voids_load(day, &v, &n, err, sizeof err), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(v[1].start, 300);
+    free(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -168,6 +213,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_missing_is_none, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unterminated_last_line_ignored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cut_line_taken_back, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
