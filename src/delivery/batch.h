@@ -30,7 +30,9 @@ struct batch {
  * max. Returns 1 with *b filled (body replaced), 0 when data holds no whole row after start
  * (nothing to send yet: b->end == start, unless void ranges were skipped: b->end is then
  * past them and b->rows is 0), -1 when memory is exhausted. A void range whose end is past
- * the data (recorded, its '\n' not yet read) is not skipped: the batch ends before it. To
+ * the data (recorded, its '\n' not yet read) is not skipped: the batch ends before it (a
+ * finished file's range that ends past the file, its '\n' refused for good, is to be
+ * clipped to the file's end by the caller first). To
  * rebuild a batch in flight [s, e) byte for byte, pass exactly data[0..e - s) and max e - s.
  * Should bytes of an unfinished row precede a void range (its start not a row boundary,
  * against the record's invariant), they are left out with it and counted in void_bytes. */
