@@ -8,9 +8,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
+
+#include "voids.h"
 
 struct sink {
     int fd;                    /* -1: opened at the next write */
@@ -22,6 +25,13 @@ struct sink {
     const char *dir, *name, *suffix, *header; /* copies, in store */
     size_t header_len;
     atomic_uint *torn;         /* see sink_config */
+    int quoted_rows;           /* "*.csv": a row may hold '\n' inside a quoted cell */
+    int void_err;              /* the failure was the .void record's, not the file's */
+    /* The torn path's scan of the open file, kept so that the next one reads only the
+     * bytes appended since (the file only grows): the quote state at scan_at, and the
+     * last row boundary at or before it. Valid while scan_at != 0, for this fd only. */
+    uint64_t scan_at, scan_last;
+    int scan_quoted;
     unsigned long lost;        /* files found to have lost their last name (sink_lost) */
     time_t noted;              /* sink_first_today: the day_start it was last called for, + 1 */
     /* In store, sized to the names (PATH_MAX each was 8 KiB a sink, two per dataset in
@@ -115,14 +125,6 @@ static int write_all(int fd, const char *p, size_t n)
         n -= (size_t)w;
     }
     return 0;
-}
-
-/* Whether the file's last byte is not a '\n' (asked only after a torn write: two syscalls). */
-static int ends_mid_row(int fd)
-{
-    off_t end = lseek(fd, 0, SEEK_END); /* O_APPEND writes ignore the offset: harmless */
-    char last;
-    return end > 0 && pread(fd, &last, 1, end - 1) == 1 && last != '\n';
 }
 
 /* The date holding t as YYYYMMDD, -1 if t has no date. */
@@ -276,6 +278,9 @@ struct sink *sink_open_daily(const struct sink_config *cfg, char *err, size_t er
     s->daily = 1;
     s->utc = cfg->utc;
     s->torn = cfg->torn;
+    /* CSV rows (".csv", the typed datasets' ".quarantine.csv") may hold a quoted '\n';
+     * the classic quarantine's NDJSON lines never do. */
+    s->quoted_rows = ls >= 4 && !strcmp(s->suffix + ls - 4, ".csv");
 
     int r = make_dir(s);
     if (!r)
@@ -312,6 +317,7 @@ static void close_day(struct sink *s, int keep_error)
     s->dirty = 0;
     close(s->fd);
     s->fd = -1;
+    s->scan_at = 0;
 }
 
 int sink_sync(struct sink *s)
@@ -345,32 +351,180 @@ struct sink *sink_open_fd(int fd)
     return s;
 }
 
-/* Appends p[0..n) to the open descriptor, on a fresh line if a torn tail is reported and
- * found (*checked: the tail was looked at). 0 or -errno; the torn flag is the caller's. */
-static int append(struct sink *s, const char *p, size_t n, int *checked)
+#define SCAN_BLOCK 65536
+
+/* The last row boundary of a quarantine file (NDJSON: a line never holds a raw '\n'): just
+ * past its last '\n', read backwards in blocks; 0 when it has none. 0 or -errno. */
+static int last_newline(int fd, uint64_t size, char *blk, uint64_t *last)
 {
-    int r = 0;
-    *checked = s->torn && atomic_load(s->torn);
-    if (*checked && ends_mid_row(s->fd)) {
-        /* A write cut short (full disk, size limit, a killed worker) left the file ending
-         * inside a row: start ours on a fresh line, in the same write(2), so the torn row
-         * stands alone as the one bad line and these rows stay whole. */
-        struct iovec iov[2] = {{.iov_base = "\n", .iov_len = 1}, {.iov_base = (void *)p, .iov_len = n}};
-        ssize_t w;
-        do
-            w = writev(s->fd, iov, 2);
-        while (w < 0 && errno == EINTR);
-        if (w < 0)
-            r = -errno;
-        else if (w == 0)
-            r = -EIO;
-        else {
-            p += w - 1;
-            n -= (size_t)(w - 1);
+    uint64_t at = size;
+    while (at > 0) {
+        size_t n = at < SCAN_BLOCK ? (size_t)at : SCAN_BLOCK;
+        ssize_t got = pread(fd, blk, n, (off_t)(at - n));
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got != (ssize_t)n)
+            return got < 0 ? -errno : -EIO;
+        const char *nl = memrchr(blk, '\n', n);
+        if (nl) {
+            *last = at - n + (uint64_t)(nl - blk) + 1;
+            return 0;
+        }
+        at -= n;
+    }
+    *last = 0;
+    return 0;
+}
+
+/* The last row boundary of a CSV day file: a '\n' outside quotes. Which '\n' is one can
+ * only be told by the quote parity counted from a known boundary, never by scanning back
+ * (the torn row may hold a '\n' inside a quoted cell, and a cut may fall just after one):
+ * the known boundaries are the file's start (the header is a row), the end of every void
+ * range already recorded, and where this sink's previous scan of the file stopped. So the
+ * first torn path of a process in a file reads the file from its last void range (or its
+ * start) once: at memchr speed, and only when a write was cut short or a worker died. */
+static int last_row_boundary(struct sink *s, uint64_t size, const struct void_range *v,
+                             size_t nv, char *blk, uint64_t *last)
+{
+    uint64_t at = 0, boundary = 0;
+    int quoted = 0;
+    if (s->scan_at && s->scan_at <= size) {
+        at = s->scan_at;
+        boundary = s->scan_last;
+        quoted = s->scan_quoted;
+    }
+    for (size_t i = 0; i < nv; i++) {
+        /* A range ending past the file was recorded by a writer whose '\n' never landed
+         * (the disk was full): its end is no boundary yet. */
+        if (v[i].end <= size && v[i].end >= at) {
+            at = boundary = v[i].end;
+            quoted = 0;
+        }
+    }
+    while (at < size) {
+        size_t n = size - at < SCAN_BLOCK ? (size_t)(size - at) : SCAN_BLOCK;
+        ssize_t got = pread(s->fd, blk, n, (off_t)at);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got != (ssize_t)n)
+            return got < 0 ? -errno : -EIO;
+        for (const char *p = blk, *end = blk + n; p < end;) {
+            const char *q = memchr(p, '"', (size_t)(end - p));
+            if (!quoted) { /* every '\n' before the next quote is a boundary */
+                const char *nl = memrchr(p, '\n', (size_t)((q ? q : end) - p));
+                if (nl)
+                    boundary = at + (uint64_t)(nl - blk) + 1;
+            }
+            if (!q)
+                break;
+            quoted = !quoted;
+            p = q + 1;
+        }
+        at += n;
+    }
+    s->scan_at = at;
+    s->scan_last = boundary;
+    s->scan_quoted = quoted;
+    *last = boundary;
+    return 0;
+}
+
+/* Where the file's tail stands: *size, the last row boundary *last, and *end, where a torn
+ * range from *last would end (past the '\n' to add, or *size when the file ends in one
+ * inside a quoted cell); *recorded when the record holds that range already (a writer
+ * whose '\n' was refused after it recorded it: recorded again it would only repeat). A
+ * malformed record is an error: it would be wrong for every reader too. 0 or -errno. */
+static int tail_of(struct sink *s, uint64_t *size, uint64_t *last, uint64_t *end,
+                   int *recorded)
+{
+    *recorded = 0;
+    off_t at = lseek(s->fd, 0, SEEK_END); /* O_APPEND writes ignore the offset: harmless */
+    if (at < 0)
+        return -errno;
+    *size = *last = *end = (uint64_t)at;
+    char lastbyte = 0;
+    if (at > 0 && pread(s->fd, &lastbyte, 1, at - 1) != 1)
+        return -EIO;
+    if (at == 0 || (!s->quoted_rows && lastbyte == '\n'))
+        return 0;
+    struct void_range *v;
+    size_t nv;
+    char err[PATH_MAX + 128];
+    if (voids_load(s->path, &v, &nv, err, sizeof err)) {
+        s->void_err = 1;
+        snprintf(s->err, sizeof s->err, "%s", err);
+        return -EINVAL;
+    }
+    char *blk = malloc(SCAN_BLOCK); /* the torn path only */
+    int r = !blk ? -ENOMEM
+            : s->quoted_rows ? last_row_boundary(s, *size, v, nv, blk, last)
+                             : last_newline(s->fd, *size, blk, last);
+    *end = *size + (lastbyte != '\n');
+    for (size_t i = 0; i < nv && !r; i++)
+        if (v[i].start == *last && v[i].end == *end)
+            *recorded = 1;
+    free(blk);
+    free(v);
+    return r;
+}
+
+/* Appends p[0..n) while the torn flag is set: the file may end inside a row that a write cut
+ * short left. Then the torn range [START, END) goes to the .void record first (START the
+ * torn row's first byte, END just past the '\n' added here, or the file's end when the cut
+ * fell just after a '\n' inside a quoted cell), and only then the '\n' and the rows, in one
+ * writev(2): whoever reads the file and then the record never sees a range ended in the file
+ * and missing from the record. Serialised by flock on the file, with the tail looked at
+ * under the lock, so that two writers never both isolate it (an empty line would be a row
+ * of a one-column dataset). If the record cannot be written neither are the rows. */
+static int append_torn(struct sink *s, const char *p, size_t n)
+{
+    int r;
+    while ((r = flock(s->fd, LOCK_EX)) && errno == EINTR)
+        ;
+    if (r)
+        return -errno;
+    uint64_t size = 0, last = 0, end = 0;
+    int recorded = 0;
+    r = tail_of(s, &size, &last, &end, &recorded);
+    if (r == 0 && last != size) {
+        int nl = end > size;
+        if (!recorded)
+            r = voids_append(s->path, last, end, "torn", 1);
+        if (r)
+            s->void_err = 1;
+        if (r == 0 && nl) {
+            struct iovec iov[2] = {{.iov_base = "\n", .iov_len = 1},
+                                   {.iov_base = (void *)p, .iov_len = n}};
+            ssize_t w;
+            do
+                w = writev(s->fd, iov, 2);
+            while (w < 0 && errno == EINTR);
+            if (w < 0)
+                r = -errno;
+            else if (w == 0)
+                r = -EIO;
+            else {
+                p += w - 1;
+                n -= (size_t)(w - 1);
+            }
         }
     }
     if (r == 0)
         r = write_all(s->fd, p, n);
+    s->dirty = 1; /* even a failed write may have written some */
+    flock(s->fd, LOCK_UN);
+    return r;
+}
+
+/* Appends p[0..n) to the open descriptor (*checked: the torn flag was set, so the tail was
+ * looked at). 0 or -errno; the torn flag is the caller's. */
+static int append(struct sink *s, const char *p, size_t n, int *checked)
+{
+    s->void_err = 0;
+    *checked = s->torn && atomic_load(s->torn);
+    if (*checked)
+        return append_torn(s, p, n);
+    int r = write_all(s->fd, p, n);
     s->dirty = 1; /* even a failed write may have written some */
     return r;
 }
@@ -431,7 +585,11 @@ int sink_write(struct sink *s, const char *p, size_t n)
                 atomic_store(s->torn, 0);
         }
         if (r) {
-            fail(s, "write", s->path, -r);
+            if (!s->void_err)
+                fail(s, "write", s->path, -r);
+            else if (r != -EINVAL) /* -EINVAL: voids_load's message is in err already */
+                snprintf(s->err, sizeof s->err, "write %s%s: %s", s->path, VOIDS_SUFFIX,
+                         strerror(-r));
             /* Reopen at the next write: a bad descriptor heals; a full disk costs one open. */
             if (s->daily)
                 close_day(s, 1);

@@ -15,9 +15,11 @@ struct sink_config {
     const char *header; /* written once at the top of each new day's file, or NULL */
     /* Shared by every process writing these files (in memory mapped before the fork), or
      * NULL: set when a write may have stopped inside a row (an error cut it short, or a
-     * worker was killed), so the next writer checks the file's tail and, if it ends inside
-     * a row, starts its rows on a fresh line. Only then: the check would race with writes
-     * in progress, which are not complete rows until they return. */
+     * worker was killed), so the next writer checks the file's tail under flock and, if
+     * it ends inside a row, records the torn range in the file's .void record (voids.h)
+     * and then starts its rows on a fresh line. Only then: the check would race with
+     * writes in progress, which are not complete rows until they return. A ".csv" file's
+     * rows are told apart by quote parity (a cell may hold a '\n'), others' by '\n'. */
     atomic_uint *torn;
     size_t header_len;
 };

@@ -12,15 +12,24 @@
  * writer). Most files never have one: it is created at the first range.
  *
  * The invariants every reader relies on (doc/format.md, "Void ranges"):
- *  - END is just past a '\n' of the day file, or the day file's end when the range is the
- *    unterminated tail of a finished file: the byte at END starts a row;
+ *  - START is the first byte of a row (just past a row boundary: in a CSV file a '\n'
+ *    outside quotes, found by quote parity from a known boundary, not by scanning back);
+ *  - END is just past a '\n' of the day file (the one the isolating writer added, or, when
+ *    the cut fell just after a '\n' inside a quoted cell, that one), or the day file's end
+ *    when the range is the unterminated tail of a finished file: the byte at END starts a
+ *    row, quote parity restarts there;
  *  - a range's line is in the record before the '\n' that ends the range is in the day
  *    file, so a reader that reads the day file first and the record second never sees a
- *    range ended in the file but missing from the record;
+ *    range ended in the file but missing from the record; conversely a range may end past
+ *    the file's end: for a while (the '\n' not yet written), or for good when the '\n' was
+ *    refused after the line was recorded (a full disk): the file's bytes from START on are
+ *    void, and a live reader waits for END before reading past START;
  *  - ranges may repeat or overlap (two writers recording the same torn tail): a reader
  *    takes their union;
- *  - the record is appended with O_APPEND, one write(2) per line, so its lines are whole
- *    except, after a crash or a full disk, possibly the last, which readers ignore. */
+ *  - the record is appended with O_APPEND, one line per voids_append; the appenders of one
+ *    record take turns (the sink under flock of the day file; delivery alone on a finished
+ *    file), so a line cut short is taken back and lines are whole except, after a crash,
+ *    possibly the last, which readers ignore. */
 #define VOIDS_SUFFIX ".void"
 #define VOIDS_REASON_MAX 15
 
@@ -29,9 +38,10 @@ struct void_range {
     char reason[VOIDS_REASON_MAX + 1];
 };
 
-/* Appends "START END REASON\n" to DAY_PATH.void, creating it (0644) if missing, in one
- * write(2), and fdatasyncs it when sync is set. 0, or -errno. reason: a word of at most
- * VOIDS_REASON_MAX letters. */
+/* Appends "START END REASON\n" to DAY_PATH.void, creating it (0644) if missing, and
+ * fdatasyncs it when sync is set. A write cut short is continued; if the rest fails, the
+ * part written is truncated away, so the record stays readable. 0, or -errno (-EINVAL when
+ * START >= END or reason is not a word of 1 to VOIDS_REASON_MAX ASCII letters). */
 int voids_append(const char *day_path, uint64_t start, uint64_t end, const char *reason,
                  int sync);
 

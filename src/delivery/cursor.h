@@ -5,6 +5,7 @@
 #define NDINGEST_CURSOR_H
 
 #include <limits.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* The file, as written by cursor_store (one field a line, in this order; "batch" only
