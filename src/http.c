@@ -23,6 +23,7 @@
 #include "auth.h"
 #include "catalog.h"
 #include "decode.h"
+#include "delivery/deliver.h"
 #include "http_strict.h"
 #include "ingest.h"
 #include "log.h"
@@ -144,6 +145,7 @@ struct http_server {
     struct access_log *access;
     const struct auth *auth;
     struct catalog *const *catalog; /* --datasets, or NULL */
+    const struct deliver_shared *deliver; /* --deliver, or NULL */
     const char *default_dataset;
     const char *log_prefix;
     int (*sync)(void *arg, char *err, size_t errlen);
@@ -856,7 +858,8 @@ static int on_message_complete(llhttp_t *p)
         struct metrics_worker view[SLOTS_MAX];
         slots_metrics_view(view, c->s->slots, c->s->nslots);
         struct buf text = {0};
-        if (metrics_format(&text, view, c->s->nslots) || datasets_metrics(c->s, &text))
+        if (metrics_format(&text, view, c->s->nslots) || datasets_metrics(c->s, &text) ||
+            (c->s->deliver && deliver_metrics_format(&text, c->s->deliver)))
             respond_error(c, 500, NULL, "out of memory for the metrics", keep_alive);
         else
             respond_as(c, 200, "text/plain; version=0.0.4", NULL, text.p, text.len, keep_alive);
@@ -1430,6 +1433,7 @@ struct http_server *http_server_new(const struct http_server_config *cfg)
     s->access = cfg->access;
     s->auth = cfg->auth;
     s->catalog = cfg->catalog;
+    s->deliver = cfg->deliver;
     s->default_dataset = cfg->default_dataset;
     s->log_prefix = cfg->log_prefix;
     s->sync = cfg->sync;

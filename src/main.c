@@ -1,5 +1,8 @@
-/* main.c -- ndingest's entry point: parses the command line and runs serve, convert or schema. */
+/* main.c -- ndingest's entry point: parses the command line and runs serve, convert, schema
+ * or deliver. */
 #include "convert.h"
+#include "delivery/deliver.h"
+#include "log.h"
 #include "json.h"
 #include "options.h"
 #include "schema.h"
@@ -14,9 +17,12 @@ int main(int argc, char **argv)
         return rc == 1 ? 0 : 2;
     }
     json_engine_init(); /* before server_run forks the workers */
-    if (o.command == CMD_SCHEMA)
+    if (o.command == CMD_SCHEMA) {
         rc = schema_run(&o);
-    else
+    } else if (o.command == CMD_DELIVER) {
+        log_set_quiet(o.quiet);
+        rc = deliver_run(&o, NULL);
+    } else
         rc = o.command == CMD_CONVERT ? convert_run(&o) : server_run(&o);
     options_free(&o);
     return rc;
