@@ -29,6 +29,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "net.h"
+#include "pressure.h"
 #include "options.h"
 #include "route.h"
 #include "slots.h"
@@ -146,6 +147,7 @@ struct http_server {
     const struct auth *auth;
     struct catalog *const *catalog; /* --datasets, or NULL */
     const struct deliver_shared *deliver; /* --deliver, or NULL */
+    struct pressure pressure;       /* --min-free, --deliver-max-lag */
     const char *default_dataset;
     const char *log_prefix;
     int (*sync)(void *arg, char *err, size_t errlen);
@@ -796,6 +798,9 @@ static int on_headers_complete(llhttp_t *p)
                  (unsigned long long)p->content_length, (unsigned long long)o->max_body);
         return reject_early(c, 413, NULL, msg);
     }
+    char why[256];
+    if (pressure_judge(&c->s->pressure, why, sizeof why) != PRESSURE_NONE)
+        return reject_early(c, 503, "Retry-After: " PRESSURE_RETRY_AFTER_TEXT "\r\n", why);
     r->ingest_begun = 1;
     if (ingest_begin(&c->ingest, (enum content_encoding)r->encoding) != INGEST_OK) {
         log_error("%s: %s", c->s->log_prefix, c->ingest.error);
@@ -859,6 +864,7 @@ static int on_message_complete(llhttp_t *p)
         slots_metrics_view(view, c->s->slots, c->s->nslots);
         struct buf text = {0};
         if (metrics_format(&text, view, c->s->nslots) || datasets_metrics(c->s, &text) ||
+            pressure_metrics(&text, &c->s->slots[0].pressure) ||
             (c->s->deliver && deliver_metrics_format(&text, c->s->deliver)))
             respond_error(c, 500, NULL, "out of memory for the metrics", keep_alive);
         else
@@ -1434,6 +1440,10 @@ struct http_server *http_server_new(const struct http_server_config *cfg)
     s->auth = cfg->auth;
     s->catalog = cfg->catalog;
     s->deliver = cfg->deliver;
+    s->pressure = (struct pressure){.dir = cfg->o->out_dir, .min_free = cfg->o->min_free,
+                                    .max_lag = cfg->o->deliver_max_lag,
+                                    .lag = cfg->deliver ? &cfg->deliver->lag_bytes : NULL,
+                                    .shared = &cfg->slots[0].pressure};
     s->default_dataset = cfg->default_dataset;
     s->log_prefix = cfg->log_prefix;
     s->sync = cfg->sync;

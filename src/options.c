@@ -130,6 +130,12 @@ static const struct option_row rows[] = {
      .help = "the longest wait between two tries of a batch (exponential backoff, jittered)"},
     {ROW_FLAG("deliver-create", deliver_create), .deliver = 1,
      .help = "create a dataset's table in the destination when it is missing"},
+    {ROW_SIZE("deliver-max-lag", deliver_max_lag, 0, UINT64_MAX, 16 * GiB), .zero = "never",
+     .help = "while more bytes than this wait for delivery, new bodies get 503 with "
+             "Retry-After and nothing is written"},
+    {ROW_SIZE("min-free", min_free, 0, UINT64_MAX, 100 * MiB), .zero = "never",
+     .help = "while the output directory's filesystem has less free space than this, new "
+             "bodies get 503 with Retry-After and nothing is written"},
     {ROW_STRING("host-id", "NAME", host_id, NULL), .deliver = 1, .note = "the host name",
      .help = "this host's name in every batch's identity (several hosts into one database)"},
     {ROW_ACTION("help", print_help), .short_name = 'h', .convert = 1, .schema = 1, .deliver = 1,

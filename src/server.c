@@ -131,12 +131,15 @@ static double status_due(struct server *s)
     double rows = (double)(cur.rows - s->status_prev.rows) / dt;
     double mb = (double)(cur.body_bytes - s->status_prev.body_bytes) / dt / 1e6;
     double req = (double)(cur.requests - s->status_prev.requests) / dt;
-    char rows_s[40], req_s[40], line[192];
+    char rows_s[40], req_s[40], lag[48] = "", line[240];
     group_digits(rows_s, sizeof rows_s, (uint64_t)(rows + 0.5));
     group_digits(req_s, sizeof req_s, (uint64_t)(req + 0.5));
-    int n = snprintf(line, sizeof line, "\rndingest: %s rows/s  %.1f MB/s  %llu conn%s  %s req/s\033[K",
-                     rows_s, mb, (unsigned long long)cur.connections,
-                     cur.connections == 1 ? "" : "s", req_s);
+    if (s->deliver) /* the worst dataset's: what an operator watches */
+        snprintf(lag, sizeof lag, "  lag %.1f s", deliver_worst_lag(s->deliver));
+    int n = snprintf(line, sizeof line,
+                     "\rndingest: %s rows/s  %.1f MB/s  %llu conn%s  %s req/s%s\033[K", rows_s, mb,
+                     (unsigned long long)cur.connections, cur.connections == 1 ? "" : "s", req_s,
+                     lag);
     if (n > 0)
         status_write(line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
     s->status_shown = 1;

@@ -184,6 +184,20 @@ static int family(struct buf *out, const struct deliver_shared *sh, const char *
     return rc;
 }
 
+double deliver_worst_lag(const struct deliver_shared *sh)
+{
+    int64_t now = wall_ms(), worst = 0;
+    for (size_t i = 0; i < sh->max; i++) {
+        const struct deliver_stats *s = &sh->stats[i];
+        if (!atomic_load_explicit(&s->used, memory_order_acquire))
+            continue;
+        int64_t oldest = atomic_load_explicit(&s->oldest_ms, memory_order_relaxed);
+        if (oldest && now - oldest > worst)
+            worst = now - oldest;
+    }
+    return (double)worst / 1000;
+}
+
 int deliver_metrics_format(struct buf *out, const struct deliver_shared *sh)
 {
     unsigned mode = atomic_load(&sh->mode);

@@ -66,6 +66,10 @@ void deliver_shared_unmap(struct deliver_shared *sh);
  * dataset and result) to out. 0, or -1 when memory is exhausted. */
 int deliver_metrics_format(struct buf *out, const struct deliver_shared *sh);
 
+/* The age in seconds of the oldest row not yet delivered, over every dataset (the live
+ * status line's "lag"). */
+double deliver_worst_lag(const struct deliver_shared *sh);
+
 /* Runs delivery until SIGTERM or SIGINT (the batch in flight is finished or abandoned
  * whole; its cursor says so). sh: the shared region, or NULL for `ndingest deliver` on its
  * own (a private one is made). Returns the exit code: 0 after a stop, 2 for a usage error
