@@ -607,7 +607,11 @@ static int step(struct deliver *dv, struct stream *s)
     uint64_t max = o->deliver_batch;
     if (s->split_end && s->split_end > s->cur.offset)
         max = s->split_end - s->cur.offset;
-    if (avail) {
+    /* Due by size, by age (the oldest waiting byte), because the file is finished, or
+     * because a refused batch is being halved: judged before reading anything. */
+    int due = avail >= max || finished || (s->split_end && s->split_end > s->cur.offset) ||
+              now - oldest_ms(s, now) >= (int64_t)o->deliver_interval;
+    if (avail && due) {
         /* Read up to a batch; a row longer than that is read whole (up to the file's end). */
         uint64_t want = avail < max ? avail : max;
         for (;;) {
@@ -636,12 +640,6 @@ static int step(struct deliver *dv, struct stream *s)
         }
         struct batch *b = &dv->batch;
         if (b->end > s->cur.offset) {
-            int64_t oldest = oldest_ms(s, now);
-            int due = b->end - s->cur.offset >= max * 9 / 10 || finished ||
-                      now - oldest >= (int64_t)o->deliver_interval ||
-                      (s->split_end && b->end >= s->split_end) || !b->rows;
-            if (!due)
-                return 0;
             s->cur.in_flight = 1;
             s->cur.batch_start = s->cur.offset;
             s->cur.batch_end = b->end;
