@@ -202,6 +202,7 @@ static void spawn_delivery(struct server *s)
             raise(SIGTERM);
         if (s->listen_fd >= 0)
             close(s->listen_fd);
+        prctl(PR_SET_NAME, "ndingest-deliv"); /* ps and the tests tell it from the workers */
         _exit(deliver_run(s->o, s->deliver));
     }
     s->deliver_pid = pid;
