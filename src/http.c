@@ -23,11 +23,13 @@
 #include "auth.h"
 #include "catalog.h"
 #include "decode.h"
+#include "delivery/deliver.h"
 #include "http_strict.h"
 #include "ingest.h"
 #include "log.h"
 #include "metrics.h"
 #include "net.h"
+#include "pressure.h"
 #include "options.h"
 #include "route.h"
 #include "slots.h"
@@ -144,6 +146,8 @@ struct http_server {
     struct access_log *access;
     const struct auth *auth;
     struct catalog *const *catalog; /* --datasets, or NULL */
+    const struct deliver_shared *deliver; /* --deliver, or NULL */
+    struct pressure pressure;       /* --min-free, --deliver-max-lag */
     const char *default_dataset;
     const char *log_prefix;
     int (*sync)(void *arg, char *err, size_t errlen);
@@ -802,6 +806,9 @@ static int on_headers_complete(llhttp_t *p)
                  (unsigned long long)p->content_length, (unsigned long long)o->max_body);
         return reject_early(c, 413, NULL, msg);
     }
+    char why[256];
+    if (pressure_judge(&c->s->pressure, why, sizeof why) != PRESSURE_NONE)
+        return reject_early(c, 503, "Retry-After: " PRESSURE_RETRY_AFTER_TEXT "\r\n", why);
     r->ingest_begun = 1;
     if (ingest_begin(&c->ingest, (enum content_encoding)r->encoding) != INGEST_OK) {
         log_error("%s: %s", c->s->log_prefix, c->ingest.error);
@@ -864,7 +871,9 @@ static int on_message_complete(llhttp_t *p)
         struct metrics_worker view[SLOTS_MAX];
         slots_metrics_view(view, c->s->slots, c->s->nslots);
         struct buf text = {0};
-        if (metrics_format(&text, view, c->s->nslots) || datasets_metrics(c->s, &text))
+        if (metrics_format(&text, view, c->s->nslots) || datasets_metrics(c->s, &text) ||
+            pressure_metrics(&text, &c->s->slots[0].pressure) ||
+            (c->s->deliver && deliver_metrics_format(&text, c->s->deliver)))
             respond_error(c, 500, NULL, "out of memory for the metrics", keep_alive);
         else
             respond_as(c, 200, "text/plain; version=0.0.4", NULL, text.p, text.len, keep_alive);
@@ -1438,6 +1447,11 @@ struct http_server *http_server_new(const struct http_server_config *cfg)
     s->access = cfg->access;
     s->auth = cfg->auth;
     s->catalog = cfg->catalog;
+    s->deliver = cfg->deliver;
+    s->pressure = (struct pressure){.dir = cfg->o->out_dir, .min_free = cfg->o->min_free,
+                                    .max_lag = cfg->o->deliver_max_lag,
+                                    .lag = cfg->deliver ? &cfg->deliver->lag_bytes : NULL,
+                                    .shared = &cfg->slots[0].pressure};
     s->default_dataset = cfg->default_dataset;
     s->log_prefix = cfg->log_prefix;
     s->sync = cfg->sync;

@@ -13,6 +13,7 @@ struct access_log;
 struct auth;
 struct bufferevent;
 struct catalog;
+struct deliver_shared;
 struct event_base;
 struct ingest_config;
 struct options;
@@ -42,6 +43,8 @@ struct http_server_config {
     struct catalog *const *catalog;
     const char *default_dataset;
     const char *log_prefix;             /* "ndingest[pid]" */
+    /* --deliver: the delivery process's counters (/metrics), or NULL. */
+    const struct deliver_shared *deliver;
     /* --fsync request: fdatasyncs what the worker's sinks have written. 0, or nonzero with
      * a message in err (every request waiting for it then gets a 500 with that message).
      * Called from the event loop, at most once per loop turn. */

@@ -48,12 +48,16 @@ static const struct option_row rows[] = {
      .help = "address to serve on"},
     {ROW_UINT("workers", "N", workers, 0, OPTIONS_MAX_WORKERS, 0), .dflt_fn = default_workers,
      .dflt_text = "CPUs available", .zero = "no fork", .help = "worker processes"},
-    {ROW_STRING("out-dir", "DIR", out_dir, "csv"), .help = "output directory, created if missing"},
-    {ROW_CUSTOM("name", "NAME", parse_name, "nyc_taxi"), .help = "file name prefix (not with --datasets)"},
-    {ROW_FLAG("utc", utc), .help = "date files by UTC instead of local time"},
+    {ROW_STRING("out-dir", "DIR", out_dir, "csv"), .deliver = 1,
+     .help = "output directory, created if missing"},
+    {ROW_CUSTOM("name", "NAME", parse_name, "nyc_taxi"), .deliver = 1,
+     .help = "file name prefix (not with --datasets)"},
+    {ROW_FLAG("utc", utc), .deliver = 1, .help = "date files by UTC instead of local time"},
     {ROW_STRING("columns", "a,b,c", columns_list, OPTIONS_DEFAULT_COLUMNS), .convert = 1,
+     .deliver = 1,
      .help = "top-level keys to write, in order (not with --datasets or --datasource)"},
-    {ROW_FLAG("header", header), .convert = 1, .help = "start each day's file with a header row"},
+    {ROW_FLAG("header", header), .convert = 1, .deliver = 1,
+     .help = "start each day's file with a header row"},
     {ROW_FLAG("crlf", crlf), .convert = 1, .help = "end rows with CRLF (RFC 4180) instead of LF"},
     {ROW_SIZE("max-line", max_line, 1, 2 * GiB, 1 * MiB), .convert = 1,
      .help = "longer lines are invalid"},
@@ -91,7 +95,8 @@ static const struct option_row rows[] = {
     {ROW_CUSTOM("fsync", "MODE", parse_fsync, "none"),
      .help = "none, request (fdatasync before each 200, group-committed) or interval:MS "
              "(fdatasync dirty files every MS milliseconds)"},
-    {ROW_FLAG("quiet", quiet), .help = "no informational lines on stderr (errors still)"},
+    {ROW_FLAG("quiet", quiet), .deliver = 1,
+     .help = "no informational lines on stderr (errors still)"},
     {ROW_SECONDS("status", status, 0, 3600, 2), .zero = "off",
      .note = "not with --quiet or --workers 0",
      .help = "when stderr is a terminal, a live line of rows/s, MB/s, connections and "
@@ -106,12 +111,12 @@ static const struct option_row rows[] = {
     {ROW_FILE("quarantine-file", "F", quarantine_file), .convert = 1, .convert_only = 1,
      .help = "convert: write refused lines to F (quarantine rows with --datasource, else "
              "raw), truncating it first"},
-    {ROW_STRING("datasets", "DIR", datasets, NULL), .schema = 1,
+    {ROW_STRING("datasets", "DIR", datasets, NULL), .deliver = 1, .schema = 1,
      .help = "serve every DIR/NAME.datasource at POST /v0/events?name=NAME (schema: where "
              "NAME.datasource is)"},
     {ROW_CUSTOM("default-dataset", "NAME", parse_default_dataset, NULL),
      .help = "with --datasets: the dataset POST / appends to (without it POST / gets 404)"},
-    {ROW_UINT("max-datasets", "N", max_datasets, 1, 4096, 64),
+    {ROW_UINT("max-datasets", "N", max_datasets, 1, 4096, 64), .deliver = 1,
      .help = "with --datasets: the most definitions loaded at once (a larger set is refused)"},
     {ROW_FLAG("clickhouse", clickhouse), .schema = 1, .schema_only = 1,
      .help = "schema: print CREATE TABLE statements for the dataset and its quarantine"},
@@ -125,7 +130,33 @@ static const struct option_row rows[] = {
     {ROW_STRING("cluster", "NAME", cluster, NULL), .schema = 1, .schema_only = 1,
      .help = "schema --clickhouse --database DB: for each server of the cluster NAME, "
              "ReplicatedMergeTree tables NAME_local and Distributed tables over them"},
-    {ROW_ACTION("help", print_help), .short_name = 'h', .convert = 1, .schema = 1,
+    {ROW_STRING("deliver", "URL", deliver, NULL), .deliver = 1,
+     .help = "deliver the day files' rows to this database (clickhouse://HOST:PORT/DB; "
+             "doc/delivery.md), by a process the main process supervises"},
+    {ROW_FILE("deliver-credentials", "FILE", deliver_credentials), .deliver = 1,
+     .help = "the destination's USER:PASSWORD, on FILE's first line"},
+    {ROW_SIZE("deliver-batch", deliver_batch, 1, 1 * GiB, 8 * MiB), .deliver = 1,
+     .help = "a batch is sent when its rows reach SIZE bytes (a longer row goes alone)"},
+    {ROW_UINT("deliver-interval", "MS", deliver_interval, 1, 3600000, 1000), .deliver = 1,
+     .help = "...or when its oldest row has waited MS milliseconds"},
+    {ROW_SECONDS("deliver-grace", deliver_grace, 0, 86400, 10), .deliver = 1,
+     .help = "a day's file is finished (its torn tail recorded, the next file begun) this "
+             "long after its day ends"},
+    {ROW_SECONDS("deliver-timeout", deliver_timeout, 1, 86400, 60), .deliver = 1,
+     .help = "one request to the destination must complete within it, else it is retried"},
+    {ROW_SECONDS("deliver-retry-max", deliver_retry_max, 1, 86400, 30), .deliver = 1,
+     .help = "the longest wait between two tries of a batch (exponential backoff, jittered)"},
+    {ROW_FLAG("deliver-create", deliver_create), .deliver = 1,
+     .help = "create a dataset's table in the destination when it is missing"},
+    {ROW_SIZE("deliver-max-lag", deliver_max_lag, 0, UINT64_MAX, 16 * GiB), .zero = "never",
+     .help = "while more bytes than this wait for delivery, new bodies get 503 with "
+             "Retry-After and nothing is written"},
+    {ROW_SIZE("min-free", min_free, 0, UINT64_MAX, 100 * MiB), .zero = "never",
+     .help = "while the output directory's filesystem has less free space than this, new "
+             "bodies get 503 with Retry-After and nothing is written"},
+    {ROW_STRING("host-id", "NAME", host_id, NULL), .deliver = 1, .note = "the host name",
+     .help = "this host's name in every batch's identity (several hosts into one database)"},
+    {ROW_ACTION("help", print_help), .short_name = 'h', .convert = 1, .schema = 1, .deliver = 1,
      .help = "this help"},
     {ROW_ACTION("version", print_version), .convert = 1, .help = "print the version"},
 };
@@ -313,9 +344,11 @@ static void usage(FILE *f)
     fputs(" [FILE ...]\n"
           "       ndingest schema NAME --datasets DIR "
           "[--clickhouse [--database DB [--cluster NAME]]] [--clickhouse-compat VERSION]\n"
+          "       ndingest deliver --deliver URL [--datasets DIR | --name NAME] [options]\n"
           "\n"
           "Streams NDJSON bodies POSTed to / into CSV rows in DIR/NAME-YYYY-MM-DD.csv; with\n"
           "--datasets, bodies POSTed to /v0/events?name=NAME into each dataset's typed files.\n"
+          "With --deliver (or `deliver` on its own) the files' rows go on into the database.\n"
           "\n", f);
     for (size_t i = 0; i < NROWS; i++)
         usage_row(f, &rows[i]);
@@ -520,6 +553,8 @@ static const struct {
     {CMD_CONVERT, "columns", "datasource", "the definition's columns are written"},
     {CMD_SERVE, "columns", "datasets", "each dataset's definition names its columns"},
     {CMD_SERVE, "name", "datasets", "each dataset's files are named after the dataset"},
+    {CMD_DELIVER, "columns", "datasets", "each dataset's definition names its columns"},
+    {CMD_DELIVER, "name", "datasets", "each dataset's files are named after the dataset"},
 };
 
 /* The row called name; NROWS for none (conflicts[] names only rows: test_options checks). */
@@ -549,6 +584,8 @@ int options_parse(struct options *o, int argc, char **argv)
             o->command = CMD_CONVERT;
         else if (!strcmp(argv[1], "schema"))
             o->command = CMD_SCHEMA;
+        else if (!strcmp(argv[1], "deliver"))
+            o->command = CMD_DELIVER;
         else
             return usage_error("unknown command '%s'", argv[1]);
         first = 2;
@@ -561,7 +598,9 @@ int options_parse(struct options *o, int argc, char **argv)
     for (size_t i = 0; i < NROWS; i++) {
         if ((o->command == CMD_CONVERT && !rows[i].convert) ||
             (o->command == CMD_SCHEMA && !rows[i].schema) ||
-            (o->command == CMD_SERVE && (rows[i].schema_only || rows[i].convert_only)))
+            (o->command == CMD_DELIVER && !rows[i].deliver) ||
+            (o->command == CMD_SERVE &&
+             (rows[i].schema_only || rows[i].convert_only || rows[i].deliver_only)))
             continue;
         longopts[n++] = (struct option){rows[i].name, rows[i].arg ? required_argument : no_argument,
                                         NULL, ROW_VAL + (int)i};
@@ -596,7 +635,7 @@ int options_parse(struct options *o, int argc, char **argv)
             return usage_error("unknown option '%s'", argv[optind - 1]);
         }
     }
-    if (o->command == CMD_SERVE && optind < argc)
+    if ((o->command == CMD_SERVE || o->command == CMD_DELIVER) && optind < argc)
         return usage_error("unexpected argument '%s'", argv[optind]);
     o->files = argv + optind;
     o->nfiles = argc - optind;
@@ -611,6 +650,10 @@ int options_parse(struct options *o, int argc, char **argv)
         return usage_error("--datasets: empty directory name");
     if (o->command == CMD_SERVE && o->default_dataset && !o->datasets)
         return usage_error("--default-dataset needs --datasets DIR");
+    if (o->command == CMD_DELIVER && !o->deliver)
+        return usage_error("deliver: --deliver URL is required");
+    if (o->command == CMD_DELIVER && o->datasets && !*o->datasets)
+        return usage_error("--datasets: empty directory name");
     return parse_columns(o);
 }
 

@@ -7,7 +7,7 @@
 
 #include "json.h"
 
-enum command { CMD_SERVE, CMD_CONVERT, CMD_SCHEMA };
+enum command { CMD_SERVE, CMD_CONVERT, CMD_SCHEMA, CMD_DELIVER };
 /* --fsync: none (the kernel writes back when it likes), request (a 200 only after
  * fdatasync of the files the request wrote, group-committed per loop turn), interval (a
  * timer fdatasyncs dirty files every fsync_ms; acks not delayed). */
@@ -65,6 +65,18 @@ struct options {
     int clickhouse_1816;
     const char *database; /* --clickhouse: the tables' database (qualified names), or NULL */
     const char *cluster;  /* --clickhouse: replicated local tables + Distributed on it, or NULL */
+    /* delivery (serve --deliver, and `ndingest deliver`: doc/delivery.md) */
+    const char *deliver;             /* the destination's URL, or NULL: no delivery */
+    const char *deliver_credentials; /* USER:PASSWORD on its first line, or NULL */
+    uint64_t deliver_batch;          /* bytes of a batch at most (a longer row goes whole) */
+    unsigned deliver_interval;       /* ms the oldest waiting row may wait for its batch */
+    unsigned deliver_grace;          /* seconds after its day before a file is finished */
+    unsigned deliver_timeout;        /* seconds for one request to the destination */
+    unsigned deliver_retry_max;      /* seconds: the longest wait between two tries */
+    int deliver_create;              /* CREATE TABLE for a dataset whose table is missing */
+    const char *host_id;             /* this host in every batch's identity; NULL: hostname */
+    uint64_t deliver_max_lag;        /* undelivered bytes past which bodies get 503; 0: never */
+    uint64_t min_free;               /* free bytes under which bodies get 503; 0: never */
 };
 
 #define OPTIONS_DEFAULT_COLUMNS "vendorid,tpep_pickup_datetime,trip_distance,total_amount"
@@ -94,6 +106,8 @@ struct option_row {
     int schema;            /* also accepted by `ndingest schema` */
     int schema_only;       /* accepted by `ndingest schema` only, not by serve */
     int convert_only;      /* accepted by `ndingest convert` only, not by serve */
+    int deliver;           /* also accepted by `ndingest deliver` */
+    int deliver_only;      /* accepted by `ndingest deliver` only, not by serve */
     const char *arg;       /* the value's name in --help ("N", "SIZE"), NULL without a value */
     size_t offset, size;   /* the field in struct options (not for CUSTOM and ACTION) */
     uint64_t min, max;     /* UINT, SECONDS, SIZE: the accepted range */

@@ -18,6 +18,7 @@
 #include "access_log.h"
 #include "auth.h"
 #include "catalog.h"
+#include "delivery/deliver.h"
 #include "log.h"
 #include "metrics.h"
 #include "net.h"
@@ -44,6 +45,10 @@ struct server {
     struct timespec *started;     /* when each worker was forked */
     struct timespec *restart_at;  /* when a dead worker is due again; tv_sec 0: not due */
     int stopping;
+    /* --deliver: the delivery process, supervised as a worker is */
+    struct deliver_shared *deliver;
+    pid_t deliver_pid;            /* 0: not running */
+    struct timespec deliver_started, deliver_restart_at; /* restart_at.tv_sec 0: not due */
     /* --status: a live line on a terminal stderr, from the shared counters' deltas */
     unsigned status_sec;          /* 0: off */
     struct timespec status_at;    /* when the next line is due */
@@ -126,12 +131,15 @@ static double status_due(struct server *s)
     double rows = (double)(cur.rows - s->status_prev.rows) / dt;
     double mb = (double)(cur.body_bytes - s->status_prev.body_bytes) / dt / 1e6;
     double req = (double)(cur.requests - s->status_prev.requests) / dt;
-    char rows_s[40], req_s[40], line[192];
+    char rows_s[40], req_s[40], lag[48] = "", line[240];
     group_digits(rows_s, sizeof rows_s, (uint64_t)(rows + 0.5));
     group_digits(req_s, sizeof req_s, (uint64_t)(req + 0.5));
-    int n = snprintf(line, sizeof line, "\rndingest: %s rows/s  %.1f MB/s  %llu conn%s  %s req/s\033[K",
-                     rows_s, mb, (unsigned long long)cur.connections,
-                     cur.connections == 1 ? "" : "s", req_s);
+    if (s->deliver) /* the worst dataset's: what an operator watches */
+        snprintf(lag, sizeof lag, "  lag %.1f s", deliver_worst_lag(s->deliver));
+    int n = snprintf(line, sizeof line,
+                     "\rndingest: %s rows/s  %.1f MB/s  %llu conn%s  %s req/s%s\033[K", rows_s, mb,
+                     (unsigned long long)cur.connections, cur.connections == 1 ? "" : "s", req_s,
+                     lag);
     if (n > 0)
         status_write(line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
     s->status_shown = 1;
@@ -168,11 +176,38 @@ static void spawn(struct server *s, int i)
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (getppid() != s->main_pid)
             raise(SIGTERM);
-        _exit(worker_run(s->o, i, s->listen_fd, s->slots, s->nslots, s->catalog));
+        _exit(worker_run(s->o, i, s->listen_fd, s->slots, s->nslots, s->catalog, s->deliver));
     }
     s->pids[i] = pid;
     s->started[i] = now();
     s->restart_at[i].tv_sec = 0;
+}
+
+/* Forks the delivery process (--deliver). It reads the day files behind the workers and
+ * never blocks one: they share nothing with it but the files and the counters. */
+static void spawn_delivery(struct server *s)
+{
+    pid_t pid = fork();
+    if (pid < 0) {
+        status_clear(s);
+        log_error("ndingest: fork (delivery): %s; retrying in %d s", strerror(errno),
+                  SERVER_RESTART_DELAY_SEC);
+        s->deliver_restart_at = now();
+        s->deliver_restart_at.tv_sec += SERVER_RESTART_DELAY_SEC;
+        return;
+    }
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != s->main_pid)
+            raise(SIGTERM);
+        if (s->listen_fd >= 0)
+            close(s->listen_fd);
+        prctl(PR_SET_NAME, "ndingest-deliv"); /* ps and the tests tell it from the workers */
+        _exit(deliver_run(s->o, s->deliver));
+    }
+    s->deliver_pid = pid;
+    s->deliver_started = now();
+    s->deliver_restart_at.tv_sec = 0;
 }
 
 static void log_exit(int i, pid_t pid, int status)
@@ -191,6 +226,27 @@ static int reap(struct server *s)
     int failed = 0, status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        if (s->deliver_pid && pid == s->deliver_pid) {
+            s->deliver_pid = 0;
+            int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+            failed += !clean && !s->stopping;
+            if (s->stopping)
+                continue;
+            status_clear(s);
+            if (WIFSIGNALED(status))
+                log_error("ndingest: the delivery process (pid %d) was killed by signal %d "
+                          "(%s); restarting it", (int)pid, WTERMSIG(status),
+                          strsignal(WTERMSIG(status)));
+            else
+                log_error("ndingest: the delivery process (pid %d) exited with status %d; "
+                          "restarting it", (int)pid, WEXITSTATUS(status));
+            metrics_add(&s->deliver->restarts, 1);
+            struct timespec t = now();
+            s->deliver_restart_at = t;
+            if (seconds_between(s->deliver_started, t) < SERVER_RESTART_DELAY_SEC)
+                s->deliver_restart_at.tv_sec += SERVER_RESTART_DELAY_SEC;
+            continue;
+        }
         int i = 0;
         while (i < s->nslots && s->pids[i] != pid)
             i++;
@@ -229,6 +285,13 @@ static double restart_due(struct server *s)
 {
     double next = -1;
     struct timespec t = now();
+    if (s->deliver && !s->deliver_pid && s->deliver_restart_at.tv_sec) {
+        double wait = seconds_between(t, s->deliver_restart_at);
+        if (wait <= 0)
+            spawn_delivery(s);
+        else
+            next = wait;
+    }
     for (int i = 0; i < s->nslots; i++) {
         if (s->pids[i] || !s->restart_at[i].tv_sec)
             continue;
@@ -243,7 +306,7 @@ static double restart_due(struct server *s)
 
 static int running(const struct server *s)
 {
-    int n = 0;
+    int n = s->deliver_pid != 0;
     for (int i = 0; i < s->nslots; i++)
         n += s->pids[i] != 0;
     return n;
@@ -260,6 +323,8 @@ static int stop(struct server *s, const sigset_t *set, int sig)
     for (int i = 0; i < s->nslots; i++)
         if (s->pids[i])
             kill(s->pids[i], sig);
+    if (s->deliver_pid)
+        kill(s->deliver_pid, sig);
     int failed = 0;
     struct timespec deadline = now();
     deadline.tv_sec += SERVER_STOP_GRACE_SEC;
@@ -271,6 +336,8 @@ static int stop(struct server *s, const sigset_t *set, int sig)
             for (int i = 0; i < s->nslots; i++)
                 if (s->pids[i])
                     kill(s->pids[i], SIGKILL);
+            if (s->deliver_pid)
+                kill(s->deliver_pid, SIGKILL);
             deadline.tv_sec += 5;
             continue;
         }
@@ -314,6 +381,8 @@ static int supervise(struct server *s)
     sigprocmask(SIG_BLOCK, &set, NULL);
     for (int i = 0; i < s->nslots; i++)
         spawn(s, i);
+    if (s->deliver)
+        spawn_delivery(s);
     if (s->status_sec) {
         s->status_prev_t = now();
         status_totals(s, &s->status_prev);
@@ -341,6 +410,8 @@ static int supervise(struct server *s)
             for (int i = 0; i < s->nslots; i++)
                 if (s->pids[i])
                     kill(s->pids[i], SIGHUP);
+            if (s->deliver_pid)
+                kill(s->deliver_pid, SIGHUP);
         }
     }
 }
@@ -414,6 +485,21 @@ int server_run(const struct options *o)
     }
 
     int nslots = o->workers > 0 ? o->workers : 1;
+    if (o->deliver && o->workers == 0) {
+        log_error("ndingest: --deliver needs worker processes (the delivery process is supervised "
+                  "beside them): with --workers 0 run `ndingest deliver` on its own");
+        if (fd >= 0)
+            close(fd);
+        return 2;
+    }
+    struct deliver_shared *dsh = NULL;
+    if (o->deliver && !(dsh = deliver_shared_map((size_t)o->max_datasets * CATALOG_NAMES_PER_DATASET + 1,
+                                                 err, sizeof err))) {
+        log_error("ndingest: %s", err);
+        if (fd >= 0)
+            close(fd);
+        return 1;
+    }
     struct catalog *datasets = NULL;
     if (o->datasets) { /* a bad definition is a usage error: exit 2 with FILE:LINE */
         char derr[600];
@@ -461,7 +547,7 @@ int server_run(const struct options *o)
     int rc;
     if (o->workers == 0) {
         atomic_store(&slots[0].live, 1);
-        rc = worker_run(o, 0, fd, slots, 1, datasets); /* it takes the reference */
+        rc = worker_run(o, 0, fd, slots, 1, datasets, NULL); /* it takes the reference */
         datasets = NULL;
     } else {
         struct server s = {
@@ -471,6 +557,7 @@ int server_run(const struct options *o)
             .slots = slots,
             .nslots = nslots,
             .catalog = datasets,
+            .deliver = dsh,
             .pids = calloc((size_t)nslots, sizeof(pid_t)),
             .started = calloc((size_t)nslots, sizeof(struct timespec)),
             .restart_at = calloc((size_t)nslots, sizeof(struct timespec)),
@@ -491,6 +578,7 @@ int server_run(const struct options *o)
         datasets = s.catalog; /* replaced on SIGHUP */
     }
     munmap(slots, size);
+    deliver_shared_unmap(dsh);
     if (datasets) {
         struct catalog_shared *sh = datasets->shared;
         catalog_release(datasets);

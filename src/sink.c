@@ -452,7 +452,7 @@ static int tail_of(struct sink *s, uint64_t *size, uint64_t *last, uint64_t *end
     char err[PATH_MAX + 128];
     if (voids_load(s->path, &v, &nv, err, sizeof err)) {
         s->void_err = 1;
-        snprintf(s->err, sizeof s->err, "%s", err);
+        snprintf(s->err, s->err_cap, "%s", err);
         return -EINVAL;
     }
     char *blk = malloc(SCAN_BLOCK); /* the torn path only */
@@ -588,7 +588,7 @@ int sink_write(struct sink *s, const char *p, size_t n)
             if (!s->void_err)
                 fail(s, "write", s->path, -r);
             else if (r != -EINVAL) /* -EINVAL: voids_load's message is in err already */
-                snprintf(s->err, sizeof s->err, "write %s%s: %s", s->path, VOIDS_SUFFIX,
+                snprintf(s->err, s->err_cap, "write %s%s: %s", s->path, VOIDS_SUFFIX,
                          strerror(-r));
             /* Reopen at the next write: a bad descriptor heals; a full disk costs one open. */
             if (s->daily)

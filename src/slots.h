@@ -6,6 +6,7 @@
 
 #include "metrics.h"
 #include "options.h"
+#include "pressure.h"
 
 /* One worker's row, mapped before the fork (server.c owns the mapping). Each worker writes
  * only its own slot; the others read it to balance accepting, and whoever answers
@@ -19,6 +20,8 @@ struct worker_slot {
     struct metrics metrics;               /* GET /metrics, summed over the slots */
     /* Slot 0 only: the day's files may end inside a row (sink_config.torn). */
     atomic_uint rows_torn, invalid_torn;
+    /* Slot 0 only: backpressure as the workers last judged it (pressure.h). */
+    struct pressure_shared pressure;
 };
 
 /* The most slots there are: the bound on --workers, so that a caller can hold a view of

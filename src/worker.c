@@ -62,6 +62,7 @@ struct worker {
     struct sink *rows, *quarantine;
     struct buf header;
     struct catalog *catalog;    /* --datasets: the current set (requests hold their own) */
+    const struct deliver_shared *deliver; /* --deliver: the delivery's counters, or NULL */
     struct timespec accept_logged; /* the last accept error's line (0: none yet) */
     unsigned long accept_unlogged; /* accept errors since then, not logged */
 };
@@ -383,7 +384,7 @@ static int worker_start(struct worker *w)
         .o = w->o, .base = w->base, .slots = w->slots, .nslots = w->nslots, .index = w->index,
         .ingest = &w->ingest, .access = &w->access, .auth = &w->auth, .log_prefix = w->log_prefix,
         .catalog = w->catalog ? &w->catalog : NULL, .default_dataset = w->o->default_dataset,
-        .sync = http_sync, .drained = http_drained, .arg = w,
+        .sync = http_sync, .drained = http_drained, .arg = w, .deliver = w->deliver,
     };
     if (!(w->http = http_server_new(&http))) {
         log_error("%s: out of memory for the HTTP server", w->log_prefix);
@@ -425,7 +426,7 @@ static void worker_free(struct worker *w)
 }
 
 int worker_run(const struct options *o, int index, int listen_fd, struct worker_slot *slots,
-               int nslots, struct catalog *datasets)
+               int nslots, struct catalog *datasets, const struct deliver_shared *deliver)
 {
     struct worker w = {
         .o = o,
@@ -436,6 +437,7 @@ int worker_run(const struct options *o, int index, int listen_fd, struct worker_
         .listen_fd = listen_fd,
         .access = {.fd = -1},
         .catalog = datasets,
+        .deliver = deliver,
     };
     snprintf(w.log_prefix, sizeof w.log_prefix, "ndingest[%d]", (int)getpid());
     if (worker_start(&w)) {

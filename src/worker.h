@@ -4,6 +4,7 @@
 #define NDINGEST_WORKER_H
 
 struct catalog;
+struct deliver_shared;
 struct options;
 struct worker_slot;
 
@@ -13,8 +14,9 @@ struct worker_slot;
  * datasets (--datasets, else NULL): the set loaded by the main process; the worker takes
  * over the reference (its copy after the fork), opens its sinks, and on SIGHUP loads the
  * directory again. Returns the process exit code: 0 after a clean drain, 1 when it cannot
- * start. */
+ * start. deliver (--deliver, else NULL): the delivery process's counters, for /metrics and
+ * backpressure. */
 int worker_run(const struct options *o, int index, int listen_fd, struct worker_slot *slots,
-               int nslots, struct catalog *datasets);
+               int nslots, struct catalog *datasets, const struct deliver_shared *deliver);
 
 #endif

@@ -350,7 +350,8 @@ def test_disk_full(small_tmpfs, start_server):
     filler = small_tmpfs / "filler"
     filler.write_bytes(b"\0" * (512 * 1024))
     lines = 500  # about 18 KB of CSV per body
-    s = start_server("--workers", "2", "--no-quarantine", out_dir=small_tmpfs)
+    s = start_server("--workers", "2", "--no-quarantine", "--min-free", "0",
+                     out_dir=small_tmpfs)
     acked, refused = fill_until_refused(s, lines, 0)
     assert acked and len(refused) == 3, (len(acked), refused)
     assert s.request("GET", "/healthz")[0] == 200
