@@ -22,7 +22,9 @@ LLHTTP_LIBS   :=
 LLHTTP_SRC    := $(wildcard /usr/share/llhttp/*.c)
 endif
 
-LIBS     := -levent -lz -lcurl $(LLHTTP_LIBS)
+# libpq: delivery into PostgreSQL (src/delivery/postgres.c).
+PQ_CFLAGS := $(shell pkg-config --cflags libpq 2>/dev/null || echo -I$$(pg_config --includedir))
+LIBS     := -levent -lz -lcurl -lpq $(LLHTTP_LIBS)
 
 # The sources in two lists. SERVER_SRC is what only `serve` needs (sockets, libevent, HTTP,
 # workers, their counters): named here, one by one. CORE_SRC is every other file but main.c: the ingest pipeline (decode,
@@ -53,14 +55,14 @@ $(BIN): $(OBJ) $(LLOBJ)
 
 $(BUILD)/obj/%.o: src/%.c | $(BUILD)/obj
 	@mkdir -p $(dir $@)
-	$(CC) -std=c11 $(CPPFLAGS) $(DEPFLAGS) $(CFLAGS) $(WARN) $(LLHTTP_CFLAGS) -c -o $@ $<
+	$(CC) -std=c11 $(CPPFLAGS) $(DEPFLAGS) $(CFLAGS) $(WARN) $(LLHTTP_CFLAGS) $(PQ_CFLAGS) -c -o $@ $<
 
 # Third-party code: built with our flags but not held to our warning set.
 $(BUILD)/llhttp/%.o: /usr/share/llhttp/%.c | $(BUILD)/llhttp
 	$(CC) $(CFLAGS) $(LLHTTP_CFLAGS) -c -o $@ $<
 
 $(UNIT_OBJ): $(BUILD)/tests/%.o: tests/unit/%.c | $(BUILD)/tests
-	$(CC) -std=c11 $(CPPFLAGS) $(DEPFLAGS) $(CFLAGS) $(WARN) -Isrc $(LLHTTP_CFLAGS) -c -o $@ $<
+	$(CC) -std=c11 $(CPPFLAGS) $(DEPFLAGS) $(CFLAGS) $(WARN) -Isrc $(LLHTTP_CFLAGS) $(PQ_CFLAGS) -c -o $@ $<
 
 $(UNIT_BIN): $(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIBOBJ) $(LLOBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS) -lcmocka
