@@ -47,7 +47,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 # (-MP, so a deleted header does not stop the build) into a .d beside the object.
 DEPFLAGS := -MMD -MP
 
-.PHONY: all deps run test unit integration data clean asan memcheck lint install install-service fuzz fuzz-ingest fuzz-http profile callgrind bench
+.PHONY: all deps run test unit tools integration data clean asan memcheck lint install install-service fuzz fuzz-ingest fuzz-http profile callgrind bench
 all: $(BIN)
 
 $(BIN): $(OBJ) $(LLOBJ)
@@ -67,7 +67,16 @@ $(UNIT_OBJ): $(BUILD)/tests/%.o: tests/unit/%.c | $(BUILD)/tests
 $(UNIT_BIN): $(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIBOBJ) $(LLOBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS) -lcmocka
 
--include $(OBJ:.o=.d) $(UNIT_OBJ:.o=.d)
+# Test drivers (tests/tools/): built for the integration tests, never installed.
+# postgres_probe drives src/delivery/postgres.c against the harness's PostgreSQL.
+TOOL_SRC := $(wildcard tests/tools/*.c)
+TOOL_BIN := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
+$(TOOL_BIN): $(BUILD)/tests/%: tests/tools/%.c $(LIBOBJ) $(LLOBJ) | $(BUILD)/tests
+	$(CC) -std=c11 $(CPPFLAGS) $(DEPFLAGS) $(CFLAGS) $(WARN) -Isrc $(LLHTTP_CFLAGS) $(PQ_CFLAGS) \
+		$(LDFLAGS) -o $@ $< $(LIBOBJ) $(LLOBJ) $(LIBS)
+tools: $(TOOL_BIN)
+
+-include $(OBJ:.o=.d) $(UNIT_OBJ:.o=.d) $(TOOL_BIN:=.d)
 
 $(BUILD)/obj $(BUILD)/llhttp $(BUILD)/tests:
 	mkdir -p $@
@@ -91,7 +100,7 @@ run: deps
 unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
 
-integration: $(BIN) data/nyc_taxi.ndjson
+integration: $(BIN) data/nyc_taxi.ndjson $(TOOL_BIN)
 	NDINGEST_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q -rs tests/integration
 
 test: deps

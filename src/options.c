@@ -107,6 +107,9 @@ static const struct option_row rows[] = {
      .help = "with --datasets: the most definitions loaded at once (a larger set is refused)"},
     {ROW_FLAG("clickhouse", clickhouse), .schema = 1, .schema_only = 1,
      .help = "schema: print CREATE TABLE statements for the dataset and its quarantine"},
+    {ROW_FLAG("postgres", postgres), .schema = 1, .schema_only = 1,
+     .help = "schema: print CREATE TABLE statements for the dataset in PostgreSQL and for "
+             "delivery's cursor table"},
     {ROW_ACTION("help", print_help), .short_name = 'h', .convert = 1, .schema = 1,
      .help = "this help"},
     {ROW_ACTION("version", print_version), .convert = 1, .help = "print the version"},
@@ -293,7 +296,7 @@ static void usage(FILE *f)
             fprintf(f, " [%s]", name);
     }
     fputs(" [FILE ...]\n"
-          "       ndingest schema NAME --datasets DIR [--clickhouse]\n"
+          "       ndingest schema NAME --datasets DIR [--clickhouse | --postgres]\n"
           "\n"
           "Streams NDJSON bodies POSTed to / into CSV rows in DIR/NAME-YYYY-MM-DD.csv; with\n"
           "--datasets, bodies POSTed to /v0/events?name=NAME into each dataset's typed files.\n"

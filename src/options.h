@@ -58,6 +58,7 @@ struct options {
     unsigned max_datasets; /* serve --datasets: definitions loaded at once */
     unsigned max_tokens;   /* --token-file with --datasets: its tokens (auth_load) */
     int clickhouse;       /* CREATE TABLE statements instead of a table for people */
+    int postgres;         /* the same for PostgreSQL (schema_pg.h) */
 };
 
 #define OPTIONS_DEFAULT_COLUMNS "vendorid,tpep_pickup_datetime,trip_distance,total_amount"

@@ -280,3 +280,19 @@ def clickhouse(tmp_path_factory):
     server = ch.ClickHouse(tmp_path_factory.mktemp("clickhouse"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory):
+    """A PostgreSQL 15 server (tests/integration/postgres.py) for the whole module, stopped
+    and its directory removed at the end (also when a test fails); the module's tests skip,
+    saying why, where none is installed."""
+    import postgres as pgmod
+    if not pgmod.INSTALLED:
+        pytest.skip("PostgreSQL 15 is not installed (scripts/install-deps.sh installs "
+                    "postgresql and libpq-dev)")
+    server = pgmod.PostgreSQL(tmp_path_factory.mktemp("postgres"))
+    try:
+        yield server
+    finally:
+        server.stop()
