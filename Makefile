@@ -132,7 +132,7 @@ fuzz-ingest: deps
 		fuzz-out/corpus tests/json tests/fuzz/seeds
 fuzz-http: deps
 	mkdir -p build/fuzz fuzz-out/http-corpus
-	clang -std=c11 $(CPPFLAGS) $(FUZZ_FLAGS) -Isrc $(LLHTTP_CFLAGS) -o build/fuzz/fuzz_http \
+	clang -std=c11 $(CPPFLAGS) $(FUZZ_FLAGS) -Isrc $(LLHTTP_CFLAGS) $(PQ_CFLAGS) -o build/fuzz/fuzz_http \
 		tests/fuzz/fuzz_http.c $(CORE_SRC) $(SERVER_SRC) $(LLHTTP_SRC) $(LIBS)
 	build/fuzz/fuzz_http -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -print_final_stats=1 \
 		fuzz-out/http-corpus tests/fuzz/http-seeds
@@ -146,7 +146,7 @@ memcheck: $(BIN) data/nyc_taxi.ndjson
 lint:
 	cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,performance,portability \
 		--inline-suppr --suppressions-list=.cppcheck-suppressions -Isrc src
-	clang-tidy --quiet $(SRC) -- -std=c11 $(CPPFLAGS) $(LLHTTP_CFLAGS)
+	clang-tidy --quiet $(SRC) -- -std=c11 $(CPPFLAGS) $(LLHTTP_CFLAGS) $(PQ_CFLAGS)
 
 install: $(BIN)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1

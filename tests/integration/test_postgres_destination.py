@@ -450,3 +450,50 @@ def test_backend_gone_before_commit_is_retry_then_once(postgres, tmp_path, how):
     assert counts(postgres, "term") == ["0", "0"]
     assert send(postgres, "term", data, definition=ds)["result"] == "stored"
     assert counts(postgres, "term") == ["9", "9"]
+
+
+# MARK: - ndingest schema NAME --postgres
+
+# The mapping the issue asks for, as PostgreSQL names the column's type (format_type) and
+# whether it is NOT NULL.
+SCHEMA_TYPES = [
+    ("UInt64", "numeric(20,0)", True), ("UInt32", "bigint", True), ("UInt16", "integer", True),
+    ("UInt8", "smallint", True), ("Int8", "smallint", True), ("Int16", "smallint", True),
+    ("Int32", "integer", True), ("Int64", "bigint", True), ("Int128", "numeric(39,0)", True),
+    ("UInt256", "numeric(78,0)", True), ("Float32", "real", True),
+    ("Float64", "double precision", True), ("Decimal(10, 2)", "numeric(10,2)", True),
+    ("Decimal64(4)", "numeric(18,4)", True), ("String", "text", True),
+    ("LowCardinality(String)", "text", True), ("Nullable(String)", "text", False),
+    ("LowCardinality(Nullable(String))", "text", False), ("Bool", "boolean", True),
+    ("Date", "date", True), ("Date32", "date", True),
+    ("DateTime", "timestamp with time zone", True),
+    ("DateTime64(3)", "timestamp(3) with time zone", True), ("UUID", "uuid", True),
+    ("Nullable(Int64)", "bigint", False), ("Array(String)", "text[]", True),
+    ("Array(Nullable(Int32))", "integer[]", True), ("Array(Array(UInt64))", "numeric(20,0)[]", True),
+]
+
+
+def test_schema_postgres_creates_the_mapped_table(postgres, tmp_path):
+    cols = [(f"c{i}", t) for i, (t, _, _) in enumerate(SCHEMA_TYPES)]
+    (tmp_path / "mapped.datasource").write_text(definition("mapped", cols))
+    postgres.psql("DROP TABLE IF EXISTS mapped")
+    create(postgres, tmp_path, "mapped")
+    got = postgres.psql("SELECT attname, format_type(atttypid, atttypmod), attnotnull "
+                        "FROM pg_attribute WHERE attrelid = 'mapped'::regclass AND attnum > 0 "
+                        "ORDER BY attnum")
+    want = [[f"c{i}", pg, "t" if notnull else "f"] for i, (_, pg, notnull) in enumerate(SCHEMA_TYPES)]
+    assert got == want
+    assert postgres.scalar("SELECT to_regclass('ndingest_delivery') IS NOT NULL") == "t"
+
+
+@pytest.mark.parametrize("column, why", [
+    ("`t` DateTime64(9) `json:$.t`", "microseconds"),
+    ("`t` DateTime DEFAULT now() `json:$.t`", "DEFAULT now()"),
+    ("`a` Array(Array(Array(Array(Array(Array(Array(Int8))))))) `json:$.a`", "6 dimensions"),
+])
+def test_schema_postgres_refuses_what_it_cannot_hold(tmp_path, column, why):
+    (tmp_path / "bad.datasource").write_text(f"SCHEMA >\n    `id` Int8 `json:$.id`,\n    {column}\n")
+    r = subprocess.run([str(BINARY), "schema", "bad", "--datasets", tmp_path, "--postgres"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stdout == "", r
+    assert f"{tmp_path}/bad.datasource:3: column" in r.stderr and why in r.stderr, r.stderr
