@@ -354,14 +354,16 @@ static const char *typed_cell(const struct type *t, const struct field *f, struc
     }
 }
 
-long pg_cells_batch(const struct pg_rows *rows, const char *body, size_t len, struct buf *out,
-                    struct buf *scratch, struct pg_refusal *ref)
+long pg_cells_rows(const struct pg_rows *rows, const char *body, size_t len, size_t want,
+                   struct buf *out, struct buf *scratch, struct pg_refusal *ref, size_t *used)
 {
     const struct datasource *ds = rows->ds;
     size_t ncolumns = ds ? ds->ncolumns : rows->ncolumns;
     const char *p = body, *end = body + len;
     long row = 0;
-    for (; p < end; row++) {
+    size_t start = out->len;
+    *used = 0;
+    for (; p < end && out->len - start < want; row++) {
         size_t col = 0;
         int more;
         do {
@@ -391,6 +393,14 @@ long pg_cells_batch(const struct pg_rows *rows, const char *body, size_t len, st
             ref->why = col != ncolumns ? "fewer cells than the dataset has columns" : OOM;
             return -1;
         }
+        *used = (size_t)(p - body);
     }
     return row;
+}
+
+long pg_cells_batch(const struct pg_rows *rows, const char *body, size_t len, struct buf *out,
+                    struct buf *scratch, struct pg_refusal *ref)
+{
+    size_t used;
+    return pg_cells_rows(rows, body, len, (size_t)-1, out, scratch, ref, &used);
 }

@@ -33,4 +33,11 @@ struct pg_refusal {
 long pg_cells_batch(const struct pg_rows *rows, const char *body, size_t len, struct buf *out,
                     struct buf *scratch, struct pg_refusal *ref);
 
+/* pg_cells_batch by pieces, for streaming: converts whole rows of body[0..len) until out
+ * has grown by at least want bytes or body ends; *used gets the bytes of body consumed (at
+ * a row boundary). Returns the rows converted, or -1 as pg_cells_batch (ref->row counted
+ * from body). */
+long pg_cells_rows(const struct pg_rows *rows, const char *body, size_t len, size_t want,
+                   struct buf *out, struct buf *scratch, struct pg_refusal *ref, size_t *used);
+
 #endif

@@ -11,8 +11,9 @@
 
 #include "../schema_pg.h"
 
-/* COPY data goes to libpq in pieces of this size: libpq copies what it is given into its
- * own output buffer, which then stays small. */
+/* COPY data is converted and given to libpq in pieces of about this size: libpq copies
+ * what it is given into its own output buffer, which then stays small, and the server
+ * parses one piece while the next is converted. */
 #define PG_COPY_CHUNK (256 * 1024)
 
 struct postgres {
@@ -347,7 +348,26 @@ static int copy_statement(struct postgres *pg, const struct postgres_batch *b)
     return rc || buf_append(s, ") FROM STDIN (FORMAT csv)", 25) || buf_append(s, "", 1) ? -1 : 0;
 }
 
-/* The rows, converted, through COPY; SEND_STORED when PostgreSQL took them all. */
+/* The outcome of a row pg_cells refused (ref->row counted from the batch's first row), or
+ * of its running out of memory. */
+static enum send_result refusal(const struct postgres_batch *b, const struct pg_refusal *ref,
+                                struct send_outcome *out)
+{
+    if (ref->row < 0)
+        return outcome(out, SEND_RETRY, "postgresql: ", ref->why);
+    out->refused_row = ref->row;
+    char text[sizeof out->message];
+    const char *col = ref->column < 0 ? NULL
+                      : b->rows->ds   ? b->rows->ds->columns[ref->column].name
+                                      : b->columns[ref->column];
+    snprintf(text, sizeof text, "row %ld%s%s%s: %s", ref->row + 1, col ? ", column \"" : "",
+             col ? col : "", col ? "\"" : "", ref->why);
+    return outcome(out, SEND_REFUSED, "postgresql: ", text);
+}
+
+/* The rows through COPY, converted a piece at a time while the server parses the pieces
+ * before (no second copy of the whole batch); SEND_STORED when PostgreSQL took them all. A
+ * row the converter refuses ends the COPY with an error, which rolls the transaction back. */
 static enum send_result copy_rows(struct postgres *pg, const struct postgres_batch *b,
                                   struct send_outcome *out)
 {
@@ -359,15 +379,38 @@ static enum send_result copy_rows(struct postgres *pg, const struct postgres_bat
     }
     PQclear(res);
     int ok = 1;
-    for (size_t o = 0; ok && o < pg->rows.len; o += PG_COPY_CHUNK) {
-        size_t n = pg->rows.len - o < PG_COPY_CHUNK ? pg->rows.len - o : PG_COPY_CHUNK;
-        ok = PQputCopyData(pg->conn, pg->rows.p + o, (int)n) == 1;
+    long row = 0;
+    struct pg_refusal ref = {.row = 0};
+    int refused = 0;
+    for (size_t pos = 0; ok && pos < b->len;) {
+        size_t used;
+        pg->rows.len = 0;
+        long n = pg_cells_rows(b->rows, b->body + pos, b->len - pos, PG_COPY_CHUNK, &pg->rows,
+                               &pg->cells, &ref, &used);
+        if (n < 0) {
+            refused = 1;
+            if (ref.row >= 0)
+                ref.row += row;
+            break;
+        }
+        ok = PQputCopyData(pg->conn, pg->rows.p, (int)pg->rows.len) == 1;
+        pos += used;
+        row += n;
     }
     if (ok)
-        ok = PQputCopyEnd(pg->conn, NULL) == 1;
+        ok = PQputCopyEnd(pg->conn, refused ? "ndingest: a row PostgreSQL cannot hold" : NULL) == 1;
     /* the COPY's own result (the error, if any, with its line), then the end of results */
     res = PQgetResult(pg->conn);
     enum send_result r = SEND_STORED;
+    if (refused && ok) {
+        PQclear(res);
+        while ((res = PQgetResult(pg->conn)) != NULL)
+            PQclear(res);
+        PQclear(PQexec(pg->conn, "ROLLBACK"));
+        if (PQstatus(pg->conn) != CONNECTION_OK)
+            drop(pg);
+        return refusal(b, &ref, out);
+    }
     if (!ok || PQresultStatus(res) != PGRES_COMMAND_OK) {
         const char *ctx = res ? PQresultErrorField(res, PG_DIAG_CONTEXT) : NULL;
         long line = postgres_copy_line(ctx, b->table);
@@ -405,21 +448,6 @@ enum send_result postgres_insert(struct postgres *pg, const struct postgres_batc
                                  struct send_outcome *out)
 {
     reset(out);
-    /* converted first: a row PostgreSQL cannot hold is refused before any round trip */
-    struct pg_refusal ref;
-    pg->rows.len = 0;
-    if (pg_cells_batch(b->rows, b->body, b->len, &pg->rows, &pg->cells, &ref) < 0) {
-        if (ref.row < 0)
-            return outcome(out, SEND_RETRY, "postgresql: ", ref.why);
-        out->refused_row = ref.row;
-        char text[sizeof out->message];
-        const char *col = ref.column < 0 ? NULL
-                          : b->rows->ds  ? b->rows->ds->columns[ref.column].name
-                                         : b->columns[ref.column];
-        snprintf(text, sizeof text, "row %ld%s%s%s: %s", ref.row + 1, col ? ", column \"" : "",
-                 col ? col : "", col ? "\"" : "", ref.why);
-        return outcome(out, SEND_REFUSED, "postgresql: ", text);
-    }
     if (copy_statement(pg, b))
         return outcome(out, SEND_RETRY, "postgresql: ", "out of memory");
     if (postgres_connect(pg, out) != SEND_STORED)

@@ -7,7 +7,9 @@
  *   postgres_probe URL skip HOST DATASET FILE OFFSET
  *   postgres_probe URL send HOST DATASET TABLE (--definition F | --columns a,b,c) DATA
  *                  [--file NAME] [--start N] [--end N] [--fault STEP]
+ *   postgres_probe URL convert (--definition F | --columns a,b,c) DATA [--start N] [--end N]
  *
+ * convert: prints the rows as they would be sent (no connection).
  * send: the bytes [start, end) of the file DATA (default: all of it) are the batch, as
  * file NAME (default: DATA's base name). --fault: at the step, cut-before-commit and
  * cut-after-commit cut the connection (after COMMIT, once the server has had time to
@@ -109,7 +111,9 @@ static int usage(void)
     fprintf(stderr, "usage: postgres_probe URL cursor HOST DATASET\n"
                     "       postgres_probe URL skip HOST DATASET FILE OFFSET\n"
                     "       postgres_probe URL send HOST DATASET TABLE (--definition F | "
-                    "--columns a,b) DATA [--file NAME] [--start N] [--end N] [--fault STEP]\n");
+                    "--columns a,b) DATA [--file NAME] [--start N] [--end N] [--fault STEP]\n"
+                    "       postgres_probe URL convert (--definition F | --columns a,b) DATA "
+                    "[--start N] [--end N]\n");
     return 2;
 }
 
@@ -138,10 +142,12 @@ int main(int argc, char **argv)
         print(r, &out, extra);
     } else if (!strcmp(cmd, "skip") && argc == 7) {
         print(postgres_skip(pg, argv[3], argv[4], argv[5], atoll(argv[6]), &out), &out, NULL);
-    } else if (!strcmp(cmd, "send") && argc >= 8) {
+    } else if ((!strcmp(cmd, "send") && argc >= 8) || (!strcmp(cmd, "convert") && argc >= 5)) {
+        int convert_only = !strcmp(cmd, "convert");
+        int first = convert_only ? 3 : 6;
         const char *definition = NULL, *columns = NULL, *data = NULL, *file = NULL;
         long long start = 0, end = -1;
-        for (int i = 6; i < argc; i++) {
+        for (int i = first; i < argc; i++) {
             const char *a = argv[i];
             if (!strcmp(a, "--definition") && i + 1 < argc)
                 definition = argv[++i];
@@ -192,7 +198,20 @@ int main(int argc, char **argv)
             .columns = ds ? NULL : cols, .file = file ? file : base ? base + 1 : data,
             .start = start, .end = end, .body = body + start, .len = (size_t)(end - start),
         };
-        print(postgres_insert(pg, &b, &out), &out, NULL);
+        if (convert_only) {
+            /* the rows as PostgreSQL gets them, on stdout (the yardstick's file) */
+            struct buf rows_out = {0}, scratch = {0};
+            struct pg_refusal ref;
+            rc = pg_cells_batch(&rows, b.body, b.len, &rows_out, &scratch, &ref) < 0;
+            if (rc)
+                fprintf(stderr, "row %ld column %ld: %s\n", ref.row, ref.column, ref.why);
+            else
+                fwrite(rows_out.p, 1, rows_out.len, stdout);
+            buf_free(&rows_out);
+            buf_free(&scratch);
+        } else {
+            print(postgres_insert(pg, &b, &out), &out, NULL);
+        }
         free(body);
         free(names_copy);
         datasource_free(ds);
