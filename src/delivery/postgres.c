@@ -106,11 +106,9 @@ static enum send_result failed(struct postgres *pg, PGresult *res, const char *w
     const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
     const char *ctx = res ? PQresultErrorField(res, PG_DIAG_CONTEXT) : NULL;
     char text[sizeof out->message];
-    snprintf(text, sizeof text, "%s%s%s%s%s: %s%s%s", what, state ? " [" : "", state ? state : "",
-             state ? "]" : "", "", msg ? msg : PQerrorMessage(pg->conn), ctx ? " (" : "",
-             ctx ? ctx : "");
-    if (ctx && strlen(text) + 1 < sizeof text)
-        strcat(text, ")");
+    snprintf(text, sizeof text, "%s%s%s%s: %s%s%s%s", what, state ? " [" : "", state ? state : "",
+             state ? "]" : "", msg ? msg : PQerrorMessage(pg->conn), ctx ? " (" : "",
+             ctx ? ctx : "", ctx ? ")" : "");
     enum send_result r = postgres_classify(state);
     outcome(out, r, "postgresql: ", text);
     if (PQstatus(pg->conn) != CONNECTION_OK) {
@@ -280,6 +278,7 @@ enum send_result postgres_cursor(struct postgres *pg, const char *host, const ch
                                  struct postgres_cursor *cur, struct send_outcome *out)
 {
     reset(out);
+    memset(cur, 0, sizeof *cur);
     if (postgres_connect(pg, out) != SEND_STORED)
         return out->result;
     return read_cursor(pg,
