@@ -75,8 +75,9 @@ static int same_ci(const char *p, size_t n, const char *word)
     return i == n && !word[i];
 }
 
-/* PostgreSQL's spelling of ClickHouse's nan and inf (float8in reads "NaN", "Infinity",
- * "-Infinity"; it also reads "inf", but not "+nan"), or NULL for a number. */
+/* PostgreSQL's own spelling of ClickHouse's nan and inf ("NaN", "Infinity", "-Infinity":
+ * what float8in is documented to read, though PostgreSQL 15 also takes "inf"), or NULL for
+ * a number. */
 static const char *float_word(const char *p, size_t n)
 {
     int neg = n && p[0] == '-';
@@ -222,8 +223,8 @@ static int bare_element(struct array *a)
 }
 
 /* The list at a->p ('['), at nesting depth (0 outermost). PostgreSQL's arrays are
- * rectangular and have no empty inner arrays ('{{},{}}' reads as '{}'): such a value would
- * not arrive as sent, so the row is refused. */
+ * rectangular and have no empty inner arrays (it refuses '{{1},{2,3}}' and '{{},{}}' as
+ * malformed): such a row is refused here, naming the reason, without a round trip. */
 static int list(struct array *a, unsigned depth)
 {
     if (a->p >= a->end || *a->p != '[')
