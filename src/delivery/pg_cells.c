@@ -11,6 +11,26 @@
 static const char OOM[] = "out of memory";
 static const char NUL_IN_TEXT[] = "a NUL byte, which PostgreSQL's text cannot hold";
 
+/* Appends p[0..n): most cells pass through as they are, a few bytes each, so inline and
+ * without a memcpy call for the short ones. 0, or -1 when out cannot grow. */
+static inline int app(struct buf *out, const char *p, size_t n)
+{
+    if (buf_reserve(out, n))
+        return -1;
+    char *w = out->p + out->len;
+    if (n <= 16)
+        put_upto16(w, p, n);
+    else
+        memcpy(w, p, n);
+    out->len += n;
+    return 0;
+}
+
+static inline const char *append(struct buf *out, const char *p, size_t n)
+{
+    return app(out, p, n) ? OOM : NULL;
+}
+
 /* One CSV field as written: p[0..n) includes its quotes when quoted. */
 struct field {
     const char *p;
@@ -117,10 +137,10 @@ static int put_float(struct buf *out, const char *p, size_t n, int single)
 {
     const char *word = float_word(p, n);
     if (word)
-        return buf_append(out, word, strlen(word));
+        return app(out, word, strlen(word));
     if (underflows(p, n, single))
-        return buf_append(out, p[0] == '-' ? "-0" : "0", p[0] == '-' ? 2 : 1);
-    return buf_append(out, p, n);
+        return app(out, p[0] == '-' ? "-0" : "0", p[0] == '-' ? 2 : 1);
+    return app(out, p, n);
 }
 
 /* MARK: - Arrays */
@@ -145,7 +165,7 @@ static int fail(struct array *a, const char *why)
 
 static int put(struct array *a, const char *s, size_t n)
 {
-    return buf_append(a->out, s, n) ? fail(a, OOM) : 0;
+    return app(a->out, s, n) ? fail(a, OOM) : 0;
 }
 
 static void blanks(struct array *a)
@@ -281,12 +301,12 @@ static const char *array_cell(const struct type *t, const struct field *f, struc
     lit->len = 0;
     if (f->quoted) {
         for (size_t i = 1; i + 1 < f->n; i++) {
-            if (buf_append(lit, f->p + i, 1))
+            if (app(lit, f->p + i, 1))
                 return OOM;
             if (f->p[i] == '"')
                 i++;
         }
-    } else if (buf_append(lit, f->p, f->n)) {
+    } else if (app(lit, f->p, f->n)) {
         return OOM;
     }
     struct array a = {.p = lit->p, .end = lit->p + lit->len, .t = t, .out = out};
@@ -300,10 +320,7 @@ static const char *array_cell(const struct type *t, const struct field *f, struc
 
 /* MARK: - Cells */
 
-static const char *append(struct buf *out, const char *p, size_t n)
-{
-    return buf_append(out, p, n) ? OOM : NULL;
-}
+
 
 /* An untyped cell (doc/format.md, section 3): text, quoted only when it must be. An empty
  * cell is null or an empty string there, undistinguishable: it is sent as an empty string
@@ -375,7 +392,7 @@ long pg_cells_rows(const struct pg_rows *rows, const char *body, size_t len, siz
                 why = "a row that is not CSV";
             else if (col >= ncolumns)
                 why = "more cells than the dataset has columns";
-            else if (col && buf_append(out, ",", 1))
+            else if (col && append(out, ",", 1))
                 why = OOM;
             else
                 why = ds ? typed_cell(&ds->columns[col].type, &f, out, scratch)
@@ -388,7 +405,7 @@ long pg_cells_rows(const struct pg_rows *rows, const char *body, size_t len, siz
             }
             col++;
         } while (more);
-        if (col != ncolumns || buf_append(out, "\n", 1)) {
+        if (col != ncolumns || append(out, "\n", 1)) {
             ref->row = col != ncolumns ? row : -1;
             ref->column = -1;
             ref->why = col != ncolumns ? "fewer cells than the dataset has columns" : OOM;
