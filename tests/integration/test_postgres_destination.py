@@ -525,3 +525,24 @@ def test_schema_postgres_refuses_what_it_cannot_hold(tmp_path, column, why):
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stdout == "", r
     assert f"{tmp_path}/bad.datasource:3: column" in r.stderr and why in r.stderr, r.stderr
+
+
+def test_two_deliverers_of_one_batch_store_it_once(postgres, tmp_path):
+    """Two processes send the same batch at once (a restarted delivery beside a stale one):
+    the first holds the locked cursor row until its COMMIT; the second waits on it, then
+    finds the batch in and stores nothing."""
+    ds, data, _ = rows_file(tmp_path, "twice", range(11))
+    create(postgres, tmp_path, "twice")
+    e = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    args = [str(PROBE), postgres.url(), "send", "h1", "twice", "twice", "--definition", str(ds),
+            str(data)]
+    first = subprocess.Popen(args + ["--fault", "pause-before-commit"], stdout=subprocess.PIPE,
+                             text=True, env=e)
+    time.sleep(1.0)
+    t = time.monotonic()
+    second = subprocess.run(args, capture_output=True, text=True, env=e, timeout=60)
+    waited = time.monotonic() - t
+    assert json.loads(first.communicate(timeout=60)[0])["result"] == "stored"
+    assert json.loads(second.stdout)["result"] == "stored", second.stdout
+    assert waited > 1.0, waited  # it waited for the first's COMMIT
+    assert counts(postgres, "twice") == ["11", "11"]
