@@ -70,12 +70,17 @@ class PostgreSQL:
             self.gid = grp.getgrnam("nogroup").gr_gid
             for p in (self.root, self.sockdir):
                 os.chown(p, self.uid, self.gid)
-        self._run([BINDIR / "initdb", "-D", self.data, "-U", "postgres", "--auth=trust",
-                   "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"])
         self.port = None
-        self.start()
-        self.psql("CREATE ROLE ingest LOGIN PASSWORD " + quote_literal(PASSWORD), db="postgres")
-        self.psql("CREATE DATABASE events OWNER ingest", db="postgres")
+        try:
+            self._run([BINDIR / "initdb", "-D", self.data, "-U", "postgres", "--auth=trust",
+                       "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"])
+            self.start()
+            self.psql("CREATE ROLE ingest LOGIN PASSWORD " + quote_literal(PASSWORD),
+                      db="postgres")
+            self.psql("CREATE DATABASE events OWNER ingest", db="postgres")
+        except BaseException:
+            self.stop()  # a server half set up is stopped and removed too
+            raise
 
     def _run(self, args, **kw):
         args = [str(a) for a in args]
