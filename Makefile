@@ -22,7 +22,9 @@ LLHTTP_LIBS   :=
 LLHTTP_SRC    := $(wildcard /usr/share/llhttp/*.c)
 endif
 
-LIBS     := -levent -lz -lcurl $(LLHTTP_LIBS)
+# libpq: delivery into PostgreSQL (src/delivery/postgres.c).
+PQ_CFLAGS := $(shell pkg-config --cflags libpq 2>/dev/null || echo -I$$(pg_config --includedir))
+LIBS     := -levent -lz -lcurl -lpq $(LLHTTP_LIBS)
 
 # The sources in two lists. SERVER_SRC is what only `serve` needs (sockets, libevent, HTTP,
 # workers, their counters): named here, one by one. CORE_SRC is every other file but main.c: the ingest pipeline (decode,
@@ -53,26 +55,26 @@ $(BIN): $(OBJ) $(LLOBJ)
 
 $(BUILD)/obj/%.o: src/%.c | $(BUILD)/obj
 	@mkdir -p $(dir $@)
-	$(CC) -std=c11 $(CPPFLAGS) $(DEPFLAGS) $(CFLAGS) $(WARN) $(LLHTTP_CFLAGS) -c -o $@ $<
+	$(CC) -std=c11 $(CPPFLAGS) $(DEPFLAGS) $(CFLAGS) $(WARN) $(LLHTTP_CFLAGS) $(PQ_CFLAGS) -c -o $@ $<
 
 # Third-party code: built with our flags but not held to our warning set.
 $(BUILD)/llhttp/%.o: /usr/share/llhttp/%.c | $(BUILD)/llhttp
 	$(CC) $(CFLAGS) $(LLHTTP_CFLAGS) -c -o $@ $<
 
 $(UNIT_OBJ): $(BUILD)/tests/%.o: tests/unit/%.c | $(BUILD)/tests
-	$(CC) -std=c11 $(CPPFLAGS) $(DEPFLAGS) $(CFLAGS) $(WARN) -Isrc $(LLHTTP_CFLAGS) -c -o $@ $<
+	$(CC) -std=c11 $(CPPFLAGS) $(DEPFLAGS) $(CFLAGS) $(WARN) -Isrc $(LLHTTP_CFLAGS) $(PQ_CFLAGS) -c -o $@ $<
 
 $(UNIT_BIN): $(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIBOBJ) $(LLOBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS) -lcmocka
 
-# Test drivers (tests/tools/, built, never installed): programs the integration tests run to
-# hold a module to a real server before the process using it exists.
+# Test drivers (tests/tools/): built for the integration tests, never installed.
+# postgres_probe drives src/delivery/postgres.c against the harness's PostgreSQL.
 TOOL_SRC := $(wildcard tests/tools/*.c)
 TOOL_BIN := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
-tools: $(TOOL_BIN)
 $(TOOL_BIN): $(BUILD)/tests/%: tests/tools/%.c $(LIBOBJ) $(LLOBJ) | $(BUILD)/tests
-	$(CC) -std=c11 $(CPPFLAGS) $(DEPFLAGS) $(CFLAGS) $(WARN) -Isrc $(LLHTTP_CFLAGS) $(LDFLAGS) -o $@ $< \
-		$(LIBOBJ) $(LLOBJ) $(LIBS)
+	$(CC) -std=c11 $(CPPFLAGS) $(DEPFLAGS) $(CFLAGS) $(WARN) -Isrc $(LLHTTP_CFLAGS) $(PQ_CFLAGS) \
+		$(LDFLAGS) -o $@ $< $(LIBOBJ) $(LLOBJ) $(LIBS)
+tools: $(TOOL_BIN)
 
 -include $(OBJ:.o=.d) $(UNIT_OBJ:.o=.d) $(TOOL_BIN:=.d)
 
@@ -130,7 +132,7 @@ fuzz-ingest: deps
 		fuzz-out/corpus tests/json tests/fuzz/seeds
 fuzz-http: deps
 	mkdir -p build/fuzz fuzz-out/http-corpus
-	clang -std=c11 $(CPPFLAGS) $(FUZZ_FLAGS) -Isrc $(LLHTTP_CFLAGS) -o build/fuzz/fuzz_http \
+	clang -std=c11 $(CPPFLAGS) $(FUZZ_FLAGS) -Isrc $(LLHTTP_CFLAGS) $(PQ_CFLAGS) -o build/fuzz/fuzz_http \
 		tests/fuzz/fuzz_http.c $(CORE_SRC) $(SERVER_SRC) $(LLHTTP_SRC) $(LIBS)
 	build/fuzz/fuzz_http -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -print_final_stats=1 \
 		fuzz-out/http-corpus tests/fuzz/http-seeds
@@ -144,7 +146,7 @@ memcheck: $(BIN) data/nyc_taxi.ndjson
 lint:
 	cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,performance,portability \
 		--inline-suppr --suppressions-list=.cppcheck-suppressions -Isrc src
-	clang-tidy --quiet $(SRC) -- -std=c11 $(CPPFLAGS) $(LLHTTP_CFLAGS)
+	clang-tidy --quiet $(SRC) -- -std=c11 $(CPPFLAGS) $(LLHTTP_CFLAGS) $(PQ_CFLAGS)
 
 install: $(BIN)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1

@@ -7,7 +7,9 @@
 # ports. zookeeper's own dependencies bring what tests/integration/clickhouse.py runs it
 # with, also under --no-install-recommends: default-jre (a Depends, with
 # default-jre-headless) and, through libzookeeper-java, libslf4j-java (slf4j-simple.jar,
-# its log). libcurl: delivery's HTTP client; faketime: the tests' midnight.
+# its log). libcurl: delivery's HTTP client; faketime: the tests' midnight. libpq and
+# PostgreSQL 15 (delivery into PostgreSQL): the package's own cluster is neither started nor
+# enabled; the tests initdb their own (tests/integration/postgres.py).
 set -euo pipefail
 
 pkgs=(
@@ -19,6 +21,7 @@ pkgs=(
     g++ libsimdjson-dev
     clickhouse-server clickhouse-client
     libcurl4-openssl-dev zookeeper faketime
+    libpq-dev postgresql
 )
 
 missing=()
@@ -36,11 +39,12 @@ echo "install-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 
 # clickhouse-server's postinst runs `invoke-rc.d clickhouse-server start` (a daemon on
-# ports 8123, 9000 and 9009, failing the install where it cannot start). A policy-rc.d
+# ports 8123, 9000 and 9009, failing the install where it cannot start), and postgresql's
+# starts its cluster "main" on port 5432. A policy-rc.d
 # that answers 101 makes invoke-rc.d skip that; one already present (Docker images ship
 # one) is left as it is.
 policy=/usr/sbin/policy-rc.d
-if [[ " ${missing[*]} " == *" clickhouse-server "* && ! -e $policy ]]; then
+if [[ ( " ${missing[*]} " == *" clickhouse-server "* || " ${missing[*]} " == *" postgresql "* ) && ! -e $policy ]]; then
     printf '#!/bin/sh\n# install-deps.sh: no service starts while it installs\nexit 101\n' > "$policy"
     chmod 755 "$policy"
     trap 'rm -f "$policy"' EXIT
@@ -48,10 +52,16 @@ fi
 apt-get update -q
 apt-get install -y -q --no-install-recommends "${missing[@]}"
 
-# Nor does it start at the next boot (the package enables it under both init systems).
+# Nor do they start at the next boot (the packages enable them under both init systems).
 if [[ " ${missing[*]} " == *" clickhouse-server "* ]]; then
     update-rc.d clickhouse-server disable >/dev/null 2>&1 || true
     if command -v deb-systemd-helper >/dev/null; then
         deb-systemd-helper disable clickhouse-server.service >/dev/null 2>&1 || true
+    fi
+fi
+if [[ " ${missing[*]} " == *" postgresql "* ]]; then
+    update-rc.d postgresql disable >/dev/null 2>&1 || true
+    if command -v deb-systemd-helper >/dev/null; then
+        deb-systemd-helper disable postgresql.service >/dev/null 2>&1 || true
     fi
 fi

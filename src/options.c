@@ -156,6 +156,9 @@ static const struct option_row rows[] = {
              "bodies get 503 with Retry-After and nothing is written"},
     {ROW_STRING("host-id", "NAME", host_id, NULL), .deliver = 1, .note = "the host name",
      .help = "this host's name in every batch's identity (several hosts into one database)"},
+    {ROW_FLAG("postgres", postgres), .schema = 1, .schema_only = 1,
+     .help = "schema: print CREATE TABLE statements for the dataset in PostgreSQL and for "
+             "delivery's cursor table"},
     {ROW_ACTION("help", print_help), .short_name = 'h', .convert = 1, .schema = 1, .deliver = 1,
      .help = "this help"},
     {ROW_ACTION("version", print_version), .convert = 1, .help = "print the version"},
@@ -343,7 +346,7 @@ static void usage(FILE *f)
     }
     fputs(" [FILE ...]\n"
           "       ndingest schema NAME --datasets DIR "
-          "[--clickhouse [--database DB [--cluster NAME]]] [--clickhouse-compat VERSION]\n"
+          "[--clickhouse [--database DB [--cluster NAME]] | --postgres] [--clickhouse-compat VERSION]\n"
           "       ndingest deliver --deliver URL [--datasets DIR | --name NAME] [options]\n"
           "\n"
           "Streams NDJSON bodies POSTed to / into CSV rows in DIR/NAME-YYYY-MM-DD.csv; with\n"

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "quarantine.h"
+#include "schema_pg.h"
 
 /* Room for any type's name: TYPE_MAX_ARRAY_DEPTH wrappers and the longest scalar. */
 #define SCHEMA_TYPE_NAME 256
@@ -432,13 +433,17 @@ int schema_run(const struct options *o)
         return 2;
     }
     struct buf out = {0};
-    int rc = o->clickhouse ? schema_clickhouse_in(ds, path, o->database, o->cluster, &out, err,
-                                                  sizeof err)
-                           : schema_describe(ds, &out);
+    int rc = o->clickhouse && o->postgres
+                 ? (snprintf(err, sizeof err, "--clickhouse and --postgres: choose one"), -1)
+             : o->clickhouse ? schema_clickhouse_in(ds, path, o->database, o->cluster, &out, err,
+                                                    sizeof err)
+             : o->postgres   ? schema_postgres(ds, path, &out, err, sizeof err)
+                             : schema_describe(ds, &out);
     if (!rc && o->clickhouse)
         warn_ranges(ds, path);
     if (rc) {
-        fprintf(stderr, "ndingest schema: %s\n", o->clickhouse ? err : "out of memory");
+        fprintf(stderr, "ndingest schema: %s\n",
+                o->clickhouse || o->postgres ? err : "out of memory");
     } else if (fwrite(out.p, 1, out.len, stdout) != out.len || fflush(stdout) != 0) {
         fprintf(stderr, "ndingest schema: stdout: %s\n", strerror(errno));
         rc = -1;

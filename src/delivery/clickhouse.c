@@ -554,6 +554,7 @@ static enum send_result perform(struct clickhouse *ch, struct replica *r, const 
                                 size_t len, int gzip, struct send_outcome *out)
 {
     memset(out, 0, sizeof *out);
+    out->refused_row = -1; /* ClickHouse never says which row it refused */
     CURL *c = replica_handle(ch, r);
     ch->url.len = 0;
     if (!c || buf_append(&ch->url, r->base, strlen(r->base)) ||
@@ -660,6 +661,7 @@ static int sql_table(struct clickhouse *ch, const char *table)
 static enum send_result fail(struct send_outcome *out, enum send_result r, const char *msg)
 {
     memset(out, 0, sizeof *out);
+    out->refused_row = -1;
     out->result = r;
     snprintf(out->message, sizeof out->message, "%s", msg);
     return r;

@@ -24,6 +24,11 @@ struct send_outcome {
     unsigned retry_after_ms; /* SEND_RETRY: the server's Retry-After, 0 if it gave none */
     int code;                /* the database's error code (ClickHouse's Code: N), 0 if none */
     int http_status;         /* 0 when no response was had */
+    /* SEND_REFUSED: the refused row's index within the batch, 0 for its first row, when the
+     * database says which (PostgreSQL's COPY error context "line N" is row N - 1), so the
+     * loop quarantines it without splitting; -1 when unknown (split to find it). Every
+     * destination sets it: a zeroed outcome would name row 0. */
+    long refused_row;
     char message[512];       /* the database's error, one line, credentials never in it */
 };
 

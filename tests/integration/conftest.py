@@ -297,3 +297,19 @@ def clickhouse_cluster(tmp_path_factory):
           f"two clickhouse-servers {cluster.start_seconds['clickhouse']:.2f} s")
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory):
+    """A PostgreSQL 15 server (tests/integration/postgres.py) for the whole module, stopped
+    and its directory removed at the end (also when a test fails); the module's tests skip,
+    saying why, where none is installed."""
+    import postgres as pgmod
+    if not pgmod.INSTALLED:
+        pytest.skip("PostgreSQL 15 is not installed (scripts/install-deps.sh installs "
+                    "postgresql and libpq-dev)")
+    server = pgmod.PostgreSQL(tmp_path_factory.mktemp("postgres"))
+    try:
+        yield server
+    finally:
+        server.stop()

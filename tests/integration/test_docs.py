@@ -189,7 +189,8 @@ def test_convert_options_match_help():
 def test_schema_synopsis_matches_help():
     h, readme, man = schema_synopses()
     assert h == ("ndingest schema NAME --datasets DIR "
-                 "[--clickhouse [--database DB [--cluster NAME]]] [--clickhouse-compat VERSION]"), h
+                 "[--clickhouse [--database DB [--cluster NAME]] | --postgres] "
+                 "[--clickhouse-compat VERSION]"), h
     assert readme == h, "README's schema synopsis"
     assert man.replace("[ ", "[").replace(" ]", "]") == h, "the man page's schema synopsis"
 
