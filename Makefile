@@ -22,7 +22,7 @@ LLHTTP_LIBS   :=
 LLHTTP_SRC    := $(wildcard /usr/share/llhttp/*.c)
 endif
 
-LIBS     := -levent -lz -lcurl $(LLHTTP_LIBS)
+LIBS     := -levent -lz -lcurl -lxxhash $(LLHTTP_LIBS)
 
 # The sources in two lists. SERVER_SRC is what only `serve` needs (sockets, libevent, HTTP,
 # workers, their counters): named here, one by one. CORE_SRC is every other file but main.c: the ingest pipeline (decode,
@@ -33,7 +33,7 @@ SRC        := $(wildcard src/*.c) $(wildcard src/delivery/*.c)
 # Delivery (src/delivery/: the day files into a database) talks to it through libcurl: a
 # server-side part, like the sockets.
 SERVER_SRC := $(addprefix src/,server.c worker.c http.c http_strict.c metrics.c net.c auth.c catalog.c \
-              access_log.c route.c) $(wildcard src/delivery/*.c)
+              access_log.c route.c idempotency.c) $(wildcard src/delivery/*.c)
 CORE_SRC   := $(filter-out src/main.c $(SERVER_SRC),$(SRC))
 LIBOBJ   := $(CORE_SRC:src/%.c=$(BUILD)/obj/%.o) $(SERVER_SRC:src/%.c=$(BUILD)/obj/%.o)
 OBJ      := $(BUILD)/obj/main.o $(LIBOBJ)

@@ -4,7 +4,8 @@
 # the exact apt-get line to run. ClickHouse (the dataset tests' warehouse and delivery's
 # destination) is installed without its system service running, and ZooKeeper (its
 # replication's coordinator) is only installed: the tests start their own servers on free
-# ports. libcurl: delivery's HTTP client; faketime: the tests' midnight.
+# ports. libcurl: delivery's HTTP client; faketime: the tests' midnight; libxxhash:
+# the Idempotency-Key fingerprints (XXH3).
 set -euo pipefail
 
 pkgs=(
@@ -16,6 +17,7 @@ pkgs=(
     g++ libsimdjson-dev
     clickhouse-server clickhouse-client
     libcurl4-openssl-dev zookeeper faketime
+    libxxhash-dev
 )
 
 missing=()

@@ -62,6 +62,7 @@ struct worker {
     struct sink *rows, *quarantine;
     struct buf header;
     struct catalog *catalog;    /* --datasets: the current set (requests hold their own) */
+    struct idem_table *idem;    /* Idempotency-Key: the table mapped by the main process */
     struct timespec accept_logged; /* the last accept error's line (0: none yet) */
     unsigned long accept_unlogged; /* accept errors since then, not logged */
 };
@@ -201,8 +202,8 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 static int sync_sinks(struct worker *w, char *err, size_t errlen)
 {
     int r = 0;
-    struct sink *sinks[] = {w->rows, w->quarantine};
-    for (size_t i = 0; i < 2; i++) {
+    struct sink *sinks[] = {w->rows, w->quarantine, w->http ? http_server_keylog(w->http) : NULL};
+    for (size_t i = 0; i < sizeof sinks / sizeof sinks[0]; i++) {
         if (!sinks[i])
             continue;
         int e = sink_sync(sinks[i]);
@@ -381,7 +382,7 @@ static int worker_start(struct worker *w)
         .o = w->o, .base = w->base, .slots = w->slots, .nslots = w->nslots, .index = w->index,
         .ingest = &w->ingest, .access = &w->access, .auth = &w->auth, .log_prefix = w->log_prefix,
         .catalog = w->catalog ? &w->catalog : NULL, .default_dataset = w->o->default_dataset,
-        .sync = http_sync, .drained = http_drained, .arg = w,
+        .sync = http_sync, .drained = http_drained, .arg = w, .idem = w->idem,
     };
     if (!(w->http = http_server_new(&http))) {
         log_error("%s: out of memory for the HTTP server", w->log_prefix);
@@ -423,7 +424,7 @@ static void worker_free(struct worker *w)
 }
 
 int worker_run(const struct options *o, int index, int listen_fd, struct worker_slot *slots,
-               int nslots, struct catalog *datasets)
+               int nslots, struct catalog *datasets, struct idem_table *idem)
 {
     struct worker w = {
         .o = o,
@@ -434,6 +435,7 @@ int worker_run(const struct options *o, int index, int listen_fd, struct worker_
         .listen_fd = listen_fd,
         .access = {.fd = -1},
         .catalog = datasets,
+        .idem = idem,
     };
     snprintf(w.log_prefix, sizeof w.log_prefix, "ndingest[%d]", (int)getpid());
     if (worker_start(&w)) {
