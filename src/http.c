@@ -857,8 +857,11 @@ static int idem_headers(struct http_conn *c, int token, int *rc)
         *rc = reject_early(c, 400, NULL, msg);
         return 1;
     }
-    const char *route = r->dataset ? r->dataset->ds->name : "/";
-    r->idem_id = idem_id_of(token, route, strlen(route), key, (size_t)kl);
+    /* The route: the path and the dataset (POST / and /v0/events answer differently). */
+    char route[DS_MAX_NAME + 16];
+    int rl = snprintf(route, sizeof route, "%s%s", r->events ? "/v0/events?name=" : "/",
+                      r->dataset ? r->dataset->ds->name : "");
+    r->idem_id = idem_id_of(token, route, (size_t)rl, key, (size_t)kl);
     if (!c->idem_hash && !(c->idem_hash = idem_hash_new())) {
         *rc = reject_early(c, 500, NULL, "out of memory for the Idempotency-Key");
         return 1;
