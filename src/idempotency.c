@@ -641,6 +641,36 @@ static void forget(struct idem_table *t, const struct idem_id *id)
     pthread_mutex_unlock(&s->lock);
 }
 
+int idem_table_check(struct idem_table *t, size_t *inflight)
+{
+    *inflight = 0;
+    int bad = 0;
+    for (uint32_t i = 0; i < t->nstripes && !bad; i++) {
+        struct idem_stripe *s = &t->stripes[i];
+        lock_stripe(t, s);
+        struct idem_entry *en = entries(t, s);
+        uint32_t live = 0, listed = 0, indexed = 0;
+        for (uint32_t n = 0; n < s->bump; n++) {
+            if (en[n].state == E_FREE)
+                continue;
+            live++;
+            *inflight += en[n].state == E_INFLIGHT;
+            int64_t b = find(t, s, &(struct idem_id){en[n].lo, en[n].hi});
+            bad |= b < 0 || buckets(t, s)[b] != n + 1;
+        }
+        for (uint32_t b = 0; b < s->nb; b++)
+            indexed += buckets(t, s)[b] != 0;
+        for (uint32_t v = s->age_head, prev = 0; v && listed <= s->cap; v = en[v - 1].next) {
+            bad |= en[v - 1].state == E_FREE || en[v - 1].prev != prev;
+            prev = v;
+            listed++;
+        }
+        bad |= live != s->in_use || listed != live || indexed != live;
+        pthread_mutex_unlock(&s->lock);
+    }
+    return bad ? -1 : 0;
+}
+
 void idem_counts(struct idem_table *t, struct idem_counts *c)
 {
     memset(c, 0, sizeof *c);

@@ -93,6 +93,11 @@ size_t idem_release_owner(struct idem_table *t, pid_t pid);
 int idem_load_one(struct idem_table *t, const struct idem_id *id, const struct idem_outcome *o,
                   time_t when, time_t now);
 
+/* Checks every stripe's invariants (the index finds each live entry, the age list holds
+ * exactly the live entries, the counts add up): 0, or -1 when broken (tests, fuzzing).
+ * *inflight: the keys in flight now. */
+int idem_table_check(struct idem_table *t, size_t *inflight);
+
 /* Counters, summed over every process. */
 struct idem_counts {
     uint64_t in_use, capacity, replays, conflicts, mismatches, evictions, expired, full;

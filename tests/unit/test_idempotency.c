@@ -186,6 +186,9 @@ static void test_forked_claims(void **state)
     struct idem_counts c;
     idem_counts(t, &c);
     assert_int_equal(c.in_use, KEYS + PROCS * KEYS);
+    size_t inflight;
+    assert_int_equal(idem_table_check(t, &inflight), 0);
+    assert_int_equal(inflight, KEYS / 2 + PROCS * KEYS);
     /* the odd ones were completed: a retry reads their outcome */
     struct idem_outcome o;
     struct idem_id id = key_n(4321);
@@ -255,6 +258,9 @@ static void test_eviction_order(void **state)
     assert_int_equal(c.evictions, 4);
     assert_int_equal(c.in_use, 4);
     assert_int_equal(c.full, 1);
+    size_t inflight;
+    assert_int_equal(idem_table_check(t, &inflight), 0);
+    assert_int_equal(inflight, 4);
     idem_table_unmap(t);
 }
 
