@@ -1038,10 +1038,10 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
     r->body_bytes += n;
     if (r->idem_mode == IDEM_MODE_OWNER || r->idem_mode == IDEM_MODE_REPLAY)
         idem_hash_update(c->idem_hash, at, n);
-    if (!r->ingesting)
-        return 0; /* a body nobody asked for (GET /healthz with one), or a retry's: skipped */
     uint64_t max = c->s->o->max_body;
-    if (max && r->body_bytes > max) {
+    if (!r->ingesting && !(r->idem_mode && max && r->body_bytes > max))
+        return 0; /* a body nobody asked for (GET /healthz with one), or a retry's: skipped */
+    if (max && r->body_bytes > max) { /* a retry's too: --max-body bounds what is read */
         char msg[128];
         snprintf(msg, sizeof msg, "body is larger than --max-body %llu", (unsigned long long)max);
         reject(c, 413, NULL, msg);

@@ -331,3 +331,13 @@ def test_eviction(start_server):
     assert st == 200 and "Idempotency-Replayed" not in h
     assert csv_rows(s) == 8
     assert metric(s, "ndingest_idempotency_keys") == 2
+
+
+def test_a_retry_is_bounded_by_max_body(start_server):
+    """A retry's body is read without being ingested, but no more of it than --max-body."""
+    s = start_server("--workers", "1", "--max-body", "100")
+    assert post(s, key="m")[0] == 200
+    big = iter([BODY, b"x" * 200])  # chunked: the size is known only as it arrives
+    st, _, out = post(s, big, key="m")
+    assert st == 413 and "--max-body 100" in json.loads(out)["error"], out
+    assert post(s, key="m")[1].get("Idempotency-Replayed") == "true"
