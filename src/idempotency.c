@@ -156,12 +156,15 @@ struct idem_entry {
 };
 _Static_assert(sizeof(struct idem_entry) == 64, "an entry is one cache line");
 
-/* A stripe: its own lock, entries, index (uint32 buckets holding entry index + 1, linear
- * probing, at most half full) and age list (oldest first: eviction takes the first done
- * entry from its head). */
+/* A stripe: its own lock, entries, index and age list (oldest first: eviction takes the
+ * first done entry from its head). The index: uint32 buckets, linear probing, at most half
+ * full; a bucket's low ibits hold entry index + 1 (0: empty), its other bits the same bits
+ * of the key's hash (a tag), so that a probe reads an entry only when they match (a probe
+ * that read each entry it passed was half of loading 1M keys). */
 struct idem_stripe {
     _Alignas(64) pthread_mutex_t lock;
     uint32_t cap, nb;     /* entries; buckets (a power of two >= 2 * cap) */
+    uint32_t imask;       /* a bucket's entry bits (2^ibits - 1, ibits the bits of cap) */
     uint32_t bump;        /* entries [0, bump) have been used at least once */
     uint32_t free_head;   /* entry index + 1 */
     uint32_t age_head, age_tail;
@@ -243,6 +246,9 @@ struct idem_table *idem_table_map(size_t max_keys, unsigned window, char *err, s
             goto fail;
         s->cap = cap;
         s->nb = nb;
+        s->imask = 1;
+        while (s->imask < cap)
+            s->imask = s->imask << 1 | 1;
         s->entries_off = head + i * per;
         s->index_off = s->entries_off + (size_t)cap * sizeof(struct idem_entry);
     }
@@ -275,16 +281,29 @@ static uint32_t home(const struct idem_stripe *s, uint64_t lo)
     return (uint32_t)(lo & (s->nb - 1));
 }
 
+/* The tag bits of a key's bucket: high bits of lo, which home() does not use. */
+static uint32_t tag(const struct idem_stripe *s, uint64_t lo)
+{
+    return (uint32_t)(lo >> 32) & ~s->imask;
+}
+
+/* The entry a non-empty bucket holds. */
+static uint32_t slot(const struct idem_stripe *s, uint32_t v)
+{
+    return (v & s->imask) - 1;
+}
+
 /* The bucket holding id, or -1. */
 static int64_t find(struct idem_table *t, struct idem_stripe *s, const struct idem_id *id)
 {
     uint32_t *ix = buckets(t, s);
     struct idem_entry *en = entries(t, s);
+    uint32_t want = tag(s, id->lo);
     for (uint32_t b = home(s, id->lo);; b = (b + 1) & (s->nb - 1)) {
         uint32_t v = ix[b];
         if (!v)
             return -1;
-        if (en[v - 1].lo == id->lo && en[v - 1].hi == id->hi)
+        if ((v & ~s->imask) == want && en[slot(s, v)].lo == id->lo && en[slot(s, v)].hi == id->hi)
             return b;
     }
 }
@@ -292,10 +311,11 @@ static int64_t find(struct idem_table *t, struct idem_stripe *s, const struct id
 static void index_insert(struct idem_table *t, struct idem_stripe *s, uint32_t n)
 {
     uint32_t *ix = buckets(t, s);
-    uint32_t b = home(s, entries(t, s)[n].lo);
+    uint64_t lo = entries(t, s)[n].lo;
+    uint32_t b = home(s, lo);
     while (ix[b])
         b = (b + 1) & (s->nb - 1);
-    ix[b] = n + 1;
+    ix[b] = tag(s, lo) | (n + 1);
 }
 
 /* Backward-shift deletion: no tombstones, so probes stay short however many keys churn. */
@@ -306,7 +326,7 @@ static void index_remove(struct idem_table *t, struct idem_stripe *s, uint32_t i
     uint32_t mask = s->nb - 1;
     ix[i] = 0;
     for (uint32_t j = (i + 1) & mask; ix[j]; j = (j + 1) & mask) {
-        uint32_t k = home(s, en[ix[j] - 1].lo);
+        uint32_t k = home(s, en[slot(s, ix[j])].lo);
         /* ix[j] may move to i unless its home lies cyclically in (i, j]. */
         int stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
         if (!stays) {
@@ -514,7 +534,7 @@ enum idem_verdict idem_claim(struct idem_table *t, const struct idem_id *id, pid
     int64_t b = find(t, s, id);
     enum idem_verdict v = IDEM_CLAIMED;
     if (b >= 0) {
-        uint32_t n = buckets(t, s)[b] - 1;
+        uint32_t n = slot(s, buckets(t, s)[b]);
         struct idem_entry *e = &en[n];
         if (e->state == E_DONE && !expired(t, e, now)) {
             outcome_of(t, e, out);
@@ -559,7 +579,7 @@ static int64_t owned(struct idem_table *t, struct idem_stripe *s, const struct i
     int64_t b = find(t, s, id);
     if (b < 0)
         return -1;
-    uint32_t n = buckets(t, s)[b] - 1;
+    uint32_t n = slot(s, buckets(t, s)[b]);
     const struct idem_entry *e = &entries(t, s)[n];
     *bucket = b;
     return e->state == E_INFLIGHT && e->u.f.pid == pid ? (int64_t)n : -1;
@@ -614,7 +634,7 @@ int idem_load_one(struct idem_table *t, const struct idem_id *id, const struct i
     lock_stripe(t, s);
     int64_t b = find(t, s, id), n;
     if (b >= 0) {
-        n = buckets(t, s)[b] - 1;
+        n = slot(s, buckets(t, s)[b]);
     } else if ((n = entry_alloc(t, s, now)) >= 0) {
         struct idem_entry *e = &entries(t, s)[n];
         e->lo = id->lo;
@@ -637,7 +657,7 @@ static void forget(struct idem_table *t, const struct idem_id *id)
     lock_stripe(t, s);
     int64_t b = find(t, s, id);
     if (b >= 0)
-        entry_free(t, s, buckets(t, s)[b] - 1, b);
+        entry_free(t, s, slot(s, buckets(t, s)[b]), b);
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -656,7 +676,8 @@ int idem_table_check(struct idem_table *t, size_t *inflight)
             live++;
             *inflight += en[n].state == E_INFLIGHT;
             int64_t b = find(t, s, &(struct idem_id){en[n].lo, en[n].hi});
-            bad |= b < 0 || buckets(t, s)[b] != n + 1;
+            bad |= b < 0 || slot(s, buckets(t, s)[b]) != n ||
+                    buckets(t, s)[b] != (tag(s, en[n].lo) | (n + 1));
         }
         for (uint32_t b = 0; b < s->nb; b++)
             indexed += buckets(t, s)[b] != 0;
@@ -821,6 +842,31 @@ static void load_bytes(struct idem_table *t, const unsigned char *p, size_t size
     }
 }
 
+/* Before loading n records: the pages they will touch faulted in with one call per stripe
+ * rather than one fault per page (a fault is dear in a VM: a third of loading 1M keys). */
+static void populate(struct idem_table *t, size_t n)
+{
+#ifdef MADV_POPULATE_WRITE
+    for (uint32_t i = 0; i < t->nstripes; i++) {
+        struct idem_stripe *s = &t->stripes[i];
+        size_t want = n / t->nstripes + n / t->nstripes / 8 + 64; /* hashing is not exact */
+        if (want > s->cap)
+            want = s->cap;
+        size_t page = 4096, from = s->entries_off & ~(page - 1);
+        size_t to = s->index_off + (size_t)s->nb * sizeof(uint32_t);
+        if (want < s->cap) { /* the index whole (keys land anywhere), the entries in use */
+            madvise((char *)t + from, s->entries_off + want * sizeof(struct idem_entry) - from,
+                    MADV_POPULATE_WRITE);
+            from = s->index_off & ~(page - 1);
+        }
+        madvise((char *)t + from, to - from, MADV_POPULATE_WRITE);
+    }
+#else
+    (void)t;
+    (void)n;
+#endif
+}
+
 static int cmp_names(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -867,6 +913,16 @@ int idem_log_load(struct idem_table *t, const char *out_dir, unsigned window, ti
     if (rc)
         snprintf(err, errlen, "out of memory listing %s", dir);
     qsort(names, n, sizeof *names, cmp_names); /* oldest day first: records in age order */
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        char path[8192];
+        struct stat sb;
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        if (!stat(path, &sb))
+            total += (size_t)sb.st_size / IDEM_RECORD;
+    }
+    if (total)
+        populate(t, total);
     for (size_t i = 0; i < n && !rc; i++) {
         char path[8192];
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
