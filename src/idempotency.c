@@ -822,7 +822,7 @@ static void load_bytes(struct idem_table *t, const unsigned char *p, size_t size
         struct idem_id id;
         struct idem_outcome out;
         time_t when;
-        if (memcmp(p + o, &magic, 4) || idem_record_decode(p + o, &kind, &id, &out, &when)) {
+        if (memcmp(p + o, &magic, 4) != 0 || idem_record_decode(p + o, &kind, &id, &out, &when)) {
             /* A torn record: the next whole one starts at a later magic number. */
             const unsigned char *next = memmem(p + o + 1, size - o - 1, &magic, 4);
             st->skipped++;
@@ -867,6 +867,29 @@ static void populate(struct idem_table *t, size_t n)
 #endif
 }
 
+/* "keys-YYYY-MM-DD.log": 0 and the day's start (UTC) in *day, or -1 for any other name. */
+static int day_of(const char *name, time_t *day)
+{
+    static const char shape[] = "keys-dddd-dd-dd.log";
+    if (strlen(name) != sizeof shape - 1)
+        return -1;
+    int v[3] = {0, 0, 0}, k = 0;
+    for (size_t i = 0; i < sizeof shape - 1; i++) {
+        if (shape[i] != 'd') {
+            if (name[i] != shape[i])
+                return -1;
+            k += shape[i] == '-' && i > 4;
+        } else if (name[i] < '0' || name[i] > '9') {
+            return -1;
+        } else {
+            v[k] = v[k] * 10 + (name[i] - '0');
+        }
+    }
+    struct tm tm = {.tm_year = v[0] - 1900, .tm_mon = v[1] - 1, .tm_mday = v[2]};
+    *day = timegm(&tm);
+    return 0;
+}
+
 static int cmp_names(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -889,10 +912,8 @@ int idem_log_load(struct idem_table *t, const char *out_dir, unsigned window, ti
     size_t n = 0, cap = 0;
     int rc = 0;
     for (struct dirent *de; (de = readdir(d));) {
-        int y, m, dd;
-        char tail;
-        if (sscanf(de->d_name, "keys-%4d-%2d-%2d.lo%c", &y, &m, &dd, &tail) != 4 || tail != 'g' ||
-            strlen(de->d_name) != strlen("keys-YYYY-MM-DD.log"))
+        time_t day;
+        if (day_of(de->d_name, &day))
             continue;
         if (n == cap) {
             cap = cap ? 2 * cap : 16;
@@ -912,7 +933,8 @@ int idem_log_load(struct idem_table *t, const char *out_dir, unsigned window, ti
     closedir(d);
     if (rc)
         snprintf(err, errlen, "out of memory listing %s", dir);
-    qsort(names, n, sizeof *names, cmp_names); /* oldest day first: records in age order */
+    if (n) /* oldest day first: records in age order */
+        qsort(names, n, sizeof *names, cmp_names);
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
         char path[8192];
@@ -926,11 +948,9 @@ int idem_log_load(struct idem_table *t, const char *out_dir, unsigned window, ti
     for (size_t i = 0; i < n && !rc; i++) {
         char path[8192];
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        struct tm tm = {0};
-        sscanf(names[i], "keys-%4d-%2d-%2d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday);
-        tm.tm_year -= 1900;
-        tm.tm_mon -= 1;
-        time_t day_end = timegm(&tm) + 86400;
+        time_t day_end = 0;
+        day_of(names[i], &day_end);
+        day_end += 86400;
         if (day_end <= now && (uint64_t)(now - day_end) >= window) {
             if (unlink(path) == 0)
                 st->removed++;
