@@ -98,6 +98,10 @@ int idem_load_one(struct idem_table *t, const struct idem_id *id, const struct i
  * *inflight: the keys in flight now. */
 int idem_table_check(struct idem_table *t, size_t *inflight);
 
+/* Tests only: locks id's stripe, wipes its index (a change cut short) and exits the
+ * process with the lock held, as a worker killed inside the table would. */
+void idem_test_die_locked(struct idem_table *t, const struct idem_id *id);
+
 /* Counters, summed over every process. */
 struct idem_counts {
     uint64_t in_use, capacity, replays, conflicts, mismatches, evictions, expired, full;

@@ -329,6 +329,43 @@ static void test_killed_owner(void **state)
     idem_table_unmap(t);
 }
 
+/* A worker killed while it held a stripe's lock, in the middle of a change: the next locker
+ * is not blocked for ever (the mutex is robust) and finds the stripe rebuilt from its
+ * entries, the keys answered before still answered. */
+static void test_killed_inside_the_lock(void **state)
+{
+    (void)state;
+    struct idem_table *t = table(8, 3600);
+    struct idem_outcome got, o = ok_outcome(4);
+    struct idem_id a = key_n(1), b = key_n(2);
+    assert_int_equal(idem_claim(t, &a, getpid(), 10, &got), IDEM_CLAIMED);
+    assert_int_equal(idem_complete(t, &a, getpid(), &o, 10), 0);
+    assert_int_equal(idem_claim(t, &b, getpid(), 11, &got), IDEM_CLAIMED);
+    assert_int_equal(idem_complete(t, &b, getpid(), &o, 11), 0);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0)
+        idem_test_die_locked(t, &a);
+    int st;
+    assert_int_equal(waitpid(child, &st, 0), child);
+    assert_int_equal(idem_claim(t, &a, getpid(), 12, &got), IDEM_DONE);
+    assert_int_equal(got.valid, 4);
+    assert_int_equal(idem_claim(t, &b, getpid(), 12, &got), IDEM_DONE);
+    size_t inflight;
+    assert_int_equal(idem_table_check(t, &inflight), 0);
+    assert_int_equal(inflight, 0);
+    /* the age order was rebuilt from the times: a is still the oldest, evicted first */
+    for (unsigned k = 3; k <= 8; k++) {
+        struct idem_id id = key_n(k);
+        assert_int_equal(idem_claim(t, &id, getpid(), 13, &got), IDEM_CLAIMED);
+    }
+    struct idem_id k9 = key_n(9);
+    assert_int_equal(idem_claim(t, &k9, getpid(), 13, &got), IDEM_CLAIMED);
+    assert_int_equal(idem_claim(t, &b, getpid(), 13, &got), IDEM_DONE);
+    assert_int_equal(idem_claim(t, &a, getpid(), 13, &got), IDEM_CLAIMED); /* evicted: new */
+    idem_table_unmap(t);
+}
+
 static void test_bodies_and_bytes(void **state)
 {
     (void)state;
@@ -508,6 +545,7 @@ int main(void)
         cmocka_unit_test(test_eviction_order),
         cmocka_unit_test(test_full_of_keys_in_flight),
         cmocka_unit_test(test_killed_owner),
+        cmocka_unit_test(test_killed_inside_the_lock),
         cmocka_unit_test(test_bodies_and_bytes),
         cmocka_unit_test(test_record_round_trip),
         cmocka_unit_test_setup_teardown(test_log_cut_at_every_byte, log_setup, log_teardown),
