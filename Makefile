@@ -24,7 +24,7 @@ endif
 
 # libpq: delivery into PostgreSQL (src/delivery/postgres.c).
 PQ_CFLAGS := $(shell pkg-config --cflags libpq 2>/dev/null || echo -I$$(pg_config --includedir))
-LIBS     := -levent -lz -lcurl -lpq $(LLHTTP_LIBS)
+LIBS     := -levent -lz -lcurl -lpq -lxxhash $(LLHTTP_LIBS)
 
 # The sources in two lists. SERVER_SRC is what only `serve` needs (sockets, libevent, HTTP,
 # workers, their counters): named here, one by one. CORE_SRC is every other file but main.c: the ingest pipeline (decode,
@@ -35,7 +35,7 @@ SRC        := $(wildcard src/*.c) $(wildcard src/delivery/*.c)
 # Delivery (src/delivery/: the day files into a database) talks to it through libcurl: a
 # server-side part, like the sockets.
 SERVER_SRC := $(addprefix src/,server.c worker.c http.c http_strict.c metrics.c net.c auth.c catalog.c \
-              access_log.c route.c pressure.c) $(wildcard src/delivery/*.c)
+              access_log.c route.c pressure.c idempotency.c) $(wildcard src/delivery/*.c)
 CORE_SRC   := $(filter-out src/main.c $(SERVER_SRC),$(SRC))
 LIBOBJ   := $(CORE_SRC:src/%.c=$(BUILD)/obj/%.o) $(SERVER_SRC:src/%.c=$(BUILD)/obj/%.o)
 OBJ      := $(BUILD)/obj/main.o $(LIBOBJ)

@@ -9,7 +9,8 @@
 # default-jre-headless) and, through libzookeeper-java, libslf4j-java (slf4j-simple.jar,
 # its log). libcurl: delivery's HTTP client; faketime: the tests' midnight. libpq and
 # PostgreSQL 15 (delivery into PostgreSQL): the package's own cluster is neither started nor
-# enabled; the tests initdb their own (tests/integration/postgres.py).
+# enabled; the tests initdb their own (tests/integration/postgres.py). libxxhash: the
+# Idempotency-Key fingerprints (XXH3).
 set -euo pipefail
 
 pkgs=(
@@ -21,7 +22,7 @@ pkgs=(
     g++ libsimdjson-dev
     clickhouse-server clickhouse-client
     libcurl4-openssl-dev zookeeper faketime
-    libpq-dev postgresql
+    libpq-dev postgresql libxxhash-dev
 )
 
 missing=()

@@ -25,6 +25,7 @@
 #include "decode.h"
 #include "delivery/deliver.h"
 #include "http_strict.h"
+#include "idempotency.h"
 #include "ingest.h"
 #include "log.h"
 #include "metrics.h"
@@ -53,7 +54,12 @@
 
 /* What the connection's timer is waiting for. */
 enum deadline { DEADLINE_NONE, DEADLINE_HEADERS, DEADLINE_BODY };
-enum header_id { HEADER_OTHER, HEADER_CONTENT_ENCODING, HEADER_EXPECT, HEADER_AUTHORIZATION };
+enum header_id { HEADER_OTHER, HEADER_CONTENT_ENCODING, HEADER_EXPECT, HEADER_AUTHORIZATION,
+                 HEADER_IDEMPOTENCY_KEY };
+/* What an Idempotency-Key makes of a request (idempotency.h): none; the first with its key
+ * (processed, its outcome recorded); a retry of an answered one (its body read and hashed,
+ * then replayed, or 422); a retry while the first is in flight (its body read, then 409). */
+enum idem_mode { IDEM_MODE_NONE, IDEM_MODE_OWNER, IDEM_MODE_REPLAY, IDEM_MODE_CONFLICT };
 /* Where the request target's bytes are, as they stream in (on_url may come in pieces).
  * Origin-form "/path?query#fragment" starts in TARGET_PATH; absolute-form
  * "http://authority/path?query" (RFC 9112 3.2.2) goes through SCHEME and AUTHORITY first;
@@ -62,6 +68,9 @@ enum target_part { TARGET_START, TARGET_SCHEME, TARGET_AUTHORITY, TARGET_PATH, T
                    TARGET_FRAGMENT };
 /* "Bearer " and a token of up to AUTH_TOKEN_MAX bytes, with room for extra spaces. */
 #define HTTP_AUTH_MAX (AUTH_TOKEN_MAX + 32)
+/* Idempotency-Key's raw value: a key of --max-idempotency-key bytes, each escaped, quoted,
+ * with some spaces around. */
+#define idem_raw_cap(o) (2 * (o)->max_idempotency_key + 8)
 
 /* What one request has said so far. Only the few headers that matter are kept, each in a
  * small fixed buffer: anything longer is not a value we accept anyway. */
@@ -99,6 +108,12 @@ struct http_request {
      * for /v0/events its answer: Tinybird's counts, 200 with wait=true, else 202. */
     const struct catalog_dataset *dataset;
     uint8_t events, wait;
+    /* Idempotency-Key: its fields, the raw value's length (in the connection's idem_raw)
+     * or that it was longer, the mode, whether the body was read whole (its hash is the
+     * fingerprint) and whether the outcome's record went into this turn's key log write. */
+    uint8_t idem_count, idem_long, idem_mode, idem_body_done, idem_written;
+    uint16_t idem_raw_len;
+    struct idem_id idem_id;
 };
 
 struct http_conn {
@@ -131,6 +146,11 @@ struct http_conn {
     /* --datasets: the set the request in progress started with, held until its answer, so
      * that a SIGHUP reload in between frees neither its definition nor its sinks. */
     struct catalog *held;
+    /* Idempotency-Key: the raw value (allocated with path), the body's hash (at the first
+     * keyed request), and the outcome: the one recorded (a replay) or being recorded. */
+    char *idem_raw;
+    struct idem_hash *idem_hash;
+    struct idem_outcome idem_out;
     struct ingest ingest;     /* reused by every request of the connection */
 };
 
@@ -159,6 +179,13 @@ struct http_server {
     struct http_conn *commits; /* finished requests waiting for this turn's write (and sync) */
     struct event *commit_ev;   /* activated when the first joins */
     struct buf batch;          /* their pending rows gathered, when several have some */
+    /* Idempotency-Key: the table every worker shares (NULL: the header is ignored), this
+     * process (the owner of its claims), the key log (opened at the first record) and the
+     * records of a turn gathered for it. */
+    struct idem_table *idem;
+    pid_t pid;
+    struct sink *keylog;
+    struct buf idem_batch;
 };
 
 static void http_conn_free(struct http_conn *c);
@@ -195,10 +222,12 @@ static const char *status_text(int status)
     case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
     case 408: return "Request Timeout";
     case 413: return "Content Too Large";
     case 414: return "URI Too Long";
     case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Content";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
     case 501: return "Not Implemented";
@@ -275,9 +304,14 @@ static void release_dataset(struct http_conn *c)
 }
 
 /* Queues one complete response. extra: more header lines, each ending in CRLF. */
+static void idem_settle(struct http_conn *c, int status, const char *body, size_t len);
+static void idem_abandon(struct http_conn *c);
+
 static void respond_as(struct http_conn *c, int status, const char *ctype, const char *extra,
                        const char *body, size_t len, int keep_alive)
 {
+    if (c->req.idem_mode == IDEM_MODE_OWNER) /* every answer passes here: its outcome too */
+        idem_settle(c, status, body, len);
     struct evbuffer *out = bufferevent_get_output(c->bev);
     /* Built by hand, not with snprintf: for a small request this was a sixth of its
      * instructions. The head and a small body go out as one piece. */
@@ -339,6 +373,17 @@ static size_t json_escape(char *dst, size_t cap, const char *s, size_t n)
     }
     dst[o] = '\0';
     return o;
+}
+
+/* The body of an ingested request's 2xx (into body[0..size), size >= 256): today's stats
+ * for POST /, Tinybird's counts for /v0/events; a replay rebuilds it from the same numbers. */
+static size_t ingested_body(const struct ingest_stats *st, int events, char *body, size_t size)
+{
+    if (!events)
+        return (size_t)ingest_stats_json(st, body, size);
+    char *w = put_u64(PUT(body, "{\"successful_rows\": "), st->valid);
+    w = PUT(put_u64(PUT(w, ", \"quarantined_rows\": "), st->invalid), "}\n");
+    return (size_t)(w - body);
 }
 
 static void respond_error(struct http_conn *c, int status, const char *extra, const char *msg,
@@ -426,6 +471,7 @@ static int on_message_begin(llhttp_t *p)
 {
     struct http_conn *c = p->data;
     release_dataset(c); /* a request refused without an answer had none to release */
+    idem_abandon(c);    /* ...nor an outcome to record */
     memset(&c->req, 0, sizeof c->req);
     c->in_message = 1;
     clock_gettime(CLOCK_MONOTONIC, &c->started);
@@ -548,6 +594,10 @@ static int on_header_field_complete(llhttp_t *p)
                  auth_enabled(((struct http_conn *)p->data)->s->auth)) {
             r->header = HEADER_AUTHORIZATION;
             r->auth_count++;
+        } else if (r->field_len == 15 && !strncasecmp(r->field, "idempotency-key", 15) &&
+                   ((struct http_conn *)p->data)->s->idem) {
+            r->header = HEADER_IDEMPOTENCY_KEY;
+            r->idem_count++;
         }
     }
     r->field_len = 0;
@@ -564,6 +614,16 @@ static int on_header_value(llhttp_t *p, const char *at, size_t n)
         return -1;
     if (r->header == HEADER_OTHER)
         return 0;
+    if (r->header == HEADER_IDEMPOTENCY_KEY) {
+        struct http_conn *c = p->data;
+        if (n > idem_raw_cap(c->s->o) - r->idem_raw_len)
+            r->idem_long = 1;
+        else {
+            memcpy(c->idem_raw + r->idem_raw_len, at, n);
+            r->idem_raw_len += (uint16_t)n;
+        }
+        return 0;
+    }
     if (r->header == HEADER_AUTHORIZATION) {
         if (n > sizeof r->auth - r->auth_len)
             r->auth_long = 1;
@@ -756,6 +816,152 @@ static int choose_dataset(struct http_conn *c, int token, char *msg, size_t len)
     return 0;
 }
 
+/* ---- Idempotency-Key (idempotency.h): the few places a request meets the key table ---- */
+
+/* The key log, opened at the first record. NULL with the reason in err. */
+static struct sink *idem_keylog(struct http_server *s, char *err, size_t errlen)
+{
+    if (!s->keylog)
+        s->keylog = idem_log_open(s->o->out_dir, err, errlen);
+    return s->keylog;
+}
+
+/* One record (a 4xx's outcome, or a cancel) written at once, not in a group: rare. 0, or -1
+ * with the message logged. */
+static int idem_write_one(struct http_server *s, enum idem_record_kind kind,
+                          const struct idem_id *id, const struct idem_outcome *o)
+{
+    char err[300];
+    unsigned char rec[IDEM_RECORD];
+    idem_record_encode(rec, kind, id, o, time(NULL));
+    struct sink *k = idem_keylog(s, err, sizeof err);
+    if (k && !sink_write(k, (const char *)rec, sizeof rec) &&
+        (s->o->fsync != FSYNC_REQUEST || !sink_sync(k)))
+        return 0;
+    log_error("%s: the key log: %s", s->log_prefix, k ? sink_error(k) : err);
+    return -1;
+}
+
+/* The request's key, judged once its headers (and so its scope) are known: 0 to go on
+ * (r->idem_mode says how), or 1 when it was refused, *rc then being the callback's return. */
+static int idem_headers(struct http_conn *c, int token, int *rc)
+{
+    struct http_request *r = &c->req;
+    struct http_server *s = c->s;
+    if (!r->idem_count)
+        return 0;
+    char key[4096], msg[160];
+    int kl = r->idem_count > 1 ? -4
+             : r->idem_long    ? -3
+                               : idem_parse_key(c->idem_raw, r->idem_raw_len, key,
+                                                s->o->max_idempotency_key);
+    if (kl < 0) {
+        if (kl == -4)
+            snprintf(msg, sizeof msg, "more than one Idempotency-Key field");
+        else if (kl == -3)
+            snprintf(msg, sizeof msg, "the Idempotency-Key is longer than --max-idempotency-key "
+                     "%zu bytes", s->o->max_idempotency_key);
+        else if (kl == -2)
+            snprintf(msg, sizeof msg, "the Idempotency-Key is empty");
+        else
+            snprintf(msg, sizeof msg, "malformed Idempotency-Key: a structured-field string "
+                     "(\"...\", RFC 8941) or a token");
+        *rc = reject_early(c, 400, NULL, msg);
+        return 1;
+    }
+    /* The route: the path and the dataset (POST / and /v0/events answer differently). */
+    char route[DS_MAX_NAME + 16];
+    int rl = snprintf(route, sizeof route, "%s%s", r->events ? "/v0/events?name=" : "/",
+                      r->dataset ? r->dataset->ds->name : "");
+    r->idem_id = idem_id_of(token, route, (size_t)rl, key, (size_t)kl);
+    if (!c->idem_hash && !(c->idem_hash = idem_hash_new())) {
+        *rc = reject_early(c, 500, NULL, "out of memory for the Idempotency-Key");
+        return 1;
+    }
+    idem_hash_reset(c->idem_hash);
+    switch (idem_claim(s->idem, &r->idem_id, s->pid, time(NULL), &c->idem_out)) {
+    case IDEM_CLAIMED: r->idem_mode = IDEM_MODE_OWNER; break;
+    case IDEM_DONE: r->idem_mode = IDEM_MODE_REPLAY; break;
+    case IDEM_BUSY: r->idem_mode = IDEM_MODE_CONFLICT; break;
+    case IDEM_FULL:
+        *rc = reject_early(c, 503, "Retry-After: 1\r\n",
+                           "every Idempotency-Key the server can hold is in flight: try again later");
+        return 1;
+    }
+    return 0;
+}
+
+/* A retry's answer, its body read whole: the recorded response, or 409, or 422. */
+static void idem_answer(struct http_conn *c, int keep_alive)
+{
+    struct http_request *r = &c->req;
+    struct idem_table *t = c->s->idem;
+    const struct idem_outcome *o = &c->idem_out;
+    int mode = r->idem_mode;
+    r->idem_mode = IDEM_MODE_NONE;
+    if (mode == IDEM_MODE_CONFLICT) {
+        idem_count(t, IDEM_EV_CONFLICT);
+        respond_error(c, 409, NULL, "a request with this Idempotency-Key is still in flight: "
+                      "retry once it is answered", keep_alive);
+    } else if (idem_hash_digest(c->idem_hash) != o->body_hash) {
+        idem_count(t, IDEM_EV_MISMATCH);
+        respond_error(c, 422, NULL, "this Idempotency-Key was used for a different request "
+                      "(another body)", keep_alive);
+    } else {
+        idem_count(t, IDEM_EV_REPLAY);
+        char body[256];
+        size_t n = o->body_len;
+        if (o->resp == IDEM_RESP_BODY) {
+            memcpy(body, o->body, n);
+        } else {
+            const struct ingest_stats st = {.bytes = o->bytes, .valid = o->valid,
+                                            .invalid = o->invalid};
+            n = ingested_body(&st, o->resp == IDEM_RESP_EVENTS, body, sizeof body);
+        }
+        respond(c, o->status, "Idempotency-Replayed: true\r\n", body, n, keep_alive);
+    }
+}
+
+/* The first request with its key is being answered: a 2xx (its record written in this
+ * turn's commit) or a 4xx judged on the whole body is recorded; anything else (a 5xx, a
+ * refusal before the body's end, a timeout) gives the key up, so that a retry is new. */
+static void idem_settle(struct http_conn *c, int status, const char *body, size_t len)
+{
+    struct http_request *r = &c->req;
+    struct http_server *s = c->s;
+    r->idem_mode = IDEM_MODE_NONE;
+    time_t now = time(NULL);
+    if (status >= 200 && status < 300 && r->idem_written) {
+        idem_complete(s->idem, &r->idem_id, s->pid, &c->idem_out, now);
+        return;
+    }
+    if (status >= 400 && status < 500 && status != 408 && r->idem_body_done &&
+        len <= IDEM_BODY_MAX) {
+        struct idem_outcome *o = &c->idem_out;
+        memset(o, 0, sizeof *o);
+        o->status = (uint16_t)status;
+        o->resp = IDEM_RESP_BODY;
+        o->body_hash = idem_hash_digest(c->idem_hash);
+        o->body_len = (uint8_t)len;
+        memcpy(o->body, body, len);
+        if (!idem_write_one(s, IDEM_REC_DONE, &r->idem_id, o) &&
+            !idem_complete(s->idem, &r->idem_id, s->pid, o, now))
+            return;
+    }
+    idem_release(s->idem, &r->idem_id, s->pid);
+    /* Its 2xx record went out this turn but the answer is not a 2xx: the record is void. */
+    if (r->idem_written && idem_write_one(s, IDEM_REC_CANCEL, &r->idem_id, &c->idem_out))
+        log_error("%s: a key's 2xx record stands for a request answered %d", s->log_prefix,
+                  status);
+}
+
+/* A request that ends without an answer (the client left, the drain's end) gives its key up. */
+static void idem_abandon(struct http_conn *c)
+{
+    if (c->req.idem_mode == IDEM_MODE_OWNER)
+        idem_settle(c, 0, NULL, 0);
+}
+
 static int on_headers_complete(llhttp_t *p)
 {
     struct http_conn *c = p->data;
@@ -809,6 +1015,15 @@ static int on_headers_complete(llhttp_t *p)
     char why[256];
     if (pressure_judge(&c->s->pressure, why, sizeof why) != PRESSURE_NONE)
         return reject_early(c, 503, "Retry-After: " PRESSURE_RETRY_AFTER_TEXT "\r\n", why);
+    int answered;
+    if (idem_headers(c, token, &answered))
+        return answered;
+    if (r->idem_mode == IDEM_MODE_REPLAY || r->idem_mode == IDEM_MODE_CONFLICT) {
+        /* Its body is read (and hashed) but not ingested; the answer comes at its end. */
+        if (r->expect_continue && has_body(p) && p->http_major == 1 && p->http_minor >= 1)
+            bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        return 0;
+    }
     r->ingest_begun = 1;
     if (ingest_begin(&c->ingest, (enum content_encoding)r->encoding) != INGEST_OK) {
         log_error("%s: %s", c->s->log_prefix, c->ingest.error);
@@ -836,10 +1051,12 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
     struct http_conn *c = p->data;
     struct http_request *r = &c->req;
     r->body_bytes += n;
-    if (!r->ingesting)
-        return 0; /* a body nobody asked for (GET /healthz with one): skipped */
+    if (r->idem_mode == IDEM_MODE_OWNER || r->idem_mode == IDEM_MODE_REPLAY)
+        idem_hash_update(c->idem_hash, at, n);
     uint64_t max = c->s->o->max_body;
-    if (max && r->body_bytes > max) {
+    if (!r->ingesting && !(r->idem_mode && max && r->body_bytes > max))
+        return 0; /* a body nobody asked for (GET /healthz with one), or a retry's: skipped */
+    if (max && r->body_bytes > max) { /* a retry's too: --max-body bounds what is read */
         char msg[128];
         snprintf(msg, sizeof msg, "body is larger than --max-body %llu", (unsigned long long)max);
         reject(c, 413, NULL, msg);
@@ -863,6 +1080,8 @@ static int on_message_complete(llhttp_t *p)
     set_deadline(c, DEADLINE_NONE);
     if (r->responded) {
         /* refused early, without a body */
+    } else if (r->idem_mode == IDEM_MODE_REPLAY || r->idem_mode == IDEM_MODE_CONFLICT) {
+        idem_answer(c, keep_alive);
     } else if (r->route->id == ROUTE_HEALTH) {
         static const char ok[] = "{\"status\": \"ok\"}\n";
         respond(c, 200, NULL, ok, sizeof ok - 1, keep_alive);
@@ -873,13 +1092,15 @@ static int on_message_complete(llhttp_t *p)
         struct buf text = {0};
         if (metrics_format(&text, view, c->s->nslots) || datasets_metrics(c->s, &text) ||
             pressure_metrics(&text, &c->s->slots[0].pressure) ||
-            (c->s->deliver && deliver_metrics_format(&text, c->s->deliver)))
+            (c->s->deliver && deliver_metrics_format(&text, c->s->deliver)) ||
+            (c->s->idem && idem_metrics_format(c->s->idem, &text)))
             respond_error(c, 500, NULL, "out of memory for the metrics", keep_alive);
         else
             respond_as(c, 200, "text/plain; version=0.0.4", NULL, text.p, text.len, keep_alive);
         buf_free(&text);
     } else if (r->route->id == ROUTE_INGEST || r->route->id == ROUTE_EVENTS) {
         r->ingesting = 0;
+        r->idem_body_done = 1;
         enum ingest_status st = ingest_finish(&c->ingest);
         if (st == INGEST_OK) {
             /* Its last rows are written, and it is answered, by commit_cb at the end of
@@ -1154,9 +1375,11 @@ int http_server_attach(struct http_server *s, struct bufferevent *bev, const cha
     if (c) {
         memset(c, 0, offsetof(struct http_conn, ingest));
         c->deadline_ev = evtimer_new(s->base, deadline_cb, c);
-        c->path = malloc(2 * s->o->max_path);
-        if (c->path)
+        c->path = malloc(2 * s->o->max_path + (s->idem ? idem_raw_cap(s->o) : 0));
+        if (c->path) {
             c->query = c->path + s->o->max_path;
+            c->idem_raw = c->query + s->o->max_path;
+        }
     }
     if (!c || !c->deadline_ev || !c->path) {
         bufferevent_free(bev);
@@ -1228,6 +1451,7 @@ static void http_conn_free(struct http_conn *c)
 {
     struct http_server *s = c->s;
     abandon_body(c);
+    idem_abandon(c);
     if (c->sync_wait) { /* off the commit list */
         struct http_conn **at = &s->commits;
         while (*at && *at != c)
@@ -1241,6 +1465,7 @@ static void http_conn_free(struct http_conn *c)
         log_request(c, 0, elapsed_ns(&c->started));
     release_dataset(c);
     ingest_free(&c->ingest);
+    idem_hash_free(c->idem_hash);
     event_free(c->deadline_ev);
     free(c->path);
     bufferevent_free(c->bev);
@@ -1379,15 +1604,57 @@ static int sync_written(struct http_server *s, struct http_conn *list, char *err
 static void respond_ingested(struct http_conn *c, int keep_alive)
 {
     char body[256]; /* the longest Tinybird body, two 20-digit numbers, takes 83 bytes */
-    const struct ingest_stats *st = &c->ingest.stats;
-    if (!c->req.events) {
-        int n = ingest_stats_json(st, body, sizeof body);
-        respond(c, 200, NULL, body, (size_t)n, keep_alive);
+    size_t n = ingested_body(&c->ingest.stats, c->req.events, body, sizeof body);
+    respond(c, !c->req.events || c->req.wait ? 200 : 202, NULL, body, n, keep_alive);
+}
+
+/* The records of this turn's keyed requests whose rows were written, in one write(2) to
+ * the key log after the rows' and before the sync (--fsync request) that covers both: a
+ * key's record is in the file before its 2xx. A request whose record could not be written
+ * fails (500) like one whose rows could not. */
+static void idem_write_records(struct http_server *s, struct http_conn *list)
+{
+    size_t n = 0;
+    for (struct http_conn *c = list; c; c = c->commit_next)
+        n += c->req.idem_mode == IDEM_MODE_OWNER && !c->commit_failed;
+    if (!n)
         return;
+    char err[300] = "";
+    struct sink *k = idem_keylog(s, err, sizeof err);
+    s->idem_batch.len = 0;
+    if (k && buf_reserve(&s->idem_batch, n * IDEM_RECORD))
+        snprintf(err, sizeof err, "out of memory for the key log's records");
+    else if (k) {
+        time_t now = time(NULL);
+        for (struct http_conn *c = list; c; c = c->commit_next) {
+            if (c->req.idem_mode != IDEM_MODE_OWNER || c->commit_failed)
+                continue;
+            struct idem_outcome *o = &c->idem_out;
+            const struct ingest_stats *st = &c->ingest.stats;
+            memset(o, 0, sizeof *o);
+            o->status = !c->req.events || c->req.wait ? 200 : 202;
+            o->resp = c->req.events ? IDEM_RESP_EVENTS : IDEM_RESP_INGEST;
+            o->body_hash = idem_hash_digest(c->idem_hash);
+            o->bytes = st->bytes;
+            o->valid = st->valid;
+            o->invalid = st->invalid;
+            idem_record_encode((unsigned char *)s->idem_batch.p + s->idem_batch.len,
+                               IDEM_REC_DONE, &c->req.idem_id, o, now);
+            s->idem_batch.len += IDEM_RECORD;
+        }
+        if (!sink_write(k, s->idem_batch.p, s->idem_batch.len)) {
+            for (struct http_conn *c = list; c; c = c->commit_next)
+                c->req.idem_written = c->req.idem_mode == IDEM_MODE_OWNER && !c->commit_failed;
+            return;
+        }
+        snprintf(err, sizeof err, "the key log: %s", sink_error(k));
     }
-    char *w = put_u64(PUT(body, "{\"successful_rows\": "), st->valid);
-    w = PUT(put_u64(PUT(w, ", \"quarantined_rows\": "), st->invalid), "}\n");
-    respond(c, c->req.wait ? 200 : 202, NULL, body, (size_t)(w - body), keep_alive);
+    log_error("%s: 500: %s", s->log_prefix, err);
+    for (struct http_conn *c = list; c; c = c->commit_next)
+        if (c->req.idem_mode == IDEM_MODE_OWNER && !c->commit_failed) {
+            c->commit_failed = 1;
+            snprintf(c->commit_error, sizeof c->commit_error, "%s", err);
+        }
 }
 
 /* The commit event, once per loop turn in which a request finished ingesting: the last rows
@@ -1405,6 +1672,7 @@ static void commit_cb(evutil_socket_t fd, short what, void *arg)
     char err[300];
     write_pending(s, list, 0, err, sizeof err);
     write_pending(s, list, 1, err, sizeof err);
+    idem_write_records(s, list); /* after the rows, before the sync that covers both */
     int r = 0;
     if (s->o->fsync == FSYNC_REQUEST && (r = sync_written(s, list, err, sizeof err)) != 0)
         log_error("%s: 500: %s", s->log_prefix, err);
@@ -1457,11 +1725,18 @@ struct http_server *http_server_new(const struct http_server_config *cfg)
     s->sync = cfg->sync;
     s->drained = cfg->drained;
     s->arg = cfg->arg;
+    s->idem = cfg->idem;
+    s->pid = getpid();
     if (!(s->commit_ev = event_new(s->base, -1, 0, commit_cb, s))) {
         free(s);
         return NULL;
     }
     return s;
+}
+
+struct sink *http_server_keylog(struct http_server *s)
+{
+    return s->keylog;
 }
 
 unsigned http_server_connections(const struct http_server *s)
@@ -1494,5 +1769,8 @@ void http_server_free(struct http_server *s)
     http_server_close_all(s);
     event_free(s->commit_ev);
     buf_free(&s->batch);
+    buf_free(&s->idem_batch);
+    if (s->keylog)
+        sink_close(s->keylog);
     free(s);
 }

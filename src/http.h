@@ -15,6 +15,8 @@ struct bufferevent;
 struct catalog;
 struct deliver_shared;
 struct event_base;
+struct idem_table;
+struct sink;
 struct ingest_config;
 struct options;
 struct worker_slot;
@@ -52,6 +54,9 @@ struct http_server_config {
     /* After http_server_drain: called when the last connection has closed (may be NULL). */
     void (*drained)(void *arg);
     void *arg;                          /* for sync and drained */
+    /* Idempotency-Key (idempotency.h): the key table every worker shares, or NULL: the
+     * header is ignored. The key log goes to o->out_dir/.idempotency. */
+    struct idem_table *idem;
 };
 
 struct http_server;
@@ -73,6 +78,10 @@ int http_server_accept(struct http_server *s, evutil_socket_t fd);
  * bev from now, even on failure (-1, bev freed). peer: the access log's name for the
  * client, or NULL for "-". */
 int http_server_attach(struct http_server *s, struct bufferevent *bev, const char *peer);
+
+/* The key log this server appends to, NULL until its first record: the worker's --fsync
+ * syncs it with its other sinks. */
+struct sink *http_server_keylog(struct http_server *s);
 
 /* Connections open now (for balancing the accepting between workers). */
 unsigned http_server_connections(const struct http_server *s);

@@ -95,6 +95,13 @@ static const struct option_row rows[] = {
     {ROW_CUSTOM("fsync", "MODE", parse_fsync, "none"),
      .help = "none, request (fdatasync before each 200, group-committed) or interval:MS "
              "(fdatasync dirty files every MS milliseconds)"},
+    {ROW_UINT("idempotency-keys", "N", idempotency_keys, 1, 1u << 30, 1u << 20),
+     .help = "Idempotency-Key: the most keys remembered at once (the oldest answered ones are "
+             "evicted; ~72 bytes of shared memory each, taken as used)"},
+    {ROW_SECONDS("idempotency-window", idempotency_window, 1, 30 * 86400, 86400),
+     .help = "Idempotency-Key: how long an answered key is replayed (a later retry is new)"},
+    {ROW_SIZE("max-idempotency-key", max_idempotency_key, 1, 4 * KiB, 256),
+     .help = "a longer Idempotency-Key (once unescaped) gets 400"},
     {ROW_FLAG("quiet", quiet), .deliver = 1,
      .help = "no informational lines on stderr (errors still)"},
     {ROW_SECONDS("status", status, 0, 3600, 2), .zero = "off",

@@ -42,6 +42,11 @@ struct options {
     const char *token_file; /* POST / and /metrics need "Authorization: Bearer <its first line>" */
     enum fsync_mode fsync; /* when written rows are fdatasync'd */
     unsigned fsync_ms;     /* FSYNC_INTERVAL: the period, milliseconds */
+    /* Idempotency-Key (idempotency.h): the shared table's size, how long an answered key
+     * is replayed (seconds), and the longest key accepted (bytes, unescaped). */
+    unsigned idempotency_keys;
+    unsigned idempotency_window;
+    size_t max_idempotency_key;
     /* both */
     size_t max_line;
     const char *columns_list; /* --columns as given; split into column_names and columns */

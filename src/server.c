@@ -19,6 +19,7 @@
 #include "auth.h"
 #include "catalog.h"
 #include "delivery/deliver.h"
+#include "idempotency.h"
 #include "log.h"
 #include "metrics.h"
 #include "net.h"
@@ -41,6 +42,7 @@ struct server {
     struct worker_slot *slots;
     int nslots;
     struct catalog *catalog;      /* --datasets: what a worker forked now starts with */
+    struct idem_table *idem;      /* Idempotency-Key: shared by every worker */
     pid_t *pids;                  /* 0: not running */
     struct timespec *started;     /* when each worker was forked */
     struct timespec *restart_at;  /* when a dead worker is due again; tv_sec 0: not due */
@@ -176,7 +178,8 @@ static void spawn(struct server *s, int i)
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (getppid() != s->main_pid)
             raise(SIGTERM);
-        _exit(worker_run(s->o, i, s->listen_fd, s->slots, s->nslots, s->catalog, s->deliver));
+        _exit(worker_run(s->o, i, s->listen_fd, s->slots, s->nslots, s->catalog, s->deliver,
+                         s->idem));
     }
     s->pids[i] = pid;
     s->started[i] = now();
@@ -253,6 +256,8 @@ static int reap(struct server *s)
         if (i == s->nslots)
             continue;
         s->pids[i] = 0;
+        /* Its requests in flight will never be answered: a retry of their keys is new. */
+        idem_release_owner(s->idem, pid);
         atomic_store(&s->slots[i].live, 0);
         atomic_store(&s->slots[i].connections, 0);
         int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
@@ -430,6 +435,33 @@ static int check_out_dir(const struct options *o)
     return 0;
 }
 
+/* Maps the Idempotency-Key table and loads the key log into it. NULL after logging why. */
+static struct idem_table *idem_start(const struct options *o)
+{
+    char err[600];
+    struct idem_table *t = idem_table_map(o->idempotency_keys, o->idempotency_window, err,
+                                          sizeof err);
+    if (!t) {
+        log_error("ndingest: %s", err);
+        return NULL;
+    }
+    struct timespec t0 = now(), c0, c1;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
+    struct idem_load_stats st;
+    if (idem_log_load(t, o->out_dir, o->idempotency_window, time(NULL), &st, err, sizeof err)) {
+        log_error("ndingest: %s", err);
+        idem_table_unmap(t);
+        return NULL;
+    }
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
+    if (st.records || st.removed)
+        log_info("ndingest: %zu idempotency keys loaded from %zu records of %s/%s in %.0f ms "
+                 "(%.0f ms of CPU; %zu skipped, %zu old day files removed)", st.loaded,
+                 st.records, o->out_dir, IDEM_DIR, seconds_between(t0, now()) * 1e3,
+                 seconds_between(c0, c1) * 1e3, st.skipped, st.removed);
+    return t;
+}
+
 int server_run(const struct options *o)
 {
     /* A vanished client is an error return, and a file-size limit a failed write (500),
@@ -514,6 +546,18 @@ int server_run(const struct options *o)
             return sh ? 2 : 1;
         }
     }
+    /* The keys still within their window, loaded before any worker accepts a connection. */
+    struct idem_table *idem = idem_start(o);
+    if (!idem) {
+        if (datasets) {
+            struct catalog_shared *sh = datasets->shared;
+            catalog_release(datasets);
+            catalog_shared_unmap(sh);
+        }
+        if (fd >= 0)
+            close(fd);
+        return 1;
+    }
     size_t size = sizeof(struct worker_slot) * (size_t)nslots;
     struct worker_slot *slots = mmap(NULL, size, PROT_READ | PROT_WRITE,
                                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -547,7 +591,7 @@ int server_run(const struct options *o)
     int rc;
     if (o->workers == 0) {
         atomic_store(&slots[0].live, 1);
-        rc = worker_run(o, 0, fd, slots, 1, datasets, NULL); /* it takes the reference */
+        rc = worker_run(o, 0, fd, slots, 1, datasets, NULL, idem); /* it takes the reference */
         datasets = NULL;
     } else {
         struct server s = {
@@ -558,6 +602,7 @@ int server_run(const struct options *o)
             .nslots = nslots,
             .catalog = datasets,
             .deliver = dsh,
+            .idem = idem,
             .pids = calloc((size_t)nslots, sizeof(pid_t)),
             .started = calloc((size_t)nslots, sizeof(struct timespec)),
             .restart_at = calloc((size_t)nslots, sizeof(struct timespec)),
@@ -579,6 +624,7 @@ int server_run(const struct options *o)
     }
     munmap(slots, size);
     deliver_shared_unmap(dsh);
+    idem_table_unmap(idem);
     if (datasets) {
         struct catalog_shared *sh = datasets->shared;
         catalog_release(datasets);

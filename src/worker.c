@@ -63,6 +63,7 @@ struct worker {
     struct buf header;
     struct catalog *catalog;    /* --datasets: the current set (requests hold their own) */
     const struct deliver_shared *deliver; /* --deliver: the delivery's counters, or NULL */
+    struct idem_table *idem;    /* Idempotency-Key: the table mapped by the main process */
     struct timespec accept_logged; /* the last accept error's line (0: none yet) */
     unsigned long accept_unlogged; /* accept errors since then, not logged */
 };
@@ -202,8 +203,8 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 static int sync_sinks(struct worker *w, char *err, size_t errlen)
 {
     int r = 0;
-    struct sink *sinks[] = {w->rows, w->quarantine};
-    for (size_t i = 0; i < 2; i++) {
+    struct sink *sinks[] = {w->rows, w->quarantine, w->http ? http_server_keylog(w->http) : NULL};
+    for (size_t i = 0; i < sizeof sinks / sizeof sinks[0]; i++) {
         if (!sinks[i])
             continue;
         int e = sink_sync(sinks[i]);
@@ -385,6 +386,7 @@ static int worker_start(struct worker *w)
         .ingest = &w->ingest, .access = &w->access, .auth = &w->auth, .log_prefix = w->log_prefix,
         .catalog = w->catalog ? &w->catalog : NULL, .default_dataset = w->o->default_dataset,
         .sync = http_sync, .drained = http_drained, .arg = w, .deliver = w->deliver,
+        .idem = w->idem,
     };
     if (!(w->http = http_server_new(&http))) {
         log_error("%s: out of memory for the HTTP server", w->log_prefix);
@@ -426,7 +428,8 @@ static void worker_free(struct worker *w)
 }
 
 int worker_run(const struct options *o, int index, int listen_fd, struct worker_slot *slots,
-               int nslots, struct catalog *datasets, const struct deliver_shared *deliver)
+               int nslots, struct catalog *datasets, const struct deliver_shared *deliver,
+               struct idem_table *idem)
 {
     struct worker w = {
         .o = o,
@@ -438,6 +441,7 @@ int worker_run(const struct options *o, int index, int listen_fd, struct worker_
         .access = {.fd = -1},
         .catalog = datasets,
         .deliver = deliver,
+        .idem = idem,
     };
     snprintf(w.log_prefix, sizeof w.log_prefix, "ndingest[%d]", (int)getpid());
     if (worker_start(&w)) {

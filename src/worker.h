@@ -5,6 +5,7 @@
 
 struct catalog;
 struct deliver_shared;
+struct idem_table;
 struct options;
 struct worker_slot;
 
@@ -13,10 +14,11 @@ struct worker_slot;
  * drains. Owns listen_fd. Opens the day's sinks itself, so call it after the fork.
  * datasets (--datasets, else NULL): the set loaded by the main process; the worker takes
  * over the reference (its copy after the fork), opens its sinks, and on SIGHUP loads the
- * directory again. Returns the process exit code: 0 after a clean drain, 1 when it cannot
- * start. deliver (--deliver, else NULL): the delivery process's counters, for /metrics and
- * backpressure. */
+ * directory again. deliver (--deliver, else NULL): the delivery process's counters, for
+ * /metrics and backpressure. idem: the Idempotency-Key table (idempotency.h) mapped before
+ * the fork. Returns the process exit code: 0 after a clean drain, 1 when it cannot start. */
 int worker_run(const struct options *o, int index, int listen_fd, struct worker_slot *slots,
-               int nslots, struct catalog *datasets, const struct deliver_shared *deliver);
+               int nslots, struct catalog *datasets, const struct deliver_shared *deliver,
+               struct idem_table *idem);
 
 #endif

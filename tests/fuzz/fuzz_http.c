@@ -17,7 +17,13 @@
  *    every request gets its response in order, each POST a 200 whose "bytes" is the body's
  *    length on the wire (after de-chunking) and whose "valid" is its line count, and the
  *    file holds exactly "SEQ,x\n" for every line, in order. FUZZ_HTTP_DUMP=1 in the
- *    environment writes each generated stream to stderr (to replay a finding by hand). */
+ *    environment writes each generated stream to stderr (to replay a finding by hand).
+ * Idempotency-Key: both modes run with a small key table. Raw: a 200 that says
+ * "Idempotency-Replayed: true" wrote nothing, so it is left out of the sum. Generated: some
+ * POSTs carry one of four keys (unique to the input); a key's first use is processed, a
+ * later one with the same body bytes is replayed (the first's numbers, no rows), with other
+ * bytes refused with 422 (no rows). After every input the table must be consistent and hold
+ * no key in flight (every connection is closed by then). */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -34,6 +40,7 @@
 #include "access_log.h"
 #include "auth.h"
 #include "http.h"
+#include "idempotency.h"
 #include "ingest.h"
 #include "options.h"
 #include "sink.h"
@@ -48,6 +55,8 @@ static struct ingest_config ingest;
 static struct access_log access_off = {.fd = -1};
 static struct auth no_token;
 static struct http_server *server;
+static struct idem_table *keys;
+static unsigned long long input_no; /* makes each input's keys its own */
 
 static int no_sync(void *arg, char *err, size_t errlen)
 {
@@ -61,8 +70,15 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    char *args[] = {"ndingest", "--columns", "a,b", "--quiet", "--max-path", "256", NULL};
-    if (options_parse(&opts, 6, args))
+    static char out[] = "/tmp/fuzz_http.XXXXXX"; /* the key log's directory */
+    if (!mkdtemp(out))
+        abort();
+    char *args[] = {"ndingest", "--columns", "a,b", "--quiet", "--max-path", "256",
+                    "--out-dir", out, NULL};
+    if (options_parse(&opts, 8, args))
+        abort();
+    char err[200];
+    if (!(keys = idem_table_map(256, 3600, err, sizeof err)))
         abort();
     base = event_base_new();
     slots = aligned_alloc(64, sizeof *slots);
@@ -78,6 +94,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     const struct http_server_config cfg = {
         .o = &opts, .base = base, .slots = slots, .nslots = 1, .index = 0, .ingest = &ingest,
         .access = &access_off, .auth = &no_token, .log_prefix = "fuzz", .sync = no_sync,
+        .idem = keys,
     };
     server = http_server_new(&cfg);
     if (!server)
@@ -126,6 +143,14 @@ static char *exchange(const uint8_t *data, size_t n, size_t step, size_t *len)
     /* The client is gone: a pair's other end is not told, so the server closes it as at
      * the drain's deadline, abandoning any body not yet complete. */
     http_server_close_all(server);
+    size_t inflight;
+    if (idem_table_check(keys, &inflight) || inflight) {
+        fprintf(stderr, "key table inconsistent, or %zu keys still in flight\n", inflight);
+        abort();
+    }
+    struct sink *log = http_server_keylog(server);
+    if (log && truncate(sink_path(log), 0)) /* the key log would only grow */
+        abort();
     return text;
 }
 
@@ -161,11 +186,12 @@ static char *take_rows(size_t *n)
 
 #define MAX_REQUESTS 4096
 
-/* The ingest results of the 200s, in order: what POST / answered (bytes, valid). At most
- * max; returns how many. */
+/* The ingest results of the 200s, in order: what POST / answered (bytes, valid, and 1 when
+ * it was a replay). At most max; returns how many. */
 #define OK_RESULT "HTTP/1.1 200 OK\r\n"
 #define OK_BODY "\r\n\r\n{\"result\": {\"status\": \"ok\", \"stats\": {\"bytes\": "
-static size_t ok_results(const char *text, unsigned long long (*out)[2], size_t max)
+#define REPLAYED "\r\nIdempotency-Replayed: true"
+static size_t ok_results(const char *text, unsigned long long (*out)[3], size_t max)
 {
     size_t k = 0;
     for (const char *p = text; (p = strstr(p, OK_RESULT)) != NULL; p += sizeof OK_RESULT - 1) {
@@ -178,6 +204,8 @@ static size_t ok_results(const char *text, unsigned long long (*out)[2], size_t 
         if (k < max) {
             out[k][0] = bytes;
             out[k][1] = valid;
+            out[k][2] = end - p >= (ptrdiff_t)(sizeof REPLAYED - 1) &&
+                        !memcmp(end - (sizeof REPLAYED - 1), REPLAYED, sizeof REPLAYED - 1);
         }
         k++;
     }
@@ -188,12 +216,12 @@ static void raw(const uint8_t *data, size_t n, size_t step)
 {
     size_t len, nrows;
     char *text = exchange(data, n, step, &len);
-    unsigned long long results[MAX_REQUESTS][2], valid = 0;
+    unsigned long long results[MAX_REQUESTS][3], valid = 0;
     size_t k = ok_results(text, results, MAX_REQUESTS);
     if (k > MAX_REQUESTS)
         abort(); /* more 200s than the target can hold: raise MAX_REQUESTS */
     for (size_t i = 0; i < k; i++)
-        valid += results[i][1];
+        valid += results[i][2] ? 0 : results[i][1]; /* a replay wrote nothing */
     char *file = take_rows(&nrows);
     if (count_rows(file, nrows) != valid) {
         fprintf(stderr, "rows written: %zu, valid in 200s: %llu\nresponses:\n%s\n",
@@ -267,26 +295,52 @@ static void generated(const uint8_t *data, size_t n, size_t step)
 {
     struct input in = {data, n, 0};
     struct out wire = {0}, want = {0};
-    unsigned long long expect[MAX_REQUESTS][2];
-    size_t posts = 0, responses = 0;
+    unsigned long long expect[MAX_REQUESTS][3];
+    size_t posts = 0, responses = 0, refused = 0;
     unsigned long long seq = 0;
+    /* Idempotency-Key: the four keys' first bodies (as sent, before chunking) and answers. */
+    struct out first[4] = {{0}};
+    unsigned long long first_valid[4] = {0};
+    int used[4] = {0};
+    input_no++;
     while (in.at < in.n && posts < MAX_REQUESTS) {
         unsigned ctl = next(&in), lines = next(&in) % 8, chunk = next(&in) % 13 + 1;
+        int keyed = ctl & 0x20, key = keyed ? (int)(next(&in) % 4) : -1;
+        /* a later use of a key: the same bytes (a retry) or, with 0x40, another body */
+        int retry = keyed && used[key] && !(ctl & 0x40);
         if (ctl & 0x80) {
             PUT_TEXT(&wire, "GET /healthz HTTP/1.1\r\nHost: fuzz\r\n\r\n");
             responses++;
         }
         struct out body = {0};
-        for (unsigned i = 0; i < lines; i++) {
-            putf(&body, "{\"a\":%llu,\"b\":\"x\"}\n", seq);
-            putf(&want, "%llu,x\n", seq++);
-        }
+        for (unsigned i = 0; !retry && i < lines; i++)
+            putf(&body, "{\"a\":%llu,\"b\":\"x\"}\n", seq + i);
         struct out coded = {0};
         int gz = ctl & 0x04;
-        if (gz)
+        if (retry) {
+            put(&coded, first[key].p, first[key].len);
+            gz = 0; /* the bytes are what counts, not how they are labelled */
+        } else if (gz) {
             gzip_body(&coded, body.p ? body.p : "", body.len);
-        else
-            coded = body;
+        } else {
+            put(&coded, body.p, body.len);
+        }
+        /* what the server must do with it: process it, replay the first, or refuse it */
+        enum { NEW, REPLAY, REFUSE } fate = NEW;
+        if (keyed && used[key])
+            fate = first[key].len == coded.len &&
+                           (!coded.len || !memcmp(first[key].p, coded.p, coded.len))
+                       ? REPLAY
+                       : REFUSE;
+        if (fate == NEW) {
+            for (unsigned i = 0; i < lines; i++)
+                putf(&want, "%llu,x\n", seq++);
+            if (keyed) {
+                used[key] = 1;
+                put(&first[key], coded.p, coded.len);
+                first_valid[key] = lines;
+            }
+        }
         switch ((ctl >> 3) & 3) {
         case 0: PUT_TEXT(&wire, "POST / HTTP/1.1\r\n"); break;
         case 1: PUT_TEXT(&wire, "POST /?name=");
@@ -300,6 +354,10 @@ static void generated(const uint8_t *data, size_t n, size_t step)
         PUT_TEXT(&wire, "Host: fuzz\r\n");
         if (gz)
             PUT_TEXT(&wire, "Content-Encoding: gzip\r\n");
+        if (keyed) {
+            putf(&wire, "Idempotency-Key: \"in%llu-", input_no);
+            putf(&wire, "k%llu\"\r\n", (unsigned long long)key);
+        }
         unsigned framing = ctl & 3;
         if (framing == 0) {
             putf(&wire, "Content-Length: %llu\r\n\r\n", coded.len);
@@ -320,26 +378,34 @@ static void generated(const uint8_t *data, size_t n, size_t step)
                 PUT_TEXT(&wire, "X-Trailer: t\r\n");
             PUT_TEXT(&wire, "\r\n");
         }
-        expect[posts][0] = coded.len;
-        expect[posts][1] = lines;
-        posts++;
+        if (fate == REFUSE) {
+            refused++;
+        } else {
+            expect[posts][0] = coded.len;
+            expect[posts][1] = fate == REPLAY ? first_valid[key] : lines;
+            expect[posts][2] = fate == REPLAY;
+            posts++;
+        }
         responses++;
-        if (gz)
-            free(coded.p);
+        free(coded.p);
         free(body.p);
     }
+    for (int i = 0; i < 4; i++)
+        free(first[i].p);
     size_t len, nrows;
     if (getenv("FUZZ_HTTP_DUMP"))
         fwrite(wire.p, 1, wire.len, stderr);
     char *text = exchange((const uint8_t *)wire.p, wire.len, step, &len);
-    unsigned long long got[MAX_REQUESTS][2];
+    unsigned long long got[MAX_REQUESTS][3];
     size_t k = ok_results(text, got, MAX_REQUESTS);
-    size_t all = 0;
+    size_t all = 0, n422 = 0;
     for (const char *p = text; (p = strstr(p, "HTTP/1.1 ")) != NULL; p++)
         all++;
-    int bad = k != posts || all != responses;
+    for (const char *p = text; (p = strstr(p, "HTTP/1.1 422 ")) != NULL; p++)
+        n422++;
+    int bad = k != posts || all != responses || n422 != refused;
     for (size_t i = 0; !bad && i < k; i++)
-        bad = got[i][0] != expect[i][0] || got[i][1] != expect[i][1];
+        bad = got[i][0] != expect[i][0] || got[i][1] != expect[i][1] || got[i][2] != expect[i][2];
     char *file = take_rows(&nrows);
     if (bad || nrows != want.len || (nrows && memcmp(file, want.p, nrows))) {
         fprintf(stderr, "requests: %zu (%zu POST), 200s of POST: %zu, responses: %zu\n"
