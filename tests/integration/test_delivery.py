@@ -502,3 +502,68 @@ def test_two_hosts_into_two_shards(cluster, db, start_server, tmp_path):
     assert_exactly_once(ch, f"{db}.events", ids.acked)
     per_shard = [int(s.query(f"SELECT count() FROM {db}.events_local")) for s in cluster.servers]
     assert all(per_shard) and sum(per_shard) == len(ids.acked), per_shard
+
+
+def test_narrow_table_waits_while_others_flow(cluster, db, start_server, tmp_path):
+    """A table narrower than its definition (Int8 for Int32: 18.16 would wrap 1000 to -24,
+    silently) is not delivered into: its dataset waits, said in the log and the metric,
+    while another dataset flows; once the table is widened, a SIGHUP delivers its rows."""
+    ch = cluster.servers[0]
+    ch.query(replicated(db, "other"))
+    ch.query(f"CREATE TABLE {db}.narrow (`id` UInt64, `host` String, `n` Int8, `s` String) "
+             f"ENGINE = ReplicatedMergeTree('/clickhouse/tables/{{shard}}/{db}/narrow', "
+             f"'{{replica}}') ORDER BY id")
+    s = start_delivering(start_server, tmp_path, cluster, db, ["narrow", "other"])
+    assert post(s, "narrow", range(1, 201))[0] == 200
+    assert post(s, "other", range(1, 201))[0] == 200
+    wait_delivered(ch, f"{db}.other", 200)
+    wait_for(lambda: metric(s, "ndingest_delivery_waiting", 'dataset="narrow"') == 1, 30,
+             "narrow to wait")
+    assert "narrow" in s.stderr() and "Int8" in s.stderr()
+    time.sleep(1)
+    assert int(ch.query(f"SELECT count() FROM {db}.narrow")) == 0, "rows loaded into a narrow table"
+    ch.query(f"ALTER TABLE {db}.narrow MODIFY COLUMN `n` Int32")
+    s.proc.send_signal(signal.SIGHUP)
+    wait_delivered(ch, f"{db}.narrow", 200)
+    assert_exactly_once(ch, f"{db}.narrow", set(range(1, 201)))
+    rows = ch.rows(f"SELECT id, n FROM {db}.narrow WHERE id = 999 OR id = 150")
+    assert [(int(r["id"]), r["n"]) for r in rows] == [(150, 150 % 1000 - 500)]
+    assert metric(s, "ndingest_delivery_waiting", 'dataset="narrow"') == 0
+
+
+def test_worker_killed_mid_write_while_delivering(cluster, db, start_server, tmp_path):
+    """Workers killed (-9) under load with large bodies (1 MiB writes) while delivery runs:
+    whatever a killed write left (a torn row is recorded in the .void record by the next
+    writer) never reaches the table as a row; every acknowledged row arrives once, and the
+    only others are rows of requests that got no answer (at least once for those)."""
+    ch = cluster.servers[0]
+    ch.query(replicated(db, "events"))
+    s = start_delivering(start_server, tmp_path, cluster, db, ["events"])
+    ids = Ids()
+    load = Load(s, "events", ids, clients=4, rows=6000, seconds=60)  # ~2 MB bodies
+    kills = 0
+    try:
+        for _ in range(6):
+            time.sleep(random.uniform(0.3, 1.5))
+            workers = [p for p in worker_pids(s.proc.pid) if p != delivery_pid(s)]
+            if workers:
+                os.kill(random.choice(workers), signal.SIGKILL)
+                kills += 1
+    finally:
+        load.stop()
+    assert kills
+    sent = set(range(1, ids.next))
+    wait_for(lambda: len(worker_pids(s.proc.pid)) >= 3, 30, "the workers to be replaced")
+    assert post(s, "events", [10**9])[0] == 200  # a write after the kills isolates any torn tail
+    ids.ack([10**9])
+    wait_delivered(ch, f"{db}.events", len(ids.acked))
+    wait_for(lambda: metric(s, "ndingest_delivery_lag_bytes", 'dataset="events"') == 0, 60,
+             "delivery to reach the end of the file")
+    assert_exactly_once(ch, f"{db}.events", ids.acked, unacked_ok=sent - ids.acked)
+    assert not (s.out_dir / f"events-{today()}.quarantine.csv").exists(), \
+        "a torn row reached ClickHouse and was refused"
+    day = s.out_dir / f"events-{today()}.csv"
+    check = subprocess.run([str(Path(__file__).parents[2] / "scripts" / "ndingest-check"),
+                            "--columns", "4", str(day)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    print(f"{kills} workers killed; {check.stdout.strip()}")
