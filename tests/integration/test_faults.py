@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import conftest
-from conftest import BINARY, ROOT, Server, ok_response, read_response, worker_pids, wait_for, alive
+from conftest import BINARY, ROOT, Server, ok_response, read_response, worker_pids, wait_for, alive, today
 
 CHECK = ROOT / "scripts" / "ndingest-check"
 SUFFIX = b",2017-01-01 00:00:00,1.5,9.75"
@@ -344,6 +344,41 @@ def fill_until_refused(s, lines, first_base, limit=400):
             if len(refused) >= 3:
                 break
     return acked, refused
+
+
+@pytest.fixture
+def eight_mb_tmpfs(tmp_path):
+    yield from mounted_tmpfs(tmp_path, "pressure", "size=8m")
+
+
+def test_min_free_refuses_with_503_then_recovers(eight_mb_tmpfs, start_server):
+    """Under --min-free a new body gets 503 with Retry-After before any byte is written;
+    when space comes back ingest resumes by itself; the state is logged once per change."""
+    s = start_server("--workers", "2", "--min-free", "4M", out_dir=eight_mb_tmpfs)
+    body = marked_body(1, 50)
+    assert s.post(body)[0] == 200
+    day = eight_mb_tmpfs / f"nyc_taxi-{today()}.csv"
+    filler = eight_mb_tmpfs / "filler"
+    filler.write_bytes(b"\0" * (5 * 1024 * 1024))  # leaves < 3 MiB free
+
+    def refused():
+        status, headers, _ = s.post(marked_body(1000, 50))
+        return headers if status == 503 else None
+    headers = wait_for(refused, 10, "a 503")  # judged at most once a second per worker
+    assert headers["Retry-After"] == "2"
+    time.sleep(1.2)  # every worker has judged again by now
+    size = day.stat().st_size
+    for _ in range(4):
+        status, _, out = s.post(marked_body(2000, 50))
+        assert status == 503 and b"--min-free" in out, (status, out)
+    assert day.stat().st_size == size, "a refused body wrote rows"
+    filler.unlink()
+    wait_for(lambda: s.post(marked_body(3000, 50))[0] == 200, 10, "ingest to resume")
+    assert s.stderr().count("refusing new bodies with 503") == 1
+    assert s.stderr().count("ingest resumes") == 1
+    text = s.request("GET", "/metrics")[2].decode()
+    assert 'ndingest_backpressure{reason="disk"} 0' in text
+    assert "ndingest_backpressure_transitions_total 2" in text
 
 
 def test_disk_full(small_tmpfs, start_server):
