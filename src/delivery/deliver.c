@@ -57,7 +57,10 @@ struct stream {
     } seen[32];
     unsigned nseen;
     uint64_t split_end;        /* a refused batch being halved: the next batch ends here */
-    int waiting;               /* the table is unfit: nothing is sent until a SIGHUP */
+    int waiting;               /* the table is unfit: nothing is sent until it is fixed */
+    int checked;               /* the table was compared with the definition since start or
+                                * the last SIGHUP */
+    int64_t recheck_ms;        /* waiting: when the table is looked at again */
     int present;               /* still in the definitions (a removed one finishes its files) */
     struct sink *quarantine;   /* opened at the first refused row */
 };
@@ -532,8 +535,10 @@ static void send_in_flight(struct deliver *dv, struct stream *s)
     case SEND_TABLE:
         count_batch(s, DELIVER_TABLE);
         log_error("ndingest deliver: %s: the table cannot take the rows (%s); the dataset waits "
-                  "until the table is fixed and ndingest gets SIGHUP", s->name, out.message);
+                  "until it can (checked again every %u s, and at SIGHUP)", s->name, out.message,
+                  dv->o->deliver_retry_max);
         s->waiting = 1;
+        s->recheck_ms = wall_ms() + (int64_t)dv->o->deliver_retry_max * 1000;
         atomic_store(&s->st->waiting, 1);
         break;
     case SEND_REFUSED:
@@ -572,6 +577,8 @@ static int64_t oldest_ms(const struct stream *s, int64_t now)
     return now;
 }
 
+static int check_stream(struct deliver *dv, struct stream *s);
+
 /* MARK: - One step of one dataset */
 
 /* Cuts the next batch at the cursor if one is due, stores it as in flight and sends it;
@@ -581,6 +588,10 @@ static int step(struct deliver *dv, struct stream *s)
 {
     const struct options *o = dv->o;
     int64_t now = wall_ms();
+    if ((!s->checked || (s->waiting && now >= s->recheck_ms)) && check_stream(dv, s)) {
+        s->next_try_ms = now + backoff_next(&s->backoff, 0); /* a shard did not answer */
+        return 0;
+    }
     if (s->waiting || now < s->next_try_ms)
         return 0;
     if (s->cur.in_flight) {
@@ -756,8 +767,7 @@ static int add_stream(struct deliver *dv, const char *name, struct datasource *d
             s->ds = ds;
             set_columns(dv, s);
             s->present = 1;
-            s->waiting = 0; /* SIGHUP: check the table again */
-            atomic_store(&s->st->waiting, 0);
+            s->checked = 0; /* SIGHUP: check the table again */
             return 0;
         }
     }
@@ -922,54 +932,57 @@ static int create_table(struct deliver *dv, struct stream *s, int shard)
 
 /* Compares each shard's table with the definition (DESCRIBE TABLE): a table missing (and
  * not created), a column missing, or a type that cannot hold every value the definition
- * accepts parks the dataset: its files keep buffering and the others go on, until a
- * SIGHUP finds the table fixed. 0 when every table could be read, -1 when a shard did not
- * answer (checked again later). */
-static int check_tables(struct deliver *dv)
+ * accepts parks the dataset: its files keep buffering and the others go on. A parked
+ * dataset is looked at again every --deliver-retry-max seconds and at SIGHUP, and goes on
+ * by itself once its table fits (a table missing for a moment, as while a server starts
+ * or stops, parks it only that long). 0 when the tables could be read (s->waiting says the
+ * verdict), -1 when a shard did not answer (looked at again later). */
+static int check_stream(struct deliver *dv, struct stream *s)
 {
     struct clickhouse_column *cols = malloc(DELIVER_MAX_TABLE_COLUMNS * sizeof *cols);
     struct table_problem problems[8];
     if (!cols)
         return -1;
-    int rc = 0;
-    for (size_t i = 0; i < dv->nstreams && rc == 0; i++) {
-        struct stream *s = &dv->streams[i];
-        int unfit = 0;
-        for (int shard = 0; shard < clickhouse_shards(dv->ch) && !unfit && rc == 0; shard++) {
-            size_t n = 0;
-            struct send_outcome out;
-            enum send_result r = clickhouse_describe(dv->ch, shard, s->name, cols,
-                                                     DELIVER_MAX_TABLE_COLUMNS, &n, &out);
-            if (r == SEND_TABLE && dv->o->deliver_create && create_table(dv, s, shard) == 0)
-                r = clickhouse_describe(dv->ch, shard, s->name, cols, DELIVER_MAX_TABLE_COLUMNS,
-                                        &n, &out);
-            if (r == SEND_TABLE) {
+    int rc = 0, unfit = 0, quiet = s->waiting; /* still unfit: said already */
+    for (int shard = 0; shard < clickhouse_shards(dv->ch) && !unfit && rc == 0; shard++) {
+        size_t n = 0;
+        struct send_outcome out;
+        enum send_result r = clickhouse_describe(dv->ch, shard, s->name, cols,
+                                                 DELIVER_MAX_TABLE_COLUMNS, &n, &out);
+        if (r == SEND_TABLE && dv->o->deliver_create && create_table(dv, s, shard) == 0)
+            r = clickhouse_describe(dv->ch, shard, s->name, cols, DELIVER_MAX_TABLE_COLUMNS,
+                                    &n, &out);
+        if (r == SEND_TABLE) {
+            if (!quiet)
                 log_error("ndingest deliver: %s: no table %s.%s on shard %d: the dataset waits "
-                          "(create it, or use --deliver-create, then SIGHUP)", s->name,
+                          "(create it, or use --deliver-create)", s->name,
                           clickhouse_database(dv->ch), s->name, shard + 1);
-                unfit = 1;
-            } else if (r != SEND_STORED) {
-                log_error("ndingest deliver: %s: DESCRIBE TABLE on shard %d: %s", s->name,
-                          shard + 1, out.message);
-                rc = -1;
-            } else {
-                size_t np = table_check(s->want, s->ncolumns, cols, n, problems,
-                                        sizeof problems / sizeof *problems);
-                for (size_t k = 0; k < np && k < sizeof problems / sizeof *problems; k++)
-                    log_error("ndingest deliver: %s: table %s.%s on shard %d: column %s: %s; the "
-                              "dataset waits until the table is fixed (then SIGHUP)", s->name,
-                              clickhouse_database(dv->ch), s->name, shard + 1,
-                              problems[k].column, problems[k].message);
-                unfit = np > 0;
-            }
-        }
-        if (rc == 0) {
-            s->waiting = unfit;
-            atomic_store(&s->st->waiting, (unsigned)unfit);
+            unfit = 1;
+        } else if (r != SEND_STORED) {
+            log_error("ndingest deliver: %s: DESCRIBE TABLE on shard %d: %s", s->name,
+                      shard + 1, out.message);
+            rc = -1;
+        } else {
+            size_t np = table_check(s->want, s->ncolumns, cols, n, problems,
+                                    sizeof problems / sizeof *problems);
+            for (size_t k = 0; k < np && k < sizeof problems / sizeof *problems && !quiet; k++)
+                log_error("ndingest deliver: %s: table %s.%s on shard %d: column %s: %s; the "
+                          "dataset waits until the table is fixed", s->name,
+                          clickhouse_database(dv->ch), s->name, shard + 1,
+                          problems[k].column, problems[k].message);
+            unfit = np > 0;
         }
     }
     free(cols);
-    return rc;
+    if (rc)
+        return rc;
+    if (s->waiting && !unfit)
+        log_info("ndingest deliver: %s: the table fits: delivering", s->name);
+    s->waiting = unfit;
+    s->checked = 1;
+    s->recheck_ms = wall_ms() + (int64_t)dv->o->deliver_retry_max * 1000;
+    atomic_store(&s->st->waiting, (unsigned)unfit);
+    return 0;
 }
 
 static int make_dest_dir(struct deliver *dv)
@@ -1032,27 +1045,17 @@ int deliver_run(const struct options *o, struct deliver_shared *shared)
     sigaddset(&unblock, SIGHUP);
     sigprocmask(SIG_UNBLOCK, &unblock, NULL);
 
-    int checked = 0;
     while (!rc && !stop_requested) {
         if (reload_requested) {
             reload_requested = 0;
             if (load_datasets(&dv) == 0)
                 log_info("ndingest deliver: SIGHUP: %zu dataset%s", dv.nstreams,
                          dv.nstreams == 1 ? "" : "s");
-            checked = 0;
         }
         if (!connect_server(&dv)) {
             struct timespec ts = {0, DELIVER_POLL_MS * 1000000L};
             nanosleep(&ts, NULL);
             continue;
-        }
-        if (!checked) {
-            if (check_tables(&dv)) { /* a shard did not answer: again, after a pause */
-                struct timespec ts = {1, 0};
-                nanosleep(&ts, NULL);
-                continue;
-            }
-            checked = 1;
         }
         int busy = 0;
         uint64_t lag = 0;

@@ -14,7 +14,8 @@ enum send_result {
                    * split the batch to find the refused rows */
     SEND_TABLE,   /* the table is missing or cannot take these rows (no such table or
                    * column, a type mismatch found at insert): the dataset waits until the
-                   * table is fixed (SIGHUP checks again), the others go on */
+                   * table is fixed (looked at again every --deliver-retry-max
+                   * seconds and at SIGHUP), the others go on */
     SEND_CONFIG,  /* the destination refuses us (authentication, no such database): every
                    * dataset waits, retried with backoff, and the log says why */
 };

@@ -137,6 +137,7 @@ def schema_synopses():
     readme_line = next(l for l in README.read_text().splitlines() if "`ndingest schema " in l)
     man = " ".join(roff_text(l) for l in man_sections()["SYNOPSIS"]).split("ndingest schema", 1)
     assert len(man) == 2, "the man page's SYNOPSIS has no schema command"
+    man[1] = man[1].split("ndingest deliver", 1)[0]  # the command after it
     return [" ".join(("ndingest schema " + x.split("ndingest schema", 1)[-1]).split())
             for x in (help_line, readme_line.split("`")[1], man[1])]
 
