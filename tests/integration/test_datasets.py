@@ -92,8 +92,11 @@ def sighup(s, workers=2):
     """SIGHUP to the main process; returns once every worker has acted on it."""
     before = s.stderr().count("reopened its files (SIGHUP)")
     s.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: s.stderr().count("reopened its files (SIGHUP)") >= before + workers,
-             what="the workers to reload")
+    try:
+        wait_for(lambda: s.stderr().count("reopened its files (SIGHUP)") >= before + workers,
+                 timeout=60, what="the workers to reload")
+    except AssertionError:  # say what the server said (a flake seen twice under load)
+        raise AssertionError(f"the workers did not all reload; stderr: {s.stderr()}") from None
 
 
 # --- Start-up -------------------------------------------------------------------------------
