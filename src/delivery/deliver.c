@@ -1052,16 +1052,14 @@ int deliver_run(const struct options *o, struct deliver_shared *shared)
                 log_info("ndingest deliver: SIGHUP: %zu dataset%s", dv.nstreams,
                          dv.nstreams == 1 ? "" : "s");
         }
-        if (!connect_server(&dv)) {
-            struct timespec ts = {0, DELIVER_POLL_MS * 1000000L};
-            nanosleep(&ts, NULL);
-            continue;
-        }
-        int busy = 0;
+        /* The lag is measured whether or not the server answers: it is what backpressure
+         * and the operator watch while it does not. */
+        int busy = 0, connected = connect_server(&dv);
         uint64_t lag = 0;
         for (size_t i = 0; i < dv.nstreams && !stop_requested; i++) {
             measure_lag(&dv, &dv.streams[i], wall_ms());
-            busy |= step(&dv, &dv.streams[i]);
+            if (connected)
+                busy |= step(&dv, &dv.streams[i]);
             lag += atomic_load_explicit(&dv.streams[i].st->lag_bytes, memory_order_relaxed);
         }
         relaxed_store(&dv.sh->lag_bytes, lag);

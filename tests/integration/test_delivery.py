@@ -567,3 +567,18 @@ def test_worker_killed_mid_write_while_delivering(cluster, db, start_server, tmp
                             "--columns", "4", str(day)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     print(f"{kills} workers killed; {check.stdout.strip()}")
+
+
+def test_deliver_create_makes_the_missing_table(cluster, db, start_server, tmp_path):
+    """--deliver-create: a dataset whose table is missing gets it, as `ndingest schema
+    --clickhouse --database DB` prints it, and its rows arrive; without the option it waits."""
+    ch = cluster.servers[0]
+    s = start_delivering(start_server, tmp_path, cluster, db, ["events"], "--deliver-create")
+    assert post(s, "events", range(1, 51))[0] == 200
+    wait_delivered(ch, f"{db}.events", 50)
+    assert_exactly_once(ch, f"{db}.events", set(range(1, 51)))
+    tables = ch.query(f"SHOW TABLES FROM {db}").split()
+    assert "events" in tables and "events_quarantine" in tables, tables
+    cols = ch.rows(f"DESCRIBE TABLE {db}.events")
+    assert [(c["name"], c["type"]) for c in cols] == [
+        ("id", "UInt64"), ("host", "String"), ("n", "Int32"), ("s", "String")]

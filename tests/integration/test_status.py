@@ -120,3 +120,22 @@ def test_no_status_line_when_stderr_is_a_file(start_server, taxi_body):
     assert s.stop() == 0
     err = s.stderr()
     assert "rows/s" not in err and "\x1b[K" not in err and "\r" not in err, err
+
+
+def test_status_line_shows_the_delivery_lag(tmp_path, taxi_body):
+    """With --deliver the live line adds the worst dataset's delivery lag: here the
+    destination's port refuses connections, so the rows posted wait and the lag grows."""
+    closed = free_port()
+    s = PtyServer(tmp_path / "out", ["--workers", "1", "--status", "1", "--deliver",
+                                     f"clickhouse://127.0.0.1:{closed}/db"])
+    try:
+        assert s.post(taxi_body)[0] == 200
+        lag = re.compile(rb"req/s  lag (\d+\.\d) s")
+        seen = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(float(m.group(1)) >= 2 for m in seen):
+            seen = s.wait_for(lag, 2)
+        assert any(float(m.group(1)) >= 2 for m in seen), s.stderr()
+    finally:
+        rc = s.stop()
+    assert rc == 0, s.stderr()
