@@ -35,6 +35,11 @@
 /* Workers drain for up to 10 s; past this the main process stops waiting and kills them. */
 #define SERVER_STOP_GRACE_SEC 15
 
+/* --token-file: loaded by the main process at start and at each SIGHUP (the previous kept
+ * when the file has gone bad), so that a worker forked later starts with the tokens in
+ * force, whatever the file holds by then. File-scope: reachable until exit. */
+static struct auth main_tokens;
+
 struct server {
     const struct options *o;
     int listen_fd;                /* -1 with --reuseport: each worker binds its own */
@@ -179,7 +184,7 @@ static void spawn(struct server *s, int i)
         if (getppid() != s->main_pid)
             raise(SIGTERM);
         _exit(worker_run(s->o, i, s->listen_fd, s->slots, s->nslots, s->catalog, s->deliver,
-                         s->idem));
+                         s->idem, s->o->token_file ? &main_tokens : NULL));
     }
     s->pids[i] = pid;
     s->started[i] = now();
@@ -412,6 +417,11 @@ static int supervise(struct server *s)
             return stop(s, &set, sig);
         else if (sig == SIGHUP) { /* reopen the files, re-read the token: the workers' job */
             reload_datasets(s);
+            if (s->o->token_file) { /* for workers forked later; each worker says what failed */
+                char err[4400];
+                auth_load(&main_tokens, s->o->token_file, s->o->datasets != NULL,
+                          s->o->max_tokens, err, sizeof err);
+            }
             for (int i = 0; i < s->nslots; i++)
                 if (s->pids[i])
                     kill(s->pids[i], SIGHUP);
@@ -498,11 +508,9 @@ int server_run(const struct options *o)
         }
         access_log_close(&log);
     }
-    if (o->token_file) { /* each worker reads it; a missing or empty file is reported now */
-        struct auth token = {0};
-        int bad = auth_load(&token, o->token_file, o->datasets != NULL, o->max_tokens, err,
+    if (o->token_file) {
+        int bad = auth_load(&main_tokens, o->token_file, o->datasets != NULL, o->max_tokens, err,
                             sizeof err);
-        auth_free(&token);
         if (bad) {
             log_error("ndingest: %s", err);
             if (fd >= 0)
@@ -591,7 +599,8 @@ int server_run(const struct options *o)
     int rc;
     if (o->workers == 0) {
         atomic_store(&slots[0].live, 1);
-        rc = worker_run(o, 0, fd, slots, 1, datasets, NULL, idem); /* it takes the reference */
+        auth_free(&main_tokens); /* the one worker reads the file itself */
+        rc = worker_run(o, 0, fd, slots, 1, datasets, NULL, idem, NULL); /* it takes the reference */
         datasets = NULL;
     } else {
         struct server s = {

@@ -63,6 +63,7 @@ struct worker {
     struct buf header;
     struct catalog *catalog;    /* --datasets: the current set (requests hold their own) */
     const struct deliver_shared *deliver; /* --deliver: the delivery's counters, or NULL */
+    const struct auth *tokens;  /* --token-file as the main process holds it, or NULL */
     struct idem_table *idem;    /* Idempotency-Key: the table mapped by the main process */
     struct timespec accept_logged; /* the last accept error's line (0: none yet) */
     unsigned long accept_unlogged; /* accept errors since then, not logged */
@@ -159,8 +160,10 @@ static void stop_listening(struct worker *w)
 {
     if (w->listen_fd < 0)
         return;
-    event_del(w->listen_ev);
-    evtimer_del(w->rearm_ev);
+    if (w->listen_ev) /* NULL when the start failed before the loop was set up */
+        event_del(w->listen_ev);
+    if (w->rearm_ev)
+        evtimer_del(w->rearm_ev);
     close(w->listen_fd);
     w->listen_fd = -1;
 }
@@ -352,8 +355,14 @@ static int worker_start(struct worker *w)
         log_error("%s: %s", w->log_prefix, err);
         return -1;
     }
-    if (w->o->token_file && auth_load(&w->auth, w->o->token_file, w->o->datasets != NULL,
-                                      w->o->max_tokens, err, sizeof err)) {
+    if (w->tokens) {
+        /* The main process's tokens, its copy since the fork: what it loaded at start or at
+         * the last SIGHUP. Not read from the file here: a worker started later (a
+         * replacement) would otherwise fail on a file that has gone bad since, over and
+         * over, while the others keep serving on the tokens they have. */
+        w->auth = *w->tokens;
+    } else if (w->o->token_file && auth_load(&w->auth, w->o->token_file, w->o->datasets != NULL,
+                                             w->o->max_tokens, err, sizeof err)) {
         log_error("%s: %s", w->log_prefix, err);
         return -1;
     }
@@ -429,7 +438,7 @@ static void worker_free(struct worker *w)
 
 int worker_run(const struct options *o, int index, int listen_fd, struct worker_slot *slots,
                int nslots, struct catalog *datasets, const struct deliver_shared *deliver,
-               struct idem_table *idem)
+               struct idem_table *idem, const struct auth *tokens)
 {
     struct worker w = {
         .o = o,
@@ -442,6 +451,7 @@ int worker_run(const struct options *o, int index, int listen_fd, struct worker_
         .catalog = datasets,
         .deliver = deliver,
         .idem = idem,
+        .tokens = tokens,
     };
     snprintf(w.log_prefix, sizeof w.log_prefix, "ndingest[%d]", (int)getpid());
     if (worker_start(&w)) {

@@ -6,6 +6,7 @@
 struct catalog;
 struct deliver_shared;
 struct idem_table;
+struct auth;
 struct options;
 struct worker_slot;
 
@@ -16,9 +17,11 @@ struct worker_slot;
  * over the reference (its copy after the fork), opens its sinks, and on SIGHUP loads the
  * directory again. deliver (--deliver, else NULL): the delivery process's counters, for
  * /metrics and backpressure. idem: the Idempotency-Key table (idempotency.h) mapped before
- * the fork. Returns the process exit code: 0 after a clean drain, 1 when it cannot start. */
+ * the fork. tokens: --token-file as the main process holds it (the worker takes over its
+ * copy after the fork), or NULL to read the file itself (--workers 0).
+ * Returns the process exit code: 0 after a clean drain, 1 when it cannot start. */
 int worker_run(const struct options *o, int index, int listen_fd, struct worker_slot *slots,
                int nslots, struct catalog *datasets, const struct deliver_shared *deliver,
-               struct idem_table *idem);
+               struct idem_table *idem, const struct auth *tokens);
 
 #endif

@@ -7,15 +7,17 @@ import gzip
 import http.client
 import io
 import json
+import os
 import random
 import re
 import signal
 import subprocess
 import threading
+import time
 
 import pytest
 
-from conftest import BINARY, ROOT, free_port, ok_response, today, wait_for
+from conftest import BINARY, ROOT, free_port, ok_response, today, wait_for, worker_pids
 
 AUTH = "Authorization"
 
@@ -646,3 +648,23 @@ def test_quarantine_bound_defaults_keep_a_real_body(start_server, defs):
     h = subprocess.run([str(BINARY), "--help"], capture_output=True, timeout=20).stdout.decode()
     assert re.search(r"--max-quarantine SIZE .*\(default 256M", h.replace("\n", " ")), h
     assert re.search(r"--max-quarantine-day SIZE .*\(default 64G", h.replace("\n", " ")), h
+
+
+def test_replaced_worker_keeps_the_tokens_in_force(defs, tmp_path, start_server):
+    """A worker forked after the token file went bad (here: a worker killed and replaced)
+    starts with the tokens in force, as the others keep them, rather than failing on the
+    file and being restarted over and over (it also crashed on that failed start)."""
+    tok = tmp_path / "tokens"
+    tok.write_bytes(b"s3cret trips\n")
+    s = serve(start_server, defs, "--token-file", str(tok))
+    tok.write_bytes(b"\xef\xbb\xbfs3cret trips\n")
+    victim = worker_pids(s.proc.pid)[0]
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: victim not in worker_pids(s.proc.pid) and len(worker_pids(s.proc.pid)) == 2,
+             what="the worker to be replaced")
+    time.sleep(1.5)  # a replacement that cannot start dies within this, and is replaced again
+    auth = {AUTH: "Bearer s3cret"}
+    for _ in range(8):  # new connections: both workers answer some
+        assert events(s, "trips", body_of([1]), headers=auth)[0] == 202
+    err = s.stderr()
+    assert "Segmentation fault" not in err and err.count("restarting worker") == 1, err
