@@ -1196,6 +1196,18 @@ static void close_destination(struct deliver *dv)
     postgres_close(dv->pg);
 }
 
+/* Measures every dataset's lag and publishes the sum, without sending: while the server is
+ * out of reach (from the start too), the lag still grows and backpressure sees it. */
+static void publish_lag(struct deliver *dv)
+{
+    uint64_t lag = 0;
+    for (size_t i = 0; i < dv->nstreams; i++) {
+        measure_lag(dv, &dv->streams[i], wall_ms());
+        lag += atomic_load_explicit(&dv->streams[i].st->lag_bytes, memory_order_relaxed);
+    }
+    relaxed_store(&dv->sh->lag_bytes, lag);
+}
+
 int deliver_run(const struct options *o, struct deliver_shared *shared)
 {
     char err[PATH_MAX + 128];
@@ -1246,12 +1258,14 @@ int deliver_run(const struct options *o, struct deliver_shared *shared)
             checked = 0;
         }
         if (!connect_server(&dv)) {
+            publish_lag(&dv); /* the files buffer: backpressure must see them */
             struct timespec ts = {0, DELIVER_POLL_MS * 1000000L};
             nanosleep(&ts, NULL);
             continue;
         }
         if (!checked) {
             if (check_tables(&dv)) { /* a shard did not answer: again, after a pause */
+                publish_lag(&dv);
                 struct timespec ts = {1, 0};
                 nanosleep(&ts, NULL);
                 continue;
