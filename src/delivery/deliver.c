@@ -1044,9 +1044,27 @@ static int sync_cursor(struct deliver *dv, struct stream *s)
         log_error("ndingest deliver: %s: reading the cursor row: %s", s->name, out.message);
         return -1;
     }
-    int same = !strcmp(pc.file, s->cur.file) && (uint64_t)pc.offset == s->cur.offset;
+    /* no row is the start of the first file: a local cursor at a file's start agrees */
+    int same = (!strcmp(pc.file, s->cur.file) && (uint64_t)pc.offset == s->cur.offset) ||
+               (!pc.file[0] && s->cur.offset == 0);
     if (same)
         return 0; /* the batch in flight, if any, starts there: sent again as it is */
+    if (s->cur.in_flight && !strcmp(pc.file, s->cur.file) &&
+        (uint64_t)pc.offset == s->cur.batch_end) {
+        /* The batch in flight was committed and the process ended before it counted it:
+         * counted now, so that the rows delivered add up across restarts. */
+        struct void_range *v = NULL;
+        size_t nv = 0;
+        if (recut(dv, s, &v, &nv) == 1) {
+            count_batch(s, DELIVER_STORED);
+            relaxed_add(&s->st->rows, dv->batch.rows);
+            relaxed_add(&s->st->bytes, dv->batch.body.len);
+        }
+        free(v);
+        s->cur.offset = s->cur.batch_end;
+        s->cur.in_flight = 0;
+        return store(s);
+    }
     if (s->cur.file[0] || pc.file[0])
         log_info("ndingest deliver: %s: the database's cursor (%s at %lld) differs from the "
                  "local one (%s at %llu): the database's is used", s->name,
