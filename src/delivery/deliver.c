@@ -1191,7 +1191,10 @@ static int open_destination(struct deliver *dv, char *err, size_t errlen)
         static unsigned pause_ms;
         struct postgres_config pc = {.url = o->deliver, .connect_timeout_ms = 5000};
         const char *t = getenv(TEST_PAUSE_ENV);
-        if (t && !strncmp(t, "test-only:", 10) && (pause_ms = (unsigned)atoi(t + 10)) > 0) {
+        char *end = NULL;
+        unsigned long ms = t && !strncmp(t, "test-only:", 10) ? strtoul(t + 10, &end, 10) : 0;
+        if (ms > 0 && ms <= 60000 && end && !*end) {
+            pause_ms = (unsigned)ms;
             log_info("ndingest deliver: %s is set: pausing %u ms before every COMMIT (for "
                      "tests only)", TEST_PAUSE_ENV, pause_ms);
             pc.hook = test_pause;
