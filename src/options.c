@@ -138,8 +138,8 @@ static const struct option_row rows[] = {
      .help = "schema --clickhouse --database DB: for each server of the cluster NAME, "
              "ReplicatedMergeTree tables NAME_local and Distributed tables over them"},
     {ROW_STRING("deliver", "URL", deliver, NULL), .deliver = 1,
-     .help = "deliver the day files' rows to this database (clickhouse://HOST:PORT/DB; "
-             "doc/delivery.md), by a process the main process supervises"},
+     .help = "deliver the day files' rows to this database (clickhouse://HOST:PORT/DB or "
+             "postgresql://USER@HOST:PORT/DB; doc/delivery.md), by a process the main process supervises"},
     {ROW_FILE("deliver-credentials", "FILE", deliver_credentials), .deliver = 1,
      .help = "the destination's USER:PASSWORD, on FILE's first line"},
     {ROW_SIZE("deliver-batch", deliver_batch, 1, 1 * GiB, 8 * MiB), .deliver = 1,

@@ -1,5 +1,6 @@
 /* deliver.c -- the delivery loop: each dataset's day files, oldest first, cut into batches
- * behind the writers and sent to ClickHouse; the cursor stored around every send. */
+ * behind the writers and sent to the destination (ClickHouse or PostgreSQL); the cursor
+ * stored around every send. */
 #include "deliver.h"
 
 #include <dirent.h>
@@ -20,12 +21,14 @@
 #include "../log.h"
 #include "../quarantine.h"
 #include "../schema.h"
+#include "../schema_pg.h"
 #include "../sink.h"
 #include "../voids.h"
 #include "backoff.h"
 #include "batch.h"
 #include "clickhouse.h"
 #include "cursor.h"
+#include "postgres.h"
 #include "table_check.h"
 
 /* How often an idle loop looks at the files again: the floor of the delay between a row's
@@ -62,13 +65,16 @@ struct stream {
                                 * the last SIGHUP */
     int64_t recheck_ms;        /* waiting: when the table is looked at again */
     int present;               /* still in the definitions (a removed one finishes its files) */
+    int synced;                /* PostgreSQL: the cursor was set from the database's row */
     struct sink *quarantine;   /* opened at the first refused row */
 };
 
 struct deliver {
     const struct options *o;
     struct deliver_shared *sh;
+    /* The destination, chosen by the URL's scheme: one of the two is set. */
     struct clickhouse *ch;
+    struct postgres *pg;
     char host[256];            /* --host-id: part of every batch's identity */
     char dest_dir[PATH_MAX];   /* OUT/.delivery/DEST */
     struct stream *streams;
@@ -156,7 +162,8 @@ static struct deliver_stats *stats_row(struct deliver_shared *sh, const char *na
 
 static const char *const result_names[DELIVER_RESULTS] = {"stored", "retry", "refused",
                                                            "table", "config"};
-static const char *const mode_names[DELIVER_MODES] = {"unknown", "token", "checksum"};
+static const char *const mode_names[DELIVER_MODES] = {"unknown", "token", "checksum",
+                                                       "transaction"};
 
 /* Appends printf-formatted text to out. 0, or -1 when out cannot grow. */
 __attribute__((format(printf, 2, 3)))
@@ -212,7 +219,8 @@ int deliver_metrics_format(struct buf *out, const struct deliver_shared *sh)
 {
     unsigned mode = atomic_load(&sh->mode);
     int rc = appendf(out, "# HELP ndingest_delivery_mode How exactly once is had (token: "
-                          "insert_deduplication_token; checksum: block checksums)\n"
+                          "insert_deduplication_token; checksum: block checksums; "
+                          "transaction: rows and cursor row in one PostgreSQL transaction)\n"
                           "# TYPE ndingest_delivery_mode gauge\n"
                           "ndingest_delivery_mode{mode=\"%s\"} 1\n"
                           "# HELP ndingest_delivery_restarts_total Delivery processes replaced\n"
@@ -388,7 +396,7 @@ static int store(struct stream *s)
  * block it may have left there (FNV-1a: stable across builds and hosts). */
 static int shard_of(const struct deliver *dv, const struct stream *s, uint64_t start)
 {
-    int n = clickhouse_shards(dv->ch);
+    int n = dv->ch ? clickhouse_shards(dv->ch) : 1;
     if (n <= 1)
         return 0;
     char id[PATH_MAX + 300];
@@ -482,6 +490,46 @@ static void count_batch(struct stream *s, enum deliver_result r)
     relaxed_add(&s->st->batches[r], 1);
 }
 
+/* PostgreSQL: moves the database's cursor row past a quarantined row, since that row is
+ * the truth at the next start. Should this fail, the row is quarantined again after a
+ * restart (the quarantine is at least once); the rows' delivery is not affected, since the
+ * next batch starts past the row. */
+static void skip_in_database(struct deliver *dv, struct stream *s)
+{
+    struct send_outcome out;
+    if (dv->pg && postgres_skip(dv->pg, dv->host, s->name, s->cur.file,
+                                (long long)s->cur.offset, &out) != SEND_STORED)
+        log_error("ndingest deliver: %s: moving the cursor row past a quarantined row: %s",
+                  s->name, out.message);
+}
+
+/* The database named the refused row (PostgreSQL's COPY says which line): no halving.
+ * Row k > 0: the batch in flight becomes the rows before it, and the rest [row k, end) is
+ * cut next (split_end), where the refused row is row 0. Row 0: quarantined at once, the
+ * cursor moved past it, and the rest is cut next. About three round trips a refused row
+ * whatever the batch's size, where halving takes two per level. */
+static void named_refusal(struct deliver *dv, struct stream *s, const struct batch *b,
+                          size_t row, const char *why, const struct void_range *v, size_t nv)
+{
+    if (row > 0) {
+        s->split_end = b->end;
+        s->cur.batch_end = file_offset_of(b, batch_row_offset(b, row), v, nv);
+        store(s);
+        return;
+    }
+    size_t len = batch_row_offset(b, 1);
+    if (quarantine_refused(dv, s, b->body.p, len, why)) {
+        s->next_try_ms = wall_ms() + backoff_next(&s->backoff, 0);
+        return;
+    }
+    relaxed_add(&s->st->quarantined, 1);
+    s->split_end = b->end;
+    s->cur.offset = file_offset_of(b, len, v, nv);
+    s->cur.in_flight = 0;
+    store(s);
+    skip_in_database(dv, s);
+}
+
 /* Sends the batch in flight (the cursor holds it, stored) and acts on the outcome. */
 static void send_in_flight(struct deliver *dv, struct stream *s)
 {
@@ -501,10 +549,19 @@ static void send_in_flight(struct deliver *dv, struct stream *s)
         tok = token;
     }
     struct send_outcome out;
-    enum send_result r = b->rows
-        ? clickhouse_insert(dv->ch, shard_of(dv, s, b->start), s->name, s->columns, s->ncolumns,
-                            b->body.p, b->body.len, tok, &out)
-        : SEND_STORED; /* only void ranges: nothing to send */
+    enum send_result r = SEND_STORED; /* only void ranges: nothing to send */
+    if (b->rows && dv->pg) {
+        struct pg_rows rows = {.ds = s->ds, .ncolumns = s->ncolumns};
+        struct postgres_batch pb = {.host = dv->host, .dataset = s->name, .table = s->name,
+                                    .rows = &rows, .columns = s->ds ? NULL : s->columns,
+                                    .file = s->cur.file, .start = (long long)b->start,
+                                    .end = (long long)b->end, .body = b->body.p,
+                                    .len = b->body.len};
+        r = postgres_insert(dv->pg, &pb, &out);
+    } else if (b->rows) {
+        r = clickhouse_insert(dv->ch, shard_of(dv, s, b->start), s->name, s->columns,
+                              s->ncolumns, b->body.p, b->body.len, tok, &out);
+    }
     switch (r) {
     case SEND_STORED:
         count_batch(s, DELIVER_STORED);
@@ -526,6 +583,8 @@ static void send_in_flight(struct deliver *dv, struct stream *s)
         count_batch(s, r == SEND_RETRY ? DELIVER_RETRY : DELIVER_CONFIG);
         relaxed_add(&s->st->retries, 1);
         unsigned wait = backoff_next(&s->backoff, out.retry_after_ms);
+        if (r == SEND_CONFIG)
+            s->synced = 0; /* PostgreSQL: the cursor row moved under us: read it again */
         if (s->backoff.failures == 1 || r == SEND_CONFIG)
             log_error("ndingest deliver: %s: %s; retrying the same batch in %u ms", s->name,
                       out.message, wait);
@@ -534,6 +593,7 @@ static void send_in_flight(struct deliver *dv, struct stream *s)
     }
     case SEND_TABLE:
         count_batch(s, DELIVER_TABLE);
+        s->synced = 0; /* read the cursor row again when the table is fixed */
         log_error("ndingest deliver: %s: the table cannot take the rows (%s); the dataset waits "
                   "until it can (checked again every %u s, and at SIGHUP)", s->name, out.message,
                   dv->o->deliver_retry_max);
@@ -543,7 +603,9 @@ static void send_in_flight(struct deliver *dv, struct stream *s)
         break;
     case SEND_REFUSED:
         count_batch(s, DELIVER_REFUSED);
-        if (b->rows == 1) {
+        if (out.refused_row >= 0 && (size_t)out.refused_row < b->rows && b->rows > 1) {
+            named_refusal(dv, s, b, (size_t)out.refused_row, out.message, v, nv);
+        } else if (b->rows == 1) {
             /* The one row the database refuses: to the quarantine, then past it. */
             if (quarantine_refused(dv, s, b->body.p, b->body.len, out.message) == 0) {
                 relaxed_add(&s->st->quarantined, 1);
@@ -552,6 +614,7 @@ static void send_in_flight(struct deliver *dv, struct stream *s)
                 if (s->split_end && s->split_end <= b->end)
                     s->split_end = 0;
                 store(s);
+                skip_in_database(dv, s);
             } else {
                 s->next_try_ms = wall_ms() + backoff_next(&s->backoff, 0);
             }
@@ -581,6 +644,8 @@ static int check_stream(struct deliver *dv, struct stream *s);
 
 /* MARK: - One step of one dataset */
 
+static int sync_cursor(struct deliver *dv, struct stream *s);
+
 /* Cuts the next batch at the cursor if one is due, stores it as in flight and sends it;
  * moves to the next file when this one is finished. Returns 1 when it did something (the
  * loop then comes back at once), 0 when the dataset is idle. */
@@ -594,6 +659,13 @@ static int step(struct deliver *dv, struct stream *s)
     }
     if (s->waiting || now < s->next_try_ms)
         return 0;
+    if (dv->pg && !s->synced) {
+        if (sync_cursor(dv, s)) {
+            s->next_try_ms = now + backoff_next(&s->backoff, 0);
+            return 0;
+        }
+        s->synced = 1;
+    }
     if (s->cur.in_flight) {
         send_in_flight(dv, s);
         return 1;
@@ -692,6 +764,7 @@ static int step(struct deliver *dv, struct stream *s)
     s->split_end = 0;
     s->nseen = 0;
     store(s);
+    skip_in_database(dv, s); /* else a restart would go back to the finished file */
     return 1;
 }
 
@@ -872,15 +945,24 @@ static int connect_server(struct deliver *dv)
         return dv->mode != DELIVER_MODE_UNKNOWN;
     int major = 0, minor = 0;
     struct send_outcome out;
-    if (clickhouse_version(dv->ch, &major, &minor, &out) != SEND_STORED) {
+    if (dv->pg ? postgres_connect(dv->pg, &out) != SEND_STORED
+               : clickhouse_version(dv->ch, &major, &minor, &out) != SEND_STORED) {
         unsigned wait = backoff_next(&dv->conn_backoff, out.retry_after_ms);
         if (dv->conn_backoff.failures == 1)
-            log_error("ndingest deliver: ClickHouse: %s; trying again (every %u ms at most)",
-                      out.message, dv->o->deliver_retry_max * 1000u);
+            log_error("ndingest deliver: %s: %s; trying again (every %u ms at most)",
+                      dv->pg ? "PostgreSQL" : "ClickHouse", out.message,
+                      dv->o->deliver_retry_max * 1000u);
         dv->conn_next_ms = now + wait;
         return 0;
     }
     backoff_reset(&dv->conn_backoff);
+    if (dv->pg) {
+        dv->mode = DELIVER_MODE_TRANSACTION;
+        atomic_store(&dv->sh->mode, dv->mode);
+        log_info("ndingest deliver: PostgreSQL: exactly once by one transaction (the rows "
+                 "and the cursor row in " PG_CURSOR_TABLE "); local cursors in %s", dv->dest_dir);
+        return 1;
+    }
     dv->mode = major > 22 || (major == 22 && minor >= 2) ? DELIVER_MODE_TOKEN
                                                          : DELIVER_MODE_CHECKSUM;
     atomic_store(&dv->sh->mode, dv->mode);
@@ -930,20 +1012,83 @@ static int create_table(struct deliver *dv, struct stream *s, int shard)
     return rc;
 }
 
-/* Compares each shard's table with the definition (DESCRIBE TABLE): a table missing (and
- * not created), a column missing, or a type that cannot hold every value the definition
- * accepts parks the dataset: its files keep buffering and the others go on. A parked
- * dataset is looked at again every --deliver-retry-max seconds and at SIGHUP, and goes on
- * by itself once its table fits (a table missing for a moment, as while a server starts
- * or stops, parks it only that long). 0 when the tables could be read (s->waiting says the
- * verdict), -1 when a shard did not answer (looked at again later). */
-static int check_stream(struct deliver *dv, struct stream *s)
+/* PostgreSQL: the database's cursor row is the truth, the local cursor file a hint. At a
+ * stream's first step the local cursor is set from the row: the row ahead (a batch
+ * committed, the process killed before the file was stored) moves it on and drops the
+ * batch in flight; the row behind (the database restored, the row deleted) moves it back,
+ * and those rows are sent again, as the database lacks them. Only a batch in flight that
+ * starts at the row's place is kept, to be sent again as the same bytes. No row: from the
+ * first day file's start. 0 when set, -1 when the row could not be read (tried again). */
+static int sync_cursor(struct deliver *dv, struct stream *s)
+{
+    struct postgres_cursor pc;
+    struct send_outcome out;
+    if (postgres_cursor(dv->pg, dv->host, s->name, &pc, &out) != SEND_STORED) {
+        log_error("ndingest deliver: %s: reading the cursor row: %s", s->name, out.message);
+        return -1;
+    }
+    /* no row is the start of the first file: a local cursor at a file's start agrees */
+    int same = (!strcmp(pc.file, s->cur.file) && (uint64_t)pc.offset == s->cur.offset) ||
+               (!pc.file[0] && s->cur.offset == 0);
+    if (same)
+        return 0; /* the batch in flight, if any, starts there: sent again as it is */
+    if (s->cur.in_flight && !strcmp(pc.file, s->cur.file) &&
+        (uint64_t)pc.offset == s->cur.batch_end) {
+        /* The batch in flight was committed and the process ended before it counted it:
+         * counted now, so that the rows delivered add up across restarts. */
+        struct void_range *v = NULL;
+        size_t nv = 0;
+        if (recut(dv, s, &v, &nv) == 1) {
+            count_batch(s, DELIVER_STORED);
+            relaxed_add(&s->st->rows, dv->batch.rows);
+            relaxed_add(&s->st->bytes, dv->batch.body.len);
+        }
+        free(v);
+        s->cur.offset = s->cur.batch_end;
+        s->cur.in_flight = 0;
+        return store(s);
+    }
+    if (s->cur.file[0] || pc.file[0])
+        log_info("ndingest deliver: %s: the database's cursor (%s at %lld) differs from the "
+                 "local one (%s at %llu): the database's is used", s->name,
+                 pc.file[0] ? pc.file : "none", pc.offset, s->cur.file[0] ? s->cur.file : "none",
+                 (unsigned long long)s->cur.offset);
+    snprintf(s->cur.file, sizeof s->cur.file, "%s", pc.file);
+    s->cur.offset = pc.file[0] ? (uint64_t)pc.offset : 0;
+    s->cur.in_flight = 0;
+    s->cur.batch_start = s->cur.batch_end = 0;
+    s->split_end = 0;
+    s->nseen = 0;
+    return store(s);
+}
+
+/* PostgreSQL: the table and the columns the batch names must exist (a SELECT of them);
+ * types are not compared, since PostgreSQL refuses a value a column cannot hold rather than
+ * wrapping it (such rows go to the quarantine). SEND_STORED when it fits. */
+static enum send_result check_stream_postgres(struct deliver *dv, struct stream *s, int quiet)
+{
+    struct pg_rows rows = {.ds = s->ds, .ncolumns = s->ncolumns};
+    struct send_outcome out;
+    enum send_result r = postgres_check_table(dv->pg, s->name, &rows, s->ds ? NULL : s->columns,
+                                              &out);
+    if (r == SEND_TABLE && !quiet)
+        log_error("ndingest deliver: %s: %s; the dataset waits until the table is fixed "
+                  "(ndingest schema %s --postgres prints it)", s->name, out.message, s->name);
+    else if (r != SEND_STORED && r != SEND_TABLE)
+        log_error("ndingest deliver: %s: checking the table: %s", s->name, out.message);
+    return r;
+}
+
+/* ClickHouse: every shard's DESCRIBE TABLE against the definition (table_check), the table
+ * made first with --deliver-create when it is missing. 1 unfit, 0 fits, -1 a shard did
+ * not answer. */
+static int check_stream_clickhouse(struct deliver *dv, struct stream *s, int quiet)
 {
     struct clickhouse_column *cols = malloc(DELIVER_MAX_TABLE_COLUMNS * sizeof *cols);
     struct table_problem problems[8];
     if (!cols)
         return -1;
-    int rc = 0, unfit = 0, quiet = s->waiting; /* still unfit: said already */
+    int rc = 0, unfit = 0;
     for (int shard = 0; shard < clickhouse_shards(dv->ch) && !unfit && rc == 0; shard++) {
         size_t n = 0;
         struct send_outcome out;
@@ -974,8 +1119,28 @@ static int check_stream(struct deliver *dv, struct stream *s)
         }
     }
     free(cols);
-    if (rc)
-        return rc;
+    return rc ? rc : unfit;
+}
+
+/* Compares the dataset's table with the definition (on every shard): a table missing (and
+ * not created), a column missing, or a type that cannot hold every value the definition
+ * accepts parks the dataset: its files keep buffering and the others go on. A parked
+ * dataset is looked at again every --deliver-retry-max seconds and at SIGHUP, and goes on
+ * by itself once its table fits (a table missing for a moment, as while a server starts
+ * or stops, parks it only that long). 0 when the tables could be read (s->waiting says the
+ * verdict), -1 when a shard did not answer (looked at again later). */
+static int check_stream(struct deliver *dv, struct stream *s)
+{
+    int quiet = s->waiting; /* still unfit: said already */
+    int unfit;
+    if (dv->pg) {
+        enum send_result r = check_stream_postgres(dv, s, quiet);
+        if (r != SEND_STORED && r != SEND_TABLE)
+            return -1;
+        unfit = r == SEND_TABLE;
+    } else if ((unfit = check_stream_clickhouse(dv, s, quiet)) < 0) {
+        return -1;
+    }
     if (s->waiting && !unfit)
         log_info("ndingest deliver: %s: the table fits: delivering", s->name);
     s->waiting = unfit;
@@ -985,37 +1150,108 @@ static int check_stream(struct deliver *dv, struct stream *s)
     return 0;
 }
 
+/* A name for the PostgreSQL destination's local cursors: the URL's host, port and
+ * database, each byte outside [A-Za-z0-9._-] made '_' (the user and the parameters are left
+ * out: the same database is the same cursors). */
+static void postgres_dir_name(const char *url, char *out, size_t cap)
+{
+    const char *p = strstr(url, "://");
+    p = p ? p + 3 : url;
+    const char *at = strchr(p, '@'), *q = strchr(p, '?');
+    if (at && (!q || at < q))
+        p = at + 1;
+    size_t o = 0;
+    for (; *p && *p != '?' && o + 1 < cap; p++)
+        out[o++] = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                   (*p >= '0' && *p <= '9') || *p == '.' || *p == '-' ? *p : '_';
+    out[o] = '\0';
+}
+
 static int make_dest_dir(struct deliver *dv)
 {
+    char pg_name[200];
+    if (dv->pg)
+        postgres_dir_name(dv->o->deliver, pg_name, sizeof pg_name);
     char p[PATH_MAX];
     snprintf(p, sizeof p, "%s/.delivery", dv->o->out_dir);
     if (mkdir(dv->o->out_dir, 0755) && errno != EEXIST)
         return -1;
     if (mkdir(p, 0755) && errno != EEXIST)
         return -1;
-    snprintf(dv->dest_dir, sizeof dv->dest_dir, "%s/.delivery/clickhouse-%s", dv->o->out_dir,
-             clickhouse_database(dv->ch));
+    if (dv->pg)
+        snprintf(dv->dest_dir, sizeof dv->dest_dir, "%s/.delivery/postgresql-%s", dv->o->out_dir,
+                 pg_name);
+    else
+        snprintf(dv->dest_dir, sizeof dv->dest_dir, "%s/.delivery/clickhouse-%s", dv->o->out_dir,
+                 clickhouse_database(dv->ch));
     if (mkdir(dv->dest_dir, 0755) && errno != EEXIST)
         return -1;
     return 0;
 }
 
-int deliver_run(const struct options *o, struct deliver_shared *shared)
+/* NDINGEST_TEST_PG_PAUSE_BEFORE_COMMIT="test-only:MS": the PostgreSQL destination sleeps
+ * MS between its COPY (and cursor row) and its COMMIT, so that a test's kill -9 lands there
+ * (tests/integration/test_delivery_postgres.py). The "test-only:" prefix is required, so that
+ * a stray value does nothing, and ndingest says at start that the pause is on. */
+#define TEST_PAUSE_ENV "NDINGEST_TEST_PG_PAUSE_BEFORE_COMMIT"
+
+static void test_pause(void *arg, enum postgres_step step, int fd)
 {
-    char err[PATH_MAX + 128];
-    struct deliver dv = {.o = o, .sh = shared};
+    (void)fd;
+    unsigned ms = *(const unsigned *)arg;
+    if (step == POSTGRES_BEFORE_COMMIT) {
+        struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* The destination by the URL's scheme. 0, or -1 with a message in err. */
+static int open_destination(struct deliver *dv, char *err, size_t errlen)
+{
+    const struct options *o = dv->o;
+    if (!strncmp(o->deliver, "postgresql://", 13) || !strncmp(o->deliver, "postgres://", 11)) {
+        static unsigned pause_ms;
+        struct postgres_config pc = {.url = o->deliver, .connect_timeout_ms = 5000};
+        const char *t = getenv(TEST_PAUSE_ENV);
+        char *end = NULL;
+        unsigned long ms = t && !strncmp(t, "test-only:", 10) ? strtoul(t + 10, &end, 10) : 0;
+        if (ms > 0 && ms <= 60000 && end && !*end) {
+            pause_ms = (unsigned)ms;
+            log_info("ndingest deliver: %s is set: pausing %u ms before every COMMIT (for "
+                     "tests only)", TEST_PAUSE_ENV, pause_ms);
+            pc.hook = test_pause;
+            pc.hook_arg = &pause_ms;
+        }
+        dv->pg = postgres_open(&pc, err, errlen);
+        return dv->pg ? 0 : -1;
+    }
     struct clickhouse_config cc = {.url = o->deliver, .credentials_file = o->deliver_credentials,
                                    .connect_timeout_ms = 5000,
                                    .timeout_ms = o->deliver_timeout * 1000u,
                                    .retry_after_max_ms = o->deliver_retry_max * 10000u};
-    dv.ch = clickhouse_open(&cc, err, sizeof err);
-    if (!dv.ch) {
+    dv->ch = clickhouse_open(&cc, err, errlen);
+    return dv->ch ? 0 : -1;
+}
+
+static void close_destination(struct deliver *dv)
+{
+    clickhouse_close(dv->ch);
+    postgres_close(dv->pg);
+}
+
+/* Measures every dataset's lag and publishes the sum, without sending: while the server is
+ * out of reach (from the start too), the lag still grows and backpressure sees it. */
+int deliver_run(const struct options *o, struct deliver_shared *shared)
+{
+    char err[PATH_MAX + 128];
+    struct deliver dv = {.o = o, .sh = shared};
+    if (open_destination(&dv, err, sizeof err)) {
         log_error("ndingest deliver: %s", err);
         return 2;
     }
     if (!dv.sh && !(dv.sh = deliver_shared_map(o->max_datasets * 4u + 1, err, sizeof err))) {
         log_error("ndingest deliver: %s", err);
-        clickhouse_close(dv.ch);
+        close_destination(&dv);
         return 1;
     }
     if (o->host_id)
@@ -1076,7 +1312,7 @@ int deliver_run(const struct options *o, struct deliver_shared *shared)
     batch_free(&dv.batch);
     buf_free(&dv.data);
     buf_free(&dv.qrow);
-    clickhouse_close(dv.ch);
+    close_destination(&dv);
     if (!shared)
         deliver_shared_unmap(dv.sh);
     return rc;

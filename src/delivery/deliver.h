@@ -27,6 +27,7 @@ enum deliver_mode {
     DELIVER_MODE_UNKNOWN,   /* not connected yet */
     DELIVER_MODE_TOKEN,     /* ClickHouse >= 22.2: insert_deduplication_token */
     DELIVER_MODE_CHECKSUM,  /* older: the replicated table's block checksum */
+    DELIVER_MODE_TRANSACTION, /* PostgreSQL: the rows and the cursor row in one transaction */
     DELIVER_MODES
 };
 

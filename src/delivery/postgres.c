@@ -347,6 +347,30 @@ static int copy_statement(struct postgres *pg, const struct postgres_batch *b)
     return rc || buf_append(s, ") FROM STDIN (FORMAT csv)", 25) || buf_append(s, "", 1) ? -1 : 0;
 }
 
+enum send_result postgres_check_table(struct postgres *pg, const char *table,
+                                      const struct pg_rows *rows, const char *const *columns,
+                                      struct send_outcome *out)
+{
+    reset(out);
+    struct buf *s = &pg->sql;
+    const struct datasource *ds = rows->ds;
+    size_t n = ds ? ds->ncolumns : rows->ncolumns;
+    s->len = 0;
+    int rc = buf_append(s, "SELECT ", 7);
+    for (size_t i = 0; !rc && i < n; i++) {
+        const char *name = ds ? ds->columns[i].name : columns[i];
+        rc = (i && buf_append(s, ", ", 2)) || pg_put_ident(s, name, strlen(name));
+    }
+    rc = rc || buf_append(s, " FROM ", 6) || pg_put_ident(s, table, strlen(table)) ||
+         buf_append(s, " LIMIT 0", 9);
+    if (rc)
+        return outcome(out, SEND_RETRY, "postgresql: ", "out of memory");
+    if (postgres_connect(pg, out) != SEND_STORED)
+        return out->result;
+    reset(out);
+    return run(pg, pg->sql.p, 0, NULL, PGRES_TUPLES_OK, "checking the table", out);
+}
+
 /* The outcome of a row pg_cells refused (ref->row counted from the batch's first row), or
  * of its running out of memory. */
 static enum send_result refusal(const struct postgres_batch *b, const struct pg_refusal *ref,

@@ -81,6 +81,15 @@ struct postgres_batch {
 enum send_result postgres_insert(struct postgres *pg, const struct postgres_batch *b,
                                  struct send_outcome *out);
 
+/* Whether the table takes the batch's columns: SELECT "c1", ... FROM table LIMIT 0.
+ * SEND_STORED when it does; SEND_TABLE when the table or a column is missing (42P01,
+ * 42703) or not readable (42501); the connection's outcomes as the other calls. Types are
+ * not compared: PostgreSQL refuses a value its column cannot hold (no silent wrap), so a
+ * narrower column shows as refused rows, quarantined with PostgreSQL's message. */
+enum send_result postgres_check_table(struct postgres *pg, const char *table,
+                                      const struct pg_rows *rows, const char *const *columns,
+                                      struct send_outcome *out);
+
 /* Moves the cursor row forward to (file, offset), never back, with no rows: past a row
  * the loop quarantined, or to the next file, so that the database's cursor stays the
  * truth. */
