@@ -472,6 +472,16 @@ static struct idem_table *idem_start(const struct options *o)
     return t;
 }
 
+/* The main process's datasets and the table of names it shares with the workers. */
+static void release_datasets(struct catalog *datasets)
+{
+    if (!datasets)
+        return;
+    struct catalog_shared *sh = datasets->shared;
+    catalog_release(datasets);
+    catalog_shared_unmap(sh);
+}
+
 int server_run(const struct options *o)
 {
     /* A vanished client is an error return, and a file-size limit a failed write (500),
@@ -557,11 +567,7 @@ int server_run(const struct options *o)
     /* The keys still within their window, loaded before any worker accepts a connection. */
     struct idem_table *idem = idem_start(o);
     if (!idem) {
-        if (datasets) {
-            struct catalog_shared *sh = datasets->shared;
-            catalog_release(datasets);
-            catalog_shared_unmap(sh);
-        }
+        release_datasets(datasets);
         if (fd >= 0)
             close(fd);
         return 1;
@@ -571,11 +577,7 @@ int server_run(const struct options *o)
                                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (slots == MAP_FAILED) {
         log_error("ndingest: mmap: %s", strerror(errno));
-        if (datasets) {
-            struct catalog_shared *sh = datasets->shared;
-            catalog_release(datasets);
-            catalog_shared_unmap(sh);
-        }
+        release_datasets(datasets);
         if (fd >= 0)
             close(fd);
         return 1;
@@ -634,10 +636,6 @@ int server_run(const struct options *o)
     munmap(slots, size);
     deliver_shared_unmap(dsh);
     idem_table_unmap(idem);
-    if (datasets) {
-        struct catalog_shared *sh = datasets->shared;
-        catalog_release(datasets);
-        catalog_shared_unmap(sh);
-    }
+    release_datasets(datasets);
     return rc;
 }
