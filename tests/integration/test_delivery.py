@@ -582,3 +582,24 @@ def test_deliver_create_makes_the_missing_table(cluster, db, start_server, tmp_p
     cols = ch.rows(f"DESCRIBE TABLE {db}.events")
     assert [(c["name"], c["type"]) for c in cols] == [
         ("id", "UInt64"), ("host", "String"), ("n", "Int32"), ("s", "String")]
+
+
+def test_classic_dataset_into_the_table_named_by_name(cluster, db, start_server, tmp_path,
+                                                      taxi_body):
+    """POST / (no --datasets) delivers to the table named by --name, its --columns as text:
+    the table holds the day file's rows, cell for cell."""
+    ch = cluster.servers[0]
+    ch.query(f"CREATE TABLE {db}.taxi (`vendorid` String, `tpep_pickup_datetime` String, "
+             f"`trip_distance` String, `total_amount` String) ENGINE = ReplicatedMergeTree("
+             f"'/clickhouse/tables/{{shard}}/{db}/taxi', '{{replica}}') ORDER BY tuple()")
+    s = start_server("--workers", "2", "--name", "taxi", "--deliver", deliver_url(cluster, db),
+                     "--deliver-interval", "100")
+    for _ in range(3):
+        assert s.post(taxi_body)[0] == 200
+    day = (s.out_dir / f"taxi-{today()}.csv").read_bytes()
+    want = sorted(tuple(r) for r in csv.reader(io.StringIO(day.decode(), newline="")))
+    wait_for(lambda: int(ch.query(f"SELECT count() FROM {db}.taxi")) >= len(want), 60,
+             "the rows in ClickHouse")
+    got = sorted(tuple(r) for r in csv.reader(io.StringIO(
+        ch.query(f"SELECT * FROM {db}.taxi FORMAT CSV"), newline="")))
+    assert len(want) == 4800 and got == want
