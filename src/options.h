@@ -79,10 +79,10 @@ struct options {
     unsigned deliver_timeout;        /* seconds for one request to the destination */
     unsigned deliver_retry_max;      /* seconds: the longest wait between two tries */
     int deliver_create;              /* CREATE TABLE for a dataset whose table is missing */
+    int postgres;         /* schema: CREATE TABLE for PostgreSQL (schema_pg.h) */
     const char *host_id;             /* this host in every batch's identity; NULL: hostname */
     uint64_t deliver_max_lag;        /* undelivered bytes past which bodies get 503; 0: never */
     uint64_t min_free;               /* free bytes under which bodies get 503; 0: never */
-    int postgres;         /* the same for PostgreSQL (schema_pg.h) */
 };
 
 #define OPTIONS_DEFAULT_COLUMNS "vendorid,tpep_pickup_datetime,trip_distance,total_amount"

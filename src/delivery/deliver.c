@@ -169,17 +169,14 @@ static const char *const mode_names[DELIVER_MODES] = {"unknown", "token", "check
 __attribute__((format(printf, 2, 3)))
 static int appendf(struct buf *out, const char *fmt, ...)
 {
+    char line[512]; /* one metric line: a dataset name is at most DS_MAX_NAME bytes */
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    if (n < 0 || buf_reserve(out, (size_t)n + 1))
+    if (n < 0 || (size_t)n >= sizeof line)
         return -1;
-    va_start(ap, fmt);
-    vsnprintf(out->p + out->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    out->len += (size_t)n;
-    return 0;
+    return buf_append(out, line, (size_t)n);
 }
 
 static uint64_t load(const atomic_uint_fast64_t *c)
@@ -290,7 +287,8 @@ int deliver_metrics_format(struct buf *out, const struct deliver_shared *sh)
 static int is_day_file(const char *base, const char *name)
 {
     size_t n = strlen(name), len = strlen(base);
-    if (len != n + 15 || strncmp(base, name, n) || base[n] != '-' || strcmp(base + n + 11, ".csv"))
+    if (len != n + 15 || strncmp(base, name, n) != 0 || base[n] != '-' ||
+        strcmp(base + n + 11, ".csv") != 0)
         return 0;
     const char *d = base + n + 1; /* YYYY-MM-DD */
     for (int i = 0; i < 10; i++)
@@ -331,11 +329,11 @@ static int next_file(const char *dir, const char *name, const char *after, char 
  * covers a write that checked the date just before it). */
 static int file_finished(const struct options *o, const char *name, const char *base)
 {
-    const char *d = base + strlen(name) + 1;
+    const char *d = base + strlen(name) + 1; /* YYYY-MM-DD, digits checked by is_day_file */
     struct tm tm = {0};
-    tm.tm_year = atoi(d) - 1900;
-    tm.tm_mon = atoi(d + 5) - 1;
-    tm.tm_mday = atoi(d + 8) + 1; /* the next midnight */
+    tm.tm_year = (d[0] - '0') * 1000 + (d[1] - '0') * 100 + (d[2] - '0') * 10 + (d[3] - '0') - 1900;
+    tm.tm_mon = (d[5] - '0') * 10 + (d[6] - '0') - 1;
+    tm.tm_mday = (d[8] - '0') * 10 + (d[9] - '0') + 1; /* the next midnight */
     tm.tm_isdst = -1;
     time_t end = o->utc ? timegm(&tm) : mktime(&tm);
     return time(NULL) >= end + (time_t)o->deliver_grace;
@@ -901,7 +899,7 @@ static int load_datasets(struct deliver *dv)
     size_t n = 0, cap = 0;
     while ((e = readdir(d))) {
         size_t len = strlen(e->d_name);
-        if (len <= 11 || strcmp(e->d_name + len - 11, ".datasource") || e->d_name[0] == '.')
+        if (len <= 11 || strcmp(e->d_name + len - 11, ".datasource") != 0 || e->d_name[0] == '.')
             continue;
         if (n == cap) {
             cap = cap ? cap * 2 : 16;
@@ -997,7 +995,8 @@ static int create_table(struct deliver *dv, struct stream *s, int shard)
             while (*at == '\n')
                 at++;
             struct send_outcome out;
-            if (strncmp(at, "SET ", 4) && clickhouse_execute(dv->ch, shard, at, &out) != SEND_STORED) {
+            if (strncmp(at, "SET ", 4) != 0 &&
+                clickhouse_execute(dv->ch, shard, at, &out) != SEND_STORED) {
                 log_error("ndingest deliver: %s: %s failed: %s", s->name, at, out.message);
                 rc = -1;
             }
