@@ -651,6 +651,8 @@ static int step(struct deliver *dv, struct stream *s)
 {
     const struct options *o = dv->o;
     int64_t now = wall_ms();
+    if (now < s->next_try_ms) /* after a failure, the table check waits too */
+        return 0;
     if ((!s->checked || (s->waiting && now >= s->recheck_ms)) && check_stream(dv, s)) {
         s->next_try_ms = now + backoff_next(&s->backoff, 0); /* a shard did not answer */
         return 0;

@@ -3,6 +3,7 @@ with ZooKeeper, tests/integration/clickhouse.py): every acknowledged row reaches
 once, counted by a unique id per row, whatever is killed, stopped or refused on the way
 (doc/delivery.md)."""
 import csv
+import http.client
 import io
 import json
 import os
@@ -66,7 +67,7 @@ class Load:
     """clients threads posting batches of rows to the dataset until stop() (or max_requests
     each, or seconds), recording the ids of every 2xx."""
 
-    def __init__(self, server, name, ids, clients=8, rows=50, seconds=120, max_requests=5000):
+    def __init__(self, server, name, ids, clients=8, rows=50, seconds=120, max_requests=100000):
         self.stop_at = time.monotonic() + seconds
         self.halt = threading.Event()
         self.statuses = {}
@@ -78,14 +79,26 @@ class Load:
             t.start()
 
     def _run(self, server, name, ids, rows, max_requests):
+        conn = None  # one keep-alive connection per client, made again after an error
         for _ in range(max_requests):
             if self.halt.is_set() or time.monotonic() > self.stop_at:
-                return
+                break
             batch = ids.take(rows)
             try:
-                status, _ = post(server, name, batch, timeout=30)
-            except OSError as e:
+                if conn is None:
+                    conn = server.connection(timeout=30)
+                conn.request("POST", f"/v0/events?name={name}&wait=true", lines_for(batch))
+                r = conn.getresponse()
+                r.read()
+                status = r.status
+                if r.will_close:
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException) as e:
                 self.errors.append(repr(e))
+                if conn is not None:
+                    conn.close()
+                conn = None
                 time.sleep(0.05)
                 continue
             self.statuses[status] = self.statuses.get(status, 0) + 1
@@ -93,6 +106,8 @@ class Load:
                 ids.ack(batch)
             else:
                 time.sleep(0.05)
+        if conn is not None:
+            conn.close()
 
     def stop(self):
         self.halt.set()
@@ -112,7 +127,14 @@ def delivery_pid(server):
 
 
 def metrics(server):
-    status, _, body = server.request("GET", "/metrics")
+    for attempt in range(5):  # a connection refused or reset under load is tried again
+        try:
+            status, _, body = server.request("GET", "/metrics")
+            break
+        except OSError:
+            if attempt == 4:
+                raise
+            time.sleep(0.2)
     assert status == 200
     return body.decode()
 
