@@ -104,6 +104,7 @@ class Load:
             self.statuses[status] = self.statuses.get(status, 0) + 1
             if 200 <= status < 300:
                 ids.ack(batch)
+                time.sleep(0.01)  # a steady load, not a flood: delivery of 4 KiB batches keeps up
             else:
                 time.sleep(0.05)
         if conn is not None:
