@@ -12,12 +12,11 @@ import signal
 import subprocess
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import BINARY, today, wait_for, worker_pids, alive
+from conftest import today, wait_for, worker_pids, alive
 
 EVENTS = """SCHEMA >
     `id` UInt64 `json:$.id`,
@@ -125,6 +124,17 @@ def delivery_pid(server):
         except OSError:
             pass
     return None
+
+
+def kill_delivery(server, times, rng, low, high):
+    """kill -9 of the delivery process `times` times, each a random low..high s after it is
+    (again) running; returns how many kills were made."""
+    for _ in range(times):
+        pid = wait_for(lambda: delivery_pid(server), 30, "the delivery process")
+        time.sleep(rng.uniform(low, high))
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not alive(pid), 10, "the killed process to go")
+    return times
 
 
 def metrics(server):
@@ -261,14 +271,8 @@ def test_kill_delivery_at_random_points(cluster, db, start_server, tmp_path):
     ids = Ids()
     load = Load(s, "events", ids, clients=4, rows=20, seconds=90)
     rng = random.Random(int(os.environ.get("NDINGEST_SEED", "16")))
-    kills = 0
     try:
-        while kills < 24:
-            pid = wait_for(lambda: delivery_pid(s), 30, "the delivery process")
-            time.sleep(rng.uniform(0.02, 0.4))
-            os.kill(pid, signal.SIGKILL)
-            kills += 1
-            wait_for(lambda: not alive(pid), 10, "the killed process to go")
+        kills = kill_delivery(s, 24, rng, 0.02, 0.4)
     finally:
         load.stop()
     assert not load.errors, load.errors[:3]
@@ -290,14 +294,8 @@ def test_plain_mergetree_duplicates_at_most_a_batch_per_kill(cluster, db, start_
                          "--deliver-batch", "4K", "--deliver-interval", "20")
     ids = Ids()
     load = Load(s, "events", ids, clients=4, rows=rows_per_request, seconds=60)
-    kills = 0
     try:
-        while kills < 10:
-            pid = wait_for(lambda: delivery_pid(s), 30, "the delivery process")
-            time.sleep(random.uniform(0.05, 0.3))
-            os.kill(pid, signal.SIGKILL)
-            kills += 1
-            wait_for(lambda: not alive(pid), 10, "the killed process to go")
+        kills = kill_delivery(s, 10, random.Random(), 0.05, 0.3)
     finally:
         load.stop()
     wait_caught_up(s, "events", len(ids.acked), 180)
