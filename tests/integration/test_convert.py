@@ -284,3 +284,54 @@ def test_events_shape_is_the_nested_benchmark_file(tmp_path):
     f.write_bytes(body)
     columns = ["ts", "vendorid", "total_amount", "passenger_count", "session_id", "event"]
     check_ok(*convert("--columns", ",".join(columns), f), body, columns=columns)
+
+
+def test_heavy_shape_is_the_heavy_benchmark_file(tmp_path):
+    """gen-taxi --shape heavy (issue #19's file): every line valid JSON (Python's json), of
+    the sizes, key counts, nesting, arrays of objects and escapes the shape promises, the
+    same bytes for the same seed; converted to the CSV of its four columns, byte for byte
+    the same under every dispatch path."""
+    def gen(seed):
+        return subprocess.run(["/usr/bin/python3", str(GEN), "--shape", "heavy", "--bytes", "400K",
+                               "--seed", str(seed)], capture_output=True, check=True,
+                              timeout=60).stdout
+    body = gen(3)
+    assert body == gen(3) and body != gen(4)
+    lines = body.splitlines()
+    assert len(lines) > 50
+
+    def keys(o, depth, acc):
+        if isinstance(o, dict):
+            for v in o.values():
+                acc.append(depth)
+                keys(v, depth + 1, acc)
+        elif isinstance(o, list):
+            for v in o:
+                keys(v, depth + 1, acc)
+        return acc
+    for line in lines:
+        assert 2048 <= len(line) <= 7168, len(line)
+        ev = json.loads(line)
+        depths = keys(ev, 1, [])
+        assert len(depths) >= 100
+        assert 0.4 <= sum(d > 1 for d in depths) / len(depths) <= 0.7
+        assert isinstance(ev["user"]["profile"]["colors"]["sidebar"]["border"], str)  # depth 4
+        assert all(isinstance(h, dict) for h in ev["entities"]["hashtags"] + ev["entities"]["user_mentions"])
+        assert isinstance(ev["id"], int) and isinstance(ev["text"], str) and ev["lang"]
+        raw = line[line.index(b'"text":'):line.index(b'"source":')]
+        assert len(raw) > 100
+    for esc in (rb"\n", rb"\"", rb"\/", rb"\u30bf", rb"\ud83d\ude95"):
+        assert esc in body, esc
+    text = b"".join(line[line.index(b'"text":'):line.index(b'"source":')] for line in lines)
+    assert rb"\u" in text and rb"\n" in text and "東".encode() in text and "🚕".encode() in text
+    f = tmp_path / "heavy.ndjson"
+    f.write_bytes(body)
+    columns = ["id", "created_at", "lang", "text"]
+    check_ok(*convert("--columns", ",".join(columns), f), body, columns=columns)
+    outs = set()
+    for path in ("scalar", "sse2", "avx2", "avx512"):
+        p = subprocess.run([str(BINARY), "convert", "--columns", ",".join(columns), str(f)],
+                           capture_output=True, timeout=60, env=dict(os.environ, NDINGEST_SIMD=path))
+        assert p.returncode == 0, p.stderr
+        outs.add(p.stdout)
+    assert len(outs) == 1
