@@ -68,7 +68,8 @@ $(UNIT_BIN): $(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIBOBJ) $(LLOBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS) -lcmocka
 
 # Test drivers (tests/tools/): built for the integration tests, never installed.
-# postgres_probe drives src/delivery/postgres.c against the harness's PostgreSQL.
+# postgres_probe drives src/delivery/postgres.c against the harness's PostgreSQL;
+# bench_ingest runs the ingest pipeline over a file in memory (scripts/bench-engine --yardsticks).
 TOOL_SRC := $(wildcard tests/tools/*.c)
 TOOL_BIN := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
 $(TOOL_BIN): $(BUILD)/tests/%: tests/tools/%.c $(LIBOBJ) $(LLOBJ) | $(BUILD)/tests
