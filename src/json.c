@@ -711,7 +711,7 @@ tail:
 
 /* The paths, best first: "best" is the first this CPU runs. A new path is one file (its
  * json_path row, compiled for its ISA) and one row here. */
-static const struct json_path path_scalar = {"scalar", NULL, NULL, NULL};
+static const struct json_path path_scalar = {"scalar", NULL, NULL, NULL, NULL};
 static const struct json_path *const paths[] = {
 #ifdef JSON_HAVE_X86
     &json_path_avx512,

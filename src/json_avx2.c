@@ -1,6 +1,7 @@
 /* json_avx2.c -- the fast path with the line classified in 32-byte AVX2 vectors, one per
  * block; the walk compiled with BMI's tzcnt. For CPUs with AVX2, BMI and BMI2. */
 #include "json_fast.h"
+#include "json_utf8.h"
 
 #ifdef JSON_HAVE_X86
 #include <immintrin.h>
@@ -47,16 +48,71 @@ classify_avx2_short(const u8 *p, size_t n, uint32_t *quote, uint32_t *nondig, un
     return classify_avx2(pad, sizeof pad, quote, nondig, flags);
 }
 
+/* The bytes of cur moved N places later, the places freed filled by the last N bytes of prev
+ * (the block before): each byte's N-th predecessor, across the two 16-byte lanes. */
+#define PREV_AVX2(cur, prev, N)                                                            \
+    _mm256_alignr_epi8((cur), _mm256_permute2x128_si256((prev), (cur), 0x21), 16 - (N))
+
+/* fast_text_ok's verdict on p[0..n), any n: no byte below 0x20, and well-formed UTF-8, by
+ * Keiser and Lemire's lookups (json_utf8.h) on 32 bytes at a time; a block of ASCII only
+ * checks that the block before finished its last sequence. The last partial block is
+ * copied into spaces. */
+__attribute__((target("avx2"))) static int text_ok_avx2(const u8 *p, size_t n)
+{
+    const __m256i t_prev_high = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)utf8_prev_high)),
+                  t_prev_low = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)utf8_prev_low)),
+                  t_cur_high = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)utf8_cur_high)),
+                  nib = _mm256_set1_epi8(0x0F), v20 = _mm256_set1_epi8(0x20),
+                  v80 = _mm256_set1_epi8((char)0x80), lead3 = _mm256_set1_epi8((char)(0xE0 - 0x80)),
+                  lead4 = _mm256_set1_epi8((char)(0xF0 - 0x80)),
+                  open_max = _mm256_setr_epi8(-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                              -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                              (char)U8_INCOMPLETE_3, (char)U8_INCOMPLETE_2,
+                                              (char)U8_INCOMPLETE_1);
+    __m256i prev = _mm256_setzero_si256(), err = prev, open = prev;
+    u8 pad[32];
+    for (size_t i = 0; i < n; i += 32) {
+        const u8 *b = p + i;
+        if (n - i < 32) {
+            memset(pad, ' ', sizeof pad);
+            memcpy(pad, b, n - i);
+            b = pad;
+        }
+        __m256i v = _mm256_loadu_si256((const __m256i *)b);
+        err = _mm256_or_si256(err, _mm256_subs_epu8(v20, v)); /* a control byte */
+        if (LIKELY(!_mm256_movemask_epi8(v))) {
+            err = _mm256_or_si256(err, open); /* ASCII cannot finish a sequence */
+            open = _mm256_setzero_si256();
+        } else {
+            __m256i p1 = PREV_AVX2(v, prev, 1);
+            __m256i sc = _mm256_and_si256(
+                _mm256_and_si256(
+                    _mm256_shuffle_epi8(t_prev_high, _mm256_and_si256(_mm256_srli_epi16(p1, 4), nib)),
+                    _mm256_shuffle_epi8(t_prev_low, _mm256_and_si256(p1, nib))),
+                _mm256_shuffle_epi8(t_cur_high, _mm256_and_si256(_mm256_srli_epi16(v, 4), nib)));
+            /* A third or fourth byte of a sequence: there, and only there, TWO_CONTS. */
+            __m256i must = _mm256_or_si256(_mm256_subs_epu8(PREV_AVX2(v, prev, 2), lead3),
+                                           _mm256_subs_epu8(PREV_AVX2(v, prev, 3), lead4));
+            err = _mm256_or_si256(err, _mm256_xor_si256(_mm256_and_si256(must, v80), sc));
+            open = _mm256_subs_epu8(v, open_max);
+        }
+        prev = v;
+    }
+    err = _mm256_or_si256(err, open);
+    return _mm256_testz_si256(err, err);
+}
+#undef PREV_AVX2
+
 __attribute__((target("avx2,bmi,bmi2"))) static int json_line_avx2(
     const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cells)
 {
-    return fast_line(lk, p, n, cells, classify_avx2, classify_avx2_short, 0);
+    return fast_line(lk, p, n, cells, classify_avx2, classify_avx2_short, text_ok_avx2, 0);
 }
 
 __attribute__((target("avx2,bmi,bmi2"))) static int json_line_avx2_paths(
     const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cells)
 {
-    return fast_line(lk, p, n, cells, classify_avx2, classify_avx2_short, 1);
+    return fast_line(lk, p, n, cells, classify_avx2, classify_avx2_short, text_ok_avx2, 1);
 }
 
 static int avx2_usable(void)
@@ -66,5 +122,6 @@ static int avx2_usable(void)
            __builtin_cpu_supports("bmi2");
 }
 
-const struct json_path json_path_avx2 = {"avx2", json_line_avx2, json_line_avx2_paths, avx2_usable};
+const struct json_path json_path_avx2 = {"avx2", json_line_avx2, json_line_avx2_paths, avx2_usable,
+                                         text_ok_avx2};
 #endif

@@ -1,6 +1,7 @@
 /* json_avx512.c -- the fast path with the line classified in 64-byte AVX-512BW vectors,
  * straight into mask registers. For CPUs with AVX-512 F and BW (and AVX2, BMI, BMI2). */
 #include "json_fast.h"
+#include "json_utf8.h"
 
 #ifdef JSON_HAVE_X86
 #include <immintrin.h>
@@ -31,16 +32,61 @@ classify_avx512(const u8 *p, size_t n, uint32_t *quote, uint32_t *nondig, unsign
     return w;
 }
 
+/* The bytes of cur moved N places later, the places freed filled by the last N bytes of prev:
+ * the lanes moved up one 16-byte lane (prev's last lane first), then each lane joined to
+ * its successor's bytes. */
+#define PREV_AVX512(cur, up, N) _mm512_alignr_epi8((cur), (up), 16 - (N))
+
+/* text_ok_avx2's check on 64 bytes at a time; the last partial block by a masked load that
+ * fills the rest with spaces (the check's contract in json_fast.h). */
+__attribute__((target("avx512f,avx512bw"))) static int text_ok_avx512(const u8 *p, size_t n)
+{
+    const __m512i t_prev_high = _mm512_broadcast_i32x4(_mm_load_si128((const __m128i *)utf8_prev_high)),
+                  t_prev_low = _mm512_broadcast_i32x4(_mm_load_si128((const __m128i *)utf8_prev_low)),
+                  t_cur_high = _mm512_broadcast_i32x4(_mm_load_si128((const __m128i *)utf8_cur_high)),
+                  nib = _mm512_set1_epi8(0x0F), vsp = _mm512_set1_epi8(' '),
+                  v80 = _mm512_set1_epi8((char)0x80), lead3 = _mm512_set1_epi8((char)(0xE0 - 0x80)),
+                  lead4 = _mm512_set1_epi8((char)(0xF0 - 0x80)),
+                  open_max = _mm512_set_epi64((long long)(0xBFDFEFFFFFFFFFFFULL), -1, -1, -1, -1, -1, -1, -1);
+    __m512i prev = _mm512_setzero_si512(), err = prev, open = prev;
+    __mmask64 ctl = 0;
+    for (size_t i = 0; i < n; i += 64) {
+        __m512i v = n - i >= 64 ? _mm512_loadu_si512((const void *)(p + i))
+                                : _mm512_mask_loadu_epi8(vsp, ~0ULL >> (64 - (n - i)), p + i);
+        ctl |= _mm512_cmplt_epu8_mask(v, _mm512_set1_epi8(0x20));
+        if (LIKELY(!_mm512_movepi8_mask(v))) {
+            err = _mm512_or_si512(err, open);
+            open = _mm512_setzero_si512();
+        } else {
+            __m512i up = _mm512_alignr_epi64(v, prev, 6);
+            __m512i p1 = PREV_AVX512(v, up, 1);
+            __m512i sc = _mm512_and_si512(
+                _mm512_and_si512(
+                    _mm512_shuffle_epi8(t_prev_high, _mm512_and_si512(_mm512_srli_epi16(p1, 4), nib)),
+                    _mm512_shuffle_epi8(t_prev_low, _mm512_and_si512(p1, nib))),
+                _mm512_shuffle_epi8(t_cur_high, _mm512_and_si512(_mm512_srli_epi16(v, 4), nib)));
+            __m512i must = _mm512_or_si512(_mm512_subs_epu8(PREV_AVX512(v, up, 2), lead3),
+                                           _mm512_subs_epu8(PREV_AVX512(v, up, 3), lead4));
+            err = _mm512_or_si512(err, _mm512_xor_si512(_mm512_and_si512(must, v80), sc));
+            open = _mm512_subs_epu8(v, open_max);
+        }
+        prev = v;
+    }
+    err = _mm512_or_si512(err, open);
+    return !ctl && !_mm512_test_epi8_mask(err, err);
+}
+#undef PREV_AVX512
+
 __attribute__((target("avx512f,avx512bw,avx2,bmi,bmi2"))) static int json_line_avx512(
     const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cells)
 {
-    return fast_line(lk, p, n, cells, classify_avx512, classify_avx512, 0);
+    return fast_line(lk, p, n, cells, classify_avx512, classify_avx512, text_ok_avx512, 0);
 }
 
 __attribute__((target("avx512f,avx512bw,avx2,bmi,bmi2"))) static int json_line_avx512_paths(
     const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cells)
 {
-    return fast_line(lk, p, n, cells, classify_avx512, classify_avx512, 1);
+    return fast_line(lk, p, n, cells, classify_avx512, classify_avx512, text_ok_avx512, 1);
 }
 
 static int avx512_usable(void)
@@ -52,5 +98,5 @@ static int avx512_usable(void)
 }
 
 const struct json_path json_path_avx512 = {"avx512", json_line_avx512, json_line_avx512_paths,
-                                           avx512_usable};
+                                           avx512_usable, text_ok_avx512};
 #endif

@@ -106,8 +106,12 @@ static inline void unmask_escaped_quotes(const u8 *p, size_t n, uint32_t *quote)
 }
 
 /* A line with a byte below 0x20 or above 0x7F: 1 when it holds no control byte (tabs
- * included: they are left to the strict walk) and is well-formed UTF-8. Plain bytes are
- * skipped 8 at a time. */
+ * included: they are left to the strict walk) and is well-formed UTF-8 (a sequence cannot
+ * span a quote, so that is each string's contents well-formed; non-ASCII outside strings
+ * fails the walk anyway). This is the scalar check, and the definition: plain bytes are
+ * skipped 8 at a time and each sequence checked by json_utf8_seq. The AVX2 and AVX-512
+ * paths check in vectors (json_utf8.h) and must agree with it on every input; any n. */
+typedef int (*fast_text_fn)(const u8 *p, size_t n);
 static inline int fast_text_ok(const u8 *p, size_t n)
 {
     size_t i = 0;
@@ -520,8 +524,8 @@ root_met(const struct json_paths *ps, int col, uint64_t *seen, struct cell *cell
  * path, so it is compiled for its ISA. */
 static inline __attribute__((always_inline)) int
 fast_walk(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cells,
-          uint32_t *quote, uint32_t *nondig, size_t k, unsigned flags, const unsigned bsl,
-          const int paths)
+          uint32_t *quote, uint32_t *nondig, size_t k, unsigned flags, fast_text_fn text_ok,
+          const unsigned bsl, const int paths)
 {
     /* Sentinels, in slots k and k + 1 at most: bit n ends every search; quote bit n + 1
      * too, since two quotes are popped before their positions are checked. */
@@ -532,7 +536,7 @@ fast_walk(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cell
     nondig[n >> 5] |= 1u << (n & 31);
     if (bsl)
         unmask_escaped_quotes(p, n, quote);
-    if (UNLIKELY(flags & FAST_ODD) && !fast_text_ok(p, n))
+    if (UNLIKELY(flags & FAST_ODD) && !text_ok(p, n))
         return 0;
     struct fast_line_paths lp; /* .cells: paths only */
     lp.l = (struct fast_line){p, n, quote, nondig, flags};
@@ -717,7 +721,8 @@ fast_walk(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cell
  * classifiers, constants, so that all of it is compiled for its ISA. */
 static inline __attribute__((always_inline)) int
 fast_line(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cells,
-          fast_classify_fn classify, fast_classify_fn classify_short, const int paths)
+          fast_classify_fn classify, fast_classify_fn classify_short, fast_text_fn text_ok,
+          const int paths)
 {
     if (UNLIKELY(n < 2 || p[0] != '{' || p[n - 1] != '}')) {
         size_t a = 0;
@@ -740,8 +745,8 @@ fast_line(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cell
                                : classify_short(p, n, quote, nondig, &flags);
     /* Two copies of the walk: lines without a backslash check for none in their strings. */
     if (LIKELY(!(flags & FAST_BACKSLASH)))
-        return fast_walk(lk, p, n, cells, quote, nondig, k, flags, 0, paths);
-    return fast_walk(lk, p, n, cells, quote, nondig, k, flags, FAST_BACKSLASH, paths);
+        return fast_walk(lk, p, n, cells, quote, nondig, k, flags, text_ok, 0, paths);
+    return fast_walk(lk, p, n, cells, quote, nondig, k, flags, text_ok, FAST_BACKSLASH, paths);
 }
 
 #endif

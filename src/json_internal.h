@@ -209,6 +209,9 @@ struct json_path {
     json_path_fn line;   /* NULL: the strict walk alone */
     json_path_fn paths;  /* the same for columns by paths (lk->paths): the trie followed */
     int (*usable)(void); /* whether this CPU runs it; NULL: always */
+    /* Its check of a line holding a byte below 0x20 or above 0x7F (fast_text_ok's
+     * contract, json_fast.h); here so that the tests hold each one to it. NULL: none. */
+    int (*text_ok)(const u8 *p, size_t n);
 };
 
 #if defined(__x86_64__) && defined(__GNUC__)

@@ -58,14 +58,16 @@ static __attribute__((noinline)) size_t classify_sse2_short(const u8 *p, size_t 
 static int json_line_sse2(const struct json_lookup *lk, const u8 *p, size_t n,
                           struct cell *cells)
 {
-    return fast_line(lk, p, n, cells, classify_sse2, classify_sse2_short, 0);
+    return fast_line(lk, p, n, cells, classify_sse2, classify_sse2_short, fast_text_ok, 0);
 }
 
 static int json_line_sse2_paths(const struct json_lookup *lk, const u8 *p, size_t n,
                                 struct cell *cells)
 {
-    return fast_line(lk, p, n, cells, classify_sse2, classify_sse2_short, 1);
+    return fast_line(lk, p, n, cells, classify_sse2, classify_sse2_short, fast_text_ok, 1);
 }
 
-const struct json_path json_path_sse2 = {"sse2", json_line_sse2, json_line_sse2_paths, NULL};
+/* SSE2 has no byte shuffle (pshufb is SSSE3): the scalar UTF-8 check. */
+const struct json_path json_path_sse2 = {"sse2", json_line_sse2, json_line_sse2_paths, NULL,
+                                         fast_text_ok};
 #endif

@@ -1434,6 +1434,205 @@ static void test_paths_fast(void **state)
 #endif
 }
 
+/* ---- the paths' UTF-8 checks ------------------------------------------------------- */
+
+/* The reference for every path's text check, written apart from the engine's: decode each
+ * sequence to its code point, then refuse overlongs, surrogates and code points past
+ * U+10FFFF (Unicode 15, section 3.9); 1 when p[0..n) holds no byte below 0x20 and is
+ * well-formed UTF-8. */
+static int ref_text_ok(const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned b = p[i], len, cp;
+        if (b < 0x20)
+            return 0;
+        if (b < 0x80) {
+            i++;
+            continue;
+        }
+        if (b >= 0xC0 && b < 0xE0)
+            len = 2, cp = b & 0x1F;
+        else if (b >= 0xE0 && b < 0xF0)
+            len = 3, cp = b & 0x0F;
+        else if (b >= 0xF0 && b < 0xF8)
+            len = 4, cp = b & 0x07;
+        else
+            return 0; /* a continuation without a lead, or no lead at all */
+        if (n - i < len)
+            return 0;
+        for (unsigned k = 1; k < len; k++) {
+            if ((p[i + k] & 0xC0) != 0x80)
+                return 0;
+            cp = cp << 6 | (p[i + k] & 0x3F);
+        }
+        static const unsigned least[5] = {0, 0, 0x80, 0x800, 0x10000};
+        if (cp < least[len] || (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
+            return 0;
+        i += len;
+    }
+    return 1;
+}
+
+/* Every class of malformed UTF-8, with well-formed neighbours of each. */
+static const struct {
+    const char *bytes;
+    int ok;
+} utf8_cases[] = {
+    {"\xC2\x80", 1},         {"\xDF\xBF", 1},         {"\xE0\xA0\x80", 1},
+    {"\xED\x9F\xBF", 1},     {"\xEE\x80\x80", 1},     {"\xEF\xBF\xBF", 1},
+    {"\xF0\x90\x80\x80", 1}, {"\xF4\x8F\xBF\xBF", 1}, {"\xF0\x9F\x98\x80", 1},
+    {"\xE6\x97\xA5\xC3\xA9", 1},
+    /* overlong */
+    {"\xC0\x80", 0}, {"\xC1\xBF", 0}, {"\xE0\x80\x80", 0}, {"\xE0\x9F\xBF", 0},
+    {"\xF0\x80\x80\x80", 0}, {"\xF0\x8F\xBF\xBF", 0},
+    /* surrogates */
+    {"\xED\xA0\x80", 0}, {"\xED\xBF\xBF", 0}, {"\xED\xB0\x80", 0},
+    /* past U+10FFFF, and bytes that are never in UTF-8 */
+    {"\xF4\x90\x80\x80", 0}, {"\xF4\xBF\xBF\xBF", 0}, {"\xF5\x80\x80\x80", 0},
+    {"\xF7\xBF\xBF\xBF", 0}, {"\xF8\x88\x80\x80\x80", 0}, {"\xFC\x84\x80\x80\x80\x80", 0},
+    {"\xFE", 0}, {"\xFF", 0},
+    /* truncated: a lead, then ASCII, another lead or the end */
+    {"\xC3", 0}, {"\xE3\x81", 0}, {"\xF0\x9F\x98", 0}, {"\xE3", 0}, {"\xF0\x9F", 0},
+    {"\xC3z", 0}, {"\xE3\x81z", 0}, {"\xF0\x9F\x98z", 0}, {"\xE3\xE3\x81\x82", 0},
+    {"\xF0\xC3\xA9", 0},
+    /* a continuation without a lead, or one too many */
+    {"\x80", 0}, {"\xBF", 0}, {"\xC3\xA9\x80", 0}, {"\xE6\x97\xA5\xA5", 0},
+    {"\xF0\x9F\x98\x80\x80", 0},
+    /* control bytes */
+    {"\x01", 0}, {"\x1F", 0}, {"\t", 0}, {"\xC3\xA9\n", 0},
+};
+
+/* buf[0..o) as filler: ASCII, or mixed (ASCII, 2- and 3-byte characters, so that the
+ * blocks around the case are not all ASCII), then the case, then tail bytes of filler. */
+static size_t utf8_case_buf(unsigned char *buf, size_t o, int mixed, const char *bytes,
+                            size_t tail)
+{
+    static const char *const chars[] = {"a", "\xC3\xA9", "\xE6\x97\xA5", "\xF0\x9F\x9A\x95"};
+    size_t n = 0;
+    for (unsigned k = 0; n < o; k++) {
+        const char *c = mixed ? chars[k % 4] : "a";
+        size_t l = strlen(c);
+        if (o - n < l)
+            c = "a", l = 1;
+        memcpy(buf + n, c, l);
+        n += l;
+    }
+    size_t bl = strlen(bytes);
+    memcpy(buf + n, bytes, bl);
+    n += bl;
+    for (size_t k = 0; k < tail; k++) {
+        if (mixed && k % 5 == 4) {
+            buf[n++] = 0xC3;
+            buf[n++] = 0xA9;
+        } else {
+            buf[n++] = 'b';
+        }
+    }
+    return n;
+}
+
+/* Each path's text check gives the reference's verdict on every case at every offset
+ * around the 32- and 64-byte blocks' edges (the case at a block's end, astride it, at the
+ * next one's start), with the input ending right after it or later; and a line holding the
+ * case in a string gets the same verdict and cells under every path. */
+static void test_utf8_blocks(void **state)
+{
+    (void)state;
+    unsigned char buf[512];
+    struct json_columns c;
+    static const char *const names[] = {"s", "n"};
+    init_cols(&c, names, 2);
+    size_t checked = 0;
+    for (size_t k = 0; k < sizeof utf8_cases / sizeof *utf8_cases; k++) {
+        for (size_t o = 0; o < 200; o++) {
+            for (int mixed = 0; mixed < 2; mixed++) {
+                static const size_t tails[] = {0, 1, 2, 3, 31, 64};
+                for (size_t t = 0; t < sizeof tails / sizeof *tails; t++) {
+                    size_t n = utf8_case_buf(buf, o, mixed, utf8_cases[k].bytes, tails[t]);
+                    int want = ref_text_ok(buf, n);
+                    if (want != utf8_cases[k].ok)
+                        fail_msg("reference: case %zu says %d", k, want);
+                    unsigned char *q = (unsigned char *)tu_exact(buf, n);
+#ifdef JSON_HAVE_X86
+                    static const struct json_path *const rows[] = {
+                        &json_path_sse2, &json_path_avx2, &json_path_avx512};
+                    for (size_t r = 0; r < sizeof rows / sizeof *rows; r++) {
+                        if (rows[r]->usable && !rows[r]->usable())
+                            continue;
+                        if (rows[r]->text_ok(q, n) != want)
+                            fail_msg("path %s: case %zu at offset %zu (%s filler, tail %zu): "
+                                     "%d, reference %d",
+                                     rows[r]->name, k, o, mixed ? "mixed" : "ASCII", tails[t],
+                                     !want, want);
+                        checked++;
+                    }
+#endif
+                    free(q);
+                    /* The line: {"s":"CASE","n":1}, the case at o + 6. */
+                    if (t % 3 == 0) {
+                        char line[600];
+                        memcpy(line, "{\"s\":\"", 6);
+                        memcpy(line + 6, buf, n);
+                        memcpy(line + 6 + n, "\",\"n\":1}", 8);
+                        expect_paths_agree(&c, line, n + 14);
+                        struct cell cells[2];
+                        enum line_verdict v = judge(&c, line, n + 14, cells);
+                        if (v != (want ? LINE_VALID : LINE_INVALID))
+                            fail_msg("case %zu at offset %zu: the line is %s", k, o,
+                                     verdict_name(v));
+                    }
+                }
+            }
+        }
+    }
+    print_message("UTF-8 cases: %zu checks of the paths' text checks\n", checked);
+    json_columns_free(&c);
+}
+
+/* Random bytes, most of them in sequences' ranges: every path's check gives the
+ * reference's verdict. */
+static void test_utf8_random(void **state)
+{
+    (void)state;
+    static const unsigned char bytes[] = {'a', ' ', 0x1F, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0,
+                                          0xBF, 0xC0, 0xC2, 0xDF, 0xE0, 0xE1, 0xEC, 0xED, 0xEE,
+                                          0xEF, 0xF0, 0xF1, 0xF3, 0xF4, 0xF5, 0xFF};
+    unsigned char buf[300];
+    size_t seen[2] = {0};
+    for (size_t it = 0; it < 300000; it++) {
+        size_t n = next_rand() % 160;
+        for (size_t i = 0; i < n; i++) {
+            uint64_t r = next_rand();
+            /* mostly ASCII or well-formed, so that errors are rare and anywhere */
+            if (r % 16 && i + 3 < n) {
+                static const char *const good[] = {"\xC3\xA9", "\xE6\x97\xA5", "\xF0\x9F\x9A\x95",
+                                                   "abcd", "\xED\x9F\xBF", "\xF4\x8F\xBF\xBF"};
+                const char *g = good[(r >> 8) % 6];
+                size_t l = strlen(g);
+                memcpy(buf + i, g, l);
+                i += l - 1;
+            } else {
+                buf[i] = bytes[(r >> 8) % sizeof bytes];
+            }
+        }
+        int want = ref_text_ok(buf, n);
+        seen[want]++;
+        unsigned char *q = (unsigned char *)tu_exact(buf, n);
+#ifdef JSON_HAVE_X86
+        static const struct json_path *const rows[] = {&json_path_sse2, &json_path_avx2,
+                                                       &json_path_avx512};
+        for (size_t r = 0; r < sizeof rows / sizeof *rows; r++)
+            if ((!rows[r]->usable || rows[r]->usable()) && rows[r]->text_ok(q, n) != want)
+                fail_msg("path %s: %d, reference %d on %zu random bytes (iteration %zu)",
+                         rows[r]->name, !want, want, n, it);
+#endif
+        free(q);
+    }
+    print_message("random bytes: %zu well-formed, %zu not\n", seen[1], seen[0]);
+    if (seen[0] < 1000 || seen[1] < 1000)
+        fail_msg("too few of one verdict to be a meaningful test");
+}
+
 /* json_engine_init with NDINGEST_SIMD set to p (NULL: unset); returns what it wrote on
  * stderr, captured in a temporary file. */
 static char *engine_init_with(const char *p)
@@ -1522,7 +1721,8 @@ int main(void)
         cmocka_unit_test(test_paths_cells),   cmocka_unit_test(test_paths_missing),
         cmocka_unit_test(test_paths_init),    cmocka_unit_test(test_follow),
         cmocka_unit_test(test_paths_paths_agree), cmocka_unit_test(test_paths_flat_as_names), cmocka_unit_test(test_paths_random),
-        cmocka_unit_test(test_paths_fast),
+        cmocka_unit_test(test_paths_fast),    cmocka_unit_test(test_utf8_blocks),
+        cmocka_unit_test(test_utf8_random),
     };
     int failed = 0;
     size_t k;
