@@ -23,14 +23,6 @@ static const u8 esc_ok[256] = {
     ['"'] = 1, ['\\'] = 1, ['/'] = 1, ['b'] = 1, ['f'] = 1, ['n'] = 1, ['r'] = 1, ['t'] = 1,
 };
 
-/* Hex digit value + 1; 0 means not a hex digit. */
-static const u8 hex_tab[256] = {
-    ['0'] = 1,  ['1'] = 2,  ['2'] = 3,  ['3'] = 4,  ['4'] = 5,  ['5'] = 6,  ['6'] = 7,
-    ['7'] = 8,  ['8'] = 9,  ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14,
-    ['e'] = 15, ['f'] = 16, ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15,
-    ['F'] = 16,
-};
-
 static inline int is_digit(u8 c) { return (unsigned)(c - '0') < 10; }
 
 static inline size_t skip_ws(const u8 *p, size_t i, size_t n)
@@ -82,18 +74,6 @@ static size_t utf8_seq(const u8 *p, size_t i, size_t n)
     return 0;
 }
 
-/* Four hex digits at p[i..i+4) as a code unit, or -1. */
-static inline long hex4(const u8 *p, size_t i, size_t n)
-{
-    if (n - i < 4)
-        return -1;
-    unsigned a = hex_tab[p[i]], b = hex_tab[p[i + 1]], c = hex_tab[p[i + 2]],
-             d = hex_tab[p[i + 3]];
-    if (!a || !b || !c || !d)
-        return -1;
-    return (long)((a - 1) << 12 | (b - 1) << 8 | (c - 1) << 4 | (d - 1));
-}
-
 /* p[i] is '\\' (i < n): validates one escape, a surrogate pair counting as one; returns
  * the index after it, or 0. */
 static size_t escape_seq(const u8 *p, size_t i, size_t n)
@@ -102,7 +82,7 @@ static size_t escape_seq(const u8 *p, size_t i, size_t n)
         return 0;
     if (p[i + 1] != 'u')
         return esc_ok[p[i + 1]] ? i + 2 : 0;
-    long u = hex4(p, i + 2, n);
+    long u = json_hex4(p, i + 2, n);
     if (u < 0)
         return 0;
     if (u < 0xD800 || u > 0xDFFF)
@@ -111,7 +91,7 @@ static size_t escape_seq(const u8 *p, size_t i, size_t n)
         return 0;
     if (n - i < 12 || p[i + 6] != '\\' || p[i + 7] != 'u')
         return 0;
-    long l = hex4(p, i + 8, n);
+    long l = json_hex4(p, i + 8, n);
     if (l < 0xDC00 || l > 0xDFFF)
         return 0;
     return i + 12;
@@ -151,11 +131,6 @@ static inline size_t scan_string(const u8 *p, size_t i, size_t n, int *esc)
         if (UNLIKELY(!i))
             return 0;
     }
-}
-
-size_t json_scan_string(const u8 *p, size_t i, size_t n, int *esc)
-{
-    return scan_string(p, i, n, esc);
 }
 
 size_t json_utf8_seq(const u8 *p, size_t i, size_t n) { return utf8_seq(p, i, n); }
@@ -846,7 +821,7 @@ size_t json_unescape(const char *src, size_t len, char *dst)
         case 'r': ch = '\r'; break;
         case 't': ch = '\t'; break;
         case 'u': {
-            long u = hex4(p, i + 2, len);
+            long u = json_hex4(p, i + 2, len);
             if (u < 0) {
                 ch = (char)e;
                 break;
@@ -854,7 +829,7 @@ size_t json_unescape(const char *src, size_t len, char *dst)
             size_t adv = 6;
             if (u >= 0xD800 && u <= 0xDBFF && len - i >= 12 && p[i + 6] == '\\' &&
                 p[i + 7] == 'u') {
-                long l = hex4(p, i + 8, len);
+                long l = json_hex4(p, i + 8, len);
                 if (l >= 0xDC00 && l <= 0xDFFF) {
                     u = 0x10000 + ((u - 0xD800) << 10) + (l - 0xDC00);
                     adv = 12;
@@ -940,7 +915,7 @@ int json_key_is_escaped(const u8 *k, size_t len, const char *key, size_t klen)
         } else {
             adv = k[i + 1] == 'u' ? 6 : 2;
             if (adv == 6 && len - i >= 12 && k[i + 6] == '\\' && k[i + 7] == 'u') {
-                long u = hex4(k, i + 2, len);
+                long u = json_hex4(k, i + 2, len);
                 if (u >= 0xD800 && u <= 0xDBFF)
                     adv = 12;
             }

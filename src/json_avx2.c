@@ -48,6 +48,55 @@ classify_avx2_short(const u8 *p, size_t n, uint32_t *quote, uint32_t *nondig, un
     return classify_avx2(pad, sizeof pad, quote, nondig, flags);
 }
 
+/* A line with a backslash, n >= 32: its backslashes, the bytes an escape may name and the
+ * 'u's, in words laid out as classify_avx2's (fast_escape_fn, json_fast.h). */
+__attribute__((target("avx2"))) static inline __attribute__((always_inline)) size_t
+escapes_avx2_32(const u8 *p, size_t n, uint32_t *bs, uint32_t *named, uint32_t *u)
+{
+    const __m256i vb = _mm256_set1_epi8('\\'), vu = _mm256_set1_epi8('u');
+    size_t i = 0, k = 0;
+    for (;; i += 32, k++) {
+        unsigned sh = 0;
+        const u8 *b = p + i;
+        if (n - i < 32) {
+            if (i == n)
+                break;
+            sh = (unsigned)(i + 32 - n); /* the last 32 bytes, shifted so bit 0 is p[i] */
+            b = p + n - 32;
+        }
+        __m256i v = _mm256_loadu_si256((const __m256i *)b);
+        __m256i is_b = _mm256_cmpeq_epi8(v, vb), is_u = _mm256_cmpeq_epi8(v, vu);
+        __m256i nm = _mm256_or_si256(
+            _mm256_or_si256(_mm256_or_si256(is_b, is_u),
+                            _mm256_or_si256(_mm256_cmpeq_epi8(v, _mm256_set1_epi8('"')),
+                                            _mm256_cmpeq_epi8(v, _mm256_set1_epi8('/')))),
+            _mm256_or_si256(_mm256_or_si256(_mm256_cmpeq_epi8(v, _mm256_set1_epi8('b')),
+                                            _mm256_cmpeq_epi8(v, _mm256_set1_epi8('f'))),
+                            _mm256_or_si256(_mm256_cmpeq_epi8(v, _mm256_set1_epi8('n')),
+                                            _mm256_or_si256(_mm256_cmpeq_epi8(v, _mm256_set1_epi8('r')),
+                                                            _mm256_cmpeq_epi8(v, _mm256_set1_epi8('t'))))));
+        bs[k] = (uint32_t)_mm256_movemask_epi8(is_b) >> sh;
+        u[k] = (uint32_t)_mm256_movemask_epi8(is_u) >> sh;
+        named[k] = (uint32_t)_mm256_movemask_epi8(nm) >> sh;
+        if (sh) {
+            k++;
+            break;
+        }
+    }
+    return k;
+}
+
+__attribute__((target("avx2"))) static size_t escapes_avx2(const u8 *p, size_t n, uint32_t *bs,
+                                                           uint32_t *named, uint32_t *u)
+{
+    if (n >= 32)
+        return escapes_avx2_32(p, n, bs, named, u);
+    u8 pad[32];
+    memset(pad, ' ', sizeof pad);
+    memcpy(pad, p, n);
+    return escapes_avx2_32(pad, sizeof pad, bs, named, u);
+}
+
 /* The bytes of cur moved N places later, the places freed filled by the last N bytes of prev
  * (the block before): each byte's N-th predecessor, across the two 16-byte lanes. */
 #define PREV_AVX2(cur, prev, N)                                                            \
@@ -106,13 +155,13 @@ __attribute__((target("avx2"))) static int text_ok_avx2(const u8 *p, size_t n)
 __attribute__((target("avx2,bmi,bmi2"))) static int json_line_avx2(
     const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cells)
 {
-    return fast_line(lk, p, n, cells, classify_avx2, classify_avx2_short, text_ok_avx2, 0);
+    return fast_line(lk, p, n, cells, classify_avx2, classify_avx2_short, text_ok_avx2, escapes_avx2, 0);
 }
 
 __attribute__((target("avx2,bmi,bmi2"))) static int json_line_avx2_paths(
     const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cells)
 {
-    return fast_line(lk, p, n, cells, classify_avx2, classify_avx2_short, text_ok_avx2, 1);
+    return fast_line(lk, p, n, cells, classify_avx2, classify_avx2_short, text_ok_avx2, escapes_avx2, 1);
 }
 
 static int avx2_usable(void)

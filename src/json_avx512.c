@@ -32,6 +32,34 @@ classify_avx512(const u8 *p, size_t n, uint32_t *quote, uint32_t *nondig, unsign
     return w;
 }
 
+/* A line with a backslash: its backslashes, the bytes an escape may name and the 'u's, two
+ * words per 64-byte vector (fast_escape_fn, json_fast.h); the tail by a masked load. */
+__attribute__((target("avx512f,avx512bw"))) static size_t escapes_avx512(const u8 *p, size_t n,
+                                                                        uint32_t *bs,
+                                                                        uint32_t *named,
+                                                                        uint32_t *u)
+{
+    const __m512i vsp = _mm512_set1_epi8(' ');
+    size_t w = 0;
+    for (size_t i = 0; i < n; i += 64, w += 2) {
+        __m512i v = n - i >= 64 ? _mm512_loadu_si512((const void *)(p + i))
+                                : _mm512_mask_loadu_epi8(vsp, ~0ULL >> (64 - (n - i)), p + i);
+        uint64_t b = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('\\')),
+                 uu = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('u')),
+                 nm = b | uu | _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('"')) |
+                      _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('/')) |
+                      _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('b')) |
+                      _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('f')) |
+                      _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('n')) |
+                      _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('r')) |
+                      _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('t'));
+        memcpy(bs + w, &b, 8);
+        memcpy(u + w, &uu, 8);
+        memcpy(named + w, &nm, 8);
+    }
+    return w;
+}
+
 /* The bytes of cur moved N places later, the places freed filled by the last N bytes of prev:
  * the lanes moved up one 16-byte lane (prev's last lane first), then each lane joined to
  * its successor's bytes. */
@@ -80,13 +108,13 @@ __attribute__((target("avx512f,avx512bw"))) static int text_ok_avx512(const u8 *
 __attribute__((target("avx512f,avx512bw,avx2,bmi,bmi2"))) static int json_line_avx512(
     const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cells)
 {
-    return fast_line(lk, p, n, cells, classify_avx512, classify_avx512, text_ok_avx512, 0);
+    return fast_line(lk, p, n, cells, classify_avx512, classify_avx512, text_ok_avx512, escapes_avx512, 0);
 }
 
 __attribute__((target("avx512f,avx512bw,avx2,bmi,bmi2"))) static int json_line_avx512_paths(
     const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cells)
 {
-    return fast_line(lk, p, n, cells, classify_avx512, classify_avx512, text_ok_avx512, 1);
+    return fast_line(lk, p, n, cells, classify_avx512, classify_avx512, text_ok_avx512, escapes_avx512, 1);
 }
 
 static int avx512_usable(void)

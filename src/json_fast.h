@@ -15,12 +15,15 @@
  * FAST_DEPTH, lines longer than FAST_MAX) goes to json_line_strict, which re-judges the
  * line from scratch. So verdicts and cells are those of the strict walk.
  *
- * Rare features cost only the lines that have them: a line with a backslash gets its
- * escaped quotes removed from the quote mask and each string holding a backslash checked
- * by the strict string scanner; a line with a non-ASCII byte is checked as UTF-8 once
+ * Rare features cost only the lines that have them: a line with a backslash is classified
+ * once more, into backslash masks from which its escaped bytes are known (fast_escapes):
+ * escaped quotes leave the quote mask, the escaped bytes are checked against those an
+ * escape may name, and only \u escapes are read one by one (hex digits, surrogate pairs),
+ * so no string is scanned twice; a line with a non-ASCII byte is checked as UTF-8 once
  * (every such byte of a valid line is inside a string, and any outside one fails the walk
- * anyway). The walk (fast_walk) is written once, in plain C; only the classification is
- * per ISA (classify_sse2, classify_avx2), and both produce the same masks. */
+ * anyway), in vectors where the ISA has a byte shuffle (json_utf8.h). The walk (fast_walk)
+ * is written once, in plain C; only the classifications are per ISA (json_sse2.c,
+ * json_avx2.c, json_avx512.c), and all produce the same masks. */
 
 /* Lines longer than this take the strict walk: the bit masks live on the stack. */
 #define FAST_MAX 16384
@@ -87,22 +90,72 @@ static inline __attribute__((always_inline)) void clear_cells(struct cell *cells
     }
 }
 
-/* A line with backslashes: a quote after an odd run of them is part of a string, not its
- * end, so it leaves the quote mask. (A backslash outside a string fails the walk, which
- * visits every byte outside strings.) */
-static inline void unmask_escaped_quotes(const u8 *p, size_t n, uint32_t *quote)
+/* A line with a backslash is classified again (per ISA, only then) into three more masks,
+ * laid out as classify's: bit b of word w says p[32 w + b] is '\\' (bs) / a byte an escape
+ * may name, one of "\\/bfnrtu (named) / 'u' (u); bits past n as for spaces. */
+typedef size_t (*fast_escape_fn)(const u8 *p, size_t n, uint32_t *bs, uint32_t *named,
+                                 uint32_t *u);
+
+/* The bytes escaped by a backslash in the 64-bit mask word bs (backslashes) — the byte after
+ * each odd run, and every second backslash of a run — given *carry, the escape that the
+ * previous word's last backslash left for this word's bit 0; *carry then gets this word's.
+ * simdjson's trick: a run that starts on an even bit, added to itself, carries out past its
+ * end into the byte after it exactly when the run is odd. */
+static inline __attribute__((always_inline)) uint64_t escaped_bits(uint64_t bs, uint64_t *carry)
 {
-    const u8 *b = memchr(p, '\\', n);
-    while (b) {
-        size_t s = (size_t)(b - p), e = s;
-        while (e < n && p[e] == '\\')
-            e++;
-        if (e >= n)
-            return;
-        if ((e - s) & 1)
-            quote[e >> 5] &= ~(1u << (e & 31));
-        b = memchr(p + e, '\\', n - e);
+    const uint64_t even = 0x5555555555555555ULL;
+    bs &= ~*carry; /* a backslash escaped by the previous word starts no escape */
+    uint64_t follows = bs << 1 | *carry;
+    uint64_t odd_starts = bs & ~even & ~follows;
+    uint64_t even_runs;
+    *carry = __builtin_add_overflow(odd_starts, bs, &even_runs);
+    return (even ^ (even_runs << 1)) & follows;
+}
+
+/* A line with a backslash, its escapes judged from the masks (words 0..k, bs with the
+ * sentinel at n): each escaped quote leaves the quote mask (it is inside a string, not an
+ * end); each escaped byte must be one an escape may name; and only each \u gets scalar
+ * work, its four hex digits and its surrogate: a high one must be followed right away by
+ * a \u low one, a low one must follow a high one. 0 when an escape is invalid (then the
+ * strict walk judges the line). A backslash outside any string fails the walk later, so
+ * judging the escapes of the whole line is judging those of its strings; and a run of
+ * backslashes, read left to right as the strict scanner does, escapes what this reads. */
+static inline int fast_escapes(const u8 *p, size_t n, uint32_t *quote, const uint32_t *bs,
+                               const uint32_t *named, const uint32_t *u, size_t k)
+{
+    uint64_t carry = 0;
+    size_t low_at = 0; /* where a high surrogate's low one must be (0: none is due) */
+    for (size_t w = 0; 2 * w < k; w++) {
+        uint64_t b, ok, uu, q;
+        memcpy(&b, bs + 2 * w, 8);
+        if (!b && !carry)
+            continue;
+        b &= ~(w == n >> 6 ? 1ULL << (n & 63) : 0); /* not the sentinel */
+        uint64_t esc = escaped_bits(b, &carry);
+        memcpy(&ok, named + 2 * w, 8);
+        if (esc & ~ok)
+            return 0;
+        memcpy(&q, quote + 2 * w, 8);
+        q &= ~esc;
+        memcpy(quote + 2 * w, &q, 8);
+        memcpy(&uu, u + 2 * w, 8);
+        for (uint64_t m = esc & uu; m; m &= m - 1) {
+            size_t e = (w << 6) + (size_t)__builtin_ctzll(m);
+            long c = json_hex4(p, e + 1, n);
+            if (c < 0)
+                return 0;
+            if (low_at) {
+                if (e != low_at || c < 0xDC00 || c > 0xDFFF)
+                    return 0;
+                low_at = 0;
+            } else if (c >= 0xD800 && c <= 0xDBFF) {
+                low_at = e + 6;
+            } else if (c >= 0xDC00 && c <= 0xDFFF) {
+                return 0;
+            }
+        }
     }
+    return !low_at;
 }
 
 /* A line with a byte below 0x20 or above 0x7F: 1 when it holds no control byte (tabs
@@ -142,6 +195,7 @@ struct fast_line {
     const u8 *p;
     size_t n;
     const uint32_t *quote, *nondig;
+    const uint32_t *bs; /* a line with FAST_BACKSLASH: its backslashes (fast_escape_fn) */
     unsigned flags;
 };
 
@@ -205,19 +259,28 @@ static inline size_t fast_exponent(const u8 *p, const uint32_t *nondig, size_t j
     return f == e ? 0 : f; /* no exponent digit */
 }
 
-/* The string whose quotes are at vo and ve holds a backslash: the strict scanner checks
- * its escapes (and, again, its other bytes). 1 when it is valid and ends at ve. */
-static __attribute__((noinline)) int fast_escapes_ok(const struct fast_line *l, size_t vo,
-                                                     size_t ve)
+/* Whether any bit of m in [a, b) is set, a < b: strings are short, so usually one word. */
+static inline __attribute__((always_inline)) int any_set(const uint32_t *m, size_t a, size_t b)
 {
-    int esc = 0;
-    return json_scan_string(l->p, vo + 1, l->n, &esc) == ve + 1;
+    size_t w = a >> 6, last = (b - 1) >> 6;
+    uint64_t x;
+    memcpy(&x, m + 2 * w, 8);
+    x &= ~0ULL << (a & 63);
+    while (w < last) {
+        if (x)
+            return 1;
+        w++;
+        memcpy(&x, m + 2 * w, 8);
+    }
+    return (x & (~0ULL >> (63 - ((b - 1) & 63)))) != 0;
 }
 
+/* Whether the string or key whose quotes are at vo and ve holds a backslash (its escapes
+ * were judged by fast_escapes already), from the backslash mask. */
 static inline __attribute__((always_inline)) int has_backslash(const struct fast_line *l,
                                                                size_t vo, size_t ve)
 {
-    return UNLIKELY(l->flags & FAST_BACKSLASH) && memchr(l->p + vo + 1, '\\', ve - vo - 1);
+    return UNLIKELY(l->flags & FAST_BACKSLASH) && ve > vo + 1 && any_set(l->bs, vo + 1, ve);
 }
 
 /* ---- columns by paths: the trie followed during the walk (json_internal.h) ---------- */
@@ -306,8 +369,7 @@ static __attribute__((noinline)) size_t fast_container(const struct fast_line *l
     do {                                                                                   \
         POP_QUOTE(vo);                                                                     \
         POP_QUOTE(ve);                                                                     \
-        if ((vo) != i || (ve) >= n - 1 ||                                                  \
-            (has_backslash(l, vo, ve) && !fast_escapes_ok(l, vo, ve)))                     \
+        if ((vo) != i || (ve) >= n - 1)                                                    \
             return 0;                                                                      \
         i = (ve) + 1;                                                                      \
     } while (0)
@@ -372,7 +434,7 @@ key: /* i < n */
             return 0;
         POP_QUOTE(ko);
         POP_QUOTE(ke);
-        if (ko != i || ke >= n - 1 || (has_backslash(l, ko, ke) && !fast_escapes_ok(l, ko, ke)))
+        if (ko != i || ke >= n - 1)
             return 0;
         if (paths) {
             size_t len = ke - ko - 1;
@@ -525,7 +587,7 @@ root_met(const struct json_paths *ps, int col, uint64_t *seen, struct cell *cell
 static inline __attribute__((always_inline)) int
 fast_walk(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cells,
           uint32_t *quote, uint32_t *nondig, size_t k, unsigned flags, fast_text_fn text_ok,
-          const unsigned bsl, const int paths)
+          fast_escape_fn escapes, const unsigned bsl, const int paths)
 {
     /* Sentinels, in slots k and k + 1 at most: bit n ends every search; quote bit n + 1
      * too, since two quotes are popped before their positions are checked. */
@@ -534,12 +596,21 @@ fast_walk(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cell
     quote[n >> 5] |= 1u << (n & 31);
     quote[(n + 1) >> 5] |= 1u << ((n + 1) & 31);
     nondig[n >> 5] |= 1u << (n & 31);
-    if (bsl)
-        unmask_escaped_quotes(p, n, quote);
+    /* A line with backslashes: three more masks, and its escapes judged. */
+    uint32_t bs[FAST_WORDS] __attribute__((aligned(8)));
+    if (bsl) {
+        uint32_t named[FAST_WORDS] __attribute__((aligned(8))),
+            u[FAST_WORDS] __attribute__((aligned(8)));
+        size_t kb = escapes(p, n, bs, named, u);
+        bs[kb] = bs[kb + 1] = named[kb] = named[kb + 1] = u[kb] = u[kb + 1] = 0;
+        bs[n >> 5] |= 1u << (n & 31);
+        if (!fast_escapes(p, n, quote, bs, named, u, kb + 1))
+            return 0;
+    }
     if (UNLIKELY(flags & FAST_ODD) && !text_ok(p, n))
         return 0;
     struct fast_line_paths lp; /* .cells: paths only */
-    lp.l = (struct fast_line){p, n, quote, nondig, flags};
+    lp.l = (struct fast_line){p, n, quote, nondig, bs, flags};
     if (paths)
         lp.cells = cells;
 
@@ -582,8 +653,6 @@ fast_walk(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cell
             size_t ks = ko + 1, kl = ke - ks;
             unsigned by;
             if (bsl && has_backslash(&lp.l, ko, ke)) {
-                if (!fast_escapes_ok(&lp.l, ko, ke))
-                    return 0;
                 int col = json_lookup_escaped(lk, p + ks, kl);
                 if (paths && col >= 0)
                     nd = root_met(ps, col, seen, cells);
@@ -627,13 +696,11 @@ fast_walk(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cell
             POP_QUOTE(ve);
             if (vo != vs || ve >= n - 1)
                 return 0;
-            uint32_t kind = CELL_STRING;
-            if (bsl && has_backslash(&lp.l, vo, ve)) {
-                if (!fast_escapes_ok(&lp.l, vo, ve))
-                    return 0;
-                kind = CELL_STRING_ESCAPED;
-            }
             i = ve + 1;
+            /* The escapes were judged already: only a cell needs to know of them. */
+            uint32_t kind = CELL_STRING;
+            if (bsl && (cl || (paths && nd)) && has_backslash(&lp.l, vo, ve))
+                kind = CELL_STRING_ESCAPED;
             if (paths && nd)
                 node_put(nd, cells, p + vs + 1, ve - vs - 1, kind);
             else if (cl) {
@@ -722,7 +789,7 @@ fast_walk(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cell
 static inline __attribute__((always_inline)) int
 fast_line(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cells,
           fast_classify_fn classify, fast_classify_fn classify_short, fast_text_fn text_ok,
-          const int paths)
+          fast_escape_fn escapes, const int paths)
 {
     if (UNLIKELY(n < 2 || p[0] != '{' || p[n - 1] != '}')) {
         size_t a = 0;
@@ -745,8 +812,9 @@ fast_line(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cell
                                : classify_short(p, n, quote, nondig, &flags);
     /* Two copies of the walk: lines without a backslash check for none in their strings. */
     if (LIKELY(!(flags & FAST_BACKSLASH)))
-        return fast_walk(lk, p, n, cells, quote, nondig, k, flags, text_ok, 0, paths);
-    return fast_walk(lk, p, n, cells, quote, nondig, k, flags, text_ok, FAST_BACKSLASH, paths);
+        return fast_walk(lk, p, n, cells, quote, nondig, k, flags, text_ok, escapes, 0, paths);
+    return fast_walk(lk, p, n, cells, quote, nondig, k, flags, text_ok, escapes, FAST_BACKSLASH,
+                     paths);
 }
 
 #endif

@@ -180,12 +180,31 @@ static inline size_t scan_literal(const u8 *p, size_t i, size_t n)
     }
 }
 
+/* ---- escapes ---------------------------------------------------------------------------- */
+
+/* Hex digit value + 1; 0 means not a hex digit. */
+static const u8 json_hex_tab[256] = {
+    ['0'] = 1,  ['1'] = 2,  ['2'] = 3,  ['3'] = 4,  ['4'] = 5,  ['5'] = 6,  ['6'] = 7,
+    ['7'] = 8,  ['8'] = 9,  ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14,
+    ['e'] = 15, ['f'] = 16, ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15,
+    ['F'] = 16,
+};
+
+/* Four hex digits at p[i..i+4) as a code unit, or -1 (the strict walk's and the fast
+ * paths' \u check). */
+static inline long json_hex4(const u8 *p, size_t i, size_t n)
+{
+    if (n - i < 4)
+        return -1;
+    unsigned a = json_hex_tab[p[i]], b = json_hex_tab[p[i + 1]], c = json_hex_tab[p[i + 2]],
+             d = json_hex_tab[p[i + 3]];
+    if (!a || !b || !c || !d)
+        return -1;
+    return (long)((a - 1) << 12 | (b - 1) << 8 | (c - 1) << 4 | (d - 1));
+}
+
 /* ---- the strict walk's pieces the fast paths use on rare lines (json.c) ---------------- */
 
-/* i is just after an opening quote: the index just after the closing quote, or 0 when the
- * string is invalid (escapes, UTF-8, control bytes) or unterminated; *esc is set when a
- * backslash was seen. */
-size_t json_scan_string(const u8 *p, size_t i, size_t n, int *esc);
 /* p[i] >= 0x80 starts a UTF-8 sequence: the index after it, or 0 when it is not well-formed. */
 size_t json_utf8_seq(const u8 *p, size_t i, size_t n);
 /* The column index of a key holding escapes (compared after unescaping), or -1. */

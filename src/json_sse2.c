@@ -55,16 +55,72 @@ static __attribute__((noinline)) size_t classify_sse2_short(const u8 *p, size_t 
     return classify_sse2(pad, sizeof pad, quote, nondig, flags);
 }
 
+/* A line with a backslash, n >= 32: its backslashes, the bytes an escape may name and the
+ * 'u's, in words laid out as classify_sse2's (fast_escape_fn, json_fast.h). */
+static inline __attribute__((always_inline)) uint32_t sse2_mask32(__m128i a, __m128i b)
+{
+    return (uint32_t)_mm_movemask_epi8(a) | (uint32_t)_mm_movemask_epi8(b) << 16;
+}
+
+static inline __attribute__((always_inline)) __m128i sse2_named(__m128i v)
+{
+    return _mm_or_si128(
+        _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('\\')),
+                                  _mm_cmpeq_epi8(v, _mm_set1_epi8('u'))),
+                     _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                                  _mm_cmpeq_epi8(v, _mm_set1_epi8('/')))),
+        _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('b')),
+                                  _mm_cmpeq_epi8(v, _mm_set1_epi8('f'))),
+                     _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('n')),
+                                  _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('r')),
+                                               _mm_cmpeq_epi8(v, _mm_set1_epi8('t'))))));
+}
+
+static size_t escapes_sse2_32(const u8 *p, size_t n, uint32_t *bs, uint32_t *named, uint32_t *u)
+{
+    const __m128i vb = _mm_set1_epi8('\\'), vu = _mm_set1_epi8('u');
+    size_t i = 0, k = 0;
+    for (;; i += 32, k++) {
+        unsigned sh = 0;
+        const u8 *b = p + i;
+        if (n - i < 32) {
+            if (i == n)
+                break;
+            sh = (unsigned)(i + 32 - n); /* the last 32 bytes, shifted so bit 0 is p[i] */
+            b = p + n - 32;
+        }
+        __m128i x = _mm_loadu_si128((const __m128i *)b), y = _mm_loadu_si128((const __m128i *)(b + 16));
+        bs[k] = sse2_mask32(_mm_cmpeq_epi8(x, vb), _mm_cmpeq_epi8(y, vb)) >> sh;
+        u[k] = sse2_mask32(_mm_cmpeq_epi8(x, vu), _mm_cmpeq_epi8(y, vu)) >> sh;
+        named[k] = sse2_mask32(sse2_named(x), sse2_named(y)) >> sh;
+        if (sh) {
+            k++;
+            break;
+        }
+    }
+    return k;
+}
+
+static size_t escapes_sse2(const u8 *p, size_t n, uint32_t *bs, uint32_t *named, uint32_t *u)
+{
+    if (n >= 32)
+        return escapes_sse2_32(p, n, bs, named, u);
+    u8 pad[32];
+    memset(pad, ' ', sizeof pad);
+    memcpy(pad, p, n);
+    return escapes_sse2_32(pad, sizeof pad, bs, named, u);
+}
+
 static int json_line_sse2(const struct json_lookup *lk, const u8 *p, size_t n,
                           struct cell *cells)
 {
-    return fast_line(lk, p, n, cells, classify_sse2, classify_sse2_short, fast_text_ok, 0);
+    return fast_line(lk, p, n, cells, classify_sse2, classify_sse2_short, fast_text_ok, escapes_sse2, 0);
 }
 
 static int json_line_sse2_paths(const struct json_lookup *lk, const u8 *p, size_t n,
                                 struct cell *cells)
 {
-    return fast_line(lk, p, n, cells, classify_sse2, classify_sse2_short, fast_text_ok, 1);
+    return fast_line(lk, p, n, cells, classify_sse2, classify_sse2_short, fast_text_ok, escapes_sse2, 1);
 }
 
 /* SSE2 has no byte shuffle (pshufb is SSSE3): the scalar UTF-8 check. */

@@ -1633,6 +1633,86 @@ static void test_utf8_random(void **state)
         fail_msg("too few of one verdict to be a meaningful test");
 }
 
+/* Escapes, valid and not, as a string's contents (C-escaped here: "\\n" is JSON's \n). */
+static const struct {
+    const char *text;
+    int ok;
+} escape_cases[] = {
+    {"\\\"", 1}, {"\\\\", 1}, {"\\/", 1}, {"\\b\\f\\n\\r\\t", 1}, {"\\u00e9", 1},
+    {"\\u00E9x", 1}, {"\\uD83D\\uDE95", 1}, {"\\ud83d\\ude95\\ud83d\\ude95", 1},
+    {"\\\\\\\"", 1}, {"\\\\\\\\", 1}, {"\\\\\\\\\\\\\\\\\\\"", 1}, {"\\u0022\\u005c", 1},
+    {"\\uFFFF\\uDBFF\\uDFFF", 1}, {"x\\\\u0041", 1},
+    /* not a one-letter escape, or not hex */
+    {"\\x", 0}, {"\\U0041", 0}, {"\\u12G4", 0}, {"\\u12", 0}, {"\\ ", 0}, {"\\'", 0},
+    {"\\0", 0}, {"\\\\\\x", 0}, {"\\u00\\n", 0},
+    /* surrogates: a high one alone or before something else, a low one alone */
+    {"\\uD83D", 0}, {"\\uD83Dx", 0}, {"\\uD83D\\n", 0}, {"\\uD83D\\u0041", 0},
+    {"\\uDE95", 0}, {"\\uDE95\\uD83D", 0}, {"\\uD83D\\uD83D\\uDE95", 0},
+    {"\\uD83D\\\\uDE95", 0}, {"\\uDBFF\\uE000", 0}, {"\\uD83Dx\\uDE95", 0},
+    {"\\uD83D\\n\\uDE95", 0}, {"\\uD83D\\\\\\uDE95", 0},
+    /* an odd run before the closing quote: the quote is escaped, the string runs on */
+    {"\\", 0}, {"\\\\\\", 0},
+};
+
+/* Each escape case at every offset around the blocks' and mask words' edges, in a
+ * selected string and in a key: every path gives the strict walk's verdict and cells, the
+ * verdict is the case's, and each fast path accepts the valid lines itself (judging the
+ * escapes from its masks) rather than leaving them to the strict walk. */
+static void test_escape_blocks(void **state)
+{
+    (void)state;
+    struct json_columns c;
+    static const char *const names[] = {"s", "n"};
+    init_cols(&c, names, 2);
+    char line[600];
+    struct cell want[2], got[2];
+    const char *keep = json_engine_name();
+    for (size_t k = 0; k < sizeof escape_cases / sizeof *escape_cases; k++) {
+        size_t cl = strlen(escape_cases[k].text);
+        for (size_t o = 0; o < 140; o++) {
+            for (int in_key = 0; in_key < 2; in_key++) {
+                size_t n = 0;
+                n += (size_t)sprintf(line + n, in_key ? "{\"" : "{\"s\":\"");
+                memset(line + n, 'a', o);
+                n += o;
+                memcpy(line + n, escape_cases[k].text, cl);
+                n += cl;
+                n += (size_t)sprintf(line + n, in_key ? "\":1,\"s\":\"x\\\\\",\"n\":2}"
+                                                      : "\",\"n\":1}");
+                expect_paths_agree(&c, line, n);
+                json_engine_select("scalar");
+                enum line_verdict v = judge(&c, line, n, want);
+                json_engine_select(keep);
+                if (v != (escape_cases[k].ok ? LINE_VALID : LINE_INVALID))
+                    fail_msg("escape case %zu at offset %zu (%s): %s", k, o,
+                             in_key ? "key" : "value", verdict_name(v));
+#ifdef JSON_HAVE_X86
+                static const struct json_path *const rows[] = {&json_path_sse2, &json_path_avx2,
+                                                               &json_path_avx512};
+                for (size_t r = 0; v == LINE_VALID && r < sizeof rows / sizeof *rows; r++) {
+                    if (rows[r]->usable && !rows[r]->usable())
+                        continue;
+                    char *q = tu_exact(line, n);
+                    json_engine_select("scalar");
+                    json_line(&c, q, n, want);
+                    json_engine_select(keep);
+                    if (!rows[r]->line(c.lookup, (const u8 *)q, n, got))
+                        fail_msg("path %s declines escape case %zu at offset %zu (%s)",
+                                 rows[r]->name, k, o, in_key ? "key" : "value");
+                    for (size_t i = 0; i < 2; i++)
+                        if (got[i].kind != want[i].kind || got[i].len != want[i].len ||
+                            (got[i].kind != CELL_EMPTY && got[i].p != want[i].p))
+                            fail_msg("path %s: cell %zu differs on escape case %zu at %zu",
+                                     rows[r]->name, i, k, o);
+                    free(q);
+                }
+#endif
+            }
+        }
+    }
+    json_columns_free(&c);
+}
+
 /* json_engine_init with NDINGEST_SIMD set to p (NULL: unset); returns what it wrote on
  * stderr, captured in a temporary file. */
 static char *engine_init_with(const char *p)
@@ -1722,7 +1802,7 @@ int main(void)
         cmocka_unit_test(test_paths_init),    cmocka_unit_test(test_follow),
         cmocka_unit_test(test_paths_paths_agree), cmocka_unit_test(test_paths_flat_as_names), cmocka_unit_test(test_paths_random),
         cmocka_unit_test(test_paths_fast),    cmocka_unit_test(test_utf8_blocks),
-        cmocka_unit_test(test_utf8_random),
+        cmocka_unit_test(test_utf8_random),   cmocka_unit_test(test_escape_blocks),
     };
     int failed = 0;
     size_t k;
