@@ -48,12 +48,17 @@ classify_avx2_short(const u8 *p, size_t n, uint32_t *quote, uint32_t *nondig, un
     return classify_avx2(pad, sizeof pad, quote, nondig, flags);
 }
 
-/* A line with a backslash, n >= 32: its backslashes, the bytes an escape may name and the
- * 'u's, in words laid out as classify_avx2's (fast_escape_fn, json_fast.h). */
+/* A line with a backslash, n >= 32: its escape masks (fast_escape_fn, json_fast.h), in words
+ * laid out as classify_avx2's; the nameable bytes and hex digits by two nibble lookups. */
 __attribute__((target("avx2"))) static inline __attribute__((always_inline)) size_t
-escapes_avx2_32(const u8 *p, size_t n, uint32_t *bs, uint32_t *named, uint32_t *u)
+escapes_avx2_32(const u8 *p, size_t n, struct fast_escape_masks *m)
 {
-    const __m256i vb = _mm256_set1_epi8('\\'), vu = _mm256_set1_epi8('u');
+    const __m256i vb = _mm256_set1_epi8('\\'), vu = _mm256_set1_epi8('u'),
+                  nib = _mm256_set1_epi8(0x0F), zero = _mm256_setzero_si256(),
+                  named_bits = _mm256_set1_epi8(ESCAPE_NAMED_BITS),
+                  hex_bits = _mm256_set1_epi8(ESCAPE_HEX_BITS),
+                  t_low = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)escape_low_nibble)),
+                  t_high = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)escape_high_nibble));
     size_t i = 0, k = 0;
     for (;; i += 32, k++) {
         unsigned sh = 0;
@@ -65,19 +70,15 @@ escapes_avx2_32(const u8 *p, size_t n, uint32_t *bs, uint32_t *named, uint32_t *
             b = p + n - 32;
         }
         __m256i v = _mm256_loadu_si256((const __m256i *)b);
-        __m256i is_b = _mm256_cmpeq_epi8(v, vb), is_u = _mm256_cmpeq_epi8(v, vu);
-        __m256i nm = _mm256_or_si256(
-            _mm256_or_si256(_mm256_or_si256(is_b, is_u),
-                            _mm256_or_si256(_mm256_cmpeq_epi8(v, _mm256_set1_epi8('"')),
-                                            _mm256_cmpeq_epi8(v, _mm256_set1_epi8('/')))),
-            _mm256_or_si256(_mm256_or_si256(_mm256_cmpeq_epi8(v, _mm256_set1_epi8('b')),
-                                            _mm256_cmpeq_epi8(v, _mm256_set1_epi8('f'))),
-                            _mm256_or_si256(_mm256_cmpeq_epi8(v, _mm256_set1_epi8('n')),
-                                            _mm256_or_si256(_mm256_cmpeq_epi8(v, _mm256_set1_epi8('r')),
-                                                            _mm256_cmpeq_epi8(v, _mm256_set1_epi8('t'))))));
-        bs[k] = (uint32_t)_mm256_movemask_epi8(is_b) >> sh;
-        u[k] = (uint32_t)_mm256_movemask_epi8(is_u) >> sh;
-        named[k] = (uint32_t)_mm256_movemask_epi8(nm) >> sh;
+        __m256i c = _mm256_and_si256(
+            _mm256_shuffle_epi8(t_low, _mm256_and_si256(v, nib)),
+            _mm256_shuffle_epi8(t_high, _mm256_and_si256(_mm256_srli_epi16(v, 4), nib)));
+        m->bs[k] = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, vb)) >> sh;
+        m->u[k] = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, vu)) >> sh;
+        m->named[k] = ~(uint32_t)_mm256_movemask_epi8(
+                          _mm256_cmpeq_epi8(_mm256_and_si256(c, named_bits), zero)) >> sh;
+        m->hex[k] = ~(uint32_t)_mm256_movemask_epi8(
+                        _mm256_cmpeq_epi8(_mm256_and_si256(c, hex_bits), zero)) >> sh;
         if (sh) {
             k++;
             break;
@@ -86,15 +87,15 @@ escapes_avx2_32(const u8 *p, size_t n, uint32_t *bs, uint32_t *named, uint32_t *
     return k;
 }
 
-__attribute__((target("avx2"))) static size_t escapes_avx2(const u8 *p, size_t n, uint32_t *bs,
-                                                           uint32_t *named, uint32_t *u)
+__attribute__((target("avx2"))) static size_t escapes_avx2(const u8 *p, size_t n,
+                                                           struct fast_escape_masks *m)
 {
     if (n >= 32)
-        return escapes_avx2_32(p, n, bs, named, u);
+        return escapes_avx2_32(p, n, m);
     u8 pad[32];
     memset(pad, ' ', sizeof pad);
     memcpy(pad, p, n);
-    return escapes_avx2_32(pad, sizeof pad, bs, named, u);
+    return escapes_avx2_32(pad, sizeof pad, m);
 }
 
 /* The bytes of cur moved N places later, the places freed filled by the last N bytes of prev

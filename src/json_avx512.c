@@ -32,30 +32,31 @@ classify_avx512(const u8 *p, size_t n, uint32_t *quote, uint32_t *nondig, unsign
     return w;
 }
 
-/* A line with a backslash: its backslashes, the bytes an escape may name and the 'u's, two
- * words per 64-byte vector (fast_escape_fn, json_fast.h); the tail by a masked load. */
-__attribute__((target("avx512f,avx512bw"))) static size_t escapes_avx512(const u8 *p, size_t n,
-                                                                        uint32_t *bs,
-                                                                        uint32_t *named,
-                                                                        uint32_t *u)
+/* A line with a backslash: its escape masks (fast_escape_fn, json_fast.h), two words per
+ * 64-byte vector, the nameable bytes and hex digits by two nibble lookups; the tail by a
+ * masked load. */
+__attribute__((target("avx512f,avx512bw"))) static size_t
+escapes_avx512(const u8 *p, size_t n, struct fast_escape_masks *m)
 {
-    const __m512i vsp = _mm512_set1_epi8(' ');
+    const __m512i vsp = _mm512_set1_epi8(' '), vb = _mm512_set1_epi8('\\'),
+                  vu = _mm512_set1_epi8('u'), nib = _mm512_set1_epi8(0x0F),
+                  named_bits = _mm512_set1_epi8(ESCAPE_NAMED_BITS),
+                  hex_bits = _mm512_set1_epi8(ESCAPE_HEX_BITS),
+                  t_low = _mm512_broadcast_i32x4(_mm_load_si128((const __m128i *)escape_low_nibble)),
+                  t_high = _mm512_broadcast_i32x4(_mm_load_si128((const __m128i *)escape_high_nibble));
     size_t w = 0;
     for (size_t i = 0; i < n; i += 64, w += 2) {
         __m512i v = n - i >= 64 ? _mm512_loadu_si512((const void *)(p + i))
                                 : _mm512_mask_loadu_epi8(vsp, ~0ULL >> (64 - (n - i)), p + i);
-        uint64_t b = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('\\')),
-                 uu = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('u')),
-                 nm = b | uu | _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('"')) |
-                      _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('/')) |
-                      _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('b')) |
-                      _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('f')) |
-                      _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('n')) |
-                      _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('r')) |
-                      _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('t'));
-        memcpy(bs + w, &b, 8);
-        memcpy(u + w, &uu, 8);
-        memcpy(named + w, &nm, 8);
+        __m512i c = _mm512_and_si512(
+            _mm512_shuffle_epi8(t_low, _mm512_and_si512(v, nib)),
+            _mm512_shuffle_epi8(t_high, _mm512_and_si512(_mm512_srli_epi16(v, 4), nib)));
+        uint64_t b = _mm512_cmpeq_epi8_mask(v, vb), uu = _mm512_cmpeq_epi8_mask(v, vu),
+                 nm = _mm512_test_epi8_mask(c, named_bits), hx = _mm512_test_epi8_mask(c, hex_bits);
+        memcpy(m->bs + w, &b, 8);
+        memcpy(m->u + w, &uu, 8);
+        memcpy(m->named + w, &nm, 8);
+        memcpy(m->hex + w, &hx, 8);
     }
     return w;
 }

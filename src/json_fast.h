@@ -90,11 +90,43 @@ static inline __attribute__((always_inline)) void clear_cells(struct cell *cells
     }
 }
 
-/* A line with a backslash is classified again (per ISA, only then) into three more masks,
+/* A line with a backslash is classified again (per ISA, only then) into four more masks,
  * laid out as classify's: bit b of word w says p[32 w + b] is '\\' (bs) / a byte an escape
- * may name, one of "\\/bfnrtu (named) / 'u' (u); bits past n as for spaces. */
-typedef size_t (*fast_escape_fn)(const u8 *p, size_t n, uint32_t *bs, uint32_t *named,
-                                 uint32_t *u);
+ * may name, one of "\\/bfnrtu (named) / 'u' (u) / a hex digit (hex); bits past n as for
+ * spaces. The escape classifier fills them and returns the words filled. */
+struct fast_escape_masks {
+    uint32_t bs[FAST_WORDS] __attribute__((aligned(8)));
+    uint32_t named[FAST_WORDS] __attribute__((aligned(8)));
+    uint32_t u[FAST_WORDS] __attribute__((aligned(8)));
+    uint32_t hex[FAST_WORDS] __attribute__((aligned(8)));
+};
+typedef size_t (*fast_escape_fn)(const u8 *p, size_t n, struct fast_escape_masks *m);
+
+/* The nibble tables of the AVX2 and AVX-512 escape classifiers: a byte's two lookups, and-ed,
+ * have bit 0-3 set when it is one of "\\/bfnrtu (by its high nibble: 2, 5, 6, 7) and bit 4 or
+ * 5 when it is a hex digit ('0'-'9'; 'A'-'F' and 'a'-'f'). Bytes from 0x80 get 0 by their
+ * high nibble. */
+static const u8 escape_low_nibble[16] __attribute__((aligned(16))) = {
+    0x10, 0x30, 0x3D, 0x30, 0x38, 0x38, 0x34, 0x10, 0x10, 0x10, 0, 0, 0x02, 0, 0x04, 0x01};
+static const u8 escape_high_nibble[16] __attribute__((aligned(16))) = {
+    0, 0, 0x01, 0x10, 0x20, 0x02, 0x24, 0x08, 0, 0, 0, 0, 0, 0, 0, 0};
+#define ESCAPE_NAMED_BITS 0x0F
+#define ESCAPE_HEX_BITS 0x30
+
+/* Four bits of the bit array m from bit i on (i's word and the next are filled). */
+static inline __attribute__((always_inline)) unsigned bits4_at(const uint32_t *m, size_t i)
+{
+    size_t w = i >> 6, s = i & 63;
+    uint64_t x;
+    memcpy(&x, m + 2 * w, 8);
+    x >>= s;
+    if (s > 60) {
+        uint64_t y;
+        memcpy(&y, m + 2 * w + 2, 8);
+        x |= y << (64 - s);
+    }
+    return (unsigned)(x & 0xF);
+}
 
 /* The bytes escaped by a backslash in the 64-bit mask word bs (backslashes) — the byte after
  * each odd run, and every second backslash of a run — given *carry, the escape that the
@@ -120,38 +152,38 @@ static inline __attribute__((always_inline)) uint64_t escaped_bits(uint64_t bs, 
  * strict walk judges the line). A backslash outside any string fails the walk later, so
  * judging the escapes of the whole line is judging those of its strings; and a run of
  * backslashes, read left to right as the strict scanner does, escapes what this reads. */
-static inline int fast_escapes(const u8 *p, size_t n, uint32_t *quote, const uint32_t *bs,
-                               const uint32_t *named, const uint32_t *u, size_t k)
+static inline int fast_escapes(const u8 *p, uint32_t *quote,
+                               const struct fast_escape_masks *m, size_t k)
 {
     uint64_t carry = 0;
     size_t low_at = 0; /* where a high surrogate's low one must be (0: none is due) */
     for (size_t w = 0; 2 * w < k; w++) {
         uint64_t b, ok, uu, q;
-        memcpy(&b, bs + 2 * w, 8);
+        memcpy(&b, m->bs + 2 * w, 8);
         if (!b && !carry)
             continue;
-        b &= ~(w == n >> 6 ? 1ULL << (n & 63) : 0); /* not the sentinel */
         uint64_t esc = escaped_bits(b, &carry);
-        memcpy(&ok, named + 2 * w, 8);
+        memcpy(&ok, m->named + 2 * w, 8);
         if (esc & ~ok)
             return 0;
         memcpy(&q, quote + 2 * w, 8);
         q &= ~esc;
         memcpy(quote + 2 * w, &q, 8);
-        memcpy(&uu, u + 2 * w, 8);
-        for (uint64_t m = esc & uu; m; m &= m - 1) {
-            size_t e = (w << 6) + (size_t)__builtin_ctzll(m);
-            long c = json_hex4(p, e + 1, n);
-            if (c < 0)
+        memcpy(&uu, m->u + 2 * w, 8);
+        for (uint64_t x = esc & uu; x; x &= x - 1) {
+            size_t e = (w << 6) + (size_t)__builtin_ctzll(x);
+            if (bits4_at(m->hex, e + 1) != 0xF)
                 return 0;
+            /* A surrogate is \uD800 to \uDFFF: D, then 8 to F (hex already). */
+            int sur = (p[e + 1] | 0x20) == 'd' && p[e + 2] >= '8';
             if (low_at) {
-                if (e != low_at || c < 0xDC00 || c > 0xDFFF)
+                if (e != low_at || !sur || (p[e + 2] | 0x20) < 'c')
                     return 0;
                 low_at = 0;
-            } else if (c >= 0xD800 && c <= 0xDBFF) {
+            } else if (sur) {
+                if ((p[e + 2] | 0x20) >= 'c') /* a low one with no high one */
+                    return 0;
                 low_at = e + 6;
-            } else if (c >= 0xDC00 && c <= 0xDFFF) {
-                return 0;
             }
         }
     }
@@ -596,21 +628,19 @@ fast_walk(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cell
     quote[n >> 5] |= 1u << (n & 31);
     quote[(n + 1) >> 5] |= 1u << ((n + 1) & 31);
     nondig[n >> 5] |= 1u << (n & 31);
-    /* A line with backslashes: three more masks, and its escapes judged. */
-    uint32_t bs[FAST_WORDS] __attribute__((aligned(8)));
+    /* A line with backslashes: four more masks, and its escapes judged. */
+    struct fast_escape_masks em;
     if (bsl) {
-        uint32_t named[FAST_WORDS] __attribute__((aligned(8))),
-            u[FAST_WORDS] __attribute__((aligned(8)));
-        size_t kb = escapes(p, n, bs, named, u);
-        bs[kb] = bs[kb + 1] = named[kb] = named[kb + 1] = u[kb] = u[kb + 1] = 0;
-        bs[n >> 5] |= 1u << (n & 31);
-        if (!fast_escapes(p, n, quote, bs, named, u, kb + 1))
+        size_t kb = escapes(p, n, &em);
+        em.bs[kb] = em.bs[kb + 1] = em.named[kb] = em.named[kb + 1] = 0;
+        em.u[kb] = em.u[kb + 1] = em.hex[kb] = em.hex[kb + 1] = 0;
+        if (!fast_escapes(p, quote, &em, kb + 1))
             return 0;
     }
     if (UNLIKELY(flags & FAST_ODD) && !text_ok(p, n))
         return 0;
     struct fast_line_paths lp; /* .cells: paths only */
-    lp.l = (struct fast_line){p, n, quote, nondig, bs, flags};
+    lp.l = (struct fast_line){p, n, quote, nondig, em.bs, flags};
     if (paths)
         lp.cells = cells;
 

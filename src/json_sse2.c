@@ -55,8 +55,8 @@ static __attribute__((noinline)) size_t classify_sse2_short(const u8 *p, size_t 
     return classify_sse2(pad, sizeof pad, quote, nondig, flags);
 }
 
-/* A line with a backslash, n >= 32: its backslashes, the bytes an escape may name and the
- * 'u's, in words laid out as classify_sse2's (fast_escape_fn, json_fast.h). */
+/* A line with a backslash, n >= 32: its escape masks (fast_escape_fn, json_fast.h), in words
+ * laid out as classify_sse2's. */
 static inline __attribute__((always_inline)) uint32_t sse2_mask32(__m128i a, __m128i b)
 {
     return (uint32_t)_mm_movemask_epi8(a) | (uint32_t)_mm_movemask_epi8(b) << 16;
@@ -76,7 +76,20 @@ static inline __attribute__((always_inline)) __m128i sse2_named(__m128i v)
                                                _mm_cmpeq_epi8(v, _mm_set1_epi8('t'))))));
 }
 
-static size_t escapes_sse2_32(const u8 *p, size_t n, uint32_t *bs, uint32_t *named, uint32_t *u)
+/* Hex digits: '0'-'9', or (with the case bit set) 'a'-'f'; by two subtractions and compares
+ * (SSE2 has no byte shuffle for the lookups the other paths use). */
+static inline __attribute__((always_inline)) __m128i sse2_hex(__m128i v)
+{
+    const __m128i off = _mm_set1_epi8((char)0x80);
+    __m128i d = _mm_cmplt_epi8(_mm_xor_si128(_mm_sub_epi8(v, _mm_set1_epi8('0')), off),
+                               _mm_set1_epi8((char)(0x80 + 10)));
+    __m128i a = _mm_cmplt_epi8(
+        _mm_xor_si128(_mm_sub_epi8(_mm_or_si128(v, _mm_set1_epi8(0x20)), _mm_set1_epi8('a')), off),
+        _mm_set1_epi8((char)(0x80 + 6)));
+    return _mm_or_si128(d, a);
+}
+
+static size_t escapes_sse2_32(const u8 *p, size_t n, struct fast_escape_masks *m)
 {
     const __m128i vb = _mm_set1_epi8('\\'), vu = _mm_set1_epi8('u');
     size_t i = 0, k = 0;
@@ -90,9 +103,10 @@ static size_t escapes_sse2_32(const u8 *p, size_t n, uint32_t *bs, uint32_t *nam
             b = p + n - 32;
         }
         __m128i x = _mm_loadu_si128((const __m128i *)b), y = _mm_loadu_si128((const __m128i *)(b + 16));
-        bs[k] = sse2_mask32(_mm_cmpeq_epi8(x, vb), _mm_cmpeq_epi8(y, vb)) >> sh;
-        u[k] = sse2_mask32(_mm_cmpeq_epi8(x, vu), _mm_cmpeq_epi8(y, vu)) >> sh;
-        named[k] = sse2_mask32(sse2_named(x), sse2_named(y)) >> sh;
+        m->bs[k] = sse2_mask32(_mm_cmpeq_epi8(x, vb), _mm_cmpeq_epi8(y, vb)) >> sh;
+        m->u[k] = sse2_mask32(_mm_cmpeq_epi8(x, vu), _mm_cmpeq_epi8(y, vu)) >> sh;
+        m->named[k] = sse2_mask32(sse2_named(x), sse2_named(y)) >> sh;
+        m->hex[k] = sse2_mask32(sse2_hex(x), sse2_hex(y)) >> sh;
         if (sh) {
             k++;
             break;
@@ -101,14 +115,14 @@ static size_t escapes_sse2_32(const u8 *p, size_t n, uint32_t *bs, uint32_t *nam
     return k;
 }
 
-static size_t escapes_sse2(const u8 *p, size_t n, uint32_t *bs, uint32_t *named, uint32_t *u)
+static size_t escapes_sse2(const u8 *p, size_t n, struct fast_escape_masks *m)
 {
     if (n >= 32)
-        return escapes_sse2_32(p, n, bs, named, u);
+        return escapes_sse2_32(p, n, m);
     u8 pad[32];
     memset(pad, ' ', sizeof pad);
     memcpy(pad, p, n);
-    return escapes_sse2_32(pad, sizeof pad, bs, named, u);
+    return escapes_sse2_32(pad, sizeof pad, m);
 }
 
 static int json_line_sse2(const struct json_lookup *lk, const u8 *p, size_t n,
