@@ -17,16 +17,15 @@
 
 #include <stdint.h>
 
-/* The error classes: a bit each (TOO_LARGE_1000 and OVERLONG_4 share one, as they
- * never meet on the same lead byte's low nibble with the same continuation). */
+/* The error classes: a bit each, but U8_LEAD4_1000 holds two that the previous byte's low
+ * nibble tells apart (11110000 is overlong before 1000____, 11110101 and up too large). */
 #define U8_TOO_SHORT (1u << 0)      /* a lead, then not a continuation (11______ 0_______/11______) */
 #define U8_TOO_LONG (1u << 1)       /* ASCII, then a continuation (0_______ 10______) */
 #define U8_OVERLONG_3 (1u << 2)     /* 11100000 100_____ */
 #define U8_TOO_LARGE (1u << 3)      /* 11110100 1001____, 101_____; 11110101+ 10______ */
 #define U8_SURROGATE (1u << 4)      /* 11101101 101_____ */
 #define U8_OVERLONG_2 (1u << 5)     /* 1100000_ 10______ */
-#define U8_TOO_LARGE_1000 (1u << 6) /* 11110101+ 1000____ */
-#define U8_OVERLONG_4 (1u << 6)     /* 11110000 1000____ */
+#define U8_LEAD4_1000 (1u << 6)     /* 11110000 1000____; 11110101+ 1000____ */
 #define U8_TWO_CONTS (1u << 7)      /* a continuation after a continuation (right only as a
                                      * sequence's third or fourth byte) */
 #define U8_CARRY (U8_TOO_SHORT | U8_TOO_LONG | U8_TWO_CONTS)
@@ -39,35 +38,34 @@ static const uint8_t utf8_prev_high[16] __attribute__((aligned(16))) = {
     U8_TOO_SHORT | U8_OVERLONG_2,                           /* 1100____ */
     U8_TOO_SHORT,                                           /* 1101____ */
     U8_TOO_SHORT | U8_OVERLONG_3 | U8_SURROGATE,            /* 1110____ */
-    U8_TOO_SHORT | U8_TOO_LARGE | U8_TOO_LARGE_1000 | U8_OVERLONG_4, /* 1111____ */
+    U8_TOO_SHORT | U8_TOO_LARGE | U8_LEAD4_1000, /* 1111____ */
 };
 
 /* By the previous byte's low nibble. */
 static const uint8_t utf8_prev_low[16] __attribute__((aligned(16))) = {
-    U8_CARRY | U8_OVERLONG_3 | U8_OVERLONG_2 | U8_OVERLONG_4, /* ____0000 */
+    U8_CARRY | U8_OVERLONG_3 | U8_OVERLONG_2 | U8_LEAD4_1000, /* ____0000 */
     U8_CARRY | U8_OVERLONG_2,                                 /* ____0001 */
     U8_CARRY,
     U8_CARRY,
     U8_CARRY | U8_TOO_LARGE,                     /* ____0100 */
-    U8_CARRY | U8_TOO_LARGE | U8_TOO_LARGE_1000, /* ____0101 and up */
-    U8_CARRY | U8_TOO_LARGE | U8_TOO_LARGE_1000,
-    U8_CARRY | U8_TOO_LARGE | U8_TOO_LARGE_1000,
-    U8_CARRY | U8_TOO_LARGE | U8_TOO_LARGE_1000,
-    U8_CARRY | U8_TOO_LARGE | U8_TOO_LARGE_1000,
-    U8_CARRY | U8_TOO_LARGE | U8_TOO_LARGE_1000,
-    U8_CARRY | U8_TOO_LARGE | U8_TOO_LARGE_1000,
-    U8_CARRY | U8_TOO_LARGE | U8_TOO_LARGE_1000,
-    U8_CARRY | U8_TOO_LARGE | U8_TOO_LARGE_1000 | U8_SURROGATE, /* ____1101 */
-    U8_CARRY | U8_TOO_LARGE | U8_TOO_LARGE_1000,
-    U8_CARRY | U8_TOO_LARGE | U8_TOO_LARGE_1000,
+    U8_CARRY | U8_TOO_LARGE | U8_LEAD4_1000, /* ____0101 and up */
+    U8_CARRY | U8_TOO_LARGE | U8_LEAD4_1000,
+    U8_CARRY | U8_TOO_LARGE | U8_LEAD4_1000,
+    U8_CARRY | U8_TOO_LARGE | U8_LEAD4_1000,
+    U8_CARRY | U8_TOO_LARGE | U8_LEAD4_1000,
+    U8_CARRY | U8_TOO_LARGE | U8_LEAD4_1000,
+    U8_CARRY | U8_TOO_LARGE | U8_LEAD4_1000,
+    U8_CARRY | U8_TOO_LARGE | U8_LEAD4_1000,
+    U8_CARRY | U8_TOO_LARGE | U8_LEAD4_1000 | U8_SURROGATE, /* ____1101 */
+    U8_CARRY | U8_TOO_LARGE | U8_LEAD4_1000,
+    U8_CARRY | U8_TOO_LARGE | U8_LEAD4_1000,
 };
 
 /* By the current byte's high nibble. */
 static const uint8_t utf8_cur_high[16] __attribute__((aligned(16))) = {
     U8_TOO_SHORT, U8_TOO_SHORT, U8_TOO_SHORT, U8_TOO_SHORT, U8_TOO_SHORT, U8_TOO_SHORT,
     U8_TOO_SHORT, U8_TOO_SHORT, /* 0_______ */
-    U8_TOO_LONG | U8_OVERLONG_2 | U8_TWO_CONTS | U8_OVERLONG_3 | U8_TOO_LARGE_1000 |
-        U8_OVERLONG_4,                                                         /* 1000____ */
+    U8_TOO_LONG | U8_OVERLONG_2 | U8_TWO_CONTS | U8_OVERLONG_3 | U8_LEAD4_1000, /* 1000____ */
     U8_TOO_LONG | U8_OVERLONG_2 | U8_TWO_CONTS | U8_OVERLONG_3 | U8_TOO_LARGE, /* 1001____ */
     U8_TOO_LONG | U8_OVERLONG_2 | U8_TWO_CONTS | U8_SURROGATE | U8_TOO_LARGE,  /* 101_____ */
     U8_TOO_LONG | U8_OVERLONG_2 | U8_TWO_CONTS | U8_SURROGATE | U8_TOO_LARGE,

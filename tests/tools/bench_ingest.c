@@ -76,7 +76,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--body") && i + 1 < argc)
             body = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
-            reps = atoi(argv[++i]);
+            reps = (int)strtol(argv[++i], NULL, 10);
         else if (argv[i][0] == '-' || path)
             usage();
         else
@@ -96,6 +96,7 @@ int main(int argc, char **argv)
     char err[256];
     if (json_columns_init(&columns, names, count, err, sizeof err)) {
         fprintf(stderr, "bench_ingest: --columns: %s\n", err);
+        free(names_buf);
         return 2;
     }
 
@@ -126,7 +127,8 @@ int main(int argc, char **argv)
     ingest_init(&g, &cfg);
     uint64_t valid = 0, invalid = 0, csv = 0;
     double total = 0;
-    for (int r = 0; r < reps; r++) {
+    int rc = 0;
+    for (int r = 0; r < reps && !rc; r++) {
         valid = invalid = csv = 0;
         double t0 = now();
         size_t start = 0;
@@ -135,7 +137,8 @@ int main(int argc, char **argv)
             ingest_feed(&g, data + start, ends[b] - start);
             if (ingest_finish(&g) != INGEST_OK) {
                 fprintf(stderr, "bench_ingest: %s\n", g.error);
-                return 2;
+                rc = 2;
+                break;
             }
             csv += g.rows.len;
             ingest_written(&g, 1, NULL);
@@ -147,14 +150,15 @@ int main(int argc, char **argv)
         total += dt;
         printf("rep %d: %.0f MB/s\n", r + 1, (double)n / dt / 1e6);
     }
-    printf("bench_ingest: %.0f MB/s (%s engine, %zu bodies of ~%zu bytes, %d reps; a rep: %llu "
-           "rows, %llu refused, %llu CSV bytes)\n",
-           (double)n * reps / total / 1e6, json_engine_name(), nb, body ? body : n, reps,
-           (unsigned long long)valid, (unsigned long long)invalid, (unsigned long long)csv);
+    if (!rc)
+        printf("bench_ingest: %.0f MB/s (%s engine, %zu bodies of ~%zu bytes, %d reps; a rep: "
+               "%llu rows, %llu refused, %llu CSV bytes)\n",
+               (double)n * reps / total / 1e6, json_engine_name(), nb, body ? body : n, reps,
+               (unsigned long long)valid, (unsigned long long)invalid, (unsigned long long)csv);
     ingest_free(&g);
     sink_close(rows);
     json_columns_free(&columns);
     free(names_buf);
     free(data);
-    return 0;
+    return rc;
 }
