@@ -7,13 +7,16 @@ import io
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
-from conftest import BINARY, alive, today, wait_for
+from conftest import BINARY, alive, today, wait_for, worker_pids
+from postgres import PASSWORD
 from test_delivery import (EVENTS, TEXTS, Ids, Load, delivery_pid, lines_for, metric, post,
                            wait_caught_up)
 
@@ -511,3 +514,100 @@ def test_ndingest_deliver_on_its_own(postgres, db, start_server, tmp_path):
     assert p.returncode == 0, err
     assert "exactly once by one transaction" in err
     assert_exactly_once(postgres, db, set(range(1, 2001)))
+
+
+@pytest.fixture(scope="module")
+def postgres_tls(tmp_path_factory):
+    """A second PostgreSQL 15, with ssl = on and a self-signed certificate for 127.0.0.1."""
+    import postgres as pgmod
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: no certificate for the TLS server")
+    server = pgmod.PostgreSQL(tmp_path_factory.mktemp("postgres-tls"), tls=True)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def process_args(server):
+    """The argv of the main process and of each of its children (workers, delivery)."""
+    args = []
+    for pid in [server.proc.pid] + list(worker_pids(server.proc.pid)):
+        try:
+            args.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            pass
+    return args
+
+
+@pytest.mark.parametrize("mode", ["require", "verify-full"])
+def test_tls_when_the_url_asks(postgres_tls, start_server, tmp_path, mode):
+    """?sslmode=require, and verify-full against the server's certificate (its SAN is
+    127.0.0.1, the URL's host): the rows arrive, over a connection pg_stat_ssl says is TLS,
+    as the role ingest whose password comes from PGPASSFILE, never on a command line."""
+    pg = postgres_tls
+    db = "tls_" + mode.replace("-", "_")
+    pg.psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)", db="postgres")
+    pg.psql(f"CREATE DATABASE {db} OWNER ingest", db="postgres")
+    pg.psql(TABLE + "; ALTER TABLE events OWNER TO ingest", db=db)
+    passfile = tmp_path / "pgpass"
+    esc = PASSWORD.replace("\\", "\\\\").replace(":", "\\:")
+    passfile.write_text(f"127.0.0.1:{pg.port}:{db}:ingest:{esc}\n")
+    passfile.chmod(0o600)
+    params = {"sslmode": mode}
+    if mode == "verify-full":
+        params["sslrootcert"] = str(pg.cert)
+    app = f"ndingest_tls_{mode.replace('-', '_')}"
+    params["application_name"] = app
+    env = dict(os.environ, PGPASSFILE=str(passfile))
+    d = datasets_dir(tmp_path, ["events"])
+    s = start_server("--workers", "2", "--datasets", str(d), "--deliver",
+                     pg.url(user="ingest", db=db, **params), "--deliver-interval", "100",
+                     env=env)
+    ids = Ids()
+    batch = ids.take(500)
+    assert post(s, "events", batch)[0] == 200
+    ids.ack(batch)
+    wait_delivered(pg, db, len(ids.acked))
+    assert_exactly_once(pg, db, ids.acked)
+    # the delivery's connection (it stays open between batches) is TLS
+    rows = pg.psql("SELECT s.ssl, s.version FROM pg_stat_ssl s JOIN pg_stat_activity a "
+                   f"USING (pid) WHERE a.application_name = '{app}'", db="postgres")
+    assert rows and all(r[0] == "t" for r in rows), rows
+    assert rows[0][1].startswith("TLS"), rows
+    for a in process_args(s):
+        assert PASSWORD not in a and "password" not in a, a
+
+
+def test_tls_required_by_a_server_without_it(postgres, db, start_server, tmp_path):
+    """sslmode=require against a server with ssl = off: no plain connection; the log says
+    why (libpq's "server does not support SSL"), and no row is delivered."""
+    postgres.psql(TABLE, db=db)
+    d = datasets_dir(tmp_path, ["events"])
+    s = start_server("--workers", "2", "--datasets", str(d), "--deliver",
+                     postgres.url(db=db, sslmode="require"), "--deliver-interval", "100")
+    assert post(s, "events", range(1, 51))[0] == 200
+    wait_for(lambda: "server does not support SSL" in s.stderr(), 30,
+             "the log to say the server has no TLS")
+    time.sleep(1)
+    assert counts(postgres, db) == (0, 0)
+    assert not postgres.psql("SELECT 1 FROM pg_stat_activity WHERE application_name = "
+                             "'ndingest'", db="postgres")
+
+
+def test_tls_verify_full_checks_the_name(postgres_tls, start_server, tmp_path):
+    """verify-full with a host the certificate does not name (localhost, where the SAN is
+    the IP 127.0.0.1): refused, and the log says why."""
+    pg = postgres_tls
+    pg.psql("DROP DATABASE IF EXISTS tls_name WITH (FORCE)", db="postgres")
+    pg.psql("CREATE DATABASE tls_name", db="postgres")
+    pg.psql(TABLE, db="tls_name")
+    d = datasets_dir(tmp_path, ["events"])
+    url = (f"postgresql://postgres@localhost:{pg.port}/tls_name?sslmode=verify-full"
+           f"&sslrootcert={pg.cert}")
+    s = start_server("--workers", "2", "--datasets", str(d), "--deliver", url,
+                     "--deliver-interval", "100")
+    assert post(s, "events", range(1, 51))[0] == 200
+    wait_for(lambda: "does not match host name" in s.stderr(), 30,
+             "the log to say the certificate does not name the host")
+    assert counts(pg, "tls_name") == (0, 0)
