@@ -90,6 +90,14 @@ enum send_result postgres_check_table(struct postgres *pg, const char *table,
                                       const struct pg_rows *rows, const char *const *columns,
                                       struct send_outcome *out);
 
+/* --deliver-create: when the table (looked up by to_regclass in the search_path) is
+ * missing, runs ddl (one or more statements, ;-separated, in one implicit transaction, as
+ * `ndingest schema NAME --postgres` prints them). SEND_STORED when it made the table;
+ * SEND_TABLE when the table exists already (a column missing is not fixed by CREATE: the
+ * dataset waits); a failed statement's outcome (its SQLSTATE's class, its message) else. */
+enum send_result postgres_create_table(struct postgres *pg, const char *table, const char *ddl,
+                                       struct send_outcome *out);
+
 /* Moves the cursor row forward to (file, offset), never back, with no rows: past a row
  * the loop quarantined, or to the next file, so that the database's cursor stays the
  * truth. */

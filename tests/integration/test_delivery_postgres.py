@@ -611,3 +611,90 @@ def test_tls_verify_full_checks_the_name(postgres_tls, start_server, tmp_path):
     wait_for(lambda: "does not match host name" in s.stderr(), 30,
              "the log to say the certificate does not name the host")
     assert counts(pg, "tls_name") == (0, 0)
+
+
+TYPED = """SCHEMA >
+    `id` UInt64 `json:$.id`,
+    `at` DateTime `json:$.at`,
+    `price` Nullable(Decimal(10, 2)) `json:$.price`,
+    `tags` Array(String) `json:$.tags`,
+    `ok` Bool `json:$.ok`,
+    `kind` LowCardinality(String) `json:$.kind`
+"""
+# The PostgreSQL columns that doc/delivery.md's type table gives for TYPED, as
+# information_schema names them: (name, type, is_nullable).
+TYPED_COLUMNS = [
+    ("id", "numeric(20,0)", "NO"), ("at", "timestamp with time zone", "NO"),
+    ("price", "numeric(10,2)", "YES"), ("tags", "text[]", "NO"), ("ok", "boolean", "NO"),
+    ("kind", "text", "NO")]
+
+
+def table_columns(pg, db, table, schema="public"):
+    return [(r[0], r[1], r[2]) for r in pg.psql(
+        "SELECT column_name, CASE WHEN data_type = 'numeric' THEN format('numeric(%s,%s)', "
+        "numeric_precision, numeric_scale) WHEN data_type = 'ARRAY' THEN "
+        "ltrim(udt_name, '_') || '[]' ELSE data_type END, is_nullable FROM "
+        f"information_schema.columns WHERE table_name = '{table}' AND table_schema = '{schema}' "
+        "ORDER BY ordinal_position",
+        db=db)]
+
+
+def test_deliver_create_makes_the_missing_table(postgres, db, start_server, tmp_path):
+    """--deliver-create: a typed dataset's missing table is made as `ndingest schema NAME
+    --postgres` prints it (the columns' types checked against the documented mapping, not
+    against ndingest's output), and its rows arrive as sent."""
+    d = datasets_dir(tmp_path, ["typed"], text=TYPED)
+    s = start_server("--workers", "2", "--datasets", str(d), "--deliver", postgres.url(db=db),
+                     "--deliver-interval", "100", "--deliver-create")
+    rows = [{"id": 18446744073709551615 - i, "at": f"2024-01-0{i + 1} 01:02:03",
+             "price": None if i == 1 else i + 0.25, "tags": ["a", "b'c"][:i], "ok": i % 2 == 0,
+             "kind": "k"} for i in range(3)]
+    body = b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+    assert s.request("POST", "/v0/events?name=typed&wait=true", body)[0] == 200
+    wait_delivered(postgres, db, 3, table="typed")
+    assert "created the table typed (--deliver-create)" in s.stderr()
+    assert "NOTICE" not in s.stderr()
+    assert table_columns(postgres, db, "typed") == TYPED_COLUMNS
+    got = {int(r["id"]): r for r in postgres.query("SELECT * FROM typed", db=db)}
+    for i, r in enumerate(rows):
+        g = got[r["id"]]
+        assert g["at"] == f"2024-01-0{i + 1}T01:02:03+00:00"
+        assert g["price"] == (None if r["price"] is None else f"{r['price']:.2f}")
+        assert g["tags"] == r["tags"] and g["ok"] == r["ok"]
+    # and the table is what `schema --postgres` prints: made here by psql, it is the same
+    schema = subprocess.run([str(BINARY), "schema", "typed", "--datasets", str(d), "--postgres"],
+                            capture_output=True, text=True, check=True).stdout
+    postgres.psql("CREATE SCHEMA other; SET search_path = other; " + schema, db=db)
+    assert table_columns(postgres, db, "typed", schema="other") == TYPED_COLUMNS
+
+
+def test_deliver_create_classic_untyped_dataset(postgres, db, start_server):
+    """--deliver-create with the classic dataset (--name, --columns): a table of text
+    columns, and the cells arrive as any CSV reader of the day file reads them."""
+    s = start_server("--workers", "2", "--name", "classic", "--columns", "a,b,c",
+                     "--deliver", postgres.url(db=db), "--deliver-interval", "100",
+                     "--deliver-create")
+    body = b"".join(json.dumps({"a": f"x{i}", "b": TEXTS[i % len(TEXTS)], "c": i}).encode() +
+                    b"\n" for i in range(100))
+    assert s.post(body)[0] == 200
+    wait_delivered_count = lambda: postgres.scalar("SELECT count(*) FROM classic", db=db)  # noqa
+    wait_for(lambda: _up(postgres) and postgres.scalar(
+        "SELECT to_regclass('classic') IS NOT NULL", db=db) == "t" and
+        wait_delivered_count() == "100", 60, "100 rows in classic")
+    assert table_columns(postgres, db, "classic") == [
+        ("a", "text", "NO"), ("b", "text", "NO"), ("c", "text", "NO")]
+    rows = {r["a"]: r for r in postgres.query("SELECT a, b, c FROM classic", db=db)}
+    for i in range(100):
+        assert (rows[f"x{i}"]["b"], rows[f"x{i}"]["c"]) == (TEXTS[i % len(TEXTS)], str(i))
+
+
+def test_deliver_create_leaves_an_existing_table(postgres, db, start_server, tmp_path):
+    """--deliver-create does not touch a table that exists but lacks a column: the dataset
+    waits, as without the option, and the table is unchanged."""
+    postgres.psql("CREATE TABLE events (id numeric(20,0), host text, n integer)", db=db)
+    s = start_delivering(start_server, tmp_path, postgres, db, ["events"], "--deliver-create")
+    assert post(s, "events", range(1, 11))[0] == 200
+    wait_for(lambda: metric(s, "ndingest_delivery_waiting", 'dataset="events"') == 1, 30,
+             "the dataset to wait")
+    assert [c[0] for c in table_columns(postgres, db, "events")] == ["id", "host", "n"]
+    assert "--deliver-create:" not in s.stderr()
