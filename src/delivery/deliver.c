@@ -1244,7 +1244,8 @@ static int open_destination(struct deliver *dv, char *err, size_t errlen)
     const struct options *o = dv->o;
     if (!strncmp(o->deliver, "postgresql://", 13) || !strncmp(o->deliver, "postgres://", 11)) {
         static unsigned pause_ms;
-        struct postgres_config pc = {.url = o->deliver, .connect_timeout_ms = 5000};
+        struct postgres_config pc = {.url = o->deliver, .connect_timeout_ms = 5000,
+                                     .statement_timeout_ms = o->deliver_timeout * 1000u};
         const char *t = getenv(TEST_PAUSE_ENV);
         char *end = NULL;
         unsigned long ms = t && !strncmp(t, "test-only:", 10) ? strtoul(t + 10, &end, 10) : 0;

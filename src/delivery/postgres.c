@@ -19,6 +19,7 @@
 struct postgres {
     char *url;
     unsigned connect_timeout_ms;
+    unsigned statement_timeout_ms;
     void (*hook)(void *arg, enum postgres_step step, int fd);
     void *hook_arg;
     PGconn *conn;     /* NULL when not connected */
@@ -164,6 +165,7 @@ struct postgres *postgres_open(const struct postgres_config *cfg, char *err, siz
         return NULL;
     }
     pg->connect_timeout_ms = cfg->connect_timeout_ms;
+    pg->statement_timeout_ms = cfg->statement_timeout_ms;
     pg->hook = cfg->hook;
     pg->hook_arg = cfg->hook_arg;
     return pg;
@@ -229,6 +231,25 @@ enum send_result postgres_connect(struct postgres *pg, struct send_outcome *out)
         return r;
     }
     PQsetNoticeProcessor(pg->conn, no_notices, NULL);
+    /* A lock held by another session (a LOCK TABLE, a long ALTER, a second deliverer that
+     * hangs with the cursor row locked) must not hold delivery forever: the statement is
+     * cancelled after --deliver-timeout and the batch retried with backoff. Set for the
+     * session, after the URL's options, so that it holds whatever the role's defaults. */
+    if (pg->statement_timeout_ms) {
+        char sql[200];
+        unsigned t = pg->statement_timeout_ms;
+        snprintf(sql, sizeof sql,
+                 "SET statement_timeout = %u; SET lock_timeout = %u; "
+                 "SET idle_in_transaction_session_timeout = %u",
+                 t, t, t);
+        PGresult *set = PQexec(pg->conn, sql);
+        if (PQresultStatus(set) != PGRES_COMMAND_OK) {
+            enum send_result r = failed(pg, set, "setting the timeouts", out);
+            PQclear(set);
+            return r;
+        }
+        PQclear(set);
+    }
     /* The cursor table, created when missing: a user without CREATE can create it once
      * (schema --postgres prints it) and deliver without that privilege. */
     PGresult *res = PQexec(pg->conn, "SELECT to_regclass('" PG_CURSOR_TABLE "') IS NULL");

@@ -26,6 +26,11 @@ enum postgres_step {
 struct postgres_config {
     const char *url;
     unsigned connect_timeout_ms; /* 0: libpq's (none); a URL's connect_timeout wins */
+    /* --deliver-timeout: the session's statement_timeout, lock_timeout and
+     * idle_in_transaction_session_timeout, so that a COPY or the cursor row's lock waiting on
+     * another session's lock fails (57014, 55P03: retried with backoff) rather than
+     * stalling delivery; 0: the server's settings */
+    unsigned statement_timeout_ms;
     void (*hook)(void *arg, enum postgres_step step, int fd);
     void *hook_arg;
 };

@@ -698,3 +698,55 @@ def test_deliver_create_leaves_an_existing_table(postgres, db, start_server, tmp
              "the dataset to wait")
     assert [c[0] for c in table_columns(postgres, db, "events")] == ["id", "host", "n"]
     assert "--deliver-create:" not in s.stderr()
+
+
+def hold_lock(pg, db, sql, seconds):
+    """Another session holding a lock: psql running `BEGIN; sql; pg_sleep; COMMIT`, in the
+    background; returns the process once the lock is held (pg_locks shows it granted)."""
+    env = dict(os.environ, PGTZ="UTC")
+    env.pop("PGPASSFILE", None)
+    p = subprocess.Popen(
+        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(pg.sockdir), "-p", str(pg.port),
+         "-U", "postgres", "-d", db, "-c", "SET application_name = 'locker'",
+         "-c", f"BEGIN; {sql}; SELECT pg_sleep({seconds}); COMMIT;"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    wait_for(lambda: pg.scalar(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE "
+        "a.application_name = 'locker' AND l.granted AND l.locktype IN ('relation', 'tuple', "
+        "'transactionid') AND l.mode IN ('AccessExclusiveLock', 'RowShareLock', "
+        "'ExclusiveLock')", db="postgres") != "0", 20, "the locker's lock")
+    return p
+
+
+@pytest.mark.parametrize("lock", ["table", "cursor_row"])
+def test_a_held_lock_times_out_and_is_retried(postgres, db, start_server, tmp_path, lock):
+    """Another session holds a lock that delivery's statements wait on (LOCK TABLE events IN
+    ACCESS EXCLUSIVE MODE, which COPY waits on; or the cursor row locked FOR UPDATE, which
+    the batch's first statement waits on) for 8 s: with --deliver-timeout 1 each try is
+    cancelled after a second (statement_timeout / lock_timeout), logged, and retried with
+    backoff; once the lock is released the rows arrive, once."""
+    postgres.psql(TABLE, db=db)
+    s = start_delivering(start_server, tmp_path, postgres, db, ["events"], "--deliver-timeout",
+                         "1", "--host-id", "h1")
+    first = list(range(1, 101))
+    assert post(s, "events", first)[0] == 200
+    wait_delivered(postgres, db, len(first))
+    sql = ("LOCK TABLE events IN ACCESS EXCLUSIVE MODE" if lock == "table" else
+           "SELECT 1 FROM ndingest_delivery WHERE host = 'h1' FOR UPDATE")
+    locker = hold_lock(postgres, db, sql, 8)
+    t0 = time.monotonic()
+    try:
+        second = list(range(101, 301))
+        assert post(s, "events", second)[0] == 200
+        wait_for(lambda: (metric(s, "ndingest_delivery_retries_total", 'dataset="events"') or 0) >= 2, 7,
+                 "two tries cancelled while the lock is held")
+        assert locker.poll() is None, "the lock was released too early to tell"
+        log = s.stderr()
+        assert ("canceling statement due to lock timeout" in log or
+                "canceling statement due to statement timeout" in log), log[-2000:]
+    finally:
+        locker.wait(30)
+    assert locker.returncode == 0, locker.stderr.read()
+    assert time.monotonic() - t0 >= 7
+    wait_delivered(postgres, db, len(first) + len(second), timeout=60)
+    assert_exactly_once(postgres, db, set(first + second))
