@@ -65,8 +65,11 @@ class PostgresError(Exception):
 
 
 class PostgreSQL:
-    def __init__(self, directory=None, tls=False):
+    def __init__(self, directory=None, tls=False, extra_conf=""):
+        """extra_conf: lines appended to the configuration (the benchmarks turn fsync back
+        on: the tests' fsync = off is for speed, not a setting to measure with)."""
         self.tls = tls
+        self.extra_conf = extra_conf
         self.as_root = os.geteuid() == 0
         # pytest's tmp_path (under /tmp/pytest-of-root, 0700) is closed to nobody: a
         # directory of its own, given to the server's user
@@ -130,6 +133,7 @@ class PostgreSQL:
                                    ssl="on" if self.tls else "off")
                 if self.tls:
                     conf += TLS_CONF.format(cert=self.cert, key=self.key)
+                conf += self.extra_conf
                 (self.data / "postgresql.auto.conf").write_text(conf)
                 (self.data / "pg_hba.conf").write_text(HBA)
             try:
