@@ -150,7 +150,9 @@ static const struct option_row rows[] = {
      .help = "a day's file is finished (its torn tail recorded, the next file begun) this "
              "long after its day ends"},
     {ROW_SECONDS("deliver-timeout", deliver_timeout, 1, 86400, 60), .deliver = 1,
-     .help = "one request to the destination must complete within it, else it is retried"},
+     .help = "one request to the destination must complete within it, else it is retried "
+             "(PostgreSQL: the session's statement_timeout, lock_timeout and "
+             "idle_in_transaction_session_timeout)"},
     {ROW_SECONDS("deliver-retry-max", deliver_retry_max, 1, 86400, 30), .deliver = 1,
      .help = "the longest wait between two tries of a batch (exponential backoff, jittered)"},
     {ROW_FLAG("deliver-create", deliver_create), .deliver = 1,

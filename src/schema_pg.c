@@ -110,3 +110,14 @@ int schema_postgres(const struct datasource *ds, const char *file, struct buf *o
         snprintf(err, errlen, "out of memory");
     return rc ? -1 : 0;
 }
+
+int schema_postgres_untyped(const char *name, const char *const *columns, size_t n,
+                            struct buf *out)
+{
+    int rc = put(out, "CREATE TABLE ") || pg_put_ident(out, name, strlen(name)) ||
+             put(out, " (\n");
+    for (size_t i = 0; !rc && i < n; i++)
+        rc = put(out, "    ") || pg_put_ident(out, columns[i], strlen(columns[i])) ||
+             put(out, " text NOT NULL") || put(out, i + 1 < n ? ",\n" : "\n");
+    return rc || put(out, ");\n\n" PG_CURSOR_DDL ";\n") ? -1 : 0;
+}

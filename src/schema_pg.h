@@ -40,6 +40,12 @@ const char *pg_type(const struct type *t, char *dst, size_t cap);
 int schema_postgres(const struct datasource *ds, const char *file, struct buf *out, char *err,
                     size_t errlen);
 
+/* The untyped dataset's table (POST / with --columns): CREATE TABLE "NAME" of n text
+ * columns, NOT NULL (delivery sends an empty cell as "", never NULL), and the cursor table,
+ * each ending in ";\n", appended to out. 0 or -1 (out of memory). */
+int schema_postgres_untyped(const char *name, const char *const *columns, size_t n,
+                            struct buf *out);
+
 /* Appends the identifier name[0..len) double-quoted, '"' doubled. 0 or -1 (out of memory). */
 int pg_put_ident(struct buf *out, const char *name, size_t len);
 

@@ -1063,6 +1063,36 @@ static int sync_cursor(struct deliver *dv, struct stream *s)
     return store(s);
 }
 
+/* --deliver-create on PostgreSQL: a missing table made with the statements `ndingest schema
+ * NAME --postgres` prints (the cursor table's CREATE TABLE IF NOT EXISTS too), or for the
+ * untyped dataset a table of text columns. A table that exists but lacks a column is left
+ * alone (the dataset waits, as without the option). 0 when made. */
+static int create_table_postgres(struct deliver *dv, struct stream *s)
+{
+    struct buf sql = {0};
+    char err[600] = "", path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s.datasource", dv->o->datasets ? dv->o->datasets : ".",
+             s->name);
+    int rc = s->ds ? schema_postgres(s->ds, path, &sql, err, sizeof err)
+                   : schema_postgres_untyped(s->name, s->columns, s->ncolumns, &sql);
+    if (rc == 0 && buf_append(&sql, "", 1) == 0) {
+        struct send_outcome out;
+        enum send_result r = postgres_create_table(dv->pg, s->name, sql.p, &out);
+        if (r == SEND_STORED)
+            log_info("ndingest deliver: %s: created the table %s (--deliver-create)", s->name,
+                     s->name);
+        else if (r != SEND_TABLE)
+            log_error("ndingest deliver: %s: --deliver-create: %s", s->name, out.message);
+        rc = r == SEND_STORED ? 0 : -1;
+    } else {
+        log_error("ndingest deliver: %s: --deliver-create: %s", s->name,
+                  err[0] ? err : "out of memory");
+        rc = -1;
+    }
+    buf_free(&sql);
+    return rc;
+}
+
 /* PostgreSQL: the table and the columns the batch names must exist (a SELECT of them);
  * types are not compared, since PostgreSQL refuses a value a column cannot hold rather than
  * wrapping it (such rows go to the quarantine). SEND_STORED when it fits. */
@@ -1072,6 +1102,8 @@ static enum send_result check_stream_postgres(struct deliver *dv, struct stream 
     struct send_outcome out;
     enum send_result r = postgres_check_table(dv->pg, s->name, &rows, s->ds ? NULL : s->columns,
                                               &out);
+    if (r == SEND_TABLE && dv->o->deliver_create && create_table_postgres(dv, s) == 0)
+        r = postgres_check_table(dv->pg, s->name, &rows, s->ds ? NULL : s->columns, &out);
     if (r == SEND_TABLE && !quiet)
         log_error("ndingest deliver: %s: %s; the dataset waits until the table is fixed "
                   "(ndingest schema %s --postgres prints it)", s->name, out.message, s->name);
@@ -1212,7 +1244,8 @@ static int open_destination(struct deliver *dv, char *err, size_t errlen)
     const struct options *o = dv->o;
     if (!strncmp(o->deliver, "postgresql://", 13) || !strncmp(o->deliver, "postgres://", 11)) {
         static unsigned pause_ms;
-        struct postgres_config pc = {.url = o->deliver, .connect_timeout_ms = 5000};
+        struct postgres_config pc = {.url = o->deliver, .connect_timeout_ms = 5000,
+                                     .statement_timeout_ms = o->deliver_timeout * 1000u};
         const char *t = getenv(TEST_PAUSE_ENV);
         char *end = NULL;
         unsigned long ms = t && !strncmp(t, "test-only:", 10) ? strtoul(t + 10, &end, 10) : 0;

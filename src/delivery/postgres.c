@@ -19,6 +19,7 @@
 struct postgres {
     char *url;
     unsigned connect_timeout_ms;
+    unsigned statement_timeout_ms;
     void (*hook)(void *arg, enum postgres_step step, int fd);
     void *hook_arg;
     PGconn *conn;     /* NULL when not connected */
@@ -164,6 +165,7 @@ struct postgres *postgres_open(const struct postgres_config *cfg, char *err, siz
         return NULL;
     }
     pg->connect_timeout_ms = cfg->connect_timeout_ms;
+    pg->statement_timeout_ms = cfg->statement_timeout_ms;
     pg->hook = cfg->hook;
     pg->hook_arg = cfg->hook_arg;
     return pg;
@@ -196,6 +198,14 @@ static enum send_result connect_failure(const char *msg)
     return SEND_RETRY;
 }
 
+/* The server's NOTICEs (a CREATE ... IF NOT EXISTS that skipped) are not ours to show:
+ * libpq's default prints them to stderr, where they would pass for the log's lines. */
+static void no_notices(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
 enum send_result postgres_connect(struct postgres *pg, struct send_outcome *out)
 {
     if (pg->conn && PQstatus(pg->conn) == CONNECTION_OK)
@@ -219,6 +229,26 @@ enum send_result postgres_connect(struct postgres *pg, struct send_outcome *out)
         outcome(out, r, "postgresql: connect: ", msg);
         drop(pg);
         return r;
+    }
+    PQsetNoticeProcessor(pg->conn, no_notices, NULL);
+    /* A lock held by another session (a LOCK TABLE, a long ALTER, a second deliverer that
+     * hangs with the cursor row locked) must not hold delivery forever: the statement is
+     * cancelled after --deliver-timeout and the batch retried with backoff. Set for the
+     * session, after the URL's options, so that it holds whatever the role's defaults. */
+    if (pg->statement_timeout_ms) {
+        char sql[200];
+        unsigned t = pg->statement_timeout_ms;
+        snprintf(sql, sizeof sql,
+                 "SET statement_timeout = %u; SET lock_timeout = %u; "
+                 "SET idle_in_transaction_session_timeout = %u",
+                 t, t, t);
+        PGresult *set = PQexec(pg->conn, sql);
+        if (PQresultStatus(set) != PGRES_COMMAND_OK) {
+            enum send_result r = failed(pg, set, "setting the timeouts", out);
+            PQclear(set);
+            return r;
+        }
+        PQclear(set);
     }
     /* The cursor table, created when missing: a user without CREATE can create it once
      * (schema --postgres prints it) and deliver without that privilege. */
@@ -369,6 +399,32 @@ enum send_result postgres_check_table(struct postgres *pg, const char *table,
         return out->result;
     reset(out);
     return run(pg, pg->sql.p, 0, NULL, PGRES_TUPLES_OK, "checking the table", out);
+}
+
+enum send_result postgres_create_table(struct postgres *pg, const char *table, const char *ddl,
+                                       struct send_outcome *out)
+{
+    reset(out);
+    struct buf *s = &pg->sql;
+    s->len = 0;
+    if (pg_put_ident(s, table, strlen(table)) || buf_append(s, "", 1))
+        return outcome(out, SEND_RETRY, "postgresql: ", "out of memory");
+    if (postgres_connect(pg, out) != SEND_STORED)
+        return out->result;
+    reset(out);
+    const char *params[] = {s->p};
+    PGresult *res = PQexecParams(pg->conn, "SELECT to_regclass($1) IS NULL", 1, NULL, params,
+                                 NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        enum send_result r = failed(pg, res, "looking for the table", out);
+        PQclear(res);
+        return r;
+    }
+    int missing = PQgetvalue(res, 0, 0)[0] == 't';
+    PQclear(res);
+    if (!missing)
+        return outcome(out, SEND_TABLE, "postgresql: ", "the table exists: not created");
+    return run(pg, ddl, 0, NULL, PGRES_COMMAND_OK, "CREATE TABLE", out);
 }
 
 /* The outcome of a row pg_cells refused (ref->row counted from the batch's first row), or

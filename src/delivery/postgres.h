@@ -26,6 +26,11 @@ enum postgres_step {
 struct postgres_config {
     const char *url;
     unsigned connect_timeout_ms; /* 0: libpq's (none); a URL's connect_timeout wins */
+    /* --deliver-timeout: the session's statement_timeout, lock_timeout and
+     * idle_in_transaction_session_timeout, so that a COPY or the cursor row's lock waiting on
+     * another session's lock fails (57014, 55P03: retried with backoff) rather than
+     * stalling delivery; 0: the server's settings */
+    unsigned statement_timeout_ms;
     void (*hook)(void *arg, enum postgres_step step, int fd);
     void *hook_arg;
 };
@@ -89,6 +94,14 @@ enum send_result postgres_insert(struct postgres *pg, const struct postgres_batc
 enum send_result postgres_check_table(struct postgres *pg, const char *table,
                                       const struct pg_rows *rows, const char *const *columns,
                                       struct send_outcome *out);
+
+/* --deliver-create: when the table (looked up by to_regclass in the search_path) is
+ * missing, runs ddl (one or more statements, ;-separated, in one implicit transaction, as
+ * `ndingest schema NAME --postgres` prints them). SEND_STORED when it made the table;
+ * SEND_TABLE when the table exists already (a column missing is not fixed by CREATE: the
+ * dataset waits); a failed statement's outcome (its SQLSTATE's class, its message) else. */
+enum send_result postgres_create_table(struct postgres *pg, const char *table, const char *ddl,
+                                       struct send_outcome *out);
 
 /* Moves the cursor row forward to (file, offset), never back, with no rows: past a row
  * the loop quarantined, or to the next file, so that the database's cursor stays the

@@ -8,6 +8,11 @@ query helpers over psql; restart() is a crash (`pg_ctl stop -m immediate`) and a
 terminate() kills backends; stop() ends it and removes its directory, keeping the log. The
 `postgres` fixture in conftest.py gives one per test module.
 
+PostgreSQL(directory, tls=True) also makes a self-signed certificate for 127.0.0.1 (its SAN an
+IP address, so that sslmode=verify-full checks the name) with openssl in the temp directory,
+its key 0600 and owned by the server's user, and starts the server with ssl = on; `cert` is
+the certificate's path, for sslrootcert. A server without tls refuses TLS (ssl = off).
+
 Authentication: trust for the superuser `postgres`; the role `ingest` (PASSWORD) must give
 its password (scram-sha-256), for the tests of ~/.pgpass/PGPASSFILE. The server's TimeZone
 is Pacific/Chatham (+13:45 or +12:45), on purpose: a timestamp sent without its zone would
@@ -41,6 +46,11 @@ timezone = '{tz}'
 log_timezone = 'UTC'
 logging_collector = off
 log_min_messages = warning
+ssl = {ssl}
+"""
+
+TLS_CONF = """ssl_cert_file = '{cert}'
+ssl_key_file = '{key}'
 """
 
 HBA = """
@@ -55,7 +65,11 @@ class PostgresError(Exception):
 
 
 class PostgreSQL:
-    def __init__(self, directory=None):
+    def __init__(self, directory=None, tls=False, extra_conf=""):
+        """extra_conf: lines appended to the configuration (the benchmarks turn fsync back
+        on: the tests' fsync = off is for speed, not a setting to measure with)."""
+        self.tls = tls
+        self.extra_conf = extra_conf
         self.as_root = os.geteuid() == 0
         # pytest's tmp_path (under /tmp/pytest-of-root, 0700) is closed to nobody: a
         # directory of its own, given to the server's user
@@ -71,7 +85,11 @@ class PostgreSQL:
             for p in (self.root, self.sockdir):
                 os.chown(p, self.uid, self.gid)
         self.port = None
+        self.cert = self.root / "server.crt"
+        self.key = self.root / "server.key"
         try:
+            if tls:
+                self._make_cert()
             self._run([BINDIR / "initdb", "-D", self.data, "-U", "postgres", "--auth=trust",
                        "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"])
             self.start()
@@ -81,6 +99,22 @@ class PostgreSQL:
         except BaseException:
             self.stop()  # a server half set up is stopped and removed too
             raise
+
+    def _make_cert(self):
+        """A self-signed certificate for 127.0.0.1 (CN and SAN), valid a day; the key 0600 and
+        the server user's, as PostgreSQL requires of a key it reads."""
+        r = subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+             "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+             "-keyout", str(self.key), "-out", str(self.cert)],
+            capture_output=True, text=True)
+        if r.returncode:
+            raise PostgresError(f"openssl req: exit {r.returncode}: {r.stderr}")
+        os.chmod(self.key, 0o600)
+        os.chmod(self.cert, 0o644)
+        if self.as_root:
+            os.chown(self.key, self.uid, self.gid)
+            os.chown(self.cert, self.uid, self.gid)
 
     def _run(self, args, **kw):
         args = [str(a) for a in args]
@@ -95,8 +129,12 @@ class PostgreSQL:
         for attempt in range(tries):
             if self.port is None or attempt:
                 self.port = free_port()
-                (self.data / "postgresql.auto.conf").write_text(
-                    CONF.format(port=self.port, sockdir=self.sockdir, tz=TIMEZONE))
+                conf = CONF.format(port=self.port, sockdir=self.sockdir, tz=TIMEZONE,
+                                   ssl="on" if self.tls else "off")
+                if self.tls:
+                    conf += TLS_CONF.format(cert=self.cert, key=self.key)
+                conf += self.extra_conf
+                (self.data / "postgresql.auto.conf").write_text(conf)
                 (self.data / "pg_hba.conf").write_text(HBA)
             try:
                 self._run([BINDIR / "pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "60",

@@ -7,13 +7,16 @@ import io
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
-from conftest import BINARY, alive, today, wait_for
+from conftest import BINARY, alive, today, wait_for, worker_pids
+from postgres import PASSWORD
 from test_delivery import (EVENTS, TEXTS, Ids, Load, delivery_pid, lines_for, metric, post,
                            wait_caught_up)
 
@@ -511,3 +514,239 @@ def test_ndingest_deliver_on_its_own(postgres, db, start_server, tmp_path):
     assert p.returncode == 0, err
     assert "exactly once by one transaction" in err
     assert_exactly_once(postgres, db, set(range(1, 2001)))
+
+
+@pytest.fixture(scope="module")
+def postgres_tls(tmp_path_factory):
+    """A second PostgreSQL 15, with ssl = on and a self-signed certificate for 127.0.0.1."""
+    import postgres as pgmod
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: no certificate for the TLS server")
+    server = pgmod.PostgreSQL(tmp_path_factory.mktemp("postgres-tls"), tls=True)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def process_args(server):
+    """The argv of the main process and of each of its children (workers, delivery)."""
+    args = []
+    for pid in [server.proc.pid] + list(worker_pids(server.proc.pid)):
+        try:
+            args.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            pass
+    return args
+
+
+@pytest.mark.parametrize("mode", ["require", "verify-full"])
+def test_tls_when_the_url_asks(postgres_tls, start_server, tmp_path, mode):
+    """?sslmode=require, and verify-full against the server's certificate (its SAN is
+    127.0.0.1, the URL's host): the rows arrive, over a connection pg_stat_ssl says is TLS,
+    as the role ingest whose password comes from PGPASSFILE, never on a command line."""
+    pg = postgres_tls
+    db = "tls_" + mode.replace("-", "_")
+    pg.psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)", db="postgres")
+    pg.psql(f"CREATE DATABASE {db} OWNER ingest", db="postgres")
+    pg.psql(TABLE + "; ALTER TABLE events OWNER TO ingest", db=db)
+    passfile = tmp_path / "pgpass"
+    esc = PASSWORD.replace("\\", "\\\\").replace(":", "\\:")
+    passfile.write_text(f"127.0.0.1:{pg.port}:{db}:ingest:{esc}\n")
+    passfile.chmod(0o600)
+    params = {"sslmode": mode}
+    if mode == "verify-full":
+        params["sslrootcert"] = str(pg.cert)
+    app = f"ndingest_tls_{mode.replace('-', '_')}"
+    params["application_name"] = app
+    env = dict(os.environ, PGPASSFILE=str(passfile))
+    d = datasets_dir(tmp_path, ["events"])
+    s = start_server("--workers", "2", "--datasets", str(d), "--deliver",
+                     pg.url(user="ingest", db=db, **params), "--deliver-interval", "100",
+                     env=env)
+    ids = Ids()
+    batch = ids.take(500)
+    assert post(s, "events", batch)[0] == 200
+    ids.ack(batch)
+    wait_delivered(pg, db, len(ids.acked))
+    assert_exactly_once(pg, db, ids.acked)
+    # the delivery's connection (it stays open between batches) is TLS
+    rows = pg.psql("SELECT s.ssl, s.version FROM pg_stat_ssl s JOIN pg_stat_activity a "
+                   f"USING (pid) WHERE a.application_name = '{app}'", db="postgres")
+    assert rows and all(r[0] == "t" for r in rows), rows
+    assert rows[0][1].startswith("TLS"), rows
+    for a in process_args(s):
+        assert PASSWORD not in a and "password" not in a, a
+
+
+def test_tls_required_by_a_server_without_it(postgres, db, start_server, tmp_path):
+    """sslmode=require against a server with ssl = off: no plain connection; the log says
+    why (libpq's "server does not support SSL"), and no row is delivered."""
+    postgres.psql(TABLE, db=db)
+    d = datasets_dir(tmp_path, ["events"])
+    s = start_server("--workers", "2", "--datasets", str(d), "--deliver",
+                     postgres.url(db=db, sslmode="require"), "--deliver-interval", "100")
+    assert post(s, "events", range(1, 51))[0] == 200
+    wait_for(lambda: "server does not support SSL" in s.stderr(), 30,
+             "the log to say the server has no TLS")
+    time.sleep(1)
+    assert counts(postgres, db) == (0, 0)
+    assert not postgres.psql("SELECT 1 FROM pg_stat_activity WHERE application_name = "
+                             "'ndingest'", db="postgres")
+
+
+def test_tls_verify_full_checks_the_name(postgres_tls, start_server, tmp_path):
+    """verify-full with a host the certificate does not name (localhost, where the SAN is
+    the IP 127.0.0.1): refused, and the log says why."""
+    pg = postgres_tls
+    pg.psql("DROP DATABASE IF EXISTS tls_name WITH (FORCE)", db="postgres")
+    pg.psql("CREATE DATABASE tls_name", db="postgres")
+    pg.psql(TABLE, db="tls_name")
+    d = datasets_dir(tmp_path, ["events"])
+    url = (f"postgresql://postgres@localhost:{pg.port}/tls_name?sslmode=verify-full"
+           f"&sslrootcert={pg.cert}")
+    s = start_server("--workers", "2", "--datasets", str(d), "--deliver", url,
+                     "--deliver-interval", "100")
+    assert post(s, "events", range(1, 51))[0] == 200
+    wait_for(lambda: "does not match host name" in s.stderr(), 30,
+             "the log to say the certificate does not name the host")
+    assert counts(pg, "tls_name") == (0, 0)
+
+
+TYPED = """SCHEMA >
+    `id` UInt64 `json:$.id`,
+    `at` DateTime `json:$.at`,
+    `price` Nullable(Decimal(10, 2)) `json:$.price`,
+    `tags` Array(String) `json:$.tags`,
+    `ok` Bool `json:$.ok`,
+    `kind` LowCardinality(String) `json:$.kind`
+"""
+# The PostgreSQL columns that doc/delivery.md's type table gives for TYPED, as
+# information_schema names them: (name, type, is_nullable).
+TYPED_COLUMNS = [
+    ("id", "numeric(20,0)", "NO"), ("at", "timestamp with time zone", "NO"),
+    ("price", "numeric(10,2)", "YES"), ("tags", "text[]", "NO"), ("ok", "boolean", "NO"),
+    ("kind", "text", "NO")]
+
+
+def table_columns(pg, db, table, schema="public"):
+    return [(r[0], r[1], r[2]) for r in pg.psql(
+        "SELECT column_name, CASE WHEN data_type = 'numeric' THEN format('numeric(%s,%s)', "
+        "numeric_precision, numeric_scale) WHEN data_type = 'ARRAY' THEN "
+        "ltrim(udt_name, '_') || '[]' ELSE data_type END, is_nullable FROM "
+        f"information_schema.columns WHERE table_name = '{table}' AND table_schema = '{schema}' "
+        "ORDER BY ordinal_position",
+        db=db)]
+
+
+def test_deliver_create_makes_the_missing_table(postgres, db, start_server, tmp_path):
+    """--deliver-create: a typed dataset's missing table is made as `ndingest schema NAME
+    --postgres` prints it (the columns' types checked against the documented mapping, not
+    against ndingest's output), and its rows arrive as sent."""
+    d = datasets_dir(tmp_path, ["typed"], text=TYPED)
+    s = start_server("--workers", "2", "--datasets", str(d), "--deliver", postgres.url(db=db),
+                     "--deliver-interval", "100", "--deliver-create")
+    rows = [{"id": 18446744073709551615 - i, "at": f"2024-01-0{i + 1} 01:02:03",
+             "price": None if i == 1 else i + 0.25, "tags": ["a", "b'c"][:i], "ok": i % 2 == 0,
+             "kind": "k"} for i in range(3)]
+    body = b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+    assert s.request("POST", "/v0/events?name=typed&wait=true", body)[0] == 200
+    wait_delivered(postgres, db, 3, table="typed")
+    assert "created the table typed (--deliver-create)" in s.stderr()
+    assert "NOTICE" not in s.stderr()
+    assert table_columns(postgres, db, "typed") == TYPED_COLUMNS
+    got = {int(r["id"]): r for r in postgres.query("SELECT * FROM typed", db=db)}
+    for i, r in enumerate(rows):
+        g = got[r["id"]]
+        assert g["at"] == f"2024-01-0{i + 1}T01:02:03+00:00"
+        assert g["price"] == (None if r["price"] is None else f"{r['price']:.2f}")
+        assert g["tags"] == r["tags"] and g["ok"] == r["ok"]
+    # and the table is what `schema --postgres` prints: made here by psql, it is the same
+    schema = subprocess.run([str(BINARY), "schema", "typed", "--datasets", str(d), "--postgres"],
+                            capture_output=True, text=True, check=True).stdout
+    postgres.psql("CREATE SCHEMA other; SET search_path = other; " + schema, db=db)
+    assert table_columns(postgres, db, "typed", schema="other") == TYPED_COLUMNS
+
+
+def test_deliver_create_classic_untyped_dataset(postgres, db, start_server):
+    """--deliver-create with the classic dataset (--name, --columns): a table of text
+    columns, and the cells arrive as any CSV reader of the day file reads them."""
+    s = start_server("--workers", "2", "--name", "classic", "--columns", "a,b,c",
+                     "--deliver", postgres.url(db=db), "--deliver-interval", "100",
+                     "--deliver-create")
+    body = b"".join(json.dumps({"a": f"x{i}", "b": TEXTS[i % len(TEXTS)], "c": i}).encode() +
+                    b"\n" for i in range(100))
+    assert s.post(body)[0] == 200
+    wait_delivered_count = lambda: postgres.scalar("SELECT count(*) FROM classic", db=db)  # noqa
+    wait_for(lambda: _up(postgres) and postgres.scalar(
+        "SELECT to_regclass('classic') IS NOT NULL", db=db) == "t" and
+        wait_delivered_count() == "100", 60, "100 rows in classic")
+    assert table_columns(postgres, db, "classic") == [
+        ("a", "text", "NO"), ("b", "text", "NO"), ("c", "text", "NO")]
+    rows = {r["a"]: r for r in postgres.query("SELECT a, b, c FROM classic", db=db)}
+    for i in range(100):
+        assert (rows[f"x{i}"]["b"], rows[f"x{i}"]["c"]) == (TEXTS[i % len(TEXTS)], str(i))
+
+
+def test_deliver_create_leaves_an_existing_table(postgres, db, start_server, tmp_path):
+    """--deliver-create does not touch a table that exists but lacks a column: the dataset
+    waits, as without the option, and the table is unchanged."""
+    postgres.psql("CREATE TABLE events (id numeric(20,0), host text, n integer)", db=db)
+    s = start_delivering(start_server, tmp_path, postgres, db, ["events"], "--deliver-create")
+    assert post(s, "events", range(1, 11))[0] == 200
+    wait_for(lambda: metric(s, "ndingest_delivery_waiting", 'dataset="events"') == 1, 30,
+             "the dataset to wait")
+    assert [c[0] for c in table_columns(postgres, db, "events")] == ["id", "host", "n"]
+    assert "--deliver-create:" not in s.stderr()
+
+
+def hold_lock(pg, db, sql, seconds):
+    """Another session holding a lock: psql running `BEGIN; sql; pg_sleep; COMMIT`, in the
+    background; returns the process once the lock is held (pg_locks shows it granted)."""
+    env = dict(os.environ, PGTZ="UTC")
+    env.pop("PGPASSFILE", None)
+    p = subprocess.Popen(
+        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(pg.sockdir), "-p", str(pg.port),
+         "-U", "postgres", "-d", db, "-c", "SET application_name = 'locker'",
+         "-c", f"BEGIN; {sql}; SELECT pg_sleep({seconds}); COMMIT;"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    wait_for(lambda: pg.scalar(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE "
+        "a.application_name = 'locker' AND l.granted AND l.locktype IN ('relation', 'tuple', "
+        "'transactionid') AND l.mode IN ('AccessExclusiveLock', 'RowShareLock', "
+        "'ExclusiveLock')", db="postgres") != "0", 20, "the locker's lock")
+    return p
+
+
+@pytest.mark.parametrize("lock", ["table", "cursor_row"])
+def test_a_held_lock_times_out_and_is_retried(postgres, db, start_server, tmp_path, lock):
+    """Another session holds a lock that delivery's statements wait on (LOCK TABLE events IN
+    ACCESS EXCLUSIVE MODE, which COPY waits on; or the cursor row locked FOR UPDATE, which
+    the batch's first statement waits on) for 8 s: with --deliver-timeout 1 each try is
+    cancelled after a second (statement_timeout / lock_timeout), logged, and retried with
+    backoff; once the lock is released the rows arrive, once."""
+    postgres.psql(TABLE, db=db)
+    s = start_delivering(start_server, tmp_path, postgres, db, ["events"], "--deliver-timeout",
+                         "1", "--host-id", "h1")
+    first = list(range(1, 101))
+    assert post(s, "events", first)[0] == 200
+    wait_delivered(postgres, db, len(first))
+    sql = ("LOCK TABLE events IN ACCESS EXCLUSIVE MODE" if lock == "table" else
+           "SELECT 1 FROM ndingest_delivery WHERE host = 'h1' FOR UPDATE")
+    locker = hold_lock(postgres, db, sql, 8)
+    t0 = time.monotonic()
+    try:
+        second = list(range(101, 301))
+        assert post(s, "events", second)[0] == 200
+        wait_for(lambda: (metric(s, "ndingest_delivery_retries_total", 'dataset="events"') or 0) >= 2, 7,
+                 "two tries cancelled while the lock is held")
+        assert locker.poll() is None, "the lock was released too early to tell"
+        log = s.stderr()
+        assert ("canceling statement due to lock timeout" in log or
+                "canceling statement due to statement timeout" in log), log[-2000:]
+    finally:
+        locker.wait(30)
+    assert locker.returncode == 0, locker.stderr.read()
+    assert time.monotonic() - t0 >= 7
+    wait_delivered(postgres, db, len(first) + len(second), timeout=60)
+    assert_exactly_once(postgres, db, set(first + second))

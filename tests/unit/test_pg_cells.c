@@ -255,6 +255,26 @@ static void test_types(void **state)
     type_is("Array(Array(Array(Array(Array(Array(Array(UInt8)))))))", NULL);
 }
 
+/* The untyped dataset's table (--deliver-create): text columns, names quoted, the cursor
+ * table after it. */
+static void test_untyped_table(void **state)
+{
+    (void)state;
+    const char *cols[] = {"a", "say \"hi\"", "ts"};
+    struct buf out = {0};
+    assert_int_equal(schema_postgres_untyped("clas\"sic", cols, 3, &out), 0);
+    assert_int_equal(buf_append(&out, "", 1), 0);
+    const char *want = "CREATE TABLE \"clas\"\"sic\" (\n"
+                       "    \"a\" text NOT NULL,\n"
+                       "    \"say \"\"hi\"\"\" text NOT NULL,\n"
+                       "    \"ts\" text NOT NULL\n"
+                       ");\n\n";
+    assert_memory_equal(out.p, want, strlen(want));
+    assert_non_null(strstr(out.p + strlen(want), "CREATE TABLE IF NOT EXISTS ndingest_delivery"));
+    assert_string_equal(out.p + out.len - 4, ");\n"); /* out.len counts the NUL */
+    buf_free(&out);
+}
+
 /* Random rows from the bytes that matter to the parsers, against several column types: never
  * a read past the body (each body is an exact-size block, for ASan), and an accepted batch
  * has one output row per input row. */
@@ -302,6 +322,7 @@ int main(void)
         cmocka_unit_test(test_strings), cmocka_unit_test(test_arrays),
         cmocka_unit_test(test_empty_and_rows), cmocka_unit_test(test_untyped),
         cmocka_unit_test(test_types), cmocka_unit_test(test_random_rows),
+        cmocka_unit_test(test_untyped_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
