@@ -432,8 +432,11 @@ void ingest_publish(struct ingest *g, int entry, uint64_t file, uint64_t start)
 
 int ingest_hook_orphan(void *owner, uint64_t file, uint64_t *start)
 {
-    const struct inflight_owner *o = owner;
-    return inflight_orphan(o->all, o->self, file, start);
+    struct inflight_owner *o = owner;
+    int dead = inflight_orphan(o->all, o->self, file, start);
+    if (dead >= 0) /* ours now: should this one die too before it is voided, it is found again */
+        inflight_writing(o, file, *start);
+    return dead;
 }
 
 void ingest_hook_unorphan(void *owner, int index, uint64_t file, uint64_t start)

@@ -30,9 +30,10 @@ struct sink {
     int void_err;              /* the failure was the .void record's, not the file's */
     /* sink_write_hooked: where the last write went (sink_written), and the end of this
      * sink's last write to the open file, a lower bound of where the next one lands. */
-    uint64_t last_file, last_start, last_end, last_ino;
+    uint64_t last_file, last_start, last_end, last_ino, ino; /* ino: the open file's */
     time_t last_day;
     int locked;                /* sink_write_hooked holds the file's flock */
+    int newline;               /* ...and the torn path wrote a '\n' before its bytes */
     /* The torn path's scan of the open file, kept so that the next one reads only the
      * bytes appended since (the file only grows): the quote state at scan_at, and the
      * last row boundary at or before it. Valid while scan_at != 0, for this fd only. */
@@ -222,6 +223,14 @@ static int publish_with_header(struct sink *s)
     return r;
 }
 
+/* The day's file was just opened: its inode, for the ranges written to it (sink_range). */
+static int opened(struct sink *s)
+{
+    struct stat st;
+    s->ino = fstat(s->fd, &st) == 0 ? (uint64_t)st.st_ino : 0;
+    return 0;
+}
+
 static int open_day(struct sink *s)
 {
     int remade = 0;
@@ -230,13 +239,13 @@ static int open_day(struct sink *s)
         if (!s->header) {
             s->fd = open(s->path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
             if (s->fd >= 0)
-                return 0;
+                return opened(s);
             r = fail(s, "open", s->path, errno);
         } else {
             /* Never O_CREAT here: an empty file without its header would be visible. */
             s->fd = open(s->path, O_RDWR | O_APPEND | O_CLOEXEC);
             if (s->fd >= 0)
-                return 0;
+                return opened(s);
             if (errno != ENOENT)
                 return fail(s, "open", s->path, errno);
             r = publish_with_header(s);
@@ -523,6 +532,7 @@ static int append_torn(struct sink *s, const char *p, size_t n, size_t *done)
             else if (w == 0)
                 r = -EIO;
             else {
+                s->newline = 1;
                 before = (size_t)(w - 1);
                 p += w - 1;
                 n -= (size_t)(w - 1);
@@ -627,6 +637,7 @@ static int append_locked(struct sink *s, const char *p, size_t n, const struct s
     int r;
     *checked = 0;
     *done = 0;
+    s->newline = 0;
     while ((r = flock(s->fd, LOCK_EX)) && errno == EINTR)
         ;
     if (r)
@@ -641,13 +652,11 @@ static int append_locked(struct sink *s, const char *p, size_t n, const struct s
     if (!r) {
         h->before(h->arg, s->last_file, (uint64_t)size);
         r = append(s, p, n, checked, done, torn);
-        off_t at = *done ? lseek(s->fd, 0, SEEK_CUR) : -1;
-        if (at >= (off_t)*done) {
-            struct stat st;
-            s->last_start = (uint64_t)at - *done;
-            s->last_end = s->last_start + (r ? whole_rows(s, p, *done) : *done);
-            s->last_ino = fstat(s->fd, &st) == 0 ? (uint64_t)st.st_ino : 0;
-        }
+        /* Nobody else appends under the lock: p's bytes start at the size read above, past
+         * the '\n' the torn path may have put before them. */
+        s->last_start = (uint64_t)size + (uint64_t)s->newline;
+        s->last_end = s->last_start + (r ? whole_rows(s, p, *done) : *done);
+        s->last_ino = s->ino;
     }
     return r;
 }
