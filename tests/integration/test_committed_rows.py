@@ -189,7 +189,7 @@ def test_worker_killed_mid_body_voids_its_ranges(start_server):
 
 def test_kills_under_load_commit_acked_rows_once(start_server):
     s = start_server("--workers", "2", "--columns", "id,pad")
-    lines = 6000  # a batch of 1 MiB written while the body streams, the rest at its end
+    lines = 10000  # two batches of 1 MiB written while the body streams, the rest at its end
     acked, unanswered, lock, stop = [], [], threading.Lock(), threading.Event()
 
     def client(k):
