@@ -697,6 +697,10 @@ int sink_write_hooked(struct sink *s, const char *p, size_t n, const struct sink
          * left as it was, since the file whose tail was checked is not the one written. */
         int lost = r == 0 && s->daily && unlinked(s->fd);
         if (h && s->locked) {
+            /* Flagged before the lock goes: the next holder must see that the file may end
+             * inside a row (else it would glue its first row onto the cut one). */
+            if (r && s->torn)
+                atomic_store(s->torn, 1);
             struct sink_range wr;
             sink_written(s, &wr);
             h->after(h->arg, lost ? NULL : &wr);
