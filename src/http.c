@@ -26,6 +26,7 @@
 #include "delivery/deliver.h"
 #include "http_strict.h"
 #include "idempotency.h"
+#include "inflight.h"
 #include "ingest.h"
 #include "log.h"
 #include "metrics.h"
@@ -133,6 +134,8 @@ struct http_conn {
     unsigned sync_wait : 1;   /* on the server's commit list, parsing paused */
     unsigned sync_keep_alive : 1; /* ...and what its response will say */
     unsigned commit_failed : 1; /* its sink refused this turn's write: commit_error says why */
+    unsigned commit_busy : 1; /* ...because the table of ranges in flight was full: 503 */
+    int ingest_entry;         /* its entry for the group write in progress (inflight.h) */
     struct http_conn *commit_next;
     char commit_error[300];
     struct timespec linger_until;
@@ -186,6 +189,10 @@ struct http_server {
     pid_t pid;
     struct sink *keylog;
     struct buf idem_batch;
+    /* The ranges this worker's requests wrote and nobody has answered yet (inflight.h). */
+    struct inflight_owner inflight;
+    int tracking;
+    struct event *retry_ev;    /* each second: void ranges whose record a full disk refused */
 };
 
 static void http_conn_free(struct http_conn *c);
@@ -266,9 +273,25 @@ static void log_request(struct http_conn *c, int status, uint64_t ns)
 }
 
 /* The body's counters, once per ingested body (ended or abandoned). */
+/* The rows the request's body voided (ingest_settle): counted once. */
+static void account_void(struct http_conn *c)
+{
+    struct ingest *g = &c->ingest;
+    if (!g->void_rows && !g->void_bytes)
+        return;
+    metrics_add(&c->s->slot->metrics.void_rows, g->void_rows);
+    metrics_add(&c->s->slot->metrics.void_bytes, g->void_bytes);
+    if (c->req.dataset) {
+        metrics_add(&c->req.dataset->m->void_rows, g->void_rows);
+        metrics_add(&c->req.dataset->m->void_bytes, g->void_bytes);
+    }
+    g->void_rows = g->void_bytes = 0;
+}
+
 static void account_body(struct http_conn *c)
 {
     struct http_request *r = &c->req;
+    account_void(c);
     if (!r->ingest_begun || r->accounted)
         return;
     r->accounted = 1;
@@ -1042,6 +1065,8 @@ static int ingest_failed(struct http_conn *c, enum ingest_status st)
         return 400;
     if (st == INGEST_ETOOBIG)
         return 413;
+    if (st == INGEST_EBUSY)
+        return 503;
     log_error("%s: 500: %s", c->s->log_prefix, c->ingest.error);
     return 500;
 }
@@ -1397,6 +1422,8 @@ int http_server_attach(struct http_server *s, struct bufferevent *bev, const cha
     llhttp_init(&c->parser, HTTP_REQUEST, &settings);
     c->parser.data = c;
     ingest_init(&c->ingest, s->ingest);
+    c->ingest.inflight = s->tracking ? &s->inflight : NULL;
+    c->ingest_entry = -1;
     const struct timeval tv = {(time_t)s->o->timeout, 0};
     bufferevent_set_timeouts(c->bev, &tv, &tv);
     bufferevent_set_max_single_read(c->bev, HTTP_MAX_READ);
@@ -1463,6 +1490,10 @@ static void http_conn_free(struct http_conn *c)
     /* A request that got no answer (client gone, idle timeout, the drain's end) is logged too. */
     if (c->in_message && !c->req.responded && access_log_enabled(s->access))
         log_request(c, 0, elapsed_ns(&c->started));
+    /* Unanswered (gone while waiting for the commit): what it wrote is void, recorded
+     * while its dataset's sinks are still held. */
+    ingest_settle(&c->ingest, 0);
+    account_void(c);
     release_dataset(c);
     ingest_free(&c->ingest);
     idem_hash_free(c->idem_hash);
@@ -1494,10 +1525,91 @@ static const struct buf *pending(const struct http_conn *c, int invalid)
     return invalid ? &c->ingest.invalid : &c->ingest.rows;
 }
 
+/* The requests of one group write, for the sink's hook: each one's entry in the worker's
+ * table of ranges in flight is published before the write(2). */
+struct group_write {
+    struct http_server *s;
+    struct http_conn *first;
+    struct sink *sink;
+    int invalid;
+};
+
+static int in_group(const struct http_conn *c, const struct sink *sink, int invalid)
+{
+    return pending(c, invalid)->len && !c->commit_failed && pending_sink(c, invalid) == sink;
+}
+
+static void note_group(struct http_conn *first, struct sink *sink, int invalid,
+                       const struct sink_range *wr);
+
+static int orphan_group(void *arg, uint64_t file, uint64_t *start)
+{
+    return ingest_hook_orphan(&((struct group_write *)arg)->s->inflight, file, start);
+}
+
+static void unorphan_group(void *arg, int index, uint64_t file, uint64_t start)
+{
+    ingest_hook_unorphan(&((struct group_write *)arg)->s->inflight, index, file, start);
+}
+
+static void before_group(void *arg, uint64_t file, uint64_t start)
+{
+    const struct group_write *gw = arg;
+    inflight_writing(&gw->s->inflight, file, start);
+    for (struct http_conn *c = gw->first; c; c = c->commit_next)
+        if (in_group(c, gw->sink, gw->invalid))
+            ingest_publish(&c->ingest, c->ingest_entry, file, start);
+}
+
+static void after_group(void *arg, const struct sink_range *r)
+{
+    const struct group_write *gw = arg;
+    if (r)
+        note_group(gw->first, gw->sink, gw->invalid, r);
+    inflight_written(&gw->s->inflight);
+}
+
+/* Row ends ('\n' outside quotes) in p[0..n), which starts at a row boundary: the rows of
+ * a request's part of a group write cut short (a failure path). */
+static uint64_t count_rows(const char *p, size_t n)
+{
+    uint64_t rows = 0;
+    int quoted = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '"')
+            quoted = !quoted;
+        else if (p[i] == '\n' && !quoted)
+            rows++;
+    }
+    return rows;
+}
+
+/* Each request's part of the group write that landed at wr: its range, in the order the
+ * requests' bytes were gathered (a write cut short keeps the whole rows it wrote). */
+static void note_group(struct http_conn *first, struct sink *sink, int invalid,
+                       const struct sink_range *wr)
+{
+    uint64_t at = wr->start;
+    for (struct http_conn *c = first; c; c = c->commit_next) {
+        if (!in_group(c, sink, invalid) || c->ingest_entry < 0)
+            continue;
+        const struct buf *b = pending(c, invalid);
+        struct sink_range r = *wr;
+        r.start = at < wr->end ? at : wr->end;
+        r.end = at + b->len < wr->end ? at + b->len : wr->end;
+        uint64_t rows = r.end - r.start == b->len ? ingest_pending_rows(&c->ingest, invalid)
+                                                  : count_rows(b->p, (size_t)(r.end - r.start));
+        ingest_note(&c->ingest, sink, c->ingest_entry, &r, rows);
+        c->ingest_entry = -1;
+        at += b->len;
+    }
+}
+
 /* Writes what the requests on list from first on left pending of one kind (rows, or
  * quarantined lines) for first's sink, with one write(2): straight from the buffer when
  * one request has any, else gathered into the server's batch buffer. 0, or -1 with the
- * sink's message in err. */
+ * sink's message in err. With ranges tracked, each request first gets an entry in the
+ * worker's table; one that cannot is failed (503) and left out. */
 static int write_group(struct http_server *s, struct http_conn *first, int invalid, char *err,
                        size_t errlen)
 {
@@ -1505,12 +1617,19 @@ static int write_group(struct http_server *s, struct http_conn *first, int inval
     const struct buf *one = NULL;
     size_t total = 0, count = 0;
     for (struct http_conn *c = first; c; c = c->commit_next) {
-        const struct buf *b = pending(c, invalid);
-        if (b->len && !c->commit_failed && pending_sink(c, invalid) == sink) {
-            one = b;
-            total += b->len;
-            count++;
+        if (!in_group(c, sink, invalid))
+            continue;
+        if (s->tracking && (c->ingest_entry = ingest_reserve(&c->ingest)) < 0) {
+            c->commit_failed = 1;
+            c->commit_busy = 1;
+            snprintf(c->commit_error, sizeof c->commit_error,
+                     "this worker's table of ranges in flight is full (--inflight-ranges %u): "
+                     "try again later", s->o->inflight_ranges);
+            continue;
         }
+        one = pending(c, invalid);
+        total += one->len;
+        count++;
     }
     if (!count || !sink)
         return 0;
@@ -1519,18 +1638,36 @@ static int write_group(struct http_server *s, struct http_conn *first, int inval
         s->batch.len = 0;
         if (buf_reserve(&s->batch, total)) {
             snprintf(err, errlen, "out of memory gathering %zu bytes of rows", total);
+            for (struct http_conn *c = first; c && s->tracking; c = c->commit_next)
+                if (in_group(c, sink, invalid)) {
+                    ingest_note(&c->ingest, sink, c->ingest_entry, &(struct sink_range){0}, 0);
+                    c->ingest_entry = -1;
+                }
             return -1;
         }
         for (struct http_conn *c = first; c; c = c->commit_next) {
             const struct buf *b = pending(c, invalid);
-            if (b->len && !c->commit_failed && pending_sink(c, invalid) == sink) {
+            if (in_group(c, sink, invalid)) {
                 memcpy(s->batch.p + s->batch.len, b->p, b->len);
                 s->batch.len += b->len;
             }
         }
         p = s->batch.p;
     }
-    if (sink_write(sink, p, total)) {
+    int r;
+    if (s->tracking) {
+        struct group_write gw = {s, first, sink, invalid};
+        const struct sink_hook h = {orphan_group, unorphan_group, before_group, after_group, &gw};
+        r = sink_write_hooked(sink, p, total, &h);
+        for (struct http_conn *c = first; c; c = c->commit_next)
+            if (in_group(c, sink, invalid) && c->ingest_entry >= 0) { /* nothing written */
+                ingest_note(&c->ingest, sink, c->ingest_entry, &(struct sink_range){0}, 0);
+                c->ingest_entry = -1;
+            }
+    } else {
+        r = sink_write(sink, p, total);
+    }
+    if (r) {
         snprintf(err, errlen, "%s", sink_error(sink));
         return -1;
     }
@@ -1542,8 +1679,7 @@ static int write_group(struct http_server *s, struct http_conn *first, int inval
 static int sink_seen(const struct http_conn *list, const struct http_conn *c, int invalid)
 {
     for (const struct http_conn *e = list; e != c; e = e->commit_next)
-        if (pending(e, invalid)->len && !e->commit_failed &&
-            pending_sink(e, invalid) == pending_sink(c, invalid))
+        if (in_group(e, pending_sink(c, invalid), invalid))
             return 1;
     return 0;
 }
@@ -1685,10 +1821,17 @@ static void commit_cb(evutil_socket_t fd, short what, void *arg)
         /* Not OK also when its earlier batches went into a file deleted since (ingest.h). */
         enum ingest_status st = c->commit_failed ? ingest_written(&c->ingest, 0, c->commit_error)
                                                  : ingest_written(&c->ingest, !r, err);
-        c->commit_failed = 0;
+        int busy = c->commit_busy;
+        c->commit_failed = c->commit_busy = 0;
+        /* The commit point: its rows are in the file (and synced, and its key recorded);
+         * its 2xx is queued next. Otherwise its ranges are void before it is answered. */
+        ingest_settle(&c->ingest, st == INGEST_OK);
         account_body(c);
+        account_void(c);
         if (st == INGEST_OK)
             respond_ingested(c, keep_alive);
+        else if (busy)
+            respond_error(c, 503, "Retry-After: 1\r\n", c->ingest.error, keep_alive);
         else
             respond_error(c, 500, NULL, c->ingest.error, keep_alive);
         if (!keep_alive) {
@@ -1698,6 +1841,17 @@ static void commit_cb(evutil_socket_t fd, short what, void *arg)
         llhttp_resume(&c->parser);
         read_requests(c); /* pipelined requests already read */
     }
+}
+
+/* Void ranges not recorded yet (a full disk) are tried again each second; their entries
+ * hold delivery back until then. */
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct http_server *s = arg;
+    if (s->inflight.deferred)
+        inflight_retry(&s->inflight);
 }
 
 struct http_server *http_server_new(const struct http_server_config *cfg)
@@ -1727,6 +1881,20 @@ struct http_server *http_server_new(const struct http_server_config *cfg)
     s->arg = cfg->arg;
     s->idem = cfg->idem;
     s->pid = getpid();
+    if (cfg->inflight) {
+        const struct timeval second = {1, 0};
+        if (inflight_own(&s->inflight, cfg->inflight, cfg->index) ||
+            !(s->retry_ev = event_new(s->base, -1, EV_PERSIST, retry_cb, s)) ||
+            event_add(s->retry_ev, &second)) {
+            if (s->retry_ev)
+                event_free(s->retry_ev);
+            inflight_disown(&s->inflight);
+            event_free(s->commit_ev);
+            free(s);
+            return NULL;
+        }
+        s->tracking = 1;
+    }
     if (!(s->commit_ev = event_new(s->base, -1, 0, commit_cb, s))) {
         free(s);
         return NULL;
@@ -1772,5 +1940,8 @@ void http_server_free(struct http_server *s)
     buf_free(&s->idem_batch);
     if (s->keylog)
         sink_close(s->keylog);
+    if (s->retry_ev)
+        event_free(s->retry_ev);
+    inflight_disown(&s->inflight);
     free(s);
 }

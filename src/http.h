@@ -57,6 +57,9 @@ struct http_server_config {
     /* Idempotency-Key (idempotency.h): the key table every worker shares, or NULL: the
      * header is ignored. The key log goes to o->out_dir/.idempotency. */
     struct idem_table *idem;
+    /* Every worker's table of ranges in flight (inflight.h; this one's is index's), or
+     * NULL: not tracked (a failed request's rows are then not voided). */
+    const struct inflight *inflight;
 };
 
 struct http_server;

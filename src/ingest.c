@@ -1,12 +1,16 @@
 /* ingest.c -- one request body through the pipeline: decode, frame, validate, encode, write. */
 #include "ingest.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "csv.h"
 #include "log.h"
+#include "voids.h"
 
 static void fail(struct ingest *g, enum ingest_status st, const char *msg)
 {
@@ -18,11 +22,65 @@ static void fail(struct ingest *g, enum ingest_status st, const char *msg)
 
 /* Writes pending bytes of one kind (k: 0 rows, 1 quarantined lines); b holds whole rows
  * (or whole quarantined lines). */
+struct one_write {
+    struct ingest *g;
+    struct sink *s;
+    int entry;
+    uint64_t rows;
+};
+
+static int orphan_one(void *arg, uint64_t file, uint64_t *start)
+{
+    return ingest_hook_orphan(((struct one_write *)arg)->g->inflight, file, start);
+}
+
+static void unorphan_one(void *arg, int index, uint64_t file, uint64_t start)
+{
+    ingest_hook_unorphan(((struct one_write *)arg)->g->inflight, index, file, start);
+}
+
+static void before_one(void *arg, uint64_t file, uint64_t start)
+{
+    struct one_write *w = arg;
+    inflight_writing(w->g->inflight, file, start);
+    ingest_publish(w->g, w->entry, file, start);
+}
+
+static void after_one(void *arg, const struct sink_range *r)
+{
+    struct one_write *w = arg;
+    if (r) {
+        ingest_note(w->g, w->s, w->entry, r, w->rows);
+        w->entry = -1;
+    }
+    inflight_written(w->g->inflight);
+}
+
 static void flush(struct ingest *g, struct sink *s, struct buf *b, int k)
 {
     if (!b->len || g->status != INGEST_OK)
         return;
-    if (sink_write(s, b->p, b->len)) {
+    int r;
+    if (g->inflight) {
+        struct one_write w = {g, s, ingest_reserve(g), ingest_pending_rows(g, k)};
+        if (w.entry < 0) {
+            fail(g, INGEST_EBUSY, "this worker's table of ranges in flight is full "
+                                  "(--inflight-ranges): try again later");
+            b->len = 0;
+            return;
+        }
+        const struct sink_hook h = {orphan_one, unorphan_one, before_one, after_one, &w};
+        r = sink_write_hooked(s, b->p, b->len, &h);
+        if (w.entry >= 0) /* nothing written under the lock: the entry is free again */
+            ingest_note(g, s, w.entry, &(struct sink_range){0}, 0);
+    } else {
+        r = sink_write(s, b->p, b->len);
+    }
+    if (k)
+        g->pending_invalid = 0;
+    else
+        g->flushed_valid = g->stats.valid;
+    if (r) {
         fail(g, INGEST_EWRITE, sink_error(s));
     } else {
         g->stats.written += b->len;
@@ -121,6 +179,8 @@ static void refuse(struct ingest *g, enum quarantine_reason why,
     if (!keeps(g, g->invalid.len - start)) {
         g->invalid.len = start;
         why = QUARANTINE_FULL;
+    } else {
+        g->pending_invalid++;
     }
     g->stats.refused[why]++;
     if (g->invalid.len >= cfg->flush_bytes)
@@ -266,9 +326,13 @@ enum ingest_status ingest_begin(struct ingest *g, enum content_encoding enc)
     memset(&g->stats, 0, sizeof g->stats);
     g->status = INGEST_OK;
     g->error[0] = '\0';
+    if (g->nranges) /* left by a body nobody settled: not acknowledged */
+        ingest_settle(g, 0);
     g->rows.len = g->invalid.len = 0;
     g->wrote[0] = g->wrote[1] = 0;
     g->room_known = 0;
+    g->flushed_valid = g->pending_invalid = 0;
+    g->void_rows = g->void_bytes = 0;
     lines_reset(&g->lines);
     g->decoder.max_out = g->cfg->max_inflate;
     g->decoder.max_ratio = g->cfg->max_ratio;
@@ -323,6 +387,8 @@ enum ingest_status ingest_written(struct ingest *g, int ok, const char *msg)
         fail(g, INGEST_EWRITE, msg);
     }
     g->rows.len = g->invalid.len = 0;
+    g->flushed_valid = g->stats.valid;
+    g->pending_invalid = 0;
     return g->status;
 }
 
@@ -342,11 +408,130 @@ enum ingest_status ingest_end(struct ingest *g)
 void ingest_abort(struct ingest *g)
 {
     g->rows.len = g->invalid.len = 0;
+    g->flushed_valid = g->stats.valid;
+    g->pending_invalid = 0;
     lines_reset(&g->lines);
+    if (g->nranges)
+        ingest_settle(g, 0);
+}
+
+uint64_t ingest_pending_rows(const struct ingest *g, int k)
+{
+    return k ? g->pending_invalid : g->stats.valid - g->flushed_valid;
+}
+
+int ingest_reserve(struct ingest *g)
+{
+    return inflight_begin(g->inflight, 0, 0); /* file 0 is no file's: nobody waits for it */
+}
+
+void ingest_publish(struct ingest *g, int entry, uint64_t file, uint64_t start)
+{
+    inflight_publish(g->inflight, entry, file, start);
+}
+
+int ingest_hook_orphan(void *owner, uint64_t file, uint64_t *start)
+{
+    struct inflight_owner *o = owner;
+    int dead = inflight_orphan(o->all, o->self, file, start);
+    if (dead >= 0) /* ours now: should this one die too before it is voided, it is found again */
+        inflight_writing(o, file, *start);
+    return dead;
+}
+
+void ingest_hook_unorphan(void *owner, int index, uint64_t file, uint64_t start)
+{
+    const struct inflight_owner *o = owner;
+    if (inflight_unorphan(o->all, index, file, start))
+        log_error("ndingest: the rows a dead worker was writing at byte %llu of a day file "
+                  "could not be voided (the .void record refused them) and are not "
+                  "voided now", (unsigned long long)start);
+}
+
+static void void_range(struct ingest *g, const struct ingest_range *x);
+
+void ingest_note(struct ingest *g, struct sink *s, int entry, const struct sink_range *r,
+                 uint64_t rows)
+{
+    if (r->start >= r->end) {
+        inflight_clear(g->inflight, entry);
+        return;
+    }
+    if (g->nranges) {
+        /* Right after the body's last range in the same file: one range, one entry (a
+         * large body alone on its dataset writes a single range however many batches). */
+        struct ingest_range *l = &g->ranges[g->nranges - 1];
+        if (l->sink == s && l->r.file == r->file && l->r.ino == r->ino &&
+            l->r.day == r->day && l->r.end == r->start) {
+            l->r.end = r->end;
+            l->rows += rows;
+            inflight_set(g->inflight, l->entry, l->r.start, l->r.end, l->rows);
+            inflight_clear(g->inflight, entry);
+            return;
+        }
+    }
+    inflight_set(g->inflight, entry, r->start, r->end, rows);
+    if (g->nranges == g->ranges_cap) {
+        /* Per range, not per row: at most the table's size, kept between bodies. */
+        size_t cap = g->ranges_cap ? g->ranges_cap * 2 : 8;
+        struct ingest_range *n = realloc(g->ranges, cap * sizeof *n);
+        if (!n) { /* cannot be kept for later: void now, and the body fails */
+            const struct ingest_range one = {s, *r, rows, entry};
+            void_range(g, &one);
+            fail(g, INGEST_ENOMEM, "out of memory keeping the ranges a body wrote");
+            return;
+        }
+        g->ranges = n;
+        g->ranges_cap = cap;
+    }
+    g->ranges[g->nranges++] = (struct ingest_range){s, *r, rows, entry};
+}
+
+/* One of the body's ranges is void: its line goes to the day file's record before its
+ * entry leaves the table (a reader that no longer sees the range in flight finds it in the
+ * record). A record that cannot be written now (a full disk) keeps the entry, so delivery
+ * keeps holding back, until inflight_retry manages it. */
+static void void_range(struct ingest *g, const struct ingest_range *x)
+{
+    char path[PATH_MAX];
+    int r = sink_range_path(x->sink, &x->r, path, sizeof path);
+    if (!r)
+        r = voids_record(path, x->r.ino, x->r.start, x->r.end, "failed");
+    g->void_rows += x->rows;
+    g->void_bytes += x->r.end - x->r.start;
+    if (!r) {
+        inflight_clear(g->inflight, x->entry);
+        return;
+    }
+    const char *who = g->cfg->log_prefix ? g->cfg->log_prefix : "ndingest";
+    if (r != -ENAMETOOLONG && r != -EINVAL &&
+        !inflight_defer(g->inflight, x->entry, path, x->r.ino, x->r.start, x->r.end)) {
+        log_error("%s: cannot record the void range %llu-%llu of %s yet (%s): delivery holds "
+                  "back until it is", who, (unsigned long long)x->r.start,
+                  (unsigned long long)x->r.end, path, strerror(-r));
+        return;
+    }
+    log_error("%s: cannot record the void range %llu-%llu of %s: %s", who,
+              (unsigned long long)x->r.start, (unsigned long long)x->r.end, path, strerror(-r));
+    inflight_clear(g->inflight, x->entry);
+}
+
+void ingest_settle(struct ingest *g, int committed)
+{
+    for (size_t i = 0; i < g->nranges; i++) {
+        if (committed)
+            inflight_clear(g->inflight, g->ranges[i].entry);
+        else
+            void_range(g, &g->ranges[i]);
+    }
+    g->nranges = 0;
 }
 
 void ingest_free(struct ingest *g)
 {
+    if (g->nranges)
+        ingest_settle(g, 0);
+    free(g->ranges);
     buf_free(&g->rows);
     buf_free(&g->invalid);
     lines_free(&g->lines);

@@ -8,6 +8,7 @@
 
 #include "buf.h"
 #include "datasource.h"
+#include "inflight.h"
 #include "decode.h"
 #include "json.h"
 #include "lines.h"
@@ -51,6 +52,16 @@ enum ingest_status {
     INGEST_EWRITE,  /* the day's file refused rows: 500 */
     INGEST_ENOMEM,  /* 500 */
     INGEST_ETOOBIG, /* the body inflates past max_inflate or max_ratio: 413 */
+    INGEST_EBUSY,   /* the worker's table of ranges in flight is full: 503 */
+};
+
+/* A range of a day file that the body wrote and that is not committed yet (inflight.h):
+ * its sink, where it is, its rows, and its entry in the worker's shared table. */
+struct ingest_range {
+    struct sink *sink;
+    struct sink_range r;
+    uint64_t rows;
+    int entry;
 };
 
 struct ingest {
@@ -71,6 +82,15 @@ struct ingest {
      * nearer; full: a line did not fit (nothing more is kept, and it was logged). */
     uint64_t room;
     uint8_t room_known, room_by_day, room_full;
+    /* The ranges the body has written and that no answer has committed yet (inflight.h),
+     * when the caller tracks them (inflight set): committed by ingest_settle(g, 1) once the
+     * request is acknowledged, void otherwise (ingest_abort, ingest_settle(g, 0)). */
+    struct inflight_owner *inflight;
+    struct ingest_range *ranges;
+    size_t nranges, ranges_cap;
+    uint64_t flushed_valid;   /* stats.valid when the rows were last written */
+    uint64_t pending_invalid; /* quarantined lines in g->invalid */
+    uint64_t void_rows, void_bytes; /* voided by this body (ingest_settle, ingest_abort) */
 };
 
 /* Prepares a reusable pipeline (one per connection); memory is kept between bodies. */
@@ -95,8 +115,33 @@ enum ingest_status ingest_finish(struct ingest *g);
  * Also INGEST_EWRITE when the body's earlier batches went into a file deleted since, as
  * ingest_end checks (their rows may be gone: the request must not be acknowledged). */
 enum ingest_status ingest_written(struct ingest *g, int ok, const char *msg);
-/* The body was abandoned: rows not yet written are dropped. */
+/* The body was abandoned: rows not yet written are dropped, and the ranges it wrote (when
+ * tracked) are void. */
 void ingest_abort(struct ingest *g);
+
+/* ---- Ranges in flight (inflight.h), for a caller that sets g->inflight ---- */
+
+/* An entry of the worker's table for a write about to start (published by
+ * ingest_publish from a sink_hook's before), or -1 when the table is full. */
+int ingest_reserve(struct ingest *g);
+void ingest_publish(struct ingest *g, int entry, uint64_t file, uint64_t start);
+/* The parts of a sink_hook every writer of a tracked body shares: the dead writer's write
+ * found under the lock (orphan, unorphan), the write in progress announced (before, with
+ * each entry published by the caller) and over (ingest_written_range after its ranges are
+ * noted). arg: the struct inflight_owner. */
+int ingest_hook_orphan(void *owner, uint64_t file, uint64_t *start);
+void ingest_hook_unorphan(void *owner, int index, uint64_t file, uint64_t start);
+/* The body's write through sink s with the reserved entry landed at r (sink_written), rows
+ * rows: kept as one of the body's ranges (merged into its last one when adjacent, the entry
+ * then freed), or the entry freed when r is empty. */
+void ingest_note(struct ingest *g, struct sink *s, int entry, const struct sink_range *r,
+                 uint64_t rows);
+/* The request's answer is decided: committed (a 2xx is being queued: its ranges leave the
+ * table) or not (each range goes to its day file's .void record with reason "failed"
+ * first, counted in void_rows and void_bytes). */
+void ingest_settle(struct ingest *g, int committed);
+/* Rows pending in g->rows (0) or g->invalid (1), for a caller writing them itself. */
+uint64_t ingest_pending_rows(const struct ingest *g, int k);
 void ingest_free(struct ingest *g);
 
 /* The stats as the response body (also convert's stderr line), ending in "\n":

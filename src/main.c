@@ -24,7 +24,7 @@ int main(int argc, char **argv)
         rc = schema_run(&o);
     } else if (o.command == CMD_DELIVER) {
         log_set_quiet(o.quiet);
-        rc = deliver_run(&o, NULL);
+        rc = deliver_run(&o, NULL, NULL);
     } else
         rc = o.command == CMD_CONVERT ? convert_run(&o) : server_run(&o);
     options_free(&o);

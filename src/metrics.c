@@ -127,6 +127,11 @@ int metrics_format(struct buf *out, const struct metrics_worker *w, int n)
     counter(&o, "ndingest_quarantine_full_total",
             "Refused lines counted but not kept: past --max-quarantine or --max-quarantine-day.",
             SUM(quarantine_full));
+    counter(&o, "ndingest_void_rows_total",
+            "Rows written for requests that then failed (or whose worker was killed): void, "
+            "listed in the day file's .void record.", SUM(void_rows));
+    counter(&o, "ndingest_void_bytes_total",
+            "Bytes of the day files voided with those rows.", SUM(void_bytes));
     counter(&o, "ndingest_accept_errors_total",
             "accept(2) failures for want of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM).",
             SUM(accept_errors));
@@ -213,5 +218,15 @@ int metrics_format_datasets(struct buf *out, const struct metrics_dataset_view *
                 (unsigned long long)dataset_sum(&v[d], nworkers,
                                                 offsetof(struct metrics_dataset, refused) +
                                                     (size_t)r * sizeof(atomic_uint_fast64_t)));
+    put(&o, "# HELP ndingest_dataset_void_rows_total Rows written for requests that then "
+            "failed, void, by dataset.\n# TYPE ndingest_dataset_void_rows_total counter\n");
+    for (size_t d = 0; d < n; d++)
+        put(&o, "ndingest_dataset_void_rows_total{dataset=\"%s\"} %llu\n", v[d].name,
+            (unsigned long long)DSUM(void_rows));
+    put(&o, "# HELP ndingest_dataset_void_bytes_total Bytes of those rows, by dataset.\n"
+            "# TYPE ndingest_dataset_void_bytes_total counter\n");
+    for (size_t d = 0; d < n; d++)
+        put(&o, "ndingest_dataset_void_bytes_total{dataset=\"%s\"} %llu\n", v[d].name,
+            (unsigned long long)DSUM(void_bytes));
     return o.failed ? -1 : 0;
 }

@@ -29,6 +29,9 @@ struct metrics {
     atomic_uint_fast64_t quarantine_full;
     atomic_uint_fast64_t duration[METRICS_BUCKETS + 1]; /* per bucket, not cumulative; last: +Inf */
     atomic_uint_fast64_t duration_ns;
+    /* Rows and bytes of the day files voided: written for a request that then failed (or by
+     * a worker killed before its requests were answered: the main process adds those). */
+    atomic_uint_fast64_t void_rows, void_bytes;
     atomic_uint_fast64_t restarts;      /* the main process writes this one */
     atomic_uint_fast64_t accept_errors; /* accept(2) out of descriptors or memory */
 };
@@ -58,6 +61,7 @@ struct metrics_dataset {
     atomic_uint_fast64_t body_bytes; /* as received */
     atomic_uint_fast64_t rows_valid, rows_invalid;
     atomic_uint_fast64_t refused[QUARANTINE_REASONS]; /* rows_invalid by reason class */
+    atomic_uint_fast64_t void_rows, void_bytes; /* voided: written for a failed request */
 };
 
 /* One dataset as metrics_format_datasets sees it: its name and its counters in each
@@ -70,7 +74,8 @@ struct metrics_dataset_view {
 
 /* Appends the per-dataset lines (label dataset="NAME") of v[0..n) summed over nworkers
  * workers: ndingest_dataset_requests_total, ndingest_dataset_body_bytes_total,
- * ndingest_dataset_rows_total{verdict}, ndingest_dataset_quarantined_total{reason}. Names
+ * ndingest_dataset_rows_total{verdict}, ndingest_dataset_quarantined_total{reason},
+ * ndingest_dataset_void_rows_total, ndingest_dataset_void_bytes_total. Names
  * are letters, digits and '_' (datasource.h), so they need no escaping. 0, or -1 when
  * memory is exhausted. */
 int metrics_format_datasets(struct buf *out, const struct metrics_dataset_view *v, size_t n,

@@ -102,6 +102,9 @@ static const struct option_row rows[] = {
      .help = "Idempotency-Key: how long an answered key is replayed (a later retry is new)"},
     {ROW_SIZE("max-idempotency-key", max_idempotency_key, 1, 4 * KiB, 256),
      .help = "a longer Idempotency-Key (once unescaped) gets 400"},
+    {ROW_UINT("inflight-ranges", "N", inflight_ranges, 2, 1u << 20, 4096),
+     .help = "per worker: the most day-file ranges written by requests not yet answered "
+             "(32 bytes of shared memory each); a request that needs more gets 503"},
     {ROW_FLAG("quiet", quiet), .deliver = 1,
      .help = "no informational lines on stderr (errors still)"},
     {ROW_SECONDS("status", status, 0, 3600, 2), .zero = "off",

@@ -47,6 +47,9 @@ struct options {
     unsigned idempotency_keys;
     unsigned idempotency_window;
     size_t max_idempotency_key;
+    /* The ranges of the day files written by requests not yet answered (inflight.h): the
+     * entries of each worker's shared table. */
+    unsigned inflight_ranges;
     /* both */
     size_t max_line;
     const char *columns_list; /* --columns as given; split into column_names and columns */

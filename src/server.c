@@ -2,15 +2,19 @@
  * and stops them all gracefully on SIGTERM/SIGINT. */
 #include "server.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -20,12 +24,14 @@
 #include "catalog.h"
 #include "delivery/deliver.h"
 #include "idempotency.h"
+#include "inflight.h"
 #include "log.h"
 #include "metrics.h"
 #include "net.h"
 #include "options.h"
 #include "sink.h"
 #include "slots.h"
+#include "voids.h"
 #include "worker.h"
 
 /* A worker that dies sooner than this after starting is restarted only after this long, so
@@ -48,6 +54,7 @@ struct server {
     int nslots;
     struct catalog *catalog;      /* --datasets: what a worker forked now starts with */
     struct idem_table *idem;      /* Idempotency-Key: shared by every worker */
+    struct inflight *inflight;    /* each worker's ranges written and not yet answered */
     pid_t *pids;                  /* 0: not running */
     struct timespec *started;     /* when each worker was forked */
     struct timespec *restart_at;  /* when a dead worker is due again; tv_sec 0: not due */
@@ -184,7 +191,7 @@ static void spawn(struct server *s, int i)
         if (getppid() != s->main_pid)
             raise(SIGTERM);
         _exit(worker_run(s->o, i, s->listen_fd, s->slots, s->nslots, s->catalog, s->deliver,
-                         s->idem, s->o->token_file ? &main_tokens : NULL));
+                         s->idem, s->o->token_file ? &main_tokens : NULL, s->inflight));
     }
     s->pids[i] = pid;
     s->started[i] = now();
@@ -211,7 +218,7 @@ static void spawn_delivery(struct server *s)
         if (s->listen_fd >= 0)
             close(s->listen_fd);
         prctl(PR_SET_NAME, "ndingest-deliv"); /* ps and the tests tell it from the workers */
-        _exit(deliver_run(s->o, s->deliver));
+        _exit(deliver_run(s->o, s->deliver, s->inflight));
     }
     s->deliver_pid = pid;
     s->deliver_started = now();
@@ -226,6 +233,102 @@ static void log_exit(int i, pid_t pid, int status)
     else
         log_error("ndingest: worker %d (pid %d) exited with status %d", i, (int)pid,
                 WEXITSTATUS(status));
+}
+
+/* A dead worker's range of a day file, left in its table: its requests will never be
+ * answered, so the range is void. The table names the file by inflight_file_id: the out
+ * directory's names are hashed to find it (once per range of a dead worker). */
+struct reclaim {
+    struct server *s;
+    int worker;
+};
+
+/* The day file whose name has that identity, into path ("" when none). */
+static void find_day_file(const char *dir, uint64_t file, char *path, size_t len)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    path[0] = '\0';
+    while (d && (e = readdir(d)))
+        if (e->d_name[0] != '.' && inflight_file_id(e->d_name) == file) {
+            if (snprintf(path, len, "%s/%s", dir, e->d_name) >= (int)len)
+                path[0] = '\0';
+            break;
+        }
+    if (d)
+        closedir(d);
+}
+
+/* The write the dead worker had in progress (its writing field), unless the next writer of
+ * that file found it first (inflight_orphan): under the file's lock, so nobody has
+ * appended since it began, its whole rows from its start are void ("killed"); a row it cut
+ * short is the torn path's (the torn flags are set). */
+static void void_dead_write(struct server *s, int i)
+{
+    struct inflight_table *t = inflight_table(s->inflight, i);
+    uint_fast64_t s1 = atomic_load(&t->writing_start1);
+    if (!s1)
+        return;
+    char path[PATH_MAX];
+    find_day_file(s->o->out_dir, atomic_load(&t->writing_file), path, sizeof path);
+    int fd = path[0] ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    if (fd < 0) {
+        atomic_store(&t->writing_start1, 0); /* the file is gone, and its rows with it */
+        return;
+    }
+    while (flock(fd, LOCK_EX) && errno == EINTR)
+        ;
+    uint64_t start = s1 - 1, rows = 0;
+    struct stat st;
+    int r = 0;
+    size_t whole = 0;
+    if (atomic_compare_exchange_strong(&t->writing_start1, &s1, 0) && !fstat(fd, &st) &&
+        (uint64_t)st.st_size > start) {
+        size_t len = (size_t)((uint64_t)st.st_size - start);
+        char *buf = malloc(len);
+        r = !buf ? -ENOMEM : pread(fd, buf, len, (off_t)start) == (ssize_t)len ? 0 : -EIO;
+        size_t pl = strlen(path);
+        if (!r)
+            whole = voids_whole_rows(buf, len, pl >= 4 && !strcmp(path + pl - 4, ".csv"), &rows);
+        free(buf);
+        if (!r && whole)
+            r = voids_append(path, start, start + whole, "killed", 1);
+    }
+    flock(fd, LOCK_UN);
+    close(fd);
+    if (r) {
+        log_error("ndingest: worker %d died writing %s at byte %llu, and its rows could not be "
+                  "voided: %s", i, path, (unsigned long long)start, strerror(-r));
+        return;
+    }
+    struct metrics *m = &s->slots[i].metrics; /* its process is dead: ours to add to */
+    metrics_add(&m->void_rows, rows);
+    metrics_add(&m->void_bytes, whole);
+}
+
+static void void_dead_range(void *arg, uint64_t file, uint64_t start, uint64_t end, uint64_t rows)
+{
+    struct reclaim *rc = arg;
+    char path[PATH_MAX];
+    find_day_file(rc->s->o->out_dir, file, path, sizeof path);
+    int fd = path[0] ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    int r = fd < 0 ? -ENOENT : 0;
+    if (!r) { /* appenders of a record take turns under the day file's lock (voids.h) */
+        while (flock(fd, LOCK_EX) && errno == EINTR)
+            ;
+        r = voids_append(path, start, end, "killed", 1);
+        flock(fd, LOCK_UN);
+        close(fd);
+    }
+    if (r) {
+        log_error("ndingest: worker %d died with bytes %llu-%llu of a day file unanswered, "
+                  "and they could not be voided: %s", rc->worker, (unsigned long long)start,
+                  (unsigned long long)end, path[0] ? path : "the file is gone");
+        return;
+    }
+    struct metrics *m = &rc->s->slots[rc->worker].metrics; /* its process is dead: ours */
+    metrics_add(&m->void_rows, rows);
+    metrics_add(&m->void_bytes, end - start);
 }
 
 /* Collects dead workers; returns how many of them did not exit 0. */
@@ -272,6 +375,11 @@ static int reap(struct server *s)
             if (s->catalog)
                 catalog_shared_torn(s->catalog->shared);
         }
+        /* What its unanswered requests wrote is void; the table is empty for its
+         * replacement. */
+        void_dead_write(s, i);
+        struct reclaim rc = {s, i};
+        inflight_reclaim(inflight_table(s->inflight, i), void_dead_range, &rc);
         failed += !clean;
         status_clear(s);
         if (s->stopping) {
@@ -575,8 +683,12 @@ int server_run(const struct options *o)
     size_t size = sizeof(struct worker_slot) * (size_t)nslots;
     struct worker_slot *slots = mmap(NULL, size, PROT_READ | PROT_WRITE,
                                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (slots == MAP_FAILED) {
-        log_error("ndingest: mmap: %s", strerror(errno));
+    struct inflight *inflight = slots == MAP_FAILED ? NULL
+                                : inflight_map(nslots, o->inflight_ranges, err, sizeof err);
+    if (slots == MAP_FAILED || !inflight) {
+        log_error("ndingest: %s", slots == MAP_FAILED ? strerror(errno) : err);
+        if (slots != MAP_FAILED)
+            munmap(slots, size);
         release_datasets(datasets);
         if (fd >= 0)
             close(fd);
@@ -602,7 +714,8 @@ int server_run(const struct options *o)
     if (o->workers == 0) {
         atomic_store(&slots[0].live, 1);
         auth_free(&main_tokens); /* the one worker reads the file itself */
-        rc = worker_run(o, 0, fd, slots, 1, datasets, NULL, idem, NULL); /* it takes the reference */
+        rc = worker_run(o, 0, fd, slots, 1, datasets, NULL, idem, NULL, /* it takes the reference */
+                        inflight);
         datasets = NULL;
     } else {
         struct server s = {
@@ -614,6 +727,7 @@ int server_run(const struct options *o)
             .catalog = datasets,
             .deliver = dsh,
             .idem = idem,
+            .inflight = inflight,
             .pids = calloc((size_t)nslots, sizeof(pid_t)),
             .started = calloc((size_t)nslots, sizeof(struct timespec)),
             .restart_at = calloc((size_t)nslots, sizeof(struct timespec)),
@@ -634,6 +748,7 @@ int server_run(const struct options *o)
         datasets = s.catalog; /* replaced on SIGHUP */
     }
     munmap(slots, size);
+    inflight_unmap(inflight);
     deliver_shared_unmap(dsh);
     idem_table_unmap(idem);
     release_datasets(datasets);

@@ -13,6 +13,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "inflight.h"
 #include "voids.h"
 
 struct sink {
@@ -27,6 +28,12 @@ struct sink {
     atomic_uint *torn;         /* see sink_config */
     int quoted_rows;           /* "*.csv": a row may hold '\n' inside a quoted cell */
     int void_err;              /* the failure was the .void record's, not the file's */
+    /* sink_write_hooked: where the last write went (sink_written), and the end of this
+     * sink's last write to the open file, a lower bound of where the next one lands. */
+    uint64_t last_file, last_start, last_end, last_ino, ino; /* ino: the open file's */
+    time_t last_day;
+    int locked;                /* sink_write_hooked holds the file's flock */
+    int newline;               /* ...and the torn path wrote a '\n' before its bytes */
     /* The torn path's scan of the open file, kept so that the next one reads only the
      * bytes appended since (the file only grows): the quote state at scan_at, and the
      * last row boundary at or before it. Valid while scan_at != 0, for this fd only. */
@@ -103,9 +110,13 @@ static int create_temp(struct sink *s, const char *base, char *tmp, size_t tmple
 }
 
 /* Writes all of p[0..n): a short write is continued, EINTR retried, and a non-blocking
- * descriptor (an inherited stdout) waited for. 0 or -errno. */
-static int write_all(int fd, const char *p, size_t n)
+ * descriptor (an inherited stdout) waited for. 0 or -errno; *done (when not NULL) gets the
+ * bytes written, a failure's too. */
+static int write_all_done(int fd, const char *p, size_t n, size_t *done)
 {
+    size_t all = n;
+    if (done)
+        *done = 0;
     while (n) {
         ssize_t w = write(fd, p, n);
         if (w < 0) {
@@ -123,8 +134,15 @@ static int write_all(int fd, const char *p, size_t n)
             return -EIO; /* no progress and no error: do not spin */
         p += w;
         n -= (size_t)w;
+        if (done)
+            *done = all - n;
     }
     return 0;
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+    return write_all_done(fd, p, n, NULL);
 }
 
 /* The date holding t as YYYYMMDD, -1 if t has no date. */
@@ -205,6 +223,14 @@ static int publish_with_header(struct sink *s)
     return r;
 }
 
+/* The day's file was just opened: its inode, for the ranges written to it (sink_range). */
+static int opened(struct sink *s)
+{
+    struct stat st;
+    s->ino = fstat(s->fd, &st) == 0 ? (uint64_t)st.st_ino : 0;
+    return 0;
+}
+
 static int open_day(struct sink *s)
 {
     int remade = 0;
@@ -213,13 +239,13 @@ static int open_day(struct sink *s)
         if (!s->header) {
             s->fd = open(s->path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
             if (s->fd >= 0)
-                return 0;
+                return opened(s);
             r = fail(s, "open", s->path, errno);
         } else {
             /* Never O_CREAT here: an empty file without its header would be visible. */
             s->fd = open(s->path, O_RDWR | O_APPEND | O_CLOEXEC);
             if (s->fd >= 0)
-                return 0;
+                return opened(s);
             if (errno != ENOENT)
                 return fail(s, "open", s->path, errno);
             r = publish_with_header(s);
@@ -476,15 +502,17 @@ static int tail_of(struct sink *s, uint64_t *size, uint64_t *last, uint64_t *end
  * and missing from the record. Serialised by flock on the file, with the tail looked at
  * under the lock, so that two writers never both isolate it (an empty line would be a row
  * of a one-column dataset). If the record cannot be written neither are the rows. */
-static int append_torn(struct sink *s, const char *p, size_t n)
+static int append_torn(struct sink *s, const char *p, size_t n, size_t *done)
 {
-    int r;
-    while ((r = flock(s->fd, LOCK_EX)) && errno == EINTR)
+    int r = 0;
+    *done = 0;
+    while (!s->locked && (r = flock(s->fd, LOCK_EX)) && errno == EINTR)
         ;
     if (r)
         return -errno;
     uint64_t size = 0, last = 0, end = 0;
     int recorded = 0;
+    size_t before = 0; /* bytes of p written by the writev */
     r = tail_of(s, &size, &last, &end, &recorded);
     if (r == 0 && last != size) {
         int nl = end > size;
@@ -504,29 +532,43 @@ static int append_torn(struct sink *s, const char *p, size_t n)
             else if (w == 0)
                 r = -EIO;
             else {
+                s->newline = 1;
+                before = (size_t)(w - 1);
                 p += w - 1;
                 n -= (size_t)(w - 1);
             }
         }
     }
-    if (r == 0)
-        r = write_all(s->fd, p, n);
+    if (r == 0) {
+        r = write_all_done(s->fd, p, n, done);
+        *done += before;
+    } else {
+        *done = before;
+    }
     s->dirty = 1; /* even a failed write may have written some */
-    flock(s->fd, LOCK_UN);
+    if (!s->locked)
+        flock(s->fd, LOCK_UN);
     return r;
 }
 
 /* Appends p[0..n) to the open descriptor (*checked: the torn flag was set, so the tail was
- * looked at). 0 or -errno; the torn flag is the caller's. */
-static int append(struct sink *s, const char *p, size_t n, int *checked)
+ * looked at; *done: the bytes of p written, a failure's too). 0 or -errno; the torn flag is
+ * the caller's. */
+static int append(struct sink *s, const char *p, size_t n, int *checked, size_t *done,
+                  int force)
 {
     s->void_err = 0;
-    *checked = s->torn && atomic_load(s->torn);
+    *checked = force || (s->torn && atomic_load(s->torn));
     if (*checked)
-        return append_torn(s, p, n);
-    int r = write_all(s->fd, p, n);
+        return append_torn(s, p, n, done);
+    int r = write_all_done(s->fd, p, n, done);
     s->dirty = 1; /* even a failed write may have written some */
     return r;
+}
+
+static size_t whole_rows(const struct sink *s, const char *p, size_t n)
+{
+    return voids_whole_rows(p, n, s->quoted_rows, NULL);
 }
 
 /* Whether the open file has lost its last name (unlink, rm -rf): rows written to it are
@@ -547,6 +589,81 @@ static int unlinked(int fd)
 
 int sink_write(struct sink *s, const char *p, size_t n)
 {
+    return sink_write_hooked(s, p, n, NULL);
+}
+
+/* A day's name for the file of the day starting at day (sink_void): its path into out. */
+static int path_of_day(const struct sink *s, time_t day, char *out, size_t outlen)
+{
+    struct tm tm;
+    if (!(s->utc ? gmtime_r(&day, &tm) : localtime_r(&day, &tm)))
+        return -EOVERFLOW;
+    char date[32];
+    strftime(date, sizeof date, "%Y-%m-%d", &tm);
+    int len = snprintf(out, outlen, "%s/%s-%s%s", s->dir, s->name, date, s->suffix);
+    return len < 0 || (size_t)len >= outlen ? -ENAMETOOLONG : 0;
+}
+
+/* Under the file's lock, a write a dead writer left in progress from start to the file's
+ * end size: its whole rows are recorded as void ("killed"); *torn when a row cut short
+ * follows them (the caller then takes the torn path, which isolates it). 0 or -errno. */
+static int void_orphan(struct sink *s, uint64_t start, uint64_t size, int *torn)
+{
+    *torn = 0;
+    if (start >= size)
+        return 0; /* it died before its write began */
+    size_t len = (size_t)(size - start);
+    char *buf = malloc(len); /* after a kill only */
+    if (!buf)
+        return -ENOMEM;
+    ssize_t got = pread(s->fd, buf, len, (off_t)start);
+    int r = got == (ssize_t)len ? 0 : got < 0 ? -errno : -EIO;
+    size_t whole = r ? 0 : whole_rows(s, buf, len);
+    free(buf);
+    if (!r && whole)
+        r = voids_append(s->path, start, start + whole, "killed", 1);
+    if (r)
+        s->void_err = 1;
+    *torn = !r && whole < len;
+    return r;
+}
+
+/* The hooked write's body, the file open: under its flock, a dead writer's write in
+ * progress voided first, the range published, the bytes written, then their range handed
+ * to the hook, and only then the lock released. 0 or -errno; *done as append's. */
+static int append_locked(struct sink *s, const char *p, size_t n, const struct sink_hook *h,
+                         int *checked, size_t *done)
+{
+    int r;
+    *checked = 0;
+    *done = 0;
+    s->newline = 0;
+    while ((r = flock(s->fd, LOCK_EX)) && errno == EINTR)
+        ;
+    if (r)
+        return -errno;
+    s->locked = 1;
+    off_t size = lseek(s->fd, 0, SEEK_END); /* exact: every appender holds the lock */
+    uint64_t ostart;
+    int torn = 0, dead = size < 0 ? -1 : h->orphan(h->arg, s->last_file, &ostart);
+    r = size < 0 ? -errno : dead >= 0 ? void_orphan(s, ostart, (uint64_t)size, &torn) : 0;
+    if (dead >= 0 && r)
+        h->unorphan(h->arg, dead, s->last_file, ostart);
+    if (!r) {
+        h->before(h->arg, s->last_file, (uint64_t)size);
+        r = append(s, p, n, checked, done, torn);
+        /* Nobody else appends under the lock: p's bytes start at the size read above, past
+         * the '\n' the torn path may have put before them. */
+        s->last_start = (uint64_t)size + (uint64_t)s->newline;
+        s->last_end = s->last_start + (r ? whole_rows(s, p, *done) : *done);
+        s->last_ino = s->ino;
+    }
+    return r;
+}
+
+int sink_write_hooked(struct sink *s, const char *p, size_t n, const struct sink_hook *h)
+{
+    s->last_start = s->last_end = 0;
     if (!n)
         return 0;
     for (int tries = 0;; tries++) {
@@ -565,15 +682,36 @@ int sink_write(struct sink *s, const char *p, size_t n)
             }
         }
         int checked;
-        int r = append(s, p, n, &checked);
+        size_t done = 0;
+        int r;
+        if (h) {
+            s->last_file = inflight_file_id(s->path);
+            s->last_day = s->day_start;
+            r = append_locked(s, p, n, h, &checked, &done);
+        } else {
+            r = append(s, p, n, &checked, &done, 0);
+        }
         /* Asked after the write, not before, so that an unlink between the check and the
          * write cannot take acknowledged rows with it. The batch then exists only in an
          * inode without a name: write it again to the file at the path. The torn flag is
          * left as it was, since the file whose tail was checked is not the one written. */
-        if (r == 0 && s->daily && unlinked(s->fd)) {
+        int lost = r == 0 && s->daily && unlinked(s->fd);
+        if (h && s->locked) {
+            /* Flagged before the lock goes: the next holder must see that the file may end
+             * inside a row (else it would glue its first row onto the cut one). */
+            if (r && s->torn)
+                atomic_store(s->torn, 1);
+            struct sink_range wr;
+            sink_written(s, &wr);
+            h->after(h->arg, lost ? NULL : &wr);
+            s->locked = 0;
+            flock(s->fd, LOCK_UN);
+        }
+        if (lost) {
             s->dirty = 0; /* syncing a file nobody can open saves nothing */
             close_day(s, 0);
             s->lost++;
+            s->last_start = s->last_end = 0; /* gone with the file: nothing to void there */
             if (tries < 3)
                 continue;
             r = -ENOENT; /* deleted as fast as it was made */
@@ -596,6 +734,22 @@ int sink_write(struct sink *s, const char *p, size_t n)
         }
         return r;
     }
+}
+
+void sink_written(const struct sink *s, struct sink_range *out)
+{
+    out->file = s->last_file;
+    out->day = s->last_day;
+    out->ino = s->last_ino;
+    out->start = s->last_start;
+    out->end = s->last_end;
+}
+
+int sink_range_path(const struct sink *s, const struct sink_range *r, char *out, size_t outlen)
+{
+    if (!s->daily)
+        return -EINVAL;
+    return path_of_day(s, r->day, out, outlen);
 }
 
 unsigned long sink_lost(struct sink *s)

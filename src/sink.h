@@ -5,6 +5,7 @@
 
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <time.h>
 
 struct sink_config {
@@ -47,6 +48,41 @@ int sink_write(struct sink *s, const char *p, size_t n);
  * count was c and now sees more has rows that may be gone with a deleted file (the batches
  * of a body before its last one). Always 0 for sink_open_fd. */
 unsigned long sink_lost(struct sink *s);
+
+/* sink_write for a writer that tracks the ranges its requests write (inflight.h). Each
+ * write(2) then happens under the day file's flock, taken by every such writer, so that
+ * where it lands is known before it starts and a writer that dies inside it is found by the
+ * next holder of the lock. Under the lock, in order: h->orphan(arg, FILE, &START) asks
+ * whether a dead writer left a write in progress in this file (FILE: inflight_file_id;
+ * its index, or -1): if so its whole rows from START are recorded as void ("killed") and
+ * a row it cut short is isolated as the torn path does (if the record cannot be written,
+ * h->unorphan(arg, INDEX, FILE, START) puts it back and nothing is written);
+ * h->before(arg, FILE, START) is told exactly where the bytes will land; the write; then
+ * h->after(arg, R) with where they landed (as sink_written), or R NULL when the file lost
+ * its name meanwhile (the batch is then written again: before and after come again). */
+struct sink_range;
+struct sink_hook {
+    int (*orphan)(void *arg, uint64_t file, uint64_t *start);
+    void (*unorphan)(void *arg, int index, uint64_t file, uint64_t start);
+    void (*before)(void *arg, uint64_t file, uint64_t start);
+    void (*after)(void *arg, const struct sink_range *r);
+    void *arg;
+};
+int sink_write_hooked(struct sink *s, const char *p, size_t n, const struct sink_hook *h);
+
+/* Where the last sink_write_hooked put its bytes: [start, end) of the day file (day: its
+ * day, ino: its inode; file: inflight_file_id). On success the whole of p; after a failure
+ * the whole rows written before it (start == end: none; a row cut short after them is the
+ * torn path's). start == end too when the file lost its name (the rows went with it). */
+struct sink_range {
+    uint64_t file, start, end, ino;
+    time_t day;
+};
+void sink_written(const struct sink *s, struct sink_range *out);
+
+/* The path of the day file r is in (voids_record takes it with r.ino). 0, or -errno
+ * (-EINVAL for sink_open_fd's). */
+int sink_range_path(const struct sink *s, const struct sink_range *r, char *out, size_t outlen);
 const char *sink_error(const struct sink *s);
 /* The size of the day's file now, as every process writing it sees it (the file is their
  * shared state): one statx of the open file, or of the day's path when none is open (0 when

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -64,6 +65,44 @@ int voids_append(const char *day_path, uint64_t start, uint64_t end, const char 
     if (close(fd) && !r)
         r = -errno;
     return r;
+}
+
+int voids_record(const char *day_path, uint64_t ino, uint64_t start, uint64_t end,
+                 const char *reason)
+{
+    int fd = open(day_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : -errno; /* deleted: the rows went with it */
+    struct stat st;
+    if (ino && (fstat(fd, &st) || (uint64_t)st.st_ino != ino)) {
+        close(fd); /* another file by that name now: the rows went with the old one */
+        return 0;
+    }
+    int r;
+    while ((r = flock(fd, LOCK_EX)) && errno == EINTR)
+        ;
+    r = r ? -errno : voids_append(day_path, start, end, reason, 1);
+    flock(fd, LOCK_UN);
+    close(fd);
+    return r;
+}
+
+size_t voids_whole_rows(const char *p, size_t n, int quoted_rows, uint64_t *rows)
+{
+    size_t last = 0;
+    uint64_t k = 0;
+    int quoted = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '"' && quoted_rows)
+            quoted = !quoted;
+        else if (p[i] == '\n' && !quoted) {
+            last = i + 1;
+            k++;
+        }
+    }
+    if (rows)
+        *rows = k;
+    return last;
 }
 
 static int by_start(const void *a, const void *b)

@@ -45,6 +45,18 @@ struct void_range {
 int voids_append(const char *day_path, uint64_t start, uint64_t end, const char *reason,
                  int sync);
 
+/* voids_append for a writer that is not the day file's torn path: under the day file's
+ * flock (the appenders' turns), and only while DAY_PATH is still the file of inode ino (0:
+ * any): when the file is gone or another has its name, the bytes went with the old one and
+ * nothing is recorded. Synced. 0, or -errno. */
+int voids_record(const char *day_path, uint64_t ino, uint64_t start, uint64_t end,
+                 const char *reason);
+
+/* The end of the last whole row in p[0..n), which starts at a row boundary: past the last
+ * '\n' outside quotes for CSV rows (quoted_rows: quote parity from p), past the last '\n'
+ * for others; *rows (when not NULL) gets the rows before it. A failure path's scan. */
+size_t voids_whole_rows(const char *p, size_t n, int quoted_rows, uint64_t *rows);
+
 /* Reads DAY_PATH.void into a malloc'd array sorted by start (then end), *out (NULL when
  * none) and *n; overlapping ranges are kept as written, a reader takes their union. A
  * missing record is no ranges. An unterminated last line is ignored; any other line that

@@ -65,6 +65,7 @@ struct worker {
     const struct deliver_shared *deliver; /* --deliver: the delivery's counters, or NULL */
     const struct auth *tokens;  /* --token-file as the main process holds it, or NULL */
     struct idem_table *idem;    /* Idempotency-Key: the table mapped by the main process */
+    const struct inflight *inflight; /* its table of ranges in flight (inflight.h), or NULL */
     struct timespec accept_logged; /* the last accept error's line (0: none yet) */
     unsigned long accept_unlogged; /* accept errors since then, not logged */
 };
@@ -395,7 +396,7 @@ static int worker_start(struct worker *w)
         .ingest = &w->ingest, .access = &w->access, .auth = &w->auth, .log_prefix = w->log_prefix,
         .catalog = w->catalog ? &w->catalog : NULL, .default_dataset = w->o->default_dataset,
         .sync = http_sync, .drained = http_drained, .arg = w, .deliver = w->deliver,
-        .idem = w->idem,
+        .idem = w->idem, .inflight = w->inflight,
     };
     if (!(w->http = http_server_new(&http))) {
         log_error("%s: out of memory for the HTTP server", w->log_prefix);
@@ -438,7 +439,8 @@ static void worker_free(struct worker *w)
 
 int worker_run(const struct options *o, int index, int listen_fd, struct worker_slot *slots,
                int nslots, struct catalog *datasets, const struct deliver_shared *deliver,
-               struct idem_table *idem, const struct auth *tokens)
+               struct idem_table *idem, const struct auth *tokens,
+               const struct inflight *inflight)
 {
     struct worker w = {
         .o = o,
@@ -452,6 +454,7 @@ int worker_run(const struct options *o, int index, int listen_fd, struct worker_
         .deliver = deliver,
         .idem = idem,
         .tokens = tokens,
+        .inflight = inflight,
     };
     snprintf(w.log_prefix, sizeof w.log_prefix, "ndingest[%d]", (int)getpid());
     if (worker_start(&w)) {

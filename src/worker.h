@@ -6,6 +6,7 @@
 struct catalog;
 struct deliver_shared;
 struct idem_table;
+struct inflight;
 struct auth;
 struct options;
 struct worker_slot;
@@ -18,10 +19,13 @@ struct worker_slot;
  * directory again. deliver (--deliver, else NULL): the delivery process's counters, for
  * /metrics and backpressure. idem: the Idempotency-Key table (idempotency.h) mapped before
  * the fork. tokens: --token-file as the main process holds it (the worker takes over its
- * copy after the fork), or NULL to read the file itself (--workers 0).
+ * copy after the fork), or NULL to read the file itself (--workers 0). inflight: every
+ * worker's table of day-file ranges written by requests not yet answered (inflight.h),
+ * mapped before the fork (its own cleared by the main process), or NULL.
  * Returns the process exit code: 0 after a clean drain, 1 when it cannot start. */
 int worker_run(const struct options *o, int index, int listen_fd, struct worker_slot *slots,
                int nslots, struct catalog *datasets, const struct deliver_shared *deliver,
-               struct idem_table *idem, const struct auth *tokens);
+               struct idem_table *idem, const struct auth *tokens,
+               const struct inflight *inflight);
 
 #endif

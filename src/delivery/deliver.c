@@ -23,6 +23,7 @@
 #include "../schema.h"
 #include "../schema_pg.h"
 #include "../sink.h"
+#include "../inflight.h"
 #include "../voids.h"
 #include "backoff.h"
 #include "batch.h"
@@ -72,6 +73,7 @@ struct stream {
 struct deliver {
     const struct options *o;
     struct deliver_shared *sh;
+    const struct inflight *inflight; /* the workers' ranges not yet answered, or NULL */
     /* The destination, chosen by the URL's scheme: one of the two is set. */
     struct clickhouse *ch;
     struct postgres *pg;
@@ -679,7 +681,14 @@ static int step(struct deliver *dv, struct stream *s)
     char path[PATH_MAX], err[PATH_MAX + 128];
     day_path(dv, s->cur.file, path);
     uint64_t size = file_size(path);
-    int finished = file_finished(o, s->name, s->cur.file);
+    /* Rows a request still in flight wrote may yet become void: nothing at or past the
+     * first of them is sent (the size is read first, so that a range whose bytes are in it
+     * is seen in flight, or, once settled, in the record read after). */
+    uint64_t hold = inflight_min_start(dv->inflight, inflight_file_id(s->cur.file));
+    int held = hold < size;
+    if (held)
+        size = hold;
+    int finished = !held && file_finished(o, s->name, s->cur.file);
 
     /* With --header every day's file starts with the header row: never sent. */
     if (o->header && s->cur.offset == 0 && size > 0) {
@@ -1275,10 +1284,11 @@ static void close_destination(struct deliver *dv)
 
 /* Measures every dataset's lag and publishes the sum, without sending: while the server is
  * out of reach (from the start too), the lag still grows and backpressure sees it. */
-int deliver_run(const struct options *o, struct deliver_shared *shared)
+int deliver_run(const struct options *o, struct deliver_shared *shared,
+                const struct inflight *inflight)
 {
     char err[PATH_MAX + 128];
-    struct deliver dv = {.o = o, .sh = shared};
+    struct deliver dv = {.o = o, .sh = shared, .inflight = inflight};
     if (open_destination(&dv, err, sizeof err)) {
         log_error("ndingest deliver: %s", err);
         return 2;

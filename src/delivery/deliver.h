@@ -73,8 +73,11 @@ double deliver_worst_lag(const struct deliver_shared *sh);
 
 /* Runs delivery until SIGTERM or SIGINT (the batch in flight is finished or abandoned
  * whole; its cursor says so). sh: the shared region, or NULL for `ndingest deliver` on its
- * own (a private one is made). Returns the exit code: 0 after a stop, 2 for a usage error
+ * own (a private one is made). inflight: the workers' ranges written for requests not yet
+ * answered (inflight.h), never sent; NULL on its own (it cannot see them). Returns the exit code: 0 after a stop, 2 for a usage error
  * (a bad URL or credentials file, a bad definition), 1 for an unusable out dir. */
-int deliver_run(const struct options *o, struct deliver_shared *sh);
+struct inflight;
+int deliver_run(const struct options *o, struct deliver_shared *sh,
+                const struct inflight *inflight);
 
 #endif

@@ -100,6 +100,8 @@ static void test_1024_workers_nothing_cut(void **state)
         atomic_store(&s[i].connections, (unsigned)(i % 7));
         metrics_add(&s[i].metrics.rows_valid, 10);
         metrics_add(&s[i].metrics.quarantine_full, (uint64_t)(i % 2));
+        metrics_add(&s[i].metrics.void_rows, 3);
+        metrics_add(&s[i].metrics.void_bytes, (uint64_t)(i % 2) * 7);
         for (int k = 0; k <= i % 5; k++)
             metrics_response(&s[i].metrics, 200, 2000000);
     }
@@ -142,6 +144,10 @@ static void test_1024_workers_nothing_cut(void **state)
     assert_non_null(strstr(text, want));
     snprintf(want, sizeof want, "# TYPE ndingest_quarantine_full_total counter\n"
              "ndingest_quarantine_full_total %d\n", NSLOTS / 2);
+    assert_non_null(strstr(text, want));
+    snprintf(want, sizeof want, "\nndingest_void_rows_total %d\n", 3 * NSLOTS);
+    assert_non_null(strstr(text, want));
+    snprintf(want, sizeof want, "\nndingest_void_bytes_total %d\n", 7 * (NSLOTS / 2));
     assert_non_null(strstr(text, want));
     /* The last family's last line closes the text. */
     snprintf(want, sizeof want, "ndingest_worker_open_connections{worker=\"%d\"} %d\n", NSLOTS - 1,
@@ -222,6 +228,8 @@ static void test_datasets(void **state)
         metrics_add(&m[w * NAMES + 1].rows_valid, 10u + (unsigned)w); /* b: 10 + 11 + 12 */
         metrics_add(&m[w * NAMES + 1].refused[date], 1);
         metrics_add(&m[w * NAMES].bodies, 2);
+        metrics_add(&m[w * NAMES + 1].void_rows, 5);
+        metrics_add(&m[w * NAMES + 1].void_bytes, 100u * (unsigned)(w + 1)); /* 100+200+300 */
     }
     const struct metrics_dataset_view v[NAMES] = {{"a", m, NAMES}, {"b", m + 1, NAMES}};
     struct buf out = {0};
@@ -234,6 +242,9 @@ static void test_datasets(void **state)
         "\nndingest_dataset_rows_total{dataset=\"a\",verdict=\"invalid\"} 0\n",
         "\nndingest_dataset_quarantined_total{dataset=\"b\",reason=\"date\"} 3\n",
         "\nndingest_dataset_quarantined_total{dataset=\"a\",reason=\"json\"} 0\n",
+        "\nndingest_dataset_void_rows_total{dataset=\"b\"} 15\n",
+        "\nndingest_dataset_void_bytes_total{dataset=\"b\"} 600\n",
+        "\nndingest_dataset_void_rows_total{dataset=\"a\"} 0\n",
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         if (!strstr(out.p, want[i]))

@@ -93,6 +93,7 @@ static void test_defaults(void **state)
     assert_int_equal(o.header_timeout, 10);
     assert_int_equal(o.body_timeout, 300);
     assert_int_equal(o.max_connections, 4096);
+    assert_int_equal(o.inflight_ranges, 4096);
     assert_true(o.max_inflate == 1ULL << 30);
     assert_int_equal(o.max_ratio, 1000);
     assert_int_equal(o.columns.count, 4);
@@ -130,7 +131,9 @@ static void test_operations_options(void **state)
     struct options o;
     assert_int_equal(parse(&o, "ndingest --access-log /tmp/a.log --quiet --max-header 1K "
                                "--max-headers 7 --header-timeout 2 --body-timeout 3 "
-                               "--max-connections 5 --max-inflate 2M --max-ratio 50"), 0);
+                               "--max-connections 5 --max-inflate 2M --max-ratio 50 "
+                               "--inflight-ranges 2"), 0);
+    assert_int_equal(o.inflight_ranges, 2);
     assert_string_equal(o.access_log, "/tmp/a.log");
     assert_int_equal(o.quiet, 1);
     assert_int_equal(o.max_header, 1024);
@@ -249,6 +252,8 @@ static void test_usage_errors(void **state)
         "ndingest --max-headers 0", "ndingest --max-headers -3",
         "ndingest --max-path 15", "ndingest --max-path 65K", "ndingest --header-timeout 0",
         "ndingest --body-timeout 0", "ndingest --body-timeout 1.5", "ndingest --max-connections 0",
+        "ndingest --inflight-ranges 1", "ndingest --inflight-ranges 2000000",
+        "ndingest convert --inflight-ranges 8",
         "ndingest --max-inflate big", "ndingest --max-ratio -1", "ndingest --max-ratio x",
         "ndingest --access-log", "ndingest convert --quiet", "ndingest convert --max-ratio 3",
         "ndingest schema", "ndingest schema taxi", "ndingest schema --datasets d",

@@ -205,6 +205,89 @@ static void test_torn_tail_isolated(void **state)
     sink_close(s);
 }
 
+/* A hook that records what sink_write_hooked told it (sink.h): the dead writer it reports
+ * (orphan_start, or none), the exact start before the write, and the range after it. */
+struct hooked {
+    uint64_t orphan_start; /* UINT64_MAX: no dead writer */
+    uint64_t before, file;
+    struct sink_range after;
+    int afters, unorphans;
+};
+
+static int h_orphan(void *arg, uint64_t file, uint64_t *start)
+{
+    struct hooked *h = arg;
+    h->file = file;
+    if (h->orphan_start == UINT64_MAX)
+        return -1;
+    *start = h->orphan_start;
+    h->orphan_start = UINT64_MAX; /* claimed: once */
+    return 3;
+}
+
+static void h_unorphan(void *arg, int index, uint64_t file, uint64_t start)
+{
+    (void)index;
+    (void)file;
+    (void)start;
+    ((struct hooked *)arg)->unorphans++;
+}
+
+static void h_before(void *arg, uint64_t file, uint64_t start)
+{
+    struct hooked *h = arg;
+    assert_int_equal(file, h->file);
+    h->before = start;
+}
+
+static void h_after(void *arg, const struct sink_range *r)
+{
+    struct hooked *h = arg;
+    assert_non_null(r);
+    h->after = *r;
+    h->afters++;
+}
+
+/* A tracked write: told its exact start before it is made, its range after; and a write a
+ * dead writer left in progress (two whole rows, then one cut inside a quoted cell holding a
+ * line feed) is voided first: its whole rows "killed", the cut row "torn" and isolated. */
+static void test_hooked_write_and_dead_writer(void **state)
+{
+    (void)state;
+    char want[PATH_MAX], rec[PATH_MAX + 8], d0[16], err[256];
+    struct sink_config cfg = {.dir = tmpdir, .name = "x", .suffix = ".csv", .utc = 1};
+    struct sink *s = sink_open_daily(&cfg, err, sizeof err);
+    assert_non_null(s);
+    date_of(time(NULL), 1, d0, sizeof d0);
+    path_in(want, tmpdir, d0);
+    struct hooked h = {.orphan_start = UINT64_MAX};
+    const struct sink_hook hook = {h_orphan, h_unorphan, h_before, h_after, &h};
+    assert_int_equal(sink_write_hooked(s, "a,b\n", 4, &hook), 0);
+    assert_int_equal(h.before, 0);
+    assert_int_equal(h.after.start, 0);
+    assert_int_equal(h.after.end, 4);
+    assert_int_equal(h.afters, 1);
+    /* another worker's write, cut by its death: it had announced its start, 4 */
+    int fd = open(want, O_WRONLY | O_APPEND);
+    assert_true(fd >= 0);
+    const char dead[] = "c,d\ne,f\n\"x\ny\",z"; /* two rows, then a cut one */
+    assert_int_equal(write(fd, dead, sizeof dead - 1), (ssize_t)sizeof dead - 1);
+    close(fd);
+    h.orphan_start = 4;
+    assert_int_equal(sink_write_hooked(s, "g,h\n", 4, &hook), 0);
+    uint64_t size = 4 + sizeof dead - 1;
+    assert_int_equal(h.before, size);     /* where it was about to write */
+    assert_int_equal(h.after.start, size + 1); /* past the '\n' that isolated the cut row */
+    assert_int_equal(h.after.end, size + 5);
+    assert_int_equal(h.unorphans, 0);
+    expect_file(want, "a,b\nc,d\ne,f\n\"x\ny\",z\ng,h\n");
+    PATHF(rec, "%s.void", want);
+    char line[128];
+    snprintf(line, sizeof line, "4 12 killed\n12 %llu torn\n", (unsigned long long)size + 1);
+    expect_file(rec, line);
+    sink_close(s);
+}
+
 /* Midnight with the injected clock: by UTC, and by local time in New York. */
 /* sink_size: the day's file as every writer sees it: 0 before it exists, what another
  * process appended to it before this sink opened it (a stat of the path) and after (a statx
@@ -1256,6 +1339,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_torn_record_unwritable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_newline_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_isolators_race, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hooked_write_and_dead_writer, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

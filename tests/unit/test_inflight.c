@@ -1,0 +1,258 @@
+/* test_inflight.c -- the shared table of ranges in flight: published in one process, seen by another; min start; a full table; a dead writer's write found; reclaim. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "inflight.h"
+#include "testutil.h"
+
+#define F 0x1111 /* two files' identities */
+#define G 0x2222
+
+/* A child process that owns worker w's table: it runs steps, each waiting for the parent's
+ * byte on `go` and answering one on `done`, so the parent looks at the table between them. */
+struct child {
+    pid_t pid;
+    int go, done;
+};
+
+static void wait_byte(int fd)
+{
+    char c;
+    if (read(fd, &c, 1) != 1)
+        _exit(9);
+}
+
+static void send_byte(int fd)
+{
+    if (write(fd, "x", 1) != 1)
+        _exit(9);
+}
+
+typedef void (*step_fn)(struct inflight_owner *o, int step);
+
+static struct child spawn(struct inflight *f, int w, step_fn fn, int steps)
+{
+    int go[2], done[2];
+    assert_int_equal(pipe(go), 0);
+    assert_int_equal(pipe(done), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(go[1]);
+        close(done[0]);
+        struct inflight_owner o;
+        if (inflight_own(&o, f, w))
+            _exit(8);
+        for (int i = 0; i < steps; i++) {
+            wait_byte(go[0]);
+            fn(&o, i);
+            send_byte(done[1]);
+        }
+        wait_byte(go[0]); /* until told to go: its entries stay as they are */
+        _exit(0);
+    }
+    close(go[0]);
+    close(done[1]);
+    return (struct child){pid, go[1], done[0]};
+}
+
+static void step(struct child *c)
+{
+    char b;
+    assert_int_equal(write(c->go, "x", 1), 1);
+    assert_int_equal(read(c->done, &b, 1), 1);
+}
+
+static void finish(struct child *c)
+{
+    int st;
+    assert_int_equal(write(c->go, "x", 1), 1);
+    assert_int_equal(waitpid(c->pid, &st, 0), c->pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    close(c->go);
+    close(c->done);
+}
+
+static int entry;
+
+static void publish_steps(struct inflight_owner *o, int i)
+{
+    switch (i) {
+    case 0: /* reserved: no file's yet */
+        entry = inflight_begin(o, 0, 0);
+        break;
+    case 1: /* about to write in F, at or after 100 */
+        inflight_publish(o, entry, F, 100);
+        break;
+    case 2: /* landed at [120, 200) */
+        inflight_set(o, entry, 120, 200, 3);
+        break;
+    case 3:
+        inflight_clear(o, entry);
+        break;
+    }
+}
+
+static void test_published_in_one_process_seen_in_another(void **state)
+{
+    (void)state;
+    char err[128];
+    struct inflight *f = inflight_map(3, 8, err, sizeof err);
+    assert_non_null(f);
+    assert_int_equal(inflight_min_start(f, F), UINT64_MAX);
+    struct child c = spawn(f, 1, publish_steps, 4);
+    step(&c);
+    assert_int_equal(inflight_min_start(f, F), UINT64_MAX); /* file 0 is nobody's */
+    step(&c);
+    assert_int_equal(inflight_min_start(f, F), 100);
+    assert_int_equal(inflight_min_start(f, G), UINT64_MAX);
+    step(&c);
+    assert_int_equal(inflight_min_start(f, F), 120);
+    step(&c);
+    assert_int_equal(inflight_min_start(f, F), UINT64_MAX);
+    finish(&c);
+    inflight_unmap(f);
+}
+
+static void two_ranges(struct inflight_owner *o, int i)
+{
+    if (i == 0) {
+        int a = inflight_begin(o, F, 500), b = inflight_begin(o, F, 300);
+        inflight_set(o, a, 500, 600, 1);
+        inflight_set(o, b, 300, 400, 1);
+    }
+}
+
+static void one_range(struct inflight_owner *o, int i)
+{
+    if (i == 0)
+        inflight_set(o, inflight_begin(o, F, 350), 350, 360, 1);
+}
+
+static void test_min_over_every_worker(void **state)
+{
+    (void)state;
+    char err[128];
+    struct inflight *f = inflight_map(2, 4, err, sizeof err);
+    assert_non_null(f);
+    struct child a = spawn(f, 0, two_ranges, 1), b = spawn(f, 1, one_range, 1);
+    step(&a);
+    step(&b);
+    assert_int_equal(inflight_min_start(f, F), 300);
+    finish(&a);
+    finish(&b);
+    /* the dead workers' entries stay until the main process reclaims them */
+    assert_int_equal(inflight_min_start(f, F), 300);
+    inflight_reclaim(inflight_table(f, 0), NULL, NULL);
+    assert_int_equal(inflight_min_start(f, F), 350);
+    inflight_reclaim(inflight_table(f, 1), NULL, NULL);
+    assert_int_equal(inflight_min_start(f, F), UINT64_MAX);
+    inflight_unmap(f);
+}
+
+static uint64_t reclaimed[8][3];
+static int nreclaimed;
+
+static void note(void *arg, uint64_t file, uint64_t start, uint64_t end, uint64_t rows)
+{
+    (void)arg;
+    assert_true(nreclaimed < 8);
+    reclaimed[nreclaimed][0] = file;
+    reclaimed[nreclaimed][1] = start;
+    reclaimed[nreclaimed][2] = end;
+    nreclaimed++;
+    assert_int_equal(rows, 1);
+}
+
+static void dies_writing(struct inflight_owner *o, int i)
+{
+    if (i == 0) {
+        inflight_set(o, inflight_begin(o, G, 10), 10, 20, 1); /* a range known */
+        int e = inflight_begin(o, 0, 0);
+        inflight_writing(o, F, 700);
+        inflight_publish(o, e, F, 700); /* ...and a write in progress */
+    }
+}
+
+static void test_dead_writer_found_once_and_reclaimed(void **state)
+{
+    (void)state;
+    char err[128];
+    struct inflight *f = inflight_map(2, 4, err, sizeof err);
+    assert_non_null(f);
+    struct child c = spawn(f, 1, dies_writing, 1);
+    step(&c);
+    uint64_t start = 0;
+    assert_int_equal(inflight_orphan(f, 1, F, &start), -1); /* its own: not an orphan */
+    assert_int_equal(inflight_orphan(f, 0, G, &start), -1); /* another file's */
+    finish(&c); /* "dies" with the write in progress */
+    assert_int_equal(inflight_orphan(f, 0, F, &start), 1);
+    assert_int_equal(start, 700);
+    assert_int_equal(inflight_orphan(f, 0, F, &start), -1); /* claimed: once */
+    /* its record could not be written: put back, found again */
+    assert_int_equal(inflight_unorphan(f, 1, F, 700), 0);
+    assert_int_equal(inflight_orphan(f, 0, F, &start), 1);
+    nreclaimed = 0;
+    inflight_reclaim(inflight_table(f, 1), note, NULL);
+    assert_int_equal(nreclaimed, 1); /* the write in progress is the writing field's */
+    assert_int_equal(reclaimed[0][0], G);
+    assert_int_equal(reclaimed[0][1], 10);
+    assert_int_equal(reclaimed[0][2], 20);
+    assert_int_equal(inflight_min_start(f, F), UINT64_MAX);
+    assert_int_equal(inflight_min_start(f, G), UINT64_MAX);
+    inflight_unmap(f);
+}
+
+static void test_full_table(void **state)
+{
+    (void)state;
+    char err[128];
+    struct inflight *f = inflight_map(1, 2, err, sizeof err);
+    assert_non_null(f);
+    struct inflight_owner o;
+    assert_int_equal(inflight_own(&o, f, 0), 0);
+    int a = inflight_begin(&o, F, 1), b = inflight_begin(&o, F, 2);
+    assert_true(a >= 0 && b >= 0 && a != b);
+    assert_int_equal(inflight_begin(&o, F, 3), -1);
+    inflight_clear(&o, a);
+    int c = inflight_begin(&o, F, 4);
+    assert_int_equal(c, a);
+    assert_int_equal(inflight_min_start(f, F), 2);
+    inflight_disown(&o);
+    inflight_unmap(f);
+    assert_null(inflight_map(0, 2, err, sizeof err));
+    assert_null(inflight_map(1, 0, err, sizeof err));
+}
+
+static void test_file_id_is_the_name(void **state)
+{
+    (void)state;
+    assert_int_equal(inflight_file_id("/a/b/trips-2026-12-07.csv"),
+                     inflight_file_id("trips-2026-12-07.csv"));
+    assert_int_not_equal(inflight_file_id("trips-2026-12-07.csv"),
+                         inflight_file_id("trips-2026-12-08.csv"));
+    assert_int_not_equal(inflight_file_id(""), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_published_in_one_process_seen_in_another),
+        cmocka_unit_test(test_min_over_every_worker),
+        cmocka_unit_test(test_dead_writer_found_once_and_reclaimed),
+        cmocka_unit_test(test_full_table),
+        cmocka_unit_test(test_file_id_is_the_name),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
