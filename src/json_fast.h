@@ -612,6 +612,144 @@ root_met(const struct json_paths *ps, int col, uint64_t *seen, struct cell *cell
     return nd;
 }
 
+/* Sentinels, in slots k and k + 1 at most: bit n ends every search; quote bit n + 1 too,
+ * since two quotes are popped before their positions are checked. */
+static inline __attribute__((always_inline)) void mark_ends(uint32_t *quote, uint32_t *nondig,
+                                                           size_t k, size_t n)
+{
+    quote[k] = quote[k + 1] = 0;
+    nondig[k] = nondig[k + 1] = ~0u;
+    quote[n >> 5] |= 1u << (n & 31);
+    quote[(n + 1) >> 5] |= 1u << ((n + 1) & 31);
+    nondig[n >> 5] |= 1u << (n & 31);
+}
+
+/* A line with backslashes: its four escape masks (em, ended like the others), and its
+ * escapes judged once here, so that the walk only asks the masks whether a string has any. */
+static inline __attribute__((always_inline)) int
+escapes_ok(const u8 *p, size_t n, uint32_t *quote, fast_escape_fn escapes,
+           struct fast_escape_masks *em)
+{
+    size_t kb = escapes(p, n, em);
+    em->bs[kb] = em->bs[kb + 1] = em->named[kb] = em->named[kb + 1] = 0;
+    em->u[kb] = em->u[kb + 1] = em->hex[kb] = em->hex[kb + 1] = 0;
+    return fast_escapes(p, quote, em, kb + 1);
+}
+
+/* A top-level value goes to a key's cell (plain) or its trie node (paths); one store each
+ * way, so that the value parses below say what they found, not where it goes. */
+static inline __attribute__((always_inline)) void
+top_put(struct cell *cl, const struct json_node *nd, struct cell *cells, const u8 *s,
+        size_t len, uint32_t kind, const int paths)
+{
+    if (paths && nd)
+        node_put(nd, cells, s, len, kind);
+    else if (cl)
+        *cl = (struct cell){(const char *)s, (uint32_t)len, kind};
+}
+
+/* The top-level key with quotes at ko and ke: its cell (plain) or trie node (paths) into
+ * *cl / *nd when it is a column, else they stay NULL. Looked up before its value is parsed:
+ * the key's span is then dead during the value's parse (fewer live registers), and a failed
+ * line's cells are unspecified anyway. The prefix word is read straight from the line when
+ * 8 bytes are there (always, for keys of 5 bytes or more). */
+static inline __attribute__((always_inline)) void
+top_key(const struct json_lookup *lk, const struct fast_line *l, size_t ko, size_t ke,
+        uint64_t *seen, struct cell *cells, struct cell **cl, const struct json_node **nd,
+        const unsigned bsl, const int paths)
+{
+    const u8 *p = l->p;
+    const struct json_paths *ps = paths ? lk->paths : NULL;
+    size_t ks = ko + 1, kl = ke - ks;
+    unsigned by;
+    int col = -1;
+    if (bsl && has_backslash(l, ko, ke)) {
+        col = json_lookup_escaped(lk, p + ks, kl);
+    } else if (kl <= JSON_MAX_NAME && (by = lk->bylen[kl])) {
+        /* kl >= 1 here: no name is empty, so bylen[0] is 0 */
+        uint64_t pre = l->n - ks >= 8 ? (kl >= 8 ? load64(p + ks)
+                                                 : load64(p + ks) << (64 - 8 * kl) >> (64 - 8 * kl))
+                                      : name_prefix(p + ks, kl);
+        col = lookup_pre(lk, p + ks, kl, pre, by);
+    }
+    if (paths && col >= 0)
+        *nd = root_met(ps, col, seen, cells);
+    else if (col >= 0)
+        *cl = &cells[col];
+}
+
+/* The top-level value at p[*vs_io], after its key's ':': parsed, checked as the strict walk
+ * checks it, and put in the key's cell cl (plain) or node nd (paths). Returns the index
+ * after it, or 0 when it is invalid; *vs_io moves past spaces before the value, and a
+ * number's exponent is left to the caller, which meets it there. The quote cursor comes in
+ * by address and goes out through copies: inlined, it stays in the walk's registers. */
+static inline __attribute__((always_inline)) size_t
+top_value(const struct fast_line_paths *lp, size_t *vs_io, size_t *qbase_io, uint64_t *qbits_io,
+          struct cell *cl, const struct json_node *nd, struct cell *cells, const unsigned bsl,
+          const int paths)
+{
+    const u8 *p = lp->l.p;
+    const size_t n = lp->l.n;
+    const uint32_t *quote = lp->l.quote, *nondig = lp->l.nondig;
+    size_t qbase = *qbase_io;
+    uint64_t qbits = *qbits_io;
+    size_t vs = *vs_io, i;
+value:;
+    u8 ch = p[vs];
+    if (LIKELY(num_start[ch])) {
+        if (!(i = fast_number(p, nondig, vs)))
+            return 0;
+        top_put(cl, nd, cells, p + vs, i - vs, CELL_RAW, paths);
+    } else if (ch == '"') {
+        size_t vo, ve;
+        POP_QUOTE(vo);
+        POP_QUOTE(ve);
+        if (vo != vs || ve >= n - 1)
+            return 0;
+        i = ve + 1;
+        /* The escapes were judged already: only a cell needs to know of them. */
+        uint32_t kind = CELL_STRING;
+        if (bsl && (cl || (paths && nd)) && has_backslash(&lp->l, vo, ve))
+            kind = CELL_STRING_ESCAPED;
+        top_put(cl, nd, cells, p + vs + 1, ve - vs - 1, kind, paths);
+    } else if (ch == 't' || ch == 'f' || ch == 'n') {
+        /* The strict walk's literal check; it cannot end at n, since p[n-1] is '}'. */
+        if (!(i = scan_literal(p, vs, n)))
+            return 0;
+        if (paths && nd && ch != 'n')
+            node_put(nd, cells, p + vs, i - vs, CELL_RAW);
+        else if (cl) {
+            int null = ch == 'n';
+            cl->p = null ? NULL : (const char *)p + vs;
+            cl->len = null ? 0 : (uint32_t)(i - vs);
+            cl->kind = null ? CELL_EMPTY : CELL_RAW;
+        }
+    } else if (ch == '{' || ch == '[') {
+        /* Through copies: the cursor itself stays in registers. */
+        size_t qb = qbase;
+        uint64_t qq = qbits;
+        if (paths && nd && (nd->nkeys | nd->nidx)) { /* its cells filled as it is walked */
+            if (!(i = fast_container_paths(&lp->l, vs, &qb, &qq, nd)))
+                return 0;
+        } else {
+            if (!(i = fast_container(&lp->l, vs, &qb, &qq)))
+                return 0;
+            top_put(cl, nd, cells, p + vs, i - vs, CELL_RAW, paths);
+        }
+        qbase = qb;
+        qbits = qq;
+    } else if (ch == ' ') {
+        vs = skip_spaces(p, vs);
+        goto value;
+    } else {
+        return 0;
+    }
+    *vs_io = vs;
+    *qbase_io = qbase;
+    *qbits_io = qbits;
+    return i;
+}
+
 /* The walk over a classified line, p[0] == '{' and p[n-1] == '}': quote[0..k) and
  * nondig[0..k) as a classifier left them (both arrays FAST_WORDS long). 1 when the line is
  * strictly valid (cells filled), 0 when the strict walk must judge it. Inlined into each
@@ -621,22 +759,10 @@ fast_walk(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cell
           uint32_t *quote, uint32_t *nondig, size_t k, unsigned flags, fast_text_fn text_ok,
           fast_escape_fn escapes, const unsigned bsl, const int paths)
 {
-    /* Sentinels, in slots k and k + 1 at most: bit n ends every search; quote bit n + 1
-     * too, since two quotes are popped before their positions are checked. */
-    quote[k] = quote[k + 1] = 0;
-    nondig[k] = nondig[k + 1] = ~0u;
-    quote[n >> 5] |= 1u << (n & 31);
-    quote[(n + 1) >> 5] |= 1u << ((n + 1) & 31);
-    nondig[n >> 5] |= 1u << (n & 31);
-    /* A line with backslashes: four more masks, and its escapes judged. */
+    mark_ends(quote, nondig, k, n);
     struct fast_escape_masks em;
-    if (bsl) {
-        size_t kb = escapes(p, n, &em);
-        em.bs[kb] = em.bs[kb + 1] = em.named[kb] = em.named[kb + 1] = 0;
-        em.u[kb] = em.u[kb + 1] = em.hex[kb] = em.hex[kb + 1] = 0;
-        if (!fast_escapes(p, quote, &em, kb + 1))
-            return 0;
-    }
+    if (bsl && !escapes_ok(p, n, quote, escapes, &em))
+        return 0;
     if (UNLIKELY(flags & FAST_ODD) && !text_ok(p, n))
         return 0;
     struct fast_line_paths lp; /* .cells: paths only */
@@ -673,34 +799,9 @@ fast_walk(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cell
         (void)i; /* ko == i: see above */
         if (ke >= n - 2) /* so p[ke + 1] and the value's first byte are in the line */
             return 0;
-        /* The key is looked up before its value is parsed: the key's span is then dead
-         * during the value's parse (fewer live registers), and a failed line's cells are
-         * unspecified anyway. The prefix word is read straight from the line when 8 bytes
-         * are there (always, for keys of 5 bytes or more). */
         struct cell *cl = NULL; /* the key's cell, when it is a column */
         const struct json_node *nd = NULL; /* with paths: the key's node, when it has one */
-        {
-            size_t ks = ko + 1, kl = ke - ks;
-            unsigned by;
-            if (bsl && has_backslash(&lp.l, ko, ke)) {
-                int col = json_lookup_escaped(lk, p + ks, kl);
-                if (paths && col >= 0)
-                    nd = root_met(ps, col, seen, cells);
-                else if (col >= 0)
-                    cl = &cells[col];
-            } else if (kl <= JSON_MAX_NAME && (by = lk->bylen[kl])) {
-                /* kl >= 1 here: no name is empty, so bylen[0] is 0 */
-                uint64_t pre = n - ks >= 8 ? (kl >= 8 ? load64(p + ks)
-                                                      : load64(p + ks) << (64 - 8 * kl) >>
-                                                            (64 - 8 * kl))
-                                           : name_prefix(p + ks, kl);
-                int col = lookup_pre(lk, p + ks, kl, pre, by);
-                if (paths && col >= 0)
-                    nd = root_met(ps, col, seen, cells);
-                else if (col >= 0)
-                    cl = &cells[col];
-            }
-        }
+        top_key(lk, &lp.l, ko, ke, seen, cells, &cl, &nd, bsl, paths);
         size_t vs = ke + 1;
         if (UNLIKELY(p[vs] != ':')) {
             vs = skip_spaces(p, vs);
@@ -708,73 +809,8 @@ fast_walk(const struct json_lookup *lk, const u8 *p, size_t n, struct cell *cell
                 return 0;
         }
         vs++;
-    value:;
-        u8 ch = p[vs];
-        if (LIKELY(num_start[ch])) {
-            if (!(i = fast_number(p, nondig, vs)))
-                return 0;
-            if (paths && nd)
-                node_put(nd, cells, p + vs, i - vs, CELL_RAW);
-            else if (cl) {
-                cl->p = (const char *)p + vs;
-                cl->len = (uint32_t)(i - vs);
-                cl->kind = CELL_RAW;
-            }
-        } else if (ch == '"') {
-            size_t vo, ve;
-            POP_QUOTE(vo);
-            POP_QUOTE(ve);
-            if (vo != vs || ve >= n - 1)
-                return 0;
-            i = ve + 1;
-            /* The escapes were judged already: only a cell needs to know of them. */
-            uint32_t kind = CELL_STRING;
-            if (bsl && (cl || (paths && nd)) && has_backslash(&lp.l, vo, ve))
-                kind = CELL_STRING_ESCAPED;
-            if (paths && nd)
-                node_put(nd, cells, p + vs + 1, ve - vs - 1, kind);
-            else if (cl) {
-                cl->p = (const char *)p + vs + 1;
-                cl->len = (uint32_t)(ve - vs - 1);
-                cl->kind = kind;
-            }
-        } else if (ch == 't' || ch == 'f' || ch == 'n') {
-            /* The strict walk's literal check; it cannot end at n, since p[n-1] is '}'. */
-            if (!(i = scan_literal(p, vs, n)))
-                return 0;
-            if (paths && nd && ch != 'n')
-                node_put(nd, cells, p + vs, i - vs, CELL_RAW);
-            else if (cl) {
-                int null = ch == 'n';
-                cl->p = null ? NULL : (const char *)p + vs;
-                cl->len = null ? 0 : (uint32_t)(i - vs);
-                cl->kind = null ? CELL_EMPTY : CELL_RAW;
-            }
-        } else if (ch == '{' || ch == '[') {
-            /* Through copies: the cursor itself stays in registers. */
-            size_t qb = qbase;
-            uint64_t qq = qbits;
-            if (paths && nd && (nd->nkeys | nd->nidx)) { /* its cells filled as it is walked */
-                if (!(i = fast_container_paths(&lp.l, vs, &qb, &qq, nd)))
-                    return 0;
-            } else if (!(i = fast_container(&lp.l, vs, &qb, &qq))) {
-                return 0;
-            } else if (paths && nd) {
-                node_put(nd, cells, p + vs, i - vs, CELL_RAW);
-            }
-            qbase = qb;
-            qbits = qq;
-            if (cl) {
-                cl->p = (const char *)p + vs;
-                cl->len = (uint32_t)(i - vs);
-                cl->kind = CELL_RAW;
-            }
-        } else if (ch == ' ') {
-            vs = skip_spaces(p, vs);
-            goto value;
-        } else {
+        if (!(i = top_value(&lp, &vs, &qbase, &qbits, cl, nd, cells, bsl, paths)))
             return 0;
-        }
 
         /* i <= n - 1. Next: the closing brace as the last byte, or ',' and the next key's
          * quote, compared as one 16-bit word (i + 1 < n there); the rest the slow way. */

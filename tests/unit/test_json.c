@@ -765,6 +765,44 @@ static void test_unescape(void **state)
     expect_unescape("\\u12", "u12", 3);
 }
 
+/* Plain runs of every length up to 40 before, between and after two escapes, so that each
+ * escape falls at every offset of the 16-byte blocks json_unescape copies whole and the
+ * tail meets the scalar end; out of place and in place (expect_unescape), where a block
+ * stored too early or too long overwrites bytes not read yet. The expected text is built
+ * from the pieces, not by the code under test. */
+static void test_unescape_long_runs(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *esc, *out;
+    } e[] = {{"\\n", "\n"},           {"\\\"", "\""},         {"\\/", "/"},
+             {"\\u00e9", "\xc3\xa9"}, {"\\\\", "\\"},
+             {"\\ud83d\\ude00", "\xf0\x9f\x98\x80"}};
+    const size_t ne = sizeof e / sizeof e[0];
+    char in[160], out[160];
+    for (size_t a = 0; a <= 40; a++)
+        for (size_t b = 0; b <= 40; b++)
+            for (size_t k = 0; k < ne; k++) {
+                size_t ni = 0, no = 0;
+                for (size_t j = 0; j < a; j++)
+                    in[ni++] = out[no++] = (char)('a' + j % 26);
+                for (const char *c = e[k].esc; *c; c++)
+                    in[ni++] = *c;
+                for (const char *c = e[k].out; *c; c++)
+                    out[no++] = *c;
+                for (size_t j = 0; j < b; j++)
+                    in[ni++] = out[no++] = j % 5 == 4 ? (char)0xc3 : (char)('A' + j % 26);
+                for (const char *c = e[(k + 1) % ne].esc; *c; c++)
+                    in[ni++] = *c;
+                for (const char *c = e[(k + 1) % ne].out; *c; c++)
+                    out[no++] = *c;
+                for (size_t j = 0; j < (a + b) % 19; j++)
+                    in[ni++] = out[no++] = (char)('0' + j % 10);
+                in[ni] = '\0';
+                expect_unescape(in, out, no);
+            }
+}
+
 /* ---- differential mutation test against the reference ------------------------------- */
 
 static uint64_t rng = 0x9E3779B97F4A7C15ULL;
@@ -1796,6 +1834,7 @@ int main(void)
         cmocka_unit_test(test_lookup_by_length),
         cmocka_unit_test(test_depth),         cmocka_unit_test(test_long_values),
         cmocka_unit_test(test_blank),         cmocka_unit_test(test_unescape),
+        cmocka_unit_test(test_unescape_long_runs),
         cmocka_unit_test(test_mutations),     cmocka_unit_test(test_paths_agree),
         cmocka_unit_test(test_engine_init),
         cmocka_unit_test(test_paths_cells),   cmocka_unit_test(test_paths_missing),
