@@ -143,6 +143,10 @@ class Clients:
                 if r is None:
                     return
                 self._send_until_acked(rng, conn, r)
+        except Exception as e:  # a client that broke ends the run now, saying why
+            with self.lock:
+                self.problems.append(("client", repr(e)))
+            self.deadline = 0
         finally:
             if conn[0]:
                 close(conn[0])
@@ -166,7 +170,7 @@ class Clients:
                 self.tries += 1
             try:
                 res = self._try(rng, conn, head, body, big)
-            except OSError:
+            except (OSError, ValueError, IndexError):  # reset, or an answer cut short
                 self._drop(conn)
                 with self.lock:
                     self.lost += 1
