@@ -332,6 +332,28 @@ def committed_verdict(out_dir, plan, columns, label):
     return summary, wrong
 
 
+def test_committed_rows_reader(tmp_path):
+    """The oracle itself: ranges are dropped as a union (repeated, overlapping, touching, one
+    past the file's end), quote parity restarts at a range's end, a cell's line feed stays
+    in its row, an unterminated last line of the record is ignored."""
+    p = tmp_path / "d.csv"
+    rows = [b'1,"a\nb"\n', b"2,torn", b"\n", b'3,"x,""y"""\n', b'4,"half', b"\n", b"5,z\n",
+            b'6,"tail']
+    p.write_bytes(b"".join(rows))
+    at = [0]
+    for r in rows:
+        at.append(at[-1] + len(r))
+    # rows[1:3] void twice (the second overlapping), rows[4:6] void in two touching halves,
+    # rows[7] (an unterminated tail) void past the file's end; a torn record line last
+    Path(f"{p}.void").write_text(f"{at[1]} {at[3]} torn\n{at[2]} {at[3]} failed\n"
+                                 f"{at[4]} {at[4] + 3} failed\n{at[4] + 3} {at[6]} torn\n"
+                                 f"{at[7]} {at[8] + 9} torn\n{at[0]} {at[8]} to")
+    got, void, reasons = committed_rows(p)
+    assert got == [["1", "a\nb"], ["3", 'x,"y"'], ["5", "z"]]
+    assert void == (at[3] - at[1]) + (at[6] - at[4]) + (at[8] - at[7])
+    assert reasons == {"torn": 3, "failed": 2}
+
+
 def assert_committed_exactly_once(out_dir, plan, columns, label):
     summary, wrong = committed_verdict(out_dir, plan, columns, label)
     assert wrong is None, f"{summary}; {wrong}"
