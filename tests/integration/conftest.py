@@ -20,6 +20,7 @@ WRAPPER = os.environ.get("NDINGEST_WRAPPER", "").split()
 MEMCHECK = os.environ.get("NDINGEST_MEMCHECK", "") not in ("", "0")
 _SEVERAL = "needs several worker processes (runs with --workers 0 under memcheck)"
 _RSS = "measures a worker's RSS (valgrind's own memory swamps it; --workers 0 has no worker)"
+_SLOW = "10,000 requests and ~100 MB of bodies within a deadline: too slow under valgrind"
 MEMCHECK_EXCLUDED = {  # test function name -> why it cannot run under valgrind, --workers 0
     "test_startup_line": "checks the '2 workers' start-up line",
     "test_two_keepalive_connections_use_both_workers": _SEVERAL,
@@ -35,6 +36,10 @@ MEMCHECK_EXCLUDED = {  # test function name -> why it cannot run under valgrind,
     "test_big_streamed_body_bounded_memory": _RSS,
     "test_big_body_of_wide_rows_or_invalid_lines": _RSS,
     "test_long_lines_bounded_by_max_line": _RSS,
+    "test_workers_killed_under_load": _SEVERAL,
+    "test_into_postgresql_with_cuts_and_kills": _SEVERAL,
+    "test_connections_cut_at_random_points": _SLOW,
+    "test_disk_fills_then_space_is_freed": _SLOW,
 }
 
 
