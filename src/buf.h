@@ -37,7 +37,8 @@ static inline char *put_bytes(char *w, const char *s, size_t n)
 
 /* Copies s[0..n), n <= 16, as two overlapping fixed-size moves, which compile to a load and
  * a store each: cheaper than a memcpy call or a byte loop for the few bytes of a cell. Reads
- * and writes only those n bytes; w and s are apart. */
+ * and writes only those n bytes. w and s are apart, or w <= s within one buffer (unescaping in
+ * place): every byte is loaded before a store can reach it. */
 static inline char *put_upto16(char *w, const char *s, size_t n)
 {
     if (n >= 8) {

@@ -9,6 +9,7 @@
 #include <emmintrin.h>
 #endif
 
+#include "buf.h"
 #include "json_internal.h"
 #include "log.h"
 
@@ -795,33 +796,6 @@ static size_t put_utf8(char *d, uint32_t u)
     return 4;
 }
 
-/* n < 16 bytes from s to d: both ends are loaded before either is stored, so that a copy
- * backwards within one buffer (json_unescape in place, d <= s) reads every byte first. */
-static inline void copy_short(char *d, const u8 *s, size_t n)
-{
-    if (n >= 8) {
-        uint64_t a, b;
-        memcpy(&a, s, 8);
-        memcpy(&b, s + n - 8, 8);
-        memcpy(d, &a, 8);
-        memcpy(d + n - 8, &b, 8);
-    } else if (n >= 4) {
-        uint32_t a, b;
-        memcpy(&a, s, 4);
-        memcpy(&b, s + n - 4, 4);
-        memcpy(d, &a, 4);
-        memcpy(d + n - 4, &b, 4);
-    } else if (n >= 2) {
-        uint16_t a, b;
-        memcpy(&a, s, 2);
-        memcpy(&b, s + n - 2, 2);
-        memcpy(d, &a, 2);
-        memcpy(d + n - 2, &b, 2);
-    } else if (n) {
-        d[0] = (char)s[0];
-    }
-}
-
 /* Defensive on malformed input (copies what it cannot decode) but never reads outside
  * p[0..len); the output index never passes the input index, so dst may be p. The runs
  * between backslashes go 16 bytes at a time while 16 are left (selected text has an escape
@@ -843,7 +817,7 @@ size_t json_unescape(const char *src, size_t len, char *dst)
                 continue;
             }
             size_t run = (size_t)__builtin_ctz(m);
-            copy_short(dst + o, p + i, run);
+            put_upto16(dst + o, (const char *)p + i, run); /* safe backwards in place */
             i += run;
             o += run;
         } else
