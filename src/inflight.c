@@ -1,47 +1,241 @@
 /* inflight.c -- the shared table of day-file ranges written by requests not yet answered. */
 #include "inflight.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "voids.h"
 
-struct inflight *inflight_map(int nworkers, unsigned cap, char *err, size_t errlen)
+/* The file's first bytes, before the tables: what inflight_recover checks before it trusts
+ * them. The boot id tells a file left by a server that died whole (its pages are the ones
+ * its processes last wrote: exact) from one left before the machine restarted (its pages
+ * are whatever writeback last put on disk, which may list a range committed since:
+ * voiding it would lose acknowledged rows). */
+struct inflight_head {
+    char magic[8];
+    uint32_t nworkers, cap;
+    uint64_t stride;
+    char boot[40];
+};
+#define INFLIGHT_MAGIC "NDINFL1"
+#define INFLIGHT_HEAD 128 /* the tables start here: a whole number of cache lines */
+_Static_assert(sizeof(struct inflight_head) <= INFLIGHT_HEAD, "the head fits");
+
+static void boot_id(char boot[40])
+{
+    memset(boot, 0, 40);
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+    if (f) {
+        if (!fgets(boot, 40, f))
+            boot[0] = '\0';
+        fclose(f);
+    }
+}
+
+static size_t stride_of(unsigned cap)
+{
+    size_t stride = sizeof(struct inflight_table) + (size_t)cap * sizeof(struct inflight_entry);
+    return (stride + 63) & ~(size_t)63; /* each worker's on its own cache lines */
+}
+
+/* DIR/.inflight/NAME into buf; 0, or -1 when it does not fit. */
+static int file_path(char *buf, size_t len, const char *dir, const char *name)
+{
+    int n = snprintf(buf, len, "%s/%s%s%s", dir, INFLIGHT_DIR, name ? "/" : "", name ? name : "");
+    return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+/* The tables as the file dir/.inflight/PID: created under a temporary name, locked, sized
+ * (blocks allocated, so that a store to a page never meets a full disk: SIGBUS), headed,
+ * then named, so that inflight_recover never takes a live server's file for a dead one's. */
+static void *map_file(struct inflight *f, const char *dir, char *err, size_t errlen)
+{
+    char tmp[PATH_MAX], name[32];
+    snprintf(name, sizeof name, "%ld", (long)getpid());
+    if (file_path(f->path, sizeof f->path, dir, NULL) ||
+        (mkdir(f->path, 0755) && errno != EEXIST) || file_path(f->path, sizeof f->path, dir, name) ||
+        snprintf(tmp, sizeof tmp, "%s.tmp", f->path) >= (int)sizeof tmp) {
+        snprintf(err, errlen, "in-flight ranges: %s/%s: %s", dir, INFLIGHT_DIR,
+                 strerror(errno ? errno : ENAMETOOLONG));
+        return MAP_FAILED;
+    }
+    unlink(tmp);
+    int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600), r = 0;
+    void *p = MAP_FAILED;
+    if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) ||
+        (r = posix_fallocate(fd, 0, (off_t)f->size)) ||
+        (p = mmap(NULL, f->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED) {
+        snprintf(err, errlen, "in-flight ranges: %s: %s", tmp, strerror(r ? r : errno));
+        if (fd >= 0) {
+            unlink(tmp);
+            close(fd);
+        }
+        return MAP_FAILED;
+    }
+    struct inflight_head *h = p;
+    memcpy(h->magic, INFLIGHT_MAGIC, sizeof h->magic);
+    h->nworkers = (uint32_t)f->nworkers;
+    h->cap = f->cap;
+    h->stride = f->stride;
+    boot_id(h->boot);
+    if (rename(tmp, f->path)) {
+        snprintf(err, errlen, "in-flight ranges: %s: %s", f->path, strerror(errno));
+        munmap(p, f->size);
+        unlink(tmp);
+        close(fd);
+        return MAP_FAILED;
+    }
+    f->fd = fd; /* its lock lives as long as a process of this server holds the descriptor */
+    f->owner = getpid();
+    return p;
+}
+
+struct inflight *inflight_map(int nworkers, unsigned cap, const char *dir, char *err,
+                              size_t errlen)
 {
     if (nworkers < 1 || cap < 1) {
         snprintf(err, errlen, "in-flight ranges: %d workers of %u entries", nworkers, cap);
         return NULL;
     }
-    size_t stride = sizeof(struct inflight_table) + (size_t)cap * sizeof(struct inflight_entry);
-    stride = (stride + 63) & ~(size_t)63; /* each worker's on its own cache lines */
-    size_t size = stride * (size_t)nworkers;
+    size_t stride = stride_of(cap);
     struct inflight *f = malloc(sizeof *f);
-    void *p = f ? mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0)
-                : MAP_FAILED;
+    if (!f) {
+        snprintf(err, errlen, "in-flight ranges: %s", strerror(ENOMEM));
+        return NULL;
+    }
+    *f = (struct inflight){.nworkers = nworkers, .cap = cap, .stride = stride, .fd = -1,
+                           .size = INFLIGHT_HEAD + stride * (size_t)nworkers};
+    errno = 0;
+    char *p = dir ? map_file(f, dir, err, errlen)
+                  : mmap(NULL, f->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
-        snprintf(err, errlen, "in-flight ranges: mmap of %zu bytes: %s", size,
-                 strerror(f ? errno : ENOMEM));
+        if (!dir)
+            snprintf(err, errlen, "in-flight ranges: mmap of %zu bytes: %s", f->size,
+                     strerror(errno));
         free(f);
         return NULL;
     }
-    *f = (struct inflight){.nworkers = nworkers, .cap = cap, .size = size, .stride = stride,
-                           .tables = p};
+    f->tables = p + INFLIGHT_HEAD;
     for (int w = 0; w < nworkers; w++)
         inflight_table(f, w)->cap = cap;
     return f;
+}
+
+/* Whether t holds anything a next start would have to void. */
+static int table_in_use(struct inflight_table *t)
+{
+    if (atomic_load(&t->writing_start1))
+        return 1;
+    unsigned high = atomic_load(&t->high);
+    for (unsigned i = 0; i < high && i < t->cap; i++)
+        if (atomic_load(&t->entries[i].start1))
+            return 1;
+    return 0;
 }
 
 void inflight_unmap(struct inflight *f)
 {
     if (!f)
         return;
-    munmap(f->tables, f->size);
+    if (f->fd >= 0) {
+        int keep = 0; /* ranges left (a record a full disk refused): the next start voids them */
+        for (int w = 0; w < f->nworkers; w++)
+            keep |= table_in_use(inflight_table(f, w));
+        if (!keep && getpid() == f->owner)
+            unlink(f->path);
+        close(f->fd);
+    }
+    munmap(f->tables - INFLIGHT_HEAD, f->size);
     free(f);
 }
 
+/* One file of dir/.inflight whose lock was free: its server is dead. */
+static int recover_file(int fd, const char *path, const char *boot,
+                        void (*fn)(void *arg, struct inflight_table *t), void *arg,
+                        char *err, size_t errlen)
+{
+    struct stat st;
+    if (fstat(fd, &st) || (size_t)st.st_size < INFLIGHT_HEAD) {
+        snprintf(err, errlen, "%s: too short for in-flight ranges, removed", path);
+        return 1;
+    }
+    size_t size = (size_t)st.st_size;
+    char *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        snprintf(err, errlen, "%s: mmap: %s", path, strerror(errno));
+        return -1;
+    }
+    const struct inflight_head *h = (const void *)p;
+    int r = 0;
+    if (memcmp(h->magic, INFLIGHT_MAGIC, sizeof h->magic) || !h->nworkers || !h->cap ||
+        h->stride != stride_of(h->cap) ||
+        size != INFLIGHT_HEAD + (size_t)h->stride * h->nworkers) {
+        snprintf(err, errlen, "%s: not a table of in-flight ranges, removed", path);
+        r = 1;
+    } else if (!boot[0] || strncmp(h->boot, boot, sizeof h->boot)) {
+        snprintf(err, errlen, "%s: left before the machine restarted, so not trusted: the "
+                 "ranges in flight at the crash stay committed; removed", path);
+        r = 1;
+    } else {
+        for (uint32_t w = 0; w < h->nworkers; w++) {
+            struct inflight_table *t = (void *)(p + INFLIGHT_HEAD + (size_t)w * h->stride);
+            if (t->cap == h->cap)
+                fn(arg, t);
+        }
+    }
+    munmap(p, size);
+    return r;
+}
+
+int inflight_recover(const char *dir, void (*fn)(void *arg, struct inflight_table *t),
+                     void *arg, void (*note)(const char *msg))
+{
+    char path[PATH_MAX], msg[PATH_MAX + 200], boot[40];
+    if (file_path(path, sizeof path, dir, NULL))
+        return -1;
+    DIR *d = opendir(path);
+    if (!d)
+        return errno == ENOENT ? 0 : -1;
+    boot_id(boot);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        int tmp = *end && !strcmp(end, ".tmp");
+        if (pid <= 0 || end == e->d_name || (*end && !tmp) ||
+            file_path(path, sizeof path, dir, e->d_name))
+            continue;
+        int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+            continue;
+        if (flock(fd, LOCK_EX | LOCK_NB)) { /* a live server's: not ours to touch */
+            close(fd);
+            continue;
+        }
+        int r = tmp ? 2 : recover_file(fd, path, boot, fn, arg, msg, sizeof msg);
+        if (r == 1 && note)
+            note(msg);
+        if (r >= 0) { /* removed under its lock: nobody else recovers it */
+            unlink(path);
+            n += r == 0;
+        } else if (note) {
+            note(msg);
+        }
+        close(fd);
+    }
+    closedir(d);
+    return n;
+}
 struct inflight_table *inflight_table(const struct inflight *f, int worker)
 {
     return (struct inflight_table *)(void *)(f->tables + (size_t)worker * f->stride);

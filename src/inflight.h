@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* One range. Written only by the worker that owns the table (and, once that worker is dead,
  * by the main process); read by anyone. Published entry by entry: file, end and rows are
@@ -40,12 +41,32 @@ struct inflight {
     unsigned cap;
     size_t size, stride; /* of the mapping; bytes from one table to the next */
     char *tables;
+    int fd;      /* the file's, locked (flock) for as long as a process of the server lives; -1 */
+    pid_t owner; /* the process that made the file: the one that removes it */
+    char path[4096];
 };
 
+/* Under the out directory: one file of tables per server, named by its main process's pid. */
+#define INFLIGHT_DIR ".inflight"
+
 /* Maps zero-filled tables of cap entries for nworkers workers, shared with the processes
- * forked after. NULL with a message in err. */
-struct inflight *inflight_map(int nworkers, unsigned cap, char *err, size_t errlen);
+ * forked after. With dir (the out directory) they are the file dir/.inflight/PID, so that
+ * when the whole server dies (every process at once), the next start can still void what
+ * its requests in flight had written (inflight_recover); without, anonymous memory. NULL
+ * with a message in err. */
+struct inflight *inflight_map(int nworkers, unsigned cap, const char *dir, char *err,
+                              size_t errlen);
+/* Unmaps; in the process that mapped a file, also removes it unless a range is left in it
+ * (one whose void record a full disk refused: the next start records it). */
 void inflight_unmap(struct inflight *f);
+
+/* At start, before this server writes: every file of dir/.inflight whose server is dead (its
+ * lock is free) has fn called with each of its tables, then is removed. A file left from
+ * before the machine restarted is removed untouched: its pages are what writeback last put
+ * on disk, which may list ranges committed since (note says so). How many files were
+ * recovered, or -1 when the directory cannot be read. */
+int inflight_recover(const char *dir, void (*fn)(void *arg, struct inflight_table *t),
+                     void *arg, void (*note)(const char *msg));
 struct inflight_table *inflight_table(const struct inflight *f, int worker);
 
 /* The identity of a day file, from its name (the path's last component): a 64-bit hash,

@@ -237,10 +237,14 @@ static void log_exit(int i, pid_t pid, int status)
 
 /* A dead worker's range of a day file, left in its table: its requests will never be
  * answered, so the range is void. The table names the file by inflight_file_id: the out
- * directory's names are hashed to find it (once per range of a dead worker). */
+ * directory's names are hashed to find it (once per range of a dead worker). The counters
+ * are the dead worker's slot's (its process is dead: ours to add to), or, for a server that
+ * died whole, worker 0's of this one. */
 struct reclaim {
-    struct server *s;
+    const char *out_dir;
+    struct metrics *m;
     int worker;
+    int writing; /* a write was in progress: a row may be cut short */
 };
 
 /* The day file whose name has that identity, into path ("" when none). */
@@ -263,14 +267,14 @@ static void find_day_file(const char *dir, uint64_t file, char *path, size_t len
  * that file found it first (inflight_orphan): under the file's lock, so nobody has
  * appended since it began, its whole rows from its start are void ("killed"); a row it cut
  * short is the torn path's (the torn flags are set). */
-static void void_dead_write(struct server *s, int i)
+static void void_dead_write(struct reclaim *rc, struct inflight_table *t)
 {
-    struct inflight_table *t = inflight_table(s->inflight, i);
     uint_fast64_t s1 = atomic_load(&t->writing_start1);
     if (!s1)
         return;
+    rc->writing = 1;
     char path[PATH_MAX];
-    find_day_file(s->o->out_dir, atomic_load(&t->writing_file), path, sizeof path);
+    find_day_file(rc->out_dir, atomic_load(&t->writing_file), path, sizeof path);
     int fd = path[0] ? open(path, O_RDONLY | O_CLOEXEC) : -1;
     if (fd < 0) {
         atomic_store(&t->writing_start1, 0); /* the file is gone, and its rows with it */
@@ -298,19 +302,18 @@ static void void_dead_write(struct server *s, int i)
     close(fd);
     if (r) {
         log_error("ndingest: worker %d died writing %s at byte %llu, and its rows could not be "
-                  "voided: %s", i, path, (unsigned long long)start, strerror(-r));
+                  "voided: %s", rc->worker, path, (unsigned long long)start, strerror(-r));
         return;
     }
-    struct metrics *m = &s->slots[i].metrics; /* its process is dead: ours to add to */
-    metrics_add(&m->void_rows, rows);
-    metrics_add(&m->void_bytes, whole);
+    metrics_add(&rc->m->void_rows, rows);
+    metrics_add(&rc->m->void_bytes, whole);
 }
 
 static void void_dead_range(void *arg, uint64_t file, uint64_t start, uint64_t end, uint64_t rows)
 {
     struct reclaim *rc = arg;
     char path[PATH_MAX];
-    find_day_file(rc->s->o->out_dir, file, path, sizeof path);
+    find_day_file(rc->out_dir, file, path, sizeof path);
     int fd = path[0] ? open(path, O_RDONLY | O_CLOEXEC) : -1;
     int r = fd < 0 ? -ENOENT : 0;
     if (!r) { /* appenders of a record take turns under the day file's lock (voids.h) */
@@ -326,9 +329,43 @@ static void void_dead_range(void *arg, uint64_t file, uint64_t start, uint64_t e
                   (unsigned long long)end, path[0] ? path : "the file is gone");
         return;
     }
-    struct metrics *m = &rc->s->slots[rc->worker].metrics; /* its process is dead: ours */
-    metrics_add(&m->void_rows, rows);
-    metrics_add(&m->void_bytes, end - start);
+    metrics_add(&rc->m->void_rows, rows);
+    metrics_add(&rc->m->void_bytes, end - start);
+}
+
+/* What a dead worker's table holds is void; the table is left empty. */
+static void reclaim_table(void *arg, struct inflight_table *t)
+{
+    void_dead_write(arg, t);
+    inflight_reclaim(t, void_dead_range, arg);
+}
+
+static void note_recovery(const char *msg)
+{
+    log_error("ndingest: %s", msg);
+}
+
+/* Before any worker starts: the ranges that a server which died whole (every process at
+ * once) had in flight are void, as a dead worker's are at its reap. 0, or -1 after logging. */
+static int recover_in_flight(const struct options *o, struct worker_slot *slots,
+                             struct catalog *datasets)
+{
+    struct reclaim rc = {.out_dir = o->out_dir, .m = &slots[0].metrics};
+    int n = inflight_recover(o->out_dir, reclaim_table, &rc, note_recovery);
+    if (n < 0) {
+        log_error("ndingest: %s/%s: %s", o->out_dir, INFLIGHT_DIR, strerror(errno));
+        return -1;
+    }
+    if (n)
+        log_info("ndingest: voided what %d server%s that died whole had in flight (%llu rows)",
+                 n, n == 1 ? "" : "s", (unsigned long long)atomic_load(&slots[0].metrics.void_rows));
+    if (rc.writing) { /* it may have died inside a write(2) */
+        atomic_store(&slots[0].rows_torn, 1);
+        atomic_store(&slots[0].invalid_torn, 1);
+        if (datasets)
+            catalog_shared_torn(datasets->shared);
+    }
+    return 0;
 }
 
 /* Collects dead workers; returns how many of them did not exit 0. */
@@ -377,9 +414,8 @@ static int reap(struct server *s)
         }
         /* What its unanswered requests wrote is void; the table is empty for its
          * replacement. */
-        void_dead_write(s, i);
-        struct reclaim rc = {s, i};
-        inflight_reclaim(inflight_table(s->inflight, i), void_dead_range, &rc);
+        struct reclaim rc = {s->o->out_dir, &s->slots[i].metrics, i, 0};
+        reclaim_table(&rc, inflight_table(s->inflight, i));
         failed += !clean;
         status_clear(s);
         if (s->stopping) {
@@ -683,10 +719,20 @@ int server_run(const struct options *o)
     size_t size = sizeof(struct worker_slot) * (size_t)nslots;
     struct worker_slot *slots = mmap(NULL, size, PROT_READ | PROT_WRITE,
                                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    struct inflight *inflight = slots == MAP_FAILED ? NULL
-                                : inflight_map(nslots, o->inflight_ranges, err, sizeof err);
-    if (slots == MAP_FAILED || !inflight) {
-        log_error("ndingest: %s", slots == MAP_FAILED ? strerror(errno) : err);
+    /* Recovered before this server's own file is made: a pid reused (a container's main
+     * process often has the same one each time) names the dead server's file too. */
+    int recovered = slots == MAP_FAILED ? -1 : recover_in_flight(o, slots, datasets);
+    struct inflight *inflight = recovered ? NULL
+                                : inflight_map(nslots, o->inflight_ranges, o->out_dir, err,
+                                               sizeof err);
+    if (!recovered && !inflight) { /* a full disk, say: serve, without that one guarantee */
+        log_error("ndingest: %s; the ranges in flight are kept in memory only, so if the whole "
+                  "server dies the rows of its unanswered requests stay committed", err);
+        inflight = inflight_map(nslots, o->inflight_ranges, NULL, err, sizeof err);
+    }
+    if (!inflight) {
+        if (slots == MAP_FAILED || !recovered)
+            log_error("ndingest: %s", slots == MAP_FAILED ? strerror(errno) : err);
         if (slots != MAP_FAILED)
             munmap(slots, size);
         release_datasets(datasets);

@@ -202,6 +202,16 @@ def taxi_body():
     return DATA.read_bytes()
 
 
+# The server's own state in the out directory (doc/format.md, "Files"), beside the day files.
+STATE_DIRS = (".inflight", ".idempotency")
+
+
+def out_listing(out_dir):
+    """The names in out_dir other than the server's state: the day files and whatever else
+    was left there."""
+    return sorted(p.name for p in Path(out_dir).iterdir() if p.name not in STATE_DIRS)
+
+
 def today(utc=False):
     now = datetime.datetime.now(datetime.timezone.utc) if utc else datetime.datetime.now()
     return now.strftime("%Y-%m-%d")

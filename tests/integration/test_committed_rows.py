@@ -187,6 +187,35 @@ def test_worker_killed_mid_body_voids_its_ranges(start_server):
     assert metric(s, "ndingest_void_rows_total") >= 3 * BATCH_ROWS
 
 
+def test_whole_server_killed_mid_body_voided_at_next_start(start_server, tmp_path):
+    """Every process of the server dies at once (frozen, then kill -9) while a body is half
+    written: nobody is left to void its batches, so the next start on the same out dir does,
+    from the dead server's in-flight tables (a file, OUT/.inflight/PID), before it accepts a
+    connection. The client's retry of that body then commits its rows once."""
+    out = tmp_path / "out"
+    s = start(start_server, out_dir=out)
+    acked = [post_ok(s, 0, 100)]
+    body = body_of(1_000_000, 4 * BATCH_ROWS)
+    sock = send_head(s, len(body) + 1000)
+    sock.sendall(body)
+    wait_for(lambda: csv_size(s) > 3 * (1 << 20), what="three batches of the body written")
+    everyone = [s.proc.pid] + worker_pids(s.proc.pid)
+    for p in everyone:  # frozen first: no process can void anything, or reap another
+        os.kill(p, signal.SIGSTOP)
+    for p in everyone:
+        os.kill(p, signal.SIGKILL)
+    s.proc.wait()
+    s.proc.returncode = 0  # killed on purpose: the fixture's exit check is for s2
+    sock.close()
+    assert [p.name for p in (out / ".inflight").iterdir()] == [str(s.proc.pid)]
+    s2 = start(start_server, out_dir=out)
+    assert "voided what 1 server that died whole had in flight" in s2.stderr(), s2.stderr()
+    assert list((out / ".inflight").iterdir()) == [out / ".inflight" / str(s2.proc.pid)]
+    acked.append(post_ok(s2, 1_000_000, 4 * BATCH_ROWS))  # the retry
+    assert_committed(s2, acked, ["killed"])
+    assert metric(s2, "ndingest_void_rows_total") >= 3 * BATCH_ROWS
+
+
 def test_kills_under_load_commit_acked_rows_once(start_server):
     s = start_server("--workers", "2", "--columns", "id,pad")
     lines = 10000  # two batches of 1 MiB written while the body streams, the rest at its end

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from conftest import today
+from conftest import out_listing, today
 from test_durability import post_concurrently, rows_body, rows_csv, sighup, wait_for
 
 HEADER = b"vendorid,tpep_pickup_datetime,trip_distance,total_amount\n"
@@ -46,7 +46,7 @@ def test_deleted_files_are_made_again(start_server, tmp_path, how):
     assert data.startswith(HEADER) and data.count(HEADER) == 1
     assert sorted(data[len(HEADER):].splitlines()) == expected
     assert bad.read_bytes() == b"x\n" * 80
-    assert sorted(p.name for p in out.iterdir()) == sorted([csv.name, bad.name])  # no temporaries
+    assert out_listing(out) == sorted([csv.name, bad.name])  # no temporaries
 
 
 def test_renamed_files_keep_rows_until_sighup(start_server, tmp_path):

@@ -1,4 +1,4 @@
-/* test_inflight.c -- the shared table of ranges in flight: published in one process, seen by another; min start; a full table; a dead writer's write found; reclaim. */
+/* test_inflight.c -- the shared table of ranges in flight: published in one process, seen by another; min start; a full table; a dead writer's write found; reclaim; the file a server that died whole leaves, recovered at the next start. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,7 +9,10 @@
 
 #include <cmocka.h>
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -108,7 +111,7 @@ static void test_published_in_one_process_seen_in_another(void **state)
 {
     (void)state;
     char err[128];
-    struct inflight *f = inflight_map(3, 8, err, sizeof err);
+    struct inflight *f = inflight_map(3, 8, NULL, err, sizeof err);
     assert_non_null(f);
     assert_int_equal(inflight_min_start(f, F), UINT64_MAX);
     struct child c = spawn(f, 1, publish_steps, 4);
@@ -144,7 +147,7 @@ static void test_min_over_every_worker(void **state)
 {
     (void)state;
     char err[128];
-    struct inflight *f = inflight_map(2, 4, err, sizeof err);
+    struct inflight *f = inflight_map(2, 4, NULL, err, sizeof err);
     assert_non_null(f);
     struct child a = spawn(f, 0, two_ranges, 1), b = spawn(f, 1, one_range, 1);
     step(&a);
@@ -189,7 +192,7 @@ static void test_dead_writer_found_once_and_reclaimed(void **state)
 {
     (void)state;
     char err[128];
-    struct inflight *f = inflight_map(2, 4, err, sizeof err);
+    struct inflight *f = inflight_map(2, 4, NULL, err, sizeof err);
     assert_non_null(f);
     struct child c = spawn(f, 1, dies_writing, 1);
     step(&c);
@@ -218,7 +221,7 @@ static void test_full_table(void **state)
 {
     (void)state;
     char err[128];
-    struct inflight *f = inflight_map(1, 2, err, sizeof err);
+    struct inflight *f = inflight_map(1, 2, NULL, err, sizeof err);
     assert_non_null(f);
     struct inflight_owner o;
     assert_int_equal(inflight_own(&o, f, 0), 0);
@@ -231,8 +234,8 @@ static void test_full_table(void **state)
     assert_int_equal(inflight_min_start(f, F), 2);
     inflight_disown(&o);
     inflight_unmap(f);
-    assert_null(inflight_map(0, 2, err, sizeof err));
-    assert_null(inflight_map(1, 0, err, sizeof err));
+    assert_null(inflight_map(0, 2, NULL, err, sizeof err));
+    assert_null(inflight_map(1, 0, NULL, err, sizeof err));
 }
 
 static void test_file_id_is_the_name(void **state)
@@ -245,6 +248,140 @@ static void test_file_id_is_the_name(void **state)
     assert_int_not_equal(inflight_file_id(""), 0);
 }
 
+/* What inflight_recover handed over: each table's writing field and known ranges. */
+struct seen {
+    int tables;
+    uint64_t writing_start, ranges[8][3]; /* file, start, end */
+    int nranges;
+};
+
+static void seen_range(void *arg, uint64_t file, uint64_t start, uint64_t end, uint64_t rows)
+{
+    struct seen *s = arg;
+    (void)rows;
+    if (s->nranges < 8) {
+        s->ranges[s->nranges][0] = file;
+        s->ranges[s->nranges][1] = start;
+        s->ranges[s->nranges][2] = end;
+    }
+    s->nranges++;
+}
+
+static void seen_table(void *arg, struct inflight_table *t)
+{
+    struct seen *s = arg;
+    s->tables++;
+    uint64_t s1 = atomic_load(&t->writing_start1);
+    if (s1)
+        s->writing_start = s1 - 1;
+    inflight_reclaim(t, seen_range, s);
+}
+
+static int files_in(const char *dir)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, INFLIGHT_DIR);
+    DIR *d = opendir(path);
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* A server (a child process) whose tables are a file under dir: its worker w publishes a
+ * range of F and begins a write to G, then it dies without a word (no unmap). Its pid. */
+static pid_t dead_server(const char *dir, int nworkers, int w)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char err[256];
+        struct inflight *f = inflight_map(nworkers, 4, dir, err, sizeof err);
+        struct inflight_owner o;
+        if (!f || inflight_own(&o, f, w))
+            _exit(1);
+        inflight_set(&o, inflight_begin(&o, F, 100), 100, 180, 2);
+        inflight_begin(&o, G, 900); /* begun, not yet written: the writing field's */
+        inflight_writing(&o, G, 900);
+        _exit(0);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_int_equal(WEXITSTATUS(status), 0);
+    return pid;
+}
+
+/* A server (a child here) that maps its tables as a file, publishes a range and a write in
+ * progress, and dies without a word: the next start finds them; a live server's file is
+ * left alone; a clean stop leaves no file. */
+static void test_whole_server_dead_recovered_from_its_file(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test_inflight.XXXXXX", err[256];
+    assert_non_null(mkdtemp(dir));
+    dead_server(dir, 2, 1);
+    assert_int_equal(files_in(dir), 1);
+
+    struct inflight *live = inflight_map(1, 2, dir, err, sizeof err); /* this process's */
+    assert_non_null(live);
+    assert_int_equal(files_in(dir), 2);
+    struct seen s = {0};
+    assert_int_equal(inflight_recover(dir, seen_table, &s, NULL), 1);
+    assert_int_equal(s.tables, 2);
+    assert_int_equal(s.writing_start, 900);
+    assert_int_equal(s.nranges, 1);
+    assert_int_equal(s.ranges[0][0], F);
+    assert_int_equal(s.ranges[0][1], 100);
+    assert_int_equal(s.ranges[0][2], 180);
+    assert_int_equal(files_in(dir), 1); /* the dead one's removed, the live one's kept */
+    struct seen again = {0};
+    assert_int_equal(inflight_recover(dir, seen_table, &again, NULL), 0);
+    assert_int_equal(again.tables, 0);
+    inflight_unmap(live);
+    assert_int_equal(files_in(dir), 0); /* stopped with nothing in flight */
+
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", dir, INFLIGHT_DIR);
+    rmdir(path);
+    rmdir(dir);
+}
+
+static int notes;
+static void count_note(const char *msg)
+{
+    (void)msg;
+    notes++;
+}
+
+/* A file from before the machine restarted is not trusted (its pages are what writeback
+ * last stored, maybe listing ranges committed since): removed, nothing voided. */
+static void test_file_from_before_a_restart_not_trusted(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test_inflight.XXXXXX", path[600];
+    assert_non_null(mkdtemp(dir));
+    pid_t pid = dead_server(dir, 1, 0);
+    snprintf(path, sizeof path, "%s/%s/%d", dir, INFLIGHT_DIR, (int)pid);
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    char head[128];
+    assert_int_equal(pread(fd, head, sizeof head, 0), (ssize_t)sizeof head);
+    head[30] ^= 1; /* a character of the boot id (bytes 24-63): another boot's */
+    assert_int_equal(pwrite(fd, head, sizeof head, 0), (ssize_t)sizeof head);
+    close(fd);
+    struct seen s = {0};
+    notes = 0;
+    assert_int_equal(inflight_recover(dir, seen_table, &s, count_note), 0);
+    assert_int_equal(s.tables, 0);
+    assert_int_equal(notes, 1);
+    assert_int_equal(files_in(dir), 0);
+    snprintf(path, sizeof path, "%s/%s", dir, INFLIGHT_DIR);
+    rmdir(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -253,6 +390,8 @@ int main(void)
         cmocka_unit_test(test_dead_writer_found_once_and_reclaimed),
         cmocka_unit_test(test_full_table),
         cmocka_unit_test(test_file_id_is_the_name),
+        cmocka_unit_test(test_whole_server_dead_recovered_from_its_file),
+        cmocka_unit_test(test_file_from_before_a_restart_not_trusted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
