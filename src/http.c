@@ -893,10 +893,13 @@ static int idem_headers(struct http_conn *c, int token, int *rc)
         return 1;
     }
     /* The route: the path and the dataset (POST / and /v0/events answer differently). */
-    char route[DS_MAX_NAME + 16];
-    int rl = snprintf(route, sizeof route, "%s%s", r->events ? "/v0/events?name=" : "/",
-                      r->dataset ? r->dataset->ds->name : "");
-    r->idem_id = idem_id_of(token, route, (size_t)rl, key, (size_t)kl);
+    char route[DS_MAX_NAME + 16]; /* put together without stdio: once per keyed request */
+    const char *path = r->events ? "/v0/events?name=" : "/";
+    const char *ds = r->dataset ? r->dataset->ds->name : "";
+    size_t pl = strlen(path), dl = strnlen(ds, sizeof route - pl);
+    memcpy(route, path, pl);
+    memcpy(route + pl, ds, dl);
+    r->idem_id = idem_id_of(token, route, pl + dl, key, (size_t)kl);
     if (!c->idem_hash && !(c->idem_hash = idem_hash_new())) {
         *rc = reject_early(c, 500, NULL, "out of memory for the Idempotency-Key");
         return 1;
