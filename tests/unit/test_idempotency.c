@@ -140,8 +140,10 @@ static void test_forked_claims(void **state)
     assert_true(claims != MAP_FAILED);
     memset(claims, 0, KEYS * sizeof *claims);
     pid_t pids[PROCS];
-    int go[2];
+    int go[2], done[2], stay[2];
     assert_int_equal(pipe(go), 0);
+    assert_int_equal(pipe(done), 0);
+    assert_int_equal(pipe(stay), 0);
     for (int p = 0; p < PROCS; p++) {
         pids[p] = fork();
         assert_true(pids[p] >= 0);
@@ -150,6 +152,8 @@ static void test_forked_claims(void **state)
             int bad = 0;
             char x;
             close(go[1]);
+            close(done[0]);
+            close(stay[1]);
             if (read(go[0], &x, 1) != 0) /* every process starts when the pipe closes */
                 _exit(2);
             for (unsigned k = 0; k < KEYS; k++) {
@@ -170,11 +174,23 @@ static void test_forked_claims(void **state)
                 struct idem_id id = key_n(100000 + (unsigned)p * KEYS + k);
                 bad |= idem_claim(t, &id, getpid(), 1000, &o) != IDEM_CLAIMED;
             }
+            /* Alive until every process is done: a dead claimer's keys in flight are free
+             * for the taking (its owner died), and a slower one would take them. */
+            x = (char)bad;
+            if (write(done[1], &x, 1) != 1 || read(stay[0], &x, 1) != 0)
+                _exit(2);
             _exit(bad);
         }
     }
     close(go[0]);
     close(go[1]);
+    close(done[1]);
+    close(stay[0]);
+    char x;
+    for (int p = 0; p < PROCS; p++)
+        assert_int_equal(read(done[0], &x, 1), 1);
+    close(done[0]);
+    close(stay[1]);
     for (int p = 0; p < PROCS; p++) {
         int st;
         assert_int_equal(waitpid(pids[p], &st, 0), pids[p]);
