@@ -1562,10 +1562,10 @@ static void unorphan_group(void *arg, int index, uint64_t file, uint64_t start)
     ingest_hook_unorphan(&((struct group_write *)arg)->s->inflight, index, file, start);
 }
 
-static void before_group(void *arg, uint64_t file, uint64_t start)
+static void before_group(void *arg, uint64_t file, uint64_t start, uint64_t len)
 {
     const struct group_write *gw = arg;
-    inflight_writing(&gw->s->inflight, file, start);
+    inflight_writing(&gw->s->inflight, file, start, len);
     for (struct http_conn *c = gw->first; c; c = c->commit_next)
         if (in_group(c, gw->sink, gw->invalid))
             ingest_publish(&c->ingest, c->ingest_entry, file, start);

@@ -8,9 +8,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "voids.h"
@@ -26,7 +30,9 @@ struct inflight_head {
     uint64_t stride;
     char boot[40];
 };
-#define INFLIGHT_MAGIC "NDINFL1"
+#define INFLIGHT_MAGIC "NDINFL2"
+#define INFLIGHT_MAX_WORKERS 65536u
+#define INFLIGHT_MAX_CAP (1u << 20) /* --inflight-ranges' most */
 #define INFLIGHT_HEAD 128 /* the tables start here: a whole number of cache lines */
 _Static_assert(sizeof(struct inflight_head) <= INFLIGHT_HEAD, "the head fits");
 
@@ -54,23 +60,48 @@ static int file_path(char *buf, size_t len, const char *dir, const char *name)
     return n < 0 || (size_t)n >= len ? -1 : 0;
 }
 
-/* The tables as the file dir/.inflight/PID: created under a temporary name, locked, sized
+/* A name no other server's file has, even one whose main process has the same pid (two
+ * containers on one volume, each pid 1): the pid, then 64 random bits. */
+static void unique_name(char *name, size_t len)
+{
+    uint64_t r = 0;
+    if (getrandom(&r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r) {
+        struct timespec t;
+        clock_gettime(CLOCK_REALTIME, &t);
+        r = ((uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec) ^ (uint64_t)getpid() << 40;
+    }
+    snprintf(name, len, "%ld-%016llx", (long)getpid(), (unsigned long long)r);
+}
+
+/* Copy-on-write filesystems (btrfs) would still allocate a block at a store to a page that
+ * posix_fallocate reserved: asked not to, where they can be (ZFS cannot: design.md). */
+static void no_cow(int fd)
+{
+    int flags = 0;
+    if (!ioctl(fd, FS_IOC_GETFLAGS, &flags) && !(flags & FS_NOCOW_FL)) {
+        flags |= FS_NOCOW_FL;
+        ioctl(fd, FS_IOC_SETFLAGS, &flags);
+    }
+}
+
+/* The tables as the file dir/.inflight/NAME: created under a temporary name, locked, sized
  * (blocks allocated, so that a store to a page never meets a full disk: SIGBUS), headed,
  * then named, so that inflight_recover never takes a live server's file for a dead one's. */
 static void *map_file(struct inflight *f, const char *dir, char *err, size_t errlen)
 {
-    char tmp[PATH_MAX], name[32];
-    snprintf(name, sizeof name, "%ld", (long)getpid());
+    char tmp[PATH_MAX], name[48];
+    unique_name(name, sizeof name);
+    errno = ENAMETOOLONG;
     if (file_path(f->path, sizeof f->path, dir, NULL) ||
         (mkdir(f->path, 0755) && errno != EEXIST) || file_path(f->path, sizeof f->path, dir, name) ||
         snprintf(tmp, sizeof tmp, "%s.tmp", f->path) >= (int)sizeof tmp) {
-        snprintf(err, errlen, "in-flight ranges: %s/%s: %s", dir, INFLIGHT_DIR,
-                 strerror(errno ? errno : ENAMETOOLONG));
+        snprintf(err, errlen, "in-flight ranges: %s/%s: %s", dir, INFLIGHT_DIR, strerror(errno));
         return MAP_FAILED;
     }
-    unlink(tmp);
     int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600), r = 0;
     void *p = MAP_FAILED;
+    if (fd >= 0)
+        no_cow(fd);
     if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) ||
         (r = posix_fallocate(fd, 0, (off_t)f->size)) ||
         (p = mmap(NULL, f->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED) {
@@ -176,14 +207,17 @@ static int recover_file(int fd, const char *path, const char *boot,
     }
     const struct inflight_head *h = (const void *)p;
     int r = 0;
-    if (memcmp(h->magic, INFLIGHT_MAGIC, sizeof h->magic) || !h->nworkers || !h->cap ||
+    /* Bounded before they are multiplied: a file of any content must not crash a start. */
+    if (memcmp(h->magic, INFLIGHT_MAGIC, sizeof h->magic) || !h->nworkers ||
+        h->nworkers > INFLIGHT_MAX_WORKERS || !h->cap || h->cap > INFLIGHT_MAX_CAP ||
         h->stride != stride_of(h->cap) ||
         size != INFLIGHT_HEAD + (size_t)h->stride * h->nworkers) {
         snprintf(err, errlen, "%s: not a table of in-flight ranges, removed", path);
         r = 1;
     } else if (!boot[0] || strncmp(h->boot, boot, sizeof h->boot)) {
-        snprintf(err, errlen, "%s: left before the machine restarted, so not trusted: the "
-                 "ranges in flight at the crash stay committed; removed", path);
+        snprintf(err, errlen, "%s: %s, so not trusted: the ranges in flight at the crash stay "
+                 "committed; removed", path, boot[0] ? "left before the machine restarted"
+                                                     : "this boot's id cannot be read");
         r = 1;
     } else {
         for (uint32_t w = 0; w < h->nworkers; w++) {
@@ -200,32 +234,37 @@ int inflight_recover(const char *dir, void (*fn)(void *arg, struct inflight_tabl
                      void *arg, void (*note)(const char *msg))
 {
     char path[PATH_MAX], msg[PATH_MAX + 200], boot[40];
-    if (file_path(path, sizeof path, dir, NULL))
+    if (file_path(path, sizeof path, dir, NULL) || (mkdir(path, 0755) && errno != EEXIST))
         return -1;
     DIR *d = opendir(path);
     if (!d)
-        return errno == ENOENT ? 0 : -1;
+        return -1;
+    /* Two starts on one directory take turns: neither serves before the other has voided
+     * what it found (the lock goes with the descriptor, at closedir). */
+    while (flock(dirfd(d), LOCK_EX) && errno == EINTR)
+        ;
     boot_id(boot);
     int n = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
-        char *end;
-        long pid = strtol(e->d_name, &end, 10);
-        int tmp = *end && !strcmp(end, ".tmp");
-        if (pid <= 0 || end == e->d_name || (*end && !tmp) ||
-            file_path(path, sizeof path, dir, e->d_name))
+        const char *end = e->d_name + strspn(e->d_name, "0123456789-abcdef");
+        int tmp = !strcmp(end, ".tmp");
+        if (end == e->d_name || (*end && !tmp) || file_path(path, sizeof path, dir, e->d_name))
             continue;
-        int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+        int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+        struct stat st;
         if (fd < 0)
             continue;
-        if (flock(fd, LOCK_EX | LOCK_NB)) { /* a live server's: not ours to touch */
+        /* Locked: a live server's, not ours to touch. No links left: recovered already. */
+        if (flock(fd, LOCK_EX | LOCK_NB) || fstat(fd, &st) || !S_ISREG(st.st_mode) ||
+            !st.st_nlink) {
             close(fd);
             continue;
         }
         int r = tmp ? 2 : recover_file(fd, path, boot, fn, arg, msg, sizeof msg);
         if (r == 1 && note)
             note(msg);
-        if (r >= 0) { /* removed under its lock: nobody else recovers it */
+        if (r >= 0) { /* removed under its lock */
             unlink(path);
             n += r == 0;
         } else if (note) {
@@ -368,9 +407,10 @@ void inflight_clear(struct inflight_owner *o, int i)
     o->free[o->nfree++] = (unsigned)i;
 }
 
-void inflight_writing(struct inflight_owner *o, uint64_t file, uint64_t start)
+void inflight_writing(struct inflight_owner *o, uint64_t file, uint64_t start, uint64_t len)
 {
     atomic_store(&o->t->writing_file, file);
+    atomic_store(&o->t->writing_end, len > UINT64_MAX - start ? UINT64_MAX : start + len);
     atomic_store(&o->t->writing_start1, start + 1);
 }
 

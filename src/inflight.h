@@ -32,6 +32,7 @@ struct inflight_table {
     atomic_uint high;
     unsigned cap;
     atomic_uint_fast64_t writing_file, writing_start1; /* start1 0: no write in progress */
+    atomic_uint_fast64_t writing_end; /* past its last byte, or before: it may be cut short */
     struct inflight_entry entries[];
 };
 
@@ -113,9 +114,11 @@ void inflight_set(struct inflight_owner *o, int i, uint64_t start, uint64_t end,
 /* The range committed or voided: the entry is free. */
 void inflight_clear(struct inflight_owner *o, int i);
 
-/* Under file's flock: a write(2) is about to start at exactly start; then, once its range
- * is in the entries (or it went to a file that lost its name), it is over. */
-void inflight_writing(struct inflight_owner *o, uint64_t file, uint64_t start);
+/* Under file's flock: a write(2) of at most len bytes is about to start at exactly start;
+ * then, once its range is in the entries (or it went to a file that lost its name), it is
+ * over. Its end bounds what is voided should its writer die inside it: another server on
+ * the same directory may have appended after it by then. */
+void inflight_writing(struct inflight_owner *o, uint64_t file, uint64_t start, uint64_t len);
 void inflight_written(struct inflight_owner *o);
 /* Under file's flock: the worker that died inside a write to file (its writing is set: a
  * live one clears it before it unlocks), or -1; *start is where that write began, and the

@@ -39,10 +39,10 @@ static void unorphan_one(void *arg, int index, uint64_t file, uint64_t start)
     ingest_hook_unorphan(((struct one_write *)arg)->g->inflight, index, file, start);
 }
 
-static void before_one(void *arg, uint64_t file, uint64_t start)
+static void before_one(void *arg, uint64_t file, uint64_t start, uint64_t len)
 {
     struct one_write *w = arg;
-    inflight_writing(w->g->inflight, file, start);
+    inflight_writing(w->g->inflight, file, start, len);
     ingest_publish(w->g, w->entry, file, start);
 }
 
@@ -435,7 +435,7 @@ int ingest_hook_orphan(void *owner, uint64_t file, uint64_t *start)
     struct inflight_owner *o = owner;
     int dead = inflight_orphan(o->all, o->self, file, start);
     if (dead >= 0) /* ours now: should this one die too before it is voided, it is found again */
-        inflight_writing(o, file, *start);
+        inflight_writing(o, file, *start, UINT64_MAX - *start); /* its end unknown: the file's */
     return dead;
 }
 

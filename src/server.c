@@ -244,7 +244,6 @@ struct reclaim {
     const char *out_dir;
     struct metrics *m;
     int worker;
-    int writing; /* a write was in progress: a row may be cut short */
 };
 
 /* The day file whose name has that identity, into path ("" when none). */
@@ -264,15 +263,15 @@ static void find_day_file(const char *dir, uint64_t file, char *path, size_t len
 }
 
 /* The write the dead worker had in progress (its writing field), unless the next writer of
- * that file found it first (inflight_orphan): under the file's lock, so nobody has
- * appended since it began, its whole rows from its start are void ("killed"); a row it cut
- * short is the torn path's (the torn flags are set). */
+ * that file found it first (inflight_orphan): under the file's lock, so no writer of this
+ * server has appended since it began, its whole rows from its start are void ("killed"), up
+ * to the end it announced (another server on the directory may have appended after it);
+ * a row it cut short is the torn path's (the torn flags are set). */
 static void void_dead_write(struct reclaim *rc, struct inflight_table *t)
 {
     uint_fast64_t s1 = atomic_load(&t->writing_start1);
     if (!s1)
         return;
-    rc->writing = 1;
     char path[PATH_MAX];
     find_day_file(rc->out_dir, atomic_load(&t->writing_file), path, sizeof path);
     int fd = path[0] ? open(path, O_RDONLY | O_CLOEXEC) : -1;
@@ -282,13 +281,15 @@ static void void_dead_write(struct reclaim *rc, struct inflight_table *t)
     }
     while (flock(fd, LOCK_EX) && errno == EINTR)
         ;
-    uint64_t start = s1 - 1, rows = 0;
+    uint64_t start = s1 - 1, rows = 0, end = atomic_load(&t->writing_end);
     struct stat st;
     int r = 0;
     size_t whole = 0;
     if (atomic_compare_exchange_strong(&t->writing_start1, &s1, 0) && !fstat(fd, &st) &&
-        (uint64_t)st.st_size > start) {
-        size_t len = (size_t)((uint64_t)st.st_size - start);
+        (uint64_t)st.st_size > start && end > start) {
+        if (end > (uint64_t)st.st_size)
+            end = (uint64_t)st.st_size;
+        size_t len = (size_t)(end - start);
         char *buf = malloc(len);
         r = !buf ? -ENOMEM : pread(fd, buf, len, (off_t)start) == (ssize_t)len ? 0 : -EIO;
         size_t pl = strlen(path);
@@ -359,7 +360,7 @@ static int recover_in_flight(const struct options *o, struct worker_slot *slots,
     if (n)
         log_info("ndingest: voided what %d server%s that died whole had in flight (%llu rows)",
                  n, n == 1 ? "" : "s", (unsigned long long)atomic_load(&slots[0].metrics.void_rows));
-    if (rc.writing) { /* it may have died inside a write(2) */
+    if (n) { /* it may have died inside a write(2), or after a worker's death left a row cut */
         atomic_store(&slots[0].rows_torn, 1);
         atomic_store(&slots[0].invalid_torn, 1);
         if (datasets)
@@ -414,7 +415,7 @@ static int reap(struct server *s)
         }
         /* What its unanswered requests wrote is void; the table is empty for its
          * replacement. */
-        struct reclaim rc = {s->o->out_dir, &s->slots[i].metrics, i, 0};
+        struct reclaim rc = {s->o->out_dir, &s->slots[i].metrics, i};
         reclaim_table(&rc, inflight_table(s->inflight, i));
         failed += !clean;
         status_clear(s);

@@ -650,7 +650,7 @@ static int append_locked(struct sink *s, const char *p, size_t n, const struct s
     if (dead >= 0 && r)
         h->unorphan(h->arg, dead, s->last_file, ostart);
     if (!r) {
-        h->before(h->arg, s->last_file, (uint64_t)size);
+        h->before(h->arg, s->last_file, (uint64_t)size, (uint64_t)n + 1);
         r = append(s, p, n, checked, done, torn);
         /* Nobody else appends under the lock: p's bytes start at the size read above, past
          * the '\n' the torn path may have put before them. */

@@ -57,14 +57,15 @@ unsigned long sink_lost(struct sink *s);
  * its index, or -1): if so its whole rows from START are recorded as void ("killed") and
  * a row it cut short is isolated as the torn path does (if the record cannot be written,
  * h->unorphan(arg, INDEX, FILE, START) puts it back and nothing is written);
- * h->before(arg, FILE, START) is told exactly where the bytes will land; the write; then
+ * h->before(arg, FILE, START, LEN) is told exactly where the bytes will land (LEN of them,
+ * one more when the torn path puts a '\n' first); the write; then
  * h->after(arg, R) with where they landed (as sink_written), or R NULL when the file lost
  * its name meanwhile (the batch is then written again: before and after come again). */
 struct sink_range;
 struct sink_hook {
     int (*orphan)(void *arg, uint64_t file, uint64_t *start);
     void (*unorphan)(void *arg, int index, uint64_t file, uint64_t start);
-    void (*before)(void *arg, uint64_t file, uint64_t start);
+    void (*before)(void *arg, uint64_t file, uint64_t start, uint64_t len);
     void (*after)(void *arg, const struct sink_range *r);
     void *arg;
 };

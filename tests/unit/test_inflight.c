@@ -183,7 +183,7 @@ static void dies_writing(struct inflight_owner *o, int i)
     if (i == 0) {
         inflight_set(o, inflight_begin(o, G, 10), 10, 20, 1); /* a range known */
         int e = inflight_begin(o, 0, 0);
-        inflight_writing(o, F, 700);
+        inflight_writing(o, F, 700, 50);
         inflight_publish(o, e, F, 700); /* ...and a write in progress */
     }
 }
@@ -277,6 +277,21 @@ static void seen_table(void *arg, struct inflight_table *t)
     inflight_reclaim(t, seen_range, s);
 }
 
+/* The path of the one file in dir/.inflight. */
+static void one_file(const char *dir, char *path, size_t len)
+{
+    char d[300];
+    snprintf(d, sizeof d, "%s/%s", dir, INFLIGHT_DIR);
+    DIR *dd = opendir(d);
+    assert_non_null(dd);
+    path[0] = '\0';
+    for (struct dirent *e; (e = readdir(dd));)
+        if (e->d_name[0] != '.')
+            snprintf(path, len, "%s/%s", d, e->d_name);
+    closedir(dd);
+    assert_true(path[0] != '\0');
+}
+
 static int files_in(const char *dir)
 {
     char path[512];
@@ -304,7 +319,7 @@ static pid_t dead_server(const char *dir, int nworkers, int w)
             _exit(1);
         inflight_set(&o, inflight_begin(&o, F, 100), 100, 180, 2);
         inflight_begin(&o, G, 900); /* begun, not yet written: the writing field's */
-        inflight_writing(&o, G, 900);
+        inflight_writing(&o, G, 900, 100);
         _exit(0);
     }
     int status;
@@ -355,22 +370,10 @@ static void count_note(const char *msg)
     notes++;
 }
 
-/* A file from before the machine restarted is not trusted (its pages are what writeback
- * last stored, maybe listing ranges committed since): removed, nothing voided. */
-static void test_file_from_before_a_restart_not_trusted(void **state)
+/* dir's one file is refused with a note, nothing of it voided, and removed; dir goes. */
+static void refused_and_removed(const char *dir)
 {
-    (void)state;
-    char dir[] = "/tmp/test_inflight.XXXXXX", path[600];
-    assert_non_null(mkdtemp(dir));
-    pid_t pid = dead_server(dir, 1, 0);
-    snprintf(path, sizeof path, "%s/%s/%d", dir, INFLIGHT_DIR, (int)pid);
-    int fd = open(path, O_RDWR);
-    assert_true(fd >= 0);
-    char head[128];
-    assert_int_equal(pread(fd, head, sizeof head, 0), (ssize_t)sizeof head);
-    head[30] ^= 1; /* a character of the boot id (bytes 24-63): another boot's */
-    assert_int_equal(pwrite(fd, head, sizeof head, 0), (ssize_t)sizeof head);
-    close(fd);
+    char path[600];
     struct seen s = {0};
     notes = 0;
     assert_int_equal(inflight_recover(dir, seen_table, &s, count_note), 0);
@@ -380,6 +383,52 @@ static void test_file_from_before_a_restart_not_trusted(void **state)
     snprintf(path, sizeof path, "%s/%s", dir, INFLIGHT_DIR);
     rmdir(path);
     rmdir(dir);
+}
+
+/* A file from before the machine restarted is not trusted (its pages are what writeback
+ * last stored, maybe listing ranges committed since): removed, nothing voided. */
+static void test_file_from_before_a_restart_not_trusted(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test_inflight.XXXXXX", path[1024];
+    assert_non_null(mkdtemp(dir));
+    dead_server(dir, 1, 0);
+    one_file(dir, path, sizeof path);
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    char head[128];
+    assert_int_equal(pread(fd, head, sizeof head, 0), (ssize_t)sizeof head);
+    head[30] ^= 1; /* a character of the boot id (bytes 24-63): another boot's */
+    assert_int_equal(pwrite(fd, head, sizeof head, 0), (ssize_t)sizeof head);
+    close(fd);
+    refused_and_removed(dir);
+}
+
+/* A file whose head is crafted (sizes that overflow when multiplied, as a corrupt or hostile
+ * file might hold) is refused and removed, not read past its end: a start must not crash. */
+static void test_crafted_head_refused(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test_inflight.XXXXXX", path[600];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/%s", dir, INFLIGHT_DIR);
+    assert_int_equal(mkdir(path, 0755), 0);
+    snprintf(path, sizeof path, "%s/%s/1-0000000000000001", dir, INFLIGHT_DIR);
+    unsigned char head[128 + 4096] = "NDINFL2";
+    uint32_t nworkers = 1u << 31, cap = (1u << 28) - 1;
+    uint64_t stride = (uint64_t)1 << 33; /* 2^31 * 2^33 wraps to 0: the size would "match" */
+    memcpy(head + 8, &nworkers, 4);
+    memcpy(head + 12, &cap, 4);
+    memcpy(head + 16, &stride, 8);
+    FILE *b = fopen("/proc/sys/kernel/random/boot_id", "r"); /* this boot's: trusted */
+    assert_non_null(b);
+    assert_non_null(fgets((char *)head + 24, 40, b));
+    fclose(b);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, head, 128), 128);
+    close(fd);
+    refused_and_removed(dir);
 }
 
 int main(void)
@@ -392,6 +441,7 @@ int main(void)
         cmocka_unit_test(test_file_id_is_the_name),
         cmocka_unit_test(test_whole_server_dead_recovered_from_its_file),
         cmocka_unit_test(test_file_from_before_a_restart_not_trusted),
+        cmocka_unit_test(test_crafted_head_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -209,7 +209,7 @@ static void test_torn_tail_isolated(void **state)
  * (orphan_start, or none), the exact start before the write, and the range after it. */
 struct hooked {
     uint64_t orphan_start; /* UINT64_MAX: no dead writer */
-    uint64_t before, file;
+    uint64_t before, len, file;
     struct sink_range after;
     int afters, unorphans;
 };
@@ -233,11 +233,12 @@ static void h_unorphan(void *arg, int index, uint64_t file, uint64_t start)
     ((struct hooked *)arg)->unorphans++;
 }
 
-static void h_before(void *arg, uint64_t file, uint64_t start)
+static void h_before(void *arg, uint64_t file, uint64_t start, uint64_t len)
 {
     struct hooked *h = arg;
     assert_int_equal(file, h->file);
     h->before = start;
+    h->len = len;
 }
 
 static void h_after(void *arg, const struct sink_range *r)
@@ -264,6 +265,7 @@ static void test_hooked_write_and_dead_writer(void **state)
     const struct sink_hook hook = {h_orphan, h_unorphan, h_before, h_after, &h};
     assert_int_equal(sink_write_hooked(s, "a,b\n", 4, &hook), 0);
     assert_int_equal(h.before, 0);
+    assert_int_equal(h.len, 5); /* its 4 bytes, or one more after a torn row's '\n' */
     assert_int_equal(h.after.start, 0);
     assert_int_equal(h.after.end, 4);
     assert_int_equal(h.afters, 1);
