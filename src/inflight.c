@@ -98,6 +98,12 @@ static void *map_file(struct inflight *f, const char *dir, char *err, size_t err
         snprintf(err, errlen, "in-flight ranges: %s/%s: %s", dir, INFLIGHT_DIR, strerror(errno));
         return MAP_FAILED;
     }
+    /* Under the directory's lock, as a start's recovery is: one between this open and the
+     * flock below would find the file unlocked and remove it. */
+    char d[PATH_MAX];
+    int dfd = file_path(d, sizeof d, dir, NULL) ? -1 : open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    while (dfd >= 0 && flock(dfd, LOCK_EX) && errno == EINTR)
+        ;
     int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600), r = 0;
     void *p = MAP_FAILED;
     if (fd >= 0)
@@ -110,6 +116,8 @@ static void *map_file(struct inflight *f, const char *dir, char *err, size_t err
             unlink(tmp);
             close(fd);
         }
+        if (dfd >= 0)
+            close(dfd);
         return MAP_FAILED;
     }
     struct inflight_head *h = p;
@@ -118,8 +126,11 @@ static void *map_file(struct inflight *f, const char *dir, char *err, size_t err
     h->cap = f->cap;
     h->stride = f->stride;
     boot_id(h->boot);
-    if (rename(tmp, f->path)) {
-        snprintf(err, errlen, "in-flight ranges: %s: %s", f->path, strerror(errno));
+    int renamed = !rename(tmp, f->path), e = errno;
+    if (dfd >= 0)
+        close(dfd); /* the lock goes with it */
+    if (!renamed) {
+        snprintf(err, errlen, "in-flight ranges: %s: %s", f->path, strerror(e));
         munmap(p, f->size);
         unlink(tmp);
         close(fd);
@@ -234,11 +245,11 @@ int inflight_recover(const char *dir, void (*fn)(void *arg, struct inflight_tabl
                      void *arg, void (*note)(const char *msg))
 {
     char path[PATH_MAX], msg[PATH_MAX + 200], boot[40];
-    if (file_path(path, sizeof path, dir, NULL) || (mkdir(path, 0755) && errno != EEXIST))
+    if (file_path(path, sizeof path, dir, NULL))
         return -1;
     DIR *d = opendir(path);
-    if (!d)
-        return -1;
+    if (!d) /* none yet (its file is made next, or, a full disk, kept in memory) */
+        return errno == ENOENT ? 0 : -1;
     /* Two starts on one directory take turns: neither serves before the other has voided
      * what it found (the lock goes with the descriptor, at closedir). */
     while (flock(dirfd(d), LOCK_EX) && errno == EINTR)
@@ -443,6 +454,7 @@ int inflight_unorphan(const struct inflight *all, int w, uint64_t file, uint64_t
     if (atomic_load(&t->writing_start1))
         return -1;
     atomic_store(&t->writing_file, file);
+    atomic_store(&t->writing_end, UINT64_MAX); /* its end was not kept: the file's */
     return atomic_compare_exchange_strong(&t->writing_start1, &zero, start + 1) ? 0 : -1;
 }
 

@@ -200,11 +200,16 @@ static void test_dead_writer_found_once_and_reclaimed(void **state)
     assert_int_equal(inflight_orphan(f, 1, F, &start), -1); /* its own: not an orphan */
     assert_int_equal(inflight_orphan(f, 0, G, &start), -1); /* another file's */
     finish(&c); /* "dies" with the write in progress */
+    assert_int_equal(atomic_load(&inflight_table(f, 1)->writing_end), 750); /* its bound */
     assert_int_equal(inflight_orphan(f, 0, F, &start), 1);
     assert_int_equal(start, 700);
     assert_int_equal(inflight_orphan(f, 0, F, &start), -1); /* claimed: once */
-    /* its record could not be written: put back, found again */
+    /* a replacement's write meanwhile leaves its own end in the field */
+    atomic_store(&inflight_table(f, 1)->writing_end, 5);
+    /* its record could not be written: put back, found again, its end unknown now (the
+     * file's), not the stale 5 that would void nothing */
     assert_int_equal(inflight_unorphan(f, 1, F, 700), 0);
+    assert_int_equal(atomic_load(&inflight_table(f, 1)->writing_end), UINT64_MAX);
     assert_int_equal(inflight_orphan(f, 0, F, &start), 1);
     nreclaimed = 0;
     inflight_reclaim(inflight_table(f, 1), note, NULL);
