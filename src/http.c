@@ -896,9 +896,10 @@ static int idem_headers(struct http_conn *c, int token, int *rc)
     char route[DS_MAX_NAME + 16]; /* put together without stdio: once per keyed request */
     const char *path = r->events ? "/v0/events?name=" : "/";
     const char *ds = r->dataset ? r->dataset->ds->name : "";
-    size_t pl = strlen(path), dl = strnlen(ds, sizeof route - pl);
+    size_t pl = strlen(path), dl = strnlen(ds, sizeof route - pl - 1);
     memcpy(route, path, pl);
-    memcpy(route + pl, ds, dl);
+    memcpy(route + pl, ds, dl + 1); /* its '\0' too, or the byte cut there: not hashed */
+    route[pl + dl] = '\0';
     r->idem_id = idem_id_of(token, route, pl + dl, key, (size_t)kl);
     if (!c->idem_hash && !(c->idem_hash = idem_hash_new())) {
         *rc = reject_early(c, 500, NULL, "out of memory for the Idempotency-Key");

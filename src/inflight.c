@@ -219,13 +219,13 @@ static int recover_file(int fd, const char *path, const char *boot,
     const struct inflight_head *h = (const void *)p;
     int r = 0;
     /* Bounded before they are multiplied: a file of any content must not crash a start. */
-    if (memcmp(h->magic, INFLIGHT_MAGIC, sizeof h->magic) || !h->nworkers ||
+    if (memcmp(h->magic, INFLIGHT_MAGIC, sizeof h->magic) != 0 || !h->nworkers ||
         h->nworkers > INFLIGHT_MAX_WORKERS || !h->cap || h->cap > INFLIGHT_MAX_CAP ||
         h->stride != stride_of(h->cap) ||
         size != INFLIGHT_HEAD + (size_t)h->stride * h->nworkers) {
         snprintf(err, errlen, "%s: not a table of in-flight ranges, removed", path);
         r = 1;
-    } else if (!boot[0] || strncmp(h->boot, boot, sizeof h->boot)) {
+    } else if (!boot[0] || strncmp(h->boot, boot, sizeof h->boot) != 0) {
         snprintf(err, errlen, "%s: %s, so not trusted: the ranges in flight at the crash stay "
                  "committed; removed", path, boot[0] ? "left before the machine restarted"
                                                      : "this boot's id cannot be read");
