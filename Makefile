@@ -27,10 +27,11 @@ PQ_CFLAGS := $(shell pkg-config --cflags libpq 2>/dev/null || echo -I$$(pg_confi
 LIBS     := -levent -lz -lcurl -lpq -lxxhash $(LLHTTP_LIBS)
 
 # The sources in two lists. SERVER_SRC is what only `serve` needs (sockets, libevent, HTTP,
-# workers, their counters): named here, one by one. CORE_SRC is every other file but main.c: the ingest pipeline (decode,
-# lines, JSON engine with its per-ISA json_*.c, CSV, the day's file) and `convert`; it links
-# with zlib alone, which is what the fuzz target needs. So a new file is core unless it is
-# added to SERVER_SRC; one that wants libevent and is not gets caught by `make fuzz`.
+# workers, their counters): named here, one by one. CORE_SRC is every other file but
+# main.c: the ingest pipeline (decode, lines and the body's fingerprint, JSON engine with its
+# per-ISA json_*.c, CSV, the day's file) and `convert`; it links with zlib and libxxhash
+# alone, which is what the fuzz target needs. So a new file is core unless it is added to
+# SERVER_SRC; one that wants libevent and is not gets caught by `make fuzz`.
 SRC        := $(wildcard src/*.c) $(wildcard src/delivery/*.c)
 # Delivery (src/delivery/: the day files into a database) talks to it through libcurl: a
 # server-side part, like the sockets.
@@ -128,7 +129,7 @@ fuzz: fuzz-ingest fuzz-http
 fuzz-ingest: deps
 	mkdir -p build/fuzz fuzz-out/corpus
 	clang -std=c11 $(CPPFLAGS) $(FUZZ_FLAGS) -Isrc -o build/fuzz/fuzz_ingest tests/fuzz/fuzz_ingest.c \
-		$(CORE_SRC) -lz
+		$(CORE_SRC) -lz -lxxhash
 	build/fuzz/fuzz_ingest -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -print_final_stats=1 \
 		fuzz-out/corpus tests/json tests/fuzz/seeds
 fuzz-http: deps

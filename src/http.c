@@ -113,6 +113,7 @@ struct http_request {
      * or that it was longer, the mode, whether the body was read whole (its hash is the
      * fingerprint) and whether the outcome's record went into this turn's key log write. */
     uint8_t idem_count, idem_long, idem_mode, idem_body_done, idem_written;
+    uint8_t idem_fused; /* the body hashed by the line framer (ingest_fingerprint) */
     uint16_t idem_raw_len;
     struct idem_id idem_id;
 };
@@ -152,7 +153,7 @@ struct http_conn {
     /* Idempotency-Key: the raw value (allocated with path), the body's hash (at the first
      * keyed request), and the outcome: the one recorded (a replay) or being recorded. */
     char *idem_raw;
-    struct idem_hash *idem_hash;
+    struct fingerprint idem_fp; /* the body's, as it streams */
     struct idem_outcome idem_out;
     struct ingest ingest;     /* reused by every request of the connection */
 };
@@ -901,11 +902,7 @@ static int idem_headers(struct http_conn *c, int token, int *rc)
     memcpy(route + pl, ds, dl + 1); /* its '\0' too, or the byte cut there: not hashed */
     route[pl + dl] = '\0';
     r->idem_id = idem_id_of(token, route, pl + dl, key, (size_t)kl);
-    if (!c->idem_hash && !(c->idem_hash = idem_hash_new())) {
-        *rc = reject_early(c, 500, NULL, "out of memory for the Idempotency-Key");
-        return 1;
-    }
-    idem_hash_reset(c->idem_hash);
+    fingerprint_init(&c->idem_fp);
     switch (idem_claim(s->idem, &r->idem_id, s->pid, time(NULL), &c->idem_out)) {
     case IDEM_CLAIMED: r->idem_mode = IDEM_MODE_OWNER; break;
     case IDEM_DONE: r->idem_mode = IDEM_MODE_REPLAY; break;
@@ -930,7 +927,7 @@ static void idem_answer(struct http_conn *c, int keep_alive)
         idem_count(t, IDEM_EV_CONFLICT);
         respond_error(c, 409, NULL, "a request with this Idempotency-Key is still in flight: "
                       "retry once it is answered", keep_alive);
-    } else if (idem_hash_digest(c->idem_hash) != o->body_hash) {
+    } else if (fingerprint_digest(&c->idem_fp) != o->body_hash) {
         idem_count(t, IDEM_EV_MISMATCH);
         respond_error(c, 422, NULL, "this Idempotency-Key was used for a different request "
                       "(another body)", keep_alive);
@@ -968,7 +965,7 @@ static void idem_settle(struct http_conn *c, int status, const char *body, size_
         memset(o, 0, sizeof *o);
         o->status = (uint16_t)status;
         o->resp = IDEM_RESP_BODY;
-        o->body_hash = idem_hash_digest(c->idem_hash);
+        o->body_hash = fingerprint_digest(&c->idem_fp);
         o->body_len = (uint8_t)len;
         memcpy(o->body, body, len);
         if (!idem_write_one(s, IDEM_REC_DONE, &r->idem_id, o) &&
@@ -1057,6 +1054,9 @@ static int on_headers_complete(llhttp_t *p)
         return reject_early(c, 500, NULL, c->ingest.error);
     }
     r->ingesting = 1;
+    /* An owner's body is hashed in the pass that finds its lines, when it can be: the second
+     * read of every byte was most of a key's cost (doc/performance.md, issue #18). */
+    r->idem_fused = r->idem_mode == IDEM_MODE_OWNER && ingest_fingerprint(&c->ingest, &c->idem_fp);
     /* The client waits for this before sending the body (curl, for a second or so). */
     if (r->expect_continue && has_body(p) && p->http_major == 1 && p->http_minor >= 1)
         bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
@@ -1084,7 +1084,7 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
     uint64_t max = c->s->o->max_body;
     if (!r->ingesting && !(r->idem_mode && max && r->body_bytes > max)) {
         if (hash)
-            idem_hash_update(c->idem_hash, at, n);
+            fingerprint_feed(&c->idem_fp, at, n, NULL, NULL);
         return 0; /* a body nobody asked for (GET /healthz with one), or a retry's: skipped */
     }
     if (max && r->body_bytes > max) { /* a retry's too: --max-body bounds what is read */
@@ -1095,10 +1095,9 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
     }
     enum ingest_status st = ingest_feed(&c->ingest, at, n);
     /* Hashed after the parse, which leaves the bytes in L2: before it, just copied in by
-     * read(2), they came from further away, 32 against 60 GB/s (18 against 10 us of a
-     * 586 KB request's ~300, AMD EPYC). */
-    if (hash)
-        idem_hash_update(c->idem_hash, at, n);
+     * read(2), they came from further away (a compressed body's bytes as received). */
+    if (hash && !r->idem_fused)
+        fingerprint_feed(&c->idem_fp, at, n, NULL, NULL);
     if (st != INGEST_OK) {
         /* The rest of the body cannot succeed: answer now rather than read it all. */
         reject(c, ingest_failed(c, st), NULL, c->ingest.error);
@@ -1507,7 +1506,6 @@ static void http_conn_free(struct http_conn *c)
     account_void(c);
     release_dataset(c);
     ingest_free(&c->ingest);
-    idem_hash_free(c->idem_hash);
     event_free(c->deadline_ev);
     free(c->path);
     bufferevent_free(c->bev);
@@ -1781,7 +1779,7 @@ static void idem_write_records(struct http_server *s, struct http_conn *list)
             memset(o, 0, sizeof *o);
             o->status = !c->req.events || c->req.wait ? 200 : 202;
             o->resp = c->req.events ? IDEM_RESP_EVENTS : IDEM_RESP_INGEST;
-            o->body_hash = idem_hash_digest(c->idem_hash);
+            o->body_hash = fingerprint_digest(&c->idem_fp);
             o->bytes = st->bytes;
             o->valid = st->valid;
             o->invalid = st->invalid;

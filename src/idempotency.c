@@ -92,49 +92,6 @@ struct idem_id idem_id_of(int token, const char *route, size_t route_len, const 
     return (struct idem_id){h.low64, h.high64};
 }
 
-struct idem_hash {
-    XXH3_state_t *st;
-};
-
-struct idem_hash *idem_hash_new(void)
-{
-    struct idem_hash *h = malloc(sizeof *h);
-    if (!h)
-        return NULL;
-    if (!(h->st = XXH3_createState())) { /* aligned as XXH3 wants: malloc would not be */
-        free(h);
-        return NULL;
-    }
-    XXH3_64bits_reset(h->st);
-    return h;
-}
-
-void idem_hash_free(struct idem_hash *h)
-{
-    if (!h)
-        return;
-    XXH3_freeState(h->st);
-    free(h);
-}
-
-void idem_hash_reset(struct idem_hash *h)
-{
-    XXH3_64bits_reset(h->st);
-}
-
-void idem_hash_update(struct idem_hash *h, const void *p, size_t n)
-{
-    /* Debian builds libxxhash's plain entry points for SSE2 (6.5 GB/s here); the dispatching
-     * one picks AVX2 or AVX-512 at run time (23-27 GB/s), the same hash: a 586 KB body's
-     * hashing goes from ~9% of the worker's time to ~5% (doc/performance.md, issue #18). */
-    XXH3_64bits_update_dispatch(h->st, p, n);
-}
-
-uint64_t idem_hash_digest(const struct idem_hash *h)
-{
-    return XXH3_64bits_digest(h->st);
-}
-
 /* ---- The table ---- */
 
 enum { E_FREE, E_INFLIGHT, E_DONE };

@@ -31,14 +31,8 @@ struct idem_id {
 struct idem_id idem_id_of(int token, const char *route, size_t route_len, const char *key,
                           size_t key_len);
 
-/* The body as received (before content decoding), hashed as it streams: no allocation per
- * byte (the state is allocated once, by idem_hash_new). */
-struct idem_hash;
-struct idem_hash *idem_hash_new(void);
-void idem_hash_free(struct idem_hash *h);
-void idem_hash_reset(struct idem_hash *h);
-void idem_hash_update(struct idem_hash *h, const void *p, size_t n);
-uint64_t idem_hash_digest(const struct idem_hash *h);
+/* The body's own hash, the fingerprint's third part, is fingerprint.h's: taken as it
+ * streams, by the line framer for an identity-encoded body. */
 
 /* ---- The outcome a retry replays ---- */
 

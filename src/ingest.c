@@ -309,7 +309,7 @@ static int on_decoded(void *ctx, const char *p, size_t n)
     struct ingest *g = ctx;
     const struct line_handler h = {on_line, on_oversize, g};
     g->stats.decoded += n;
-    if (lines_feed(&g->lines, p, n, &h))
+    if (g->fp ? lines_feed_fp(&g->lines, g->fp, p, n, &h) : lines_feed(&g->lines, p, n, &h))
         fail(g, INGEST_ENOMEM, "out of memory holding a partial line");
     return g->status != INGEST_OK;
 }
@@ -334,6 +334,7 @@ enum ingest_status ingest_begin(struct ingest *g, enum content_encoding enc)
     g->flushed_valid = g->pending_invalid = 0;
     g->void_rows = g->void_bytes = 0;
     lines_reset(&g->lines);
+    g->fp = NULL;
     g->decoder.max_out = g->cfg->max_inflate;
     g->decoder.max_ratio = g->cfg->max_ratio;
     if (decoder_begin(&g->decoder, enc))
@@ -341,11 +342,20 @@ enum ingest_status ingest_begin(struct ingest *g, enum content_encoding enc)
     return g->status;
 }
 
+int ingest_fingerprint(struct ingest *g, struct fingerprint *fp)
+{
+    g->fp = g->decoder.enc == ENCODING_IDENTITY ? fp : NULL;
+    return g->fp != NULL;
+}
+
 enum ingest_status ingest_feed(struct ingest *g, const char *p, size_t n)
 {
     g->stats.bytes += n;
-    if (g->status != INGEST_OK)
+    if (g->status != INGEST_OK) {
+        if (g->fp) /* still every byte, whatever becomes of the body */
+            fingerprint_feed(g->fp, p, n, NULL, NULL);
         return g->status;
+    }
     int rc = decoder_feed(&g->decoder, p, n, on_decoded, g);
     if (rc == DECODE_EDATA)
         fail(g, INGEST_EDECODE, "the compressed body is corrupt");

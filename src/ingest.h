@@ -91,12 +91,17 @@ struct ingest {
     uint64_t flushed_valid;   /* stats.valid when the rows were last written */
     uint64_t pending_invalid; /* quarantined lines in g->invalid */
     uint64_t void_rows, void_bytes; /* voided by this body (ingest_settle, ingest_abort) */
+    struct fingerprint *fp; /* the body's bytes hashed as they are framed (ingest_fingerprint) */
 };
 
 /* Prepares a reusable pipeline (one per connection); memory is kept between bodies. */
 void ingest_init(struct ingest *g, const struct ingest_config *cfg);
 /* Starts a body; stats reset. */
 enum ingest_status ingest_begin(struct ingest *g, enum content_encoding enc);
+/* After ingest_begin: hashes the body's bytes into fp in the pass that frames its lines, for
+ * an identity-encoded body only (its bytes as received are then the ones framed): 1 when it
+ * will, 0 when the caller must hash them itself. */
+int ingest_fingerprint(struct ingest *g, struct fingerprint *fp);
 /* The next piece of the body, as received. Rows may be written here in whole-row batches. */
 enum ingest_status ingest_feed(struct ingest *g, const char *p, size_t n);
 /* The body is complete: the last line, then every pending row is written. On INGEST_OK

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "fingerprint.h"
 
 /* Called for each complete line, without its '\n'. The span is valid only during the call. */
 typedef void (*line_fn)(void *ctx, const char *p, size_t n);
@@ -32,6 +33,11 @@ void lines_init(struct line_framer *f, size_t max_line);
 /* Frames the next piece: lines that end inside it go to h->line straight from p (no copy);
  * the unfinished tail is kept. 0, or -1 when memory is exhausted. */
 int lines_feed(struct line_framer *f, const char *p, size_t n, const struct line_handler *h);
+/* lines_feed that also hashes the piece into fp, in the same pass over its bytes that finds
+ * its newlines (a keyed request's body: doc/design.md, "Idempotency-Key"). The same lines,
+ * and the same fingerprint as fingerprint_feed's over the same bytes. */
+int lines_feed_fp(struct line_framer *f, struct fingerprint *fp, const char *p, size_t n,
+                  const struct line_handler *h);
 /* The body has ended: a final line without '\n' counts. The framer is reset. */
 int lines_end(struct line_framer *f, const struct line_handler *h);
 /* Forgets any partial line (an aborted body); keeps memory for reuse. */

@@ -127,6 +127,77 @@ def test_another_body_is_422(start_server):
     assert st == 200 and h.get("Idempotency-Replayed") == "true"
 
 
+def exchange_in_pieces(s, pieces):
+    """Sends a request's bytes piece by piece, a pause between them (so that the server reads
+    them in pieces of their own); returns the response's status line."""
+    sock, f = raw_connect(s)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for p in pieces:
+            sock.sendall(p)
+            time.sleep(0.001)
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            ch = f.read(1)
+            assert ch, head
+            head += ch
+        f.read(int(re.search(rb"Content-Length: (\d+)", head).group(1)))
+        return head
+    finally:
+        sock.close()
+
+
+def chunked(body, key, sizes):
+    """A chunked request for body, its chunks of the given sizes in turn, as pieces to send
+    (a chunk's size line and data apart, and cut mid-data)."""
+    out = [b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+           b"Idempotency-Key: " + key + b"\r\n\r\n"]
+    at, i = 0, 0
+    while at < len(body):
+        n = sizes[i % len(sizes)]
+        data = body[at:at + n]
+        out += [b"%x\r\n" % len(data), data[: len(data) // 2], data[len(data) // 2:] + b"\r\n"]
+        at += n
+        i += 1
+    return out + [b"0\r\n\r\n"]
+
+
+def test_the_fingerprint_is_the_bodys_whatever_its_pieces(start_server, taxi_body):
+    """The first request's body is hashed as its lines are framed, a retry's apart (it is not
+    parsed): the same bytes in other pieces, or chunked, must give the same fingerprint, and
+    a byte changed or added another one. A gzip body's fingerprint is its bytes as received."""
+    s = start_server("--workers", "1")
+    taxi_body = b"".join(taxi_body.splitlines(keepends=True)[:150])  # ~55 KB: pieces are slow
+    plain = raw_post(taxi_body, b'Idempotency-Key: "fp"\r\n')
+    assert exchange_in_pieces(s, [plain]).startswith(b"HTTP/1.1 200 OK\r\n")
+    rows = csv_rows(s)
+    for sizes in ([1, 63, 64, 65, 4096], [7000], [100000]):
+        head = exchange_in_pieces(s, chunked(taxi_body, b'"fp"', sizes))
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"Idempotency-Replayed: true" in head, \
+            (sizes, head)
+    cut = [plain[i:i + 997] for i in range(0, len(plain), 997)]
+    assert b"Idempotency-Replayed: true" in exchange_in_pieces(s, cut)
+    mid = len(taxi_body) // 2
+    other = taxi_body[:mid] + (b"7" if taxi_body[mid:mid + 1] != b"7" else b"8") + taxi_body[mid + 1:]
+    for body in (other, taxi_body + b" ", taxi_body[:-1]):
+        head = exchange_in_pieces(s, [raw_post(body, b'Idempotency-Key: "fp"\r\n')])
+        assert head.startswith(b"HTTP/1.1 422 "), head
+    # the other way round: a first request sent chunked, in odd pieces; its retry in one
+    head = exchange_in_pieces(s, chunked(taxi_body, b'"fp2"', [5, 777, 64]))
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"Idempotency-Replayed" not in head
+    assert b"Idempotency-Replayed: true" in exchange_in_pieces(
+        s, [raw_post(taxi_body, b'Idempotency-Key: "fp2"\r\n')])
+    # gzip: the compressed bytes are the body as received
+    gz = gzip.compress(taxi_body)
+    extra = b'Content-Encoding: gzip\r\nIdempotency-Key: "fp3"\r\n'
+    assert exchange_in_pieces(s, [raw_post(gz, extra)]).startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Idempotency-Replayed: true" in exchange_in_pieces(
+        s, [raw_post(gz, extra)[i:i + 3000] for i in range(0, len(raw_post(gz, extra)), 3000)])
+    head = exchange_in_pieces(s, [raw_post(taxi_body, b'Idempotency-Key: "fp3"\r\n')])
+    assert head.startswith(b"HTTP/1.1 422 "), head
+    assert csv_rows(s) == rows * 3
+
+
 @pytest.mark.skipif(MEMCHECK, reason="needs two worker processes")
 def test_retry_in_flight_is_409_on_any_worker(start_server):
     """The first request's body trickles on one connection (one worker); retries on new

@@ -59,34 +59,6 @@ static void test_parse_key(void **state)
     assert_int_equal(parse("abcde", k, 4), -3);
 }
 
-/* The hash over a body fed in two or three pieces, cut at every position, is the one-shot
- * hash: what a worker computes does not depend on how the body arrived. */
-static void test_hash_every_split(void **state)
-{
-    (void)state;
-    char body[700];
-    for (size_t i = 0; i < sizeof body; i++)
-        body[i] = (char)(i * 131 + (i >> 3));
-    struct idem_hash *h = idem_hash_new();
-    assert_non_null(h);
-    for (size_t len = 0; len <= sizeof body; len += len < 300 ? 1 : 37) {
-        uint64_t want = XXH3_64bits(body, len);
-        for (size_t cut = 0; cut <= len; cut++) {
-            idem_hash_reset(h);
-            idem_hash_update(h, body, cut);
-            idem_hash_update(h, body + cut, len - cut);
-            if (idem_hash_digest(h) != want)
-                fail_msg("len %zu, cut at %zu", len, cut);
-        }
-    }
-    /* one byte at a time */
-    idem_hash_reset(h);
-    for (size_t i = 0; i < sizeof body; i++)
-        idem_hash_update(h, body + i, 1);
-    assert_true(idem_hash_digest(h) == XXH3_64bits(body, sizeof body));
-    idem_hash_free(h);
-}
-
 static int id_eq(struct idem_id a, struct idem_id b)
 {
     return a.lo == b.lo && a.hi == b.hi;
@@ -554,7 +526,6 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_key),
-        cmocka_unit_test(test_hash_every_split),
         cmocka_unit_test(test_id_scope),
         cmocka_unit_test(test_forked_claims),
         cmocka_unit_test(test_expiry),

@@ -1,4 +1,5 @@
-/* test_lines.c -- line framing: lines come out the same whatever the piece boundaries. */
+/* test_lines.c -- line framing: lines come out the same whatever the piece boundaries, and
+ * the same from lines_feed_fp, whose fingerprint is fingerprint_feed's over the whole body. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,7 +10,11 @@
 
 #include <cmocka.h>
 
+#include "fingerprint.h"
 #include "lines.h"
+
+/* Set by the second run of every test: frame() then uses lines_feed_fp. */
+static int fused;
 
 /* What the framer reported, as text: "L<len>:<bytes>|" per line, "O<len>|" per oversize. */
 struct record {
@@ -42,18 +47,43 @@ static void frame(const char *body, size_t n, const size_t *cuts, size_t ncuts, 
     lines_init(&f, max_line);
     const struct line_handler h = {rec_line, rec_oversize, r};
     memset(r, 0, sizeof *r);
+    struct fingerprint fp;
+    fingerprint_init(&fp);
     size_t at = 0;
     for (size_t i = 0; i <= ncuts; i++) {
         size_t to = i < ncuts ? cuts[i] : n;
         /* Each piece in its own exact-size allocation so ASan catches reads past it. */
         char *piece = malloc(to - at + 1);
         memcpy(piece, body + at, to - at);
-        assert_int_equal(lines_feed(&f, piece, to - at, &h), 0);
+        if (fused)
+            assert_int_equal(lines_feed_fp(&f, &fp, piece, to - at, &h), 0);
+        else
+            assert_int_equal(lines_feed(&f, piece, to - at, &h), 0);
         free(piece);
         at = to;
     }
     assert_int_equal(lines_end(&f, &h), 0);
     lines_free(&f);
+    if (fused) {
+        struct fingerprint one;
+        fingerprint_init(&one);
+        fingerprint_feed(&one, body, n, NULL, NULL);
+        assert_true(fingerprint_digest(&fp) == fingerprint_digest(&one));
+    }
+}
+
+static int plain(void **state)
+{
+    (void)state;
+    fused = 0;
+    return 0;
+}
+
+static int with_fingerprint(void **state)
+{
+    (void)state;
+    fused = 1;
+    return 0;
 }
 
 static void test_basic_lines(void **state)
@@ -151,12 +181,14 @@ static void test_one_byte_pieces(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_basic_lines),
-        cmocka_unit_test(test_final_newline_adds_no_line),
-        cmocka_unit_test(test_oversize_skipped_with_length),
-        cmocka_unit_test(test_every_split_position),
-        cmocka_unit_test(test_random_pieces),
-        cmocka_unit_test(test_one_byte_pieces),
+#define BOTH(t) cmocka_unit_test_setup(t, plain), cmocka_unit_test_setup(t, with_fingerprint)
+        BOTH(test_basic_lines),
+        BOTH(test_final_newline_adds_no_line),
+        BOTH(test_oversize_skipped_with_length),
+        BOTH(test_every_split_position),
+        BOTH(test_random_pieces),
+        BOTH(test_one_byte_pieces),
+#undef BOTH
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
