@@ -266,12 +266,16 @@ void fingerprint_feed(struct fingerprint *f, const char *piece, size_t n, finger
 
 static void put64(unsigned char *b, uint64_t v)
 {
-    for (int i = 0; i < 8; i++)
-        b[i] = (unsigned char)(v >> (8 * i));
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    memcpy(b, &v, 8);
 }
 
 uint64_t fingerprint_digest(const struct fingerprint *f)
 {
+    if (!f->stripes) /* under 64 bytes (most small requests): no accumulator to fold in */
+        return XXH3_64bits(f->carry, f->carry_len);
     unsigned char b[64 + 64 + 8];
     for (int i = 0; i < 8; i++)
         put64(b + 8 * i, f->acc[i]);

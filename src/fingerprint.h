@@ -10,7 +10,8 @@
  * they arrive in: each stripe into eight 64-bit accumulators as XXH3 does (the stripe
  * xored with a secret that moves 8 bytes a stripe, multiplied 32 by 32 bits, the stripe
  * itself added to the neighbouring lane), the accumulators scrambled after every 16th
- * stripe; at the end XXH3-64 of the accumulators, the last partial stripe and the length.
+ * stripe; at the end XXH3-64 of the accumulators, the last partial stripe and the length
+ * (of the bytes alone for a body under 64 bytes).
  * doc/design.md ("The key and the fingerprint") has the definition; the key log's
  * records hold it. */
 struct fingerprint {

@@ -45,18 +45,18 @@ enum header { H_NONE, H_MAYBE_CL, H_MAYBE_TE, H_MAYBE_HOST, H_MAYBE_CONN, H_CL, 
 #define F_HOST 0x10     /* a Host */
 #define F_HOST_TWICE 0x20
 
-/* tchar (RFC 9110 §5.6.2): the bytes of methods, field names and chunk extensions. */
+/* tchar (RFC 9110 §5.6.2): the bytes of methods, field names and chunk extensions. A table:
+ * a name's bytes are checked one by one, and a switch per byte was a third of a short
+ * header's check. */
+static const unsigned char tchars[256] = {
+    ['0' ... '9'] = 1, ['a' ... 'z'] = 1, ['A' ... 'Z'] = 1, ['!'] = 1, ['#'] = 1, ['$'] = 1,
+    ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1, ['^'] = 1,
+    ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1,
+};
+
 static int is_tchar(unsigned char ch)
 {
-    if ((ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z'))
-        return 1;
-    switch (ch) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
-    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
-        return 1;
-    default:
-        return 0;
-    }
+    return tchars[ch];
 }
 
 static int is_hex(unsigned char ch)

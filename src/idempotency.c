@@ -37,6 +37,22 @@ int idem_parse_key(const char *v, size_t n, char *out, size_t max)
         v++, n--;
     if (!n)
         return -2;
+    if (n >= 2 && v[0] == '"' && v[n - 1] == '"') {
+        /* The usual key, printable and without escapes, copied whole; any other goes the
+         * byte-by-byte way below, which also says what is wrong with it. */
+        const unsigned char *u = (const unsigned char *)v + 1;
+        size_t len = n - 2, i = 0;
+        while (i < len && u[i] >= 0x20 && u[i] <= 0x7e && u[i] != '"' && u[i] != '\\')
+            i++;
+        if (i == len) {
+            if (!len)
+                return -2;
+            if (len > max)
+                return -3;
+            memcpy(out, u, len);
+            return (int)len;
+        }
+    }
     size_t o = 0;
     if (v[0] == '"') {
         size_t i = 1;
