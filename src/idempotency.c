@@ -979,6 +979,7 @@ struct sink *idem_log_open(const char *out_dir, char *err, size_t errlen)
 {
     char dir[4096]; /* sink_open_daily copies it */
     snprintf(dir, sizeof dir, "%s/%s", out_dir, IDEM_DIR);
-    const struct sink_config cfg = {.dir = dir, .name = "keys", .suffix = ".log", .utc = 1};
+    const struct sink_config cfg = {.dir = dir, .name = "keys", .suffix = ".log", .utc = 1,
+                                    .check_name_each_second = 1};
     return sink_open_daily(&cfg, err, errlen);
 }

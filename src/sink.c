@@ -40,6 +40,8 @@ struct sink {
     uint64_t scan_at, scan_last;
     int scan_quoted;
     unsigned long lost;        /* files found to have lost their last name (sink_lost) */
+    int check_each_second;     /* sink_config's check_name_each_second */
+    time_t name_checked;       /* ...the second of the last check */
     time_t noted;              /* sink_first_today: the day_start it was last called for, + 1 */
     /* In store, sized to the names (PATH_MAX each was 8 KiB a sink, two per dataset in
      * every worker): the day's path, and a message naming it or a temporary file beside it. */
@@ -303,6 +305,7 @@ struct sink *sink_open_daily(const struct sink_config *cfg, char *err, size_t er
     s->fd = -1;
     s->daily = 1;
     s->utc = cfg->utc;
+    s->check_each_second = cfg->check_name_each_second;
     s->torn = cfg->torn;
     /* CSV rows (".csv", the typed datasets' ".quarantine.csv") may hold a quoted '\n';
      * the classic quarantine's NDJSON lines never do. */
@@ -667,8 +670,9 @@ int sink_write_hooked(struct sink *s, const char *p, size_t n, const struct sink
     if (!n)
         return 0;
     for (int tries = 0;; tries++) {
+        time_t t = 0;
         if (s->daily) {
-            time_t t = now();
+            t = now();
             if (t >= s->day_end || t < s->day_start) { /* midnight passed, or the clock stepped back */
                 close_day(s, 0);
                 int r = set_day(s, t);
@@ -695,7 +699,10 @@ int sink_write_hooked(struct sink *s, const char *p, size_t n, const struct sink
          * write cannot take acknowledged rows with it. The batch then exists only in an
          * inode without a name: write it again to the file at the path. The torn flag is
          * left as it was, since the file whose tail was checked is not the one written. */
-        int lost = r == 0 && s->daily && unlinked(s->fd);
+        int ask = s->daily && (!s->check_each_second || t != s->name_checked);
+        if (ask)
+            s->name_checked = t;
+        int lost = r == 0 && ask && unlinked(s->fd);
         if (h && s->locked) {
             /* Flagged before the lock goes: the next holder must see that the file may end
              * inside a row (else it would glue its first row onto the cut one). */

@@ -23,6 +23,13 @@ struct sink_config {
      * rows are told apart by quote parity (a cell may hold a '\n'), others' by '\n'. */
     atomic_uint *torn;
     size_t header_len;
+    /* Asks whether the open file still has a name after a write at most once a second,
+     * not after every write: for a file whose earlier contents a deletion takes anyway (the
+     * Idempotency-Key log: its records before the deletion are gone with it, so writing
+     * one batch again saves nothing), where the check was a syscall per loop turn. Writes
+     * within the second go to the nameless file; the first after it finds the deletion and
+     * goes to a new file at the path. */
+    int check_name_each_second;
 };
 
 struct sink;

@@ -380,6 +380,29 @@ def test_replayed_after_a_restart(start_server, tmp_path, how):
         s.proc.returncode = 0  # killed on purpose: the fixture's exit check is for s2
 
 
+def test_a_deleted_key_log_is_made_again(start_server, tmp_path):
+    """The key log's name is asked after at most once a second (a syscall per loop turn
+    otherwise): records written within the second of a deletion go with the deleted file,
+    as every record before them did; the first write after it makes a new file, which a
+    restart then loads."""
+    import shutil
+    out = tmp_path / "out"
+    s = start_server("--workers", "1", out_dir=out)
+    assert post(s, key='"before"')[0] == 200
+    shutil.rmtree(out / ".idempotency")
+    time.sleep(1.1)
+    assert post(s, key='"after-1"')[0] == 200  # written to the nameless file, then again
+    assert post(s, key='"after-2"')[0] == 200
+    assert list((out / ".idempotency").glob("keys-*.log")), "no new key log"
+    s.stop()
+    s2 = start_server("--workers", "1", out_dir=out)
+    for key in ('"after-1"', '"after-2"'):
+        st, h, _ = post(s2, key=key)
+        assert (st, h.get("Idempotency-Replayed")) == (200, "true"), key
+    st, h, _ = post(s2, key='"before"')  # its record went with the deleted file
+    assert st == 200 and "Idempotency-Replayed" not in h
+
+
 def test_window(start_server):
     s = start_server("--workers", "1", "--idempotency-window", "2")
     assert post(s, key="w")[0] == 200
