@@ -238,6 +238,7 @@ void fingerprint_feed(struct fingerprint *f, const char *piece, size_t n, finger
                       void *ctx)
 {
     const unsigned char *p = (const unsigned char *)piece;
+    setup(); /* a branch: fingerprint_init has done it, unless the caller skipped it */
     stripes_fn stripes = paths[chosen].fn;
     size_t i = 0;
     f->total += n;

@@ -25,10 +25,10 @@ struct sink_config {
     size_t header_len;
     /* Asks whether the open file still has a name after a write at most once a second,
      * not after every write: for a file whose earlier contents a deletion takes anyway (the
-     * Idempotency-Key log: its records before the deletion are gone with it, so writing
-     * one batch again saves nothing), where the check was a syscall per loop turn. Writes
-     * within the second go to the nameless file; the first after it finds the deletion and
-     * goes to a new file at the path. */
+     * Idempotency-Key log: its records before the deletion are gone with it), where the
+     * check was a syscall per loop turn. Writes within the second after a deletion go to
+     * the nameless file too; the first after that second finds the deletion and goes to a
+     * new file at the path. */
     int check_name_each_second;
 };
 
