@@ -113,7 +113,6 @@ struct http_request {
      * or that it was longer, the mode, whether the body was read whole (its hash is the
      * fingerprint) and whether the outcome's record went into this turn's key log write. */
     uint8_t idem_count, idem_long, idem_mode, idem_body_done, idem_written;
-    uint8_t idem_fused; /* the body hashed by the line framer (ingest_fingerprint) */
     uint16_t idem_raw_len;
     struct idem_id idem_id;
 };
@@ -1056,7 +1055,8 @@ static int on_headers_complete(llhttp_t *p)
     r->ingesting = 1;
     /* An owner's body is hashed in the pass that finds its lines, when it can be: the second
      * read of every byte was most of a key's cost (doc/performance.md, issue #18). */
-    r->idem_fused = r->idem_mode == IDEM_MODE_OWNER && ingest_fingerprint(&c->ingest, &c->idem_fp);
+    if (r->idem_mode == IDEM_MODE_OWNER)
+        ingest_fingerprint(&c->ingest, &c->idem_fp); /* c->ingest.fp set when it will */
     /* The client waits for this before sending the body (curl, for a second or so). */
     if (r->expect_continue && has_body(p) && p->http_major == 1 && p->http_minor >= 1)
         bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
@@ -1096,7 +1096,7 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
     enum ingest_status st = ingest_feed(&c->ingest, at, n);
     /* Hashed after the parse, which leaves the bytes in L2: before it, just copied in by
      * read(2), they came from further away (a compressed body's bytes as received). */
-    if (hash && !r->idem_fused)
+    if (hash && !c->ingest.fp)
         fingerprint_feed(&c->idem_fp, at, n, NULL, NULL);
     if (st != INGEST_OK) {
         /* The rest of the body cannot succeed: answer now rather than read it all. */
