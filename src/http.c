@@ -1551,14 +1551,14 @@ static int in_group(const struct http_conn *c, const struct sink *sink, int inva
 static void note_group(struct http_conn *first, struct sink *sink, int invalid,
                        const struct sink_range *wr);
 
-static int orphan_group(void *arg, uint64_t file, uint64_t *start)
+static int orphan_group(void *arg, uint64_t file, uint64_t *start, uint64_t *end)
 {
-    return ingest_hook_orphan(&((struct group_write *)arg)->s->inflight, file, start);
+    return ingest_hook_orphan(&((struct group_write *)arg)->s->inflight, file, start, end);
 }
 
-static void unorphan_group(void *arg, int index, uint64_t file, uint64_t start)
+static void unorphan_group(void *arg, int index, uint64_t file, uint64_t start, uint64_t end)
 {
-    ingest_hook_unorphan(&((struct group_write *)arg)->s->inflight, index, file, start);
+    ingest_hook_unorphan(&((struct group_write *)arg)->s->inflight, index, file, start, end);
 }
 
 static void before_group(void *arg, uint64_t file, uint64_t start, uint64_t len)

@@ -430,7 +430,8 @@ void inflight_written(struct inflight_owner *o)
     atomic_store(&o->t->writing_start1, 0);
 }
 
-int inflight_orphan(const struct inflight *all, int self, uint64_t file, uint64_t *start)
+int inflight_orphan(const struct inflight *all, int self, uint64_t file, uint64_t *start,
+                    uint64_t *end)
 {
     for (int w = 0; all && w < all->nworkers; w++) {
         struct inflight_table *t = inflight_table(all, w);
@@ -438,23 +439,26 @@ int inflight_orphan(const struct inflight *all, int self, uint64_t file, uint64_
         if (w == self || !(s1 = atomic_load(&t->writing_start1)) ||
             atomic_load(&t->writing_file) != file)
             continue;
+        uint64_t e = atomic_load(&t->writing_end); /* stored before start1 */
         /* exchanged: the main process may be at it too (it takes the same lock first) */
         if (!atomic_compare_exchange_strong(&t->writing_start1, &s1, 0))
             continue;
         *start = s1 - 1;
+        *end = e;
         return w;
     }
     return -1;
 }
 
-int inflight_unorphan(const struct inflight *all, int w, uint64_t file, uint64_t start)
+int inflight_unorphan(const struct inflight *all, int w, uint64_t file, uint64_t start,
+                      uint64_t end)
 {
     struct inflight_table *t = inflight_table(all, w);
     uint_fast64_t zero = 0;
     if (atomic_load(&t->writing_start1))
         return -1;
     atomic_store(&t->writing_file, file);
-    atomic_store(&t->writing_end, UINT64_MAX); /* its end was not kept: the file's */
+    atomic_store(&t->writing_end, end);
     return atomic_compare_exchange_strong(&t->writing_start1, &zero, start + 1) ? 0 : -1;
 }
 

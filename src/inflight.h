@@ -121,11 +121,14 @@ void inflight_clear(struct inflight_owner *o, int i);
 void inflight_writing(struct inflight_owner *o, uint64_t file, uint64_t start, uint64_t len);
 void inflight_written(struct inflight_owner *o);
 /* Under file's flock: the worker that died inside a write to file (its writing is set: a
- * live one clears it before it unlocks), or -1; *start is where that write began, and the
- * field is cleared (inflight_unorphan puts it back when its range could not be voided,
- * unless the dead worker's replacement is writing already: then it is lost, and logged). */
-int inflight_orphan(const struct inflight *all, int self, uint64_t file, uint64_t *start);
-int inflight_unorphan(const struct inflight *all, int w, uint64_t file, uint64_t start);
+ * live one clears it before it unlocks), or -1; [*start, *end) is where that write began
+ * and the bound it announced (UINT64_MAX: unknown), and the field is cleared
+ * (inflight_unorphan puts both back when its range could not be voided, unless the dead
+ * worker's replacement is writing already: then it is lost, and logged). */
+int inflight_orphan(const struct inflight *all, int self, uint64_t file, uint64_t *start,
+                    uint64_t *end);
+int inflight_unorphan(const struct inflight *all, int w, uint64_t file, uint64_t start,
+                      uint64_t end);
 
 /* The range of entry i is void but its line could not be added to path's .void record:
  * kept, with the entry, for inflight_retry. 0, or -1 when memory is exhausted (the caller

@@ -29,14 +29,14 @@ struct one_write {
     uint64_t rows;
 };
 
-static int orphan_one(void *arg, uint64_t file, uint64_t *start)
+static int orphan_one(void *arg, uint64_t file, uint64_t *start, uint64_t *end)
 {
-    return ingest_hook_orphan(((struct one_write *)arg)->g->inflight, file, start);
+    return ingest_hook_orphan(((struct one_write *)arg)->g->inflight, file, start, end);
 }
 
-static void unorphan_one(void *arg, int index, uint64_t file, uint64_t start)
+static void unorphan_one(void *arg, int index, uint64_t file, uint64_t start, uint64_t end)
 {
-    ingest_hook_unorphan(((struct one_write *)arg)->g->inflight, index, file, start);
+    ingest_hook_unorphan(((struct one_write *)arg)->g->inflight, index, file, start, end);
 }
 
 static void before_one(void *arg, uint64_t file, uint64_t start, uint64_t len)
@@ -440,19 +440,19 @@ void ingest_publish(struct ingest *g, int entry, uint64_t file, uint64_t start)
     inflight_publish(g->inflight, entry, file, start);
 }
 
-int ingest_hook_orphan(void *owner, uint64_t file, uint64_t *start)
+int ingest_hook_orphan(void *owner, uint64_t file, uint64_t *start, uint64_t *end)
 {
     struct inflight_owner *o = owner;
-    int dead = inflight_orphan(o->all, o->self, file, start);
+    int dead = inflight_orphan(o->all, o->self, file, start, end);
     if (dead >= 0) /* ours now: should this one die too before it is voided, it is found again */
-        inflight_writing(o, file, *start, UINT64_MAX - *start); /* its end unknown: the file's */
+        inflight_writing(o, file, *start, *end > *start ? *end - *start : 0);
     return dead;
 }
 
-void ingest_hook_unorphan(void *owner, int index, uint64_t file, uint64_t start)
+void ingest_hook_unorphan(void *owner, int index, uint64_t file, uint64_t start, uint64_t end)
 {
     const struct inflight_owner *o = owner;
-    if (inflight_unorphan(o->all, index, file, start))
+    if (inflight_unorphan(o->all, index, file, start, end))
         log_error("ndingest: the rows a dead worker was writing at byte %llu of a day file "
                   "could not be voided (the .void record refused them) and are not "
                   "voided now", (unsigned long long)start);

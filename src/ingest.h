@@ -134,8 +134,8 @@ void ingest_publish(struct ingest *g, int entry, uint64_t file, uint64_t start);
  * found under the lock (orphan, unorphan), the write in progress announced (before, with
  * each entry published by the caller) and over (ingest_written_range after its ranges are
  * noted). arg: the struct inflight_owner. */
-int ingest_hook_orphan(void *owner, uint64_t file, uint64_t *start);
-void ingest_hook_unorphan(void *owner, int index, uint64_t file, uint64_t start);
+int ingest_hook_orphan(void *owner, uint64_t file, uint64_t *start, uint64_t *end);
+void ingest_hook_unorphan(void *owner, int index, uint64_t file, uint64_t start, uint64_t end);
 /* The body's write through sink s with the reserved entry landed at r (sink_written), rows
  * rows: kept as one of the body's ranges (merged into its last one when adjacent, the entry
  * then freed), or the entry freed when r is empty. */

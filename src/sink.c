@@ -607,15 +607,19 @@ static int path_of_day(const struct sink *s, time_t day, char *out, size_t outle
     return len < 0 || (size_t)len >= outlen ? -ENAMETOOLONG : 0;
 }
 
-/* Under the file's lock, a write a dead writer left in progress from start to the file's
- * end size: its whole rows are recorded as void ("killed"); *torn when a row cut short
- * follows them (the caller then takes the torn path, which isolates it). 0 or -errno. */
-static int void_orphan(struct sink *s, uint64_t start, uint64_t size, int *torn)
+/* Under the file's lock, a write a dead writer left in progress from start, up to the end
+ * it announced or the file's end size, whichever comes first (another server on the same
+ * directory may have appended after it: not this server's to void): its whole rows are
+ * recorded as void ("killed"); *torn when a row cut short follows them at the file's end
+ * (the caller then takes the torn path, which isolates it). 0 or -errno. */
+static int void_orphan(struct sink *s, uint64_t start, uint64_t end, uint64_t size, int *torn)
 {
     *torn = 0;
-    if (start >= size)
+    if (end > size)
+        end = size;
+    if (start >= end)
         return 0; /* it died before its write began */
-    size_t len = (size_t)(size - start);
+    size_t len = (size_t)(end - start);
     char *buf = malloc(len); /* after a kill only */
     if (!buf)
         return -ENOMEM;
@@ -627,7 +631,7 @@ static int void_orphan(struct sink *s, uint64_t start, uint64_t size, int *torn)
         r = voids_append(s->path, start, start + whole, "killed", 1);
     if (r)
         s->void_err = 1;
-    *torn = !r && whole < len;
+    *torn = !r && whole < len && end == size;
     return r;
 }
 
@@ -647,11 +651,11 @@ static int append_locked(struct sink *s, const char *p, size_t n, const struct s
         return -errno;
     s->locked = 1;
     off_t size = lseek(s->fd, 0, SEEK_END); /* exact: every appender holds the lock */
-    uint64_t ostart;
-    int torn = 0, dead = size < 0 ? -1 : h->orphan(h->arg, s->last_file, &ostart);
-    r = size < 0 ? -errno : dead >= 0 ? void_orphan(s, ostart, (uint64_t)size, &torn) : 0;
+    uint64_t ostart, oend;
+    int torn = 0, dead = size < 0 ? -1 : h->orphan(h->arg, s->last_file, &ostart, &oend);
+    r = size < 0 ? -errno : dead >= 0 ? void_orphan(s, ostart, oend, (uint64_t)size, &torn) : 0;
     if (dead >= 0 && r)
-        h->unorphan(h->arg, dead, s->last_file, ostart);
+        h->unorphan(h->arg, dead, s->last_file, ostart, oend);
     if (!r) {
         h->before(h->arg, s->last_file, (uint64_t)size, (uint64_t)n + 1);
         r = append(s, p, n, checked, done, torn);

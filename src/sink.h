@@ -59,19 +59,21 @@ unsigned long sink_lost(struct sink *s);
 /* sink_write for a writer that tracks the ranges its requests write (inflight.h). Each
  * write(2) then happens under the day file's flock, taken by every such writer, so that
  * where it lands is known before it starts and a writer that dies inside it is found by the
- * next holder of the lock. Under the lock, in order: h->orphan(arg, FILE, &START) asks
- * whether a dead writer left a write in progress in this file (FILE: inflight_file_id;
- * its index, or -1): if so its whole rows from START are recorded as void ("killed") and
- * a row it cut short is isolated as the torn path does (if the record cannot be written,
- * h->unorphan(arg, INDEX, FILE, START) puts it back and nothing is written);
+ * next holder of the lock. Under the lock, in order: h->orphan(arg, FILE, &START, &END)
+ * asks whether a dead writer left a write in progress in this file (FILE: inflight_file_id;
+ * its index, or -1): if so its whole rows from START up to END (the bound it announced, or
+ * the file's end if that comes first) are recorded as void ("killed") and, when they reach
+ * the file's end, a row it cut short is isolated as the torn path does (if the record cannot
+ * be written, h->unorphan(arg, INDEX, FILE, START, END) puts it back and nothing is
+ * written);
  * h->before(arg, FILE, START, LEN) is told exactly where the bytes will land (LEN of them,
  * one more when the torn path puts a '\n' first); the write; then
  * h->after(arg, R) with where they landed (as sink_written), or R NULL when the file lost
  * its name meanwhile (the batch is then written again: before and after come again). */
 struct sink_range;
 struct sink_hook {
-    int (*orphan)(void *arg, uint64_t file, uint64_t *start);
-    void (*unorphan)(void *arg, int index, uint64_t file, uint64_t start);
+    int (*orphan)(void *arg, uint64_t file, uint64_t *start, uint64_t *end);
+    void (*unorphan)(void *arg, int index, uint64_t file, uint64_t start, uint64_t end);
     void (*before)(void *arg, uint64_t file, uint64_t start, uint64_t len);
     void (*after)(void *arg, const struct sink_range *r);
     void *arg;

@@ -196,21 +196,25 @@ static void test_dead_writer_found_once_and_reclaimed(void **state)
     assert_non_null(f);
     struct child c = spawn(f, 1, dies_writing, 1);
     step(&c);
-    uint64_t start = 0;
-    assert_int_equal(inflight_orphan(f, 1, F, &start), -1); /* its own: not an orphan */
-    assert_int_equal(inflight_orphan(f, 0, G, &start), -1); /* another file's */
+    uint64_t start = 0, end = 0;
+    assert_int_equal(inflight_orphan(f, 1, F, &start, &end), -1); /* its own: not an orphan */
+    assert_int_equal(inflight_orphan(f, 0, G, &start, &end), -1); /* another file's */
     finish(&c); /* "dies" with the write in progress */
     assert_int_equal(atomic_load(&inflight_table(f, 1)->writing_end), 750); /* its bound */
-    assert_int_equal(inflight_orphan(f, 0, F, &start), 1);
+    assert_int_equal(inflight_orphan(f, 0, F, &start, &end), 1);
     assert_int_equal(start, 700);
-    assert_int_equal(inflight_orphan(f, 0, F, &start), -1); /* claimed: once */
+    assert_int_equal(end, 750); /* what the finder voids up to, at most */
+    assert_int_equal(inflight_orphan(f, 0, F, &start, &end), -1); /* claimed: once */
     /* a replacement's write meanwhile leaves its own end in the field */
     atomic_store(&inflight_table(f, 1)->writing_end, 5);
-    /* its record could not be written: put back, found again, its end unknown now (the
-     * file's), not the stale 5 that would void nothing */
-    assert_int_equal(inflight_unorphan(f, 1, F, 700), 0);
-    assert_int_equal(atomic_load(&inflight_table(f, 1)->writing_end), UINT64_MAX);
-    assert_int_equal(inflight_orphan(f, 0, F, &start), 1);
+    /* its record could not be written: put back with the end it was found with, not the
+     * stale 5 that would void nothing; found again */
+    assert_int_equal(inflight_unorphan(f, 1, F, 700, 750), 0);
+    assert_int_equal(atomic_load(&inflight_table(f, 1)->writing_end), 750);
+    end = 0;
+    assert_int_equal(inflight_orphan(f, 0, F, &start, &end), 1);
+    assert_int_equal(start, 700);
+    assert_int_equal(end, 750);
     nreclaimed = 0;
     inflight_reclaim(inflight_table(f, 1), note, NULL);
     assert_int_equal(nreclaimed, 1); /* the write in progress is the writing field's */

@@ -206,30 +206,34 @@ static void test_torn_tail_isolated(void **state)
 }
 
 /* A hook that records what sink_write_hooked told it (sink.h): the dead writer it reports
- * (orphan_start, or none), the exact start before the write, and the range after it. */
+ * (orphan_start and the end it announced, or none), the exact start before the write, and
+ * the range after it. */
 struct hooked {
     uint64_t orphan_start; /* UINT64_MAX: no dead writer */
+    uint64_t orphan_end;   /* 0: unknown (UINT64_MAX, the file's end) */
     uint64_t before, len, file;
     struct sink_range after;
     int afters, unorphans;
 };
 
-static int h_orphan(void *arg, uint64_t file, uint64_t *start)
+static int h_orphan(void *arg, uint64_t file, uint64_t *start, uint64_t *end)
 {
     struct hooked *h = arg;
     h->file = file;
     if (h->orphan_start == UINT64_MAX)
         return -1;
     *start = h->orphan_start;
+    *end = h->orphan_end ? h->orphan_end : UINT64_MAX;
     h->orphan_start = UINT64_MAX; /* claimed: once */
     return 3;
 }
 
-static void h_unorphan(void *arg, int index, uint64_t file, uint64_t start)
+static void h_unorphan(void *arg, int index, uint64_t file, uint64_t start, uint64_t end)
 {
     (void)index;
     (void)file;
     (void)start;
+    (void)end;
     ((struct hooked *)arg)->unorphans++;
 }
 
@@ -287,6 +291,38 @@ static void test_hooked_write_and_dead_writer(void **state)
     char line[128];
     snprintf(line, sizeof line, "4 12 killed\n12 %llu torn\n", (unsigned long long)size + 1);
     expect_file(rec, line);
+    sink_close(s);
+}
+
+/* A dead writer's write is voided only up to the end it announced: a row another server
+ * on the same directory appended after it is not this server's to void, and the file's
+ * tail, that row's, is whole (no torn path). */
+static void test_dead_writer_voided_up_to_its_end(void **state)
+{
+    (void)state;
+    char want[PATH_MAX], rec[PATH_MAX + 8], d0[16], err[256];
+    struct sink_config cfg = {.dir = tmpdir, .name = "y", .suffix = ".csv", .utc = 1};
+    struct sink *s = sink_open_daily(&cfg, err, sizeof err);
+    assert_non_null(s);
+    date_of(time(NULL), 1, d0, sizeof d0);
+    PATHF(want, "%s/y-%s.csv", tmpdir, d0);
+    struct hooked h = {.orphan_start = UINT64_MAX};
+    const struct sink_hook hook = {h_orphan, h_unorphan, h_before, h_after, &h};
+    assert_int_equal(sink_write_hooked(s, "a,b\n", 4, &hook), 0);
+    int fd = open(want, O_WRONLY | O_APPEND);
+    assert_true(fd >= 0);
+    /* the dead writer's 8 bytes (announced: [4, 12)), then the other server's row */
+    assert_int_equal(write(fd, "c,d\ne,f\nx,y\n", 12), 12);
+    close(fd);
+    h.orphan_start = 4;
+    h.orphan_end = 12;
+    assert_int_equal(sink_write_hooked(s, "g,h\n", 4, &hook), 0);
+    assert_int_equal(h.before, 16);
+    assert_int_equal(h.after.start, 16); /* no '\n' put first: the tail was whole */
+    assert_int_equal(h.after.end, 20);
+    expect_file(want, "a,b\nc,d\ne,f\nx,y\ng,h\n");
+    PATHF(rec, "%s.void", want);
+    expect_file(rec, "4 12 killed\n");
     sink_close(s);
 }
 
@@ -1342,6 +1378,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_torn_newline_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_isolators_race, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hooked_write_and_dead_writer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dead_writer_voided_up_to_its_end, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
