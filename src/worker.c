@@ -17,6 +17,7 @@
 #include "catalog.h"
 #include "csv.h"
 #include "http.h"
+#include "idempotency.h"
 #include "ingest.h"
 #include "log.h"
 #include "net.h"
@@ -345,6 +346,8 @@ static int open_sinks(struct worker *w)
 
 static int worker_start(struct worker *w)
 {
+    if (w->idem)
+        idem_table_warm(w->idem);
     if (open_sinks(w))
         return -1;
     char err[600];
