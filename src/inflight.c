@@ -286,6 +286,7 @@ int inflight_recover(const char *dir, void (*fn)(void *arg, struct inflight_tabl
     closedir(d);
     return n;
 }
+
 struct inflight_table *inflight_table(const struct inflight *f, int worker)
 {
     return (struct inflight_table *)(void *)(f->tables + (size_t)worker * f->stride);

@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -440,6 +441,68 @@ static void test_crafted_head_refused(void **state)
     refused_and_removed(dir);
 }
 
+/* Two servers started on one directory have two files, even from one process (the pid and
+ * 64 random bits); and two starts take turns at recovery: while one holds the directory's
+ * lock (a child here, in the middle of its recovery), another does not read, void or remove
+ * anything; once it is released, the other recovers the dead server's file. */
+static void test_starts_take_turns_and_files_have_their_own_names(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test_inflight.XXXXXX", err[256], path[600];
+    assert_non_null(mkdtemp(dir));
+    struct inflight *a = inflight_map(1, 2, dir, err, sizeof err);
+    struct inflight *b = inflight_map(1, 2, dir, err, sizeof err);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_string_not_equal(a->path, b->path);
+    assert_int_equal(files_in(dir), 2);
+    inflight_unmap(a);
+    inflight_unmap(b);
+    assert_int_equal(files_in(dir), 0);
+
+    dead_server(dir, 1, 0);
+    int locked[2], release[2];
+    assert_int_equal(pipe(locked), 0);
+    assert_int_equal(pipe(release), 0);
+    pid_t holder = fork();
+    assert_true(holder >= 0);
+    if (holder == 0) { /* the first start, holding the directory's lock until told (or until
+                          * the test's process is gone: the pipe's only writer then) */
+        close(release[1]);
+        snprintf(path, sizeof path, "%s/%s", dir, INFLIGHT_DIR);
+        DIR *d = opendir(path);
+        char ch = 'x';
+        if (!d || flock(dirfd(d), LOCK_EX) || write(locked[1], &ch, 1) != 1 ||
+            read(release[0], &ch, 1) != 1)
+            _exit(1);
+        _exit(0);
+    }
+    char ch;
+    assert_int_equal(read(locked[0], &ch, 1), 1);
+    pid_t second = fork();
+    assert_true(second >= 0);
+    if (second == 0) { /* the second start: how many files it recovered */
+        struct seen s = {0};
+        int n = inflight_recover(dir, seen_table, &s, NULL);
+        _exit(n == 1 && s.tables == 1 && s.writing_start == 900 ? 0 : 2);
+    }
+    usleep(300 * 1000); /* time enough to go wrong: it must wait however long this is */
+    int status;
+    assert_int_equal(waitpid(second, &status, WNOHANG), 0); /* still waiting for the lock */
+    assert_int_equal(files_in(dir), 1);                     /* the dead server's, untouched */
+    assert_int_equal(write(release[1], "x", 1), 1);
+    assert_int_equal(waitpid(holder, &status, 0), holder);
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(waitpid(second, &status, 0), second);
+    assert_int_equal(WEXITSTATUS(status), 0); /* then it recovered the file */
+    assert_int_equal(files_in(dir), 0);
+    for (int i = 0; i < 2; i++)
+        close(locked[i]), close(release[i]);
+    snprintf(path, sizeof path, "%s/%s", dir, INFLIGHT_DIR);
+    rmdir(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -451,6 +514,7 @@ int main(void)
         cmocka_unit_test(test_whole_server_dead_recovered_from_its_file),
         cmocka_unit_test(test_file_from_before_a_restart_not_trusted),
         cmocka_unit_test(test_crafted_head_refused),
+        cmocka_unit_test(test_starts_take_turns_and_files_have_their_own_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
