@@ -253,18 +253,26 @@ static void h_after(void *arg, const struct sink_range *r)
     h->afters++;
 }
 
+/* A daily sink of tmpdir (UTC) for hooked writes, and want: the path of today's file. */
+static struct sink *hooked_sink(char *want)
+{
+    char d0[16], err[256];
+    struct sink_config cfg = {.dir = tmpdir, .name = "x", .suffix = ".csv", .utc = 1};
+    struct sink *s = sink_open_daily(&cfg, err, sizeof err);
+    assert_non_null(s);
+    date_of(time(NULL), 1, d0, sizeof d0);
+    path_in(want, tmpdir, d0);
+    return s;
+}
+
 /* A tracked write: told its exact start before it is made, its range after; and a write a
  * dead writer left in progress (two whole rows, then one cut inside a quoted cell holding a
  * line feed) is voided first: its whole rows "killed", the cut row "torn" and isolated. */
 static void test_hooked_write_and_dead_writer(void **state)
 {
     (void)state;
-    char want[PATH_MAX], rec[PATH_MAX + 8], d0[16], err[256];
-    struct sink_config cfg = {.dir = tmpdir, .name = "x", .suffix = ".csv", .utc = 1};
-    struct sink *s = sink_open_daily(&cfg, err, sizeof err);
-    assert_non_null(s);
-    date_of(time(NULL), 1, d0, sizeof d0);
-    path_in(want, tmpdir, d0);
+    char want[PATH_MAX], rec[PATH_MAX + 8];
+    struct sink *s = hooked_sink(want);
     struct hooked h = {.orphan_start = UINT64_MAX};
     const struct sink_hook hook = {h_orphan, h_unorphan, h_before, h_after, &h};
     assert_int_equal(sink_write_hooked(s, "a,b\n", 4, &hook), 0);
@@ -300,12 +308,8 @@ static void test_hooked_write_and_dead_writer(void **state)
 static void test_dead_writer_voided_up_to_its_end(void **state)
 {
     (void)state;
-    char want[PATH_MAX], rec[PATH_MAX + 8], d0[16], err[256];
-    struct sink_config cfg = {.dir = tmpdir, .name = "y", .suffix = ".csv", .utc = 1};
-    struct sink *s = sink_open_daily(&cfg, err, sizeof err);
-    assert_non_null(s);
-    date_of(time(NULL), 1, d0, sizeof d0);
-    PATHF(want, "%s/y-%s.csv", tmpdir, d0);
+    char want[PATH_MAX], rec[PATH_MAX + 8];
+    struct sink *s = hooked_sink(want);
     struct hooked h = {.orphan_start = UINT64_MAX};
     const struct sink_hook hook = {h_orphan, h_unorphan, h_before, h_after, &h};
     assert_int_equal(sink_write_hooked(s, "a,b\n", 4, &hook), 0);
