@@ -463,21 +463,44 @@ int inflight_unorphan(const struct inflight *all, int w, uint64_t file, uint64_t
     return atomic_compare_exchange_strong(&t->writing_start1, &zero, start + 1) ? 0 : -1;
 }
 
-void inflight_reclaim(struct inflight_table *t,
-                      void (*fn)(void *arg, uint64_t file, uint64_t start, uint64_t end,
-                                 uint64_t rows),
-                      void *arg)
+size_t inflight_reclaim(struct inflight_table *t,
+                        int (*fn)(void *arg, uint64_t file, uint64_t start, uint64_t end,
+                                  uint64_t rows),
+                        void *arg)
 {
     unsigned high = atomic_load(&t->high);
+    size_t kept = 0;
     for (unsigned i = 0; i < high && i < t->cap; i++) {
         struct inflight_entry *e = &t->entries[i];
         uint64_t s1 = atomic_load(&e->start1);
         uint64_t end = atomic_load(&e->end);
         if (!s1)
             continue;
-        if (fn && end)
-            fn(arg, atomic_load(&e->file), s1 - 1, end, atomic_load(&e->rows));
+        if (fn && end && fn(arg, atomic_load(&e->file), s1 - 1, end, atomic_load(&e->rows))) {
+            kept++;
+            continue;
+        }
         atomic_store(&e->start1, 0);
     }
-    atomic_store(&t->high, 0);
+    if (!kept)
+        atomic_store(&t->high, 0);
+    return kept;
+}
+
+int inflight_hold(struct inflight_table *t, uint64_t file, uint64_t start, uint64_t end,
+                  uint64_t rows)
+{
+    for (unsigned i = 0; i < t->cap; i++) {
+        struct inflight_entry *e = &t->entries[i];
+        if (atomic_load(&e->start1))
+            continue;
+        atomic_store(&e->file, file);
+        atomic_store(&e->end, end);
+        atomic_store(&e->rows, rows);
+        atomic_store_explicit(&e->start1, start + 1, memory_order_release);
+        if (atomic_load(&t->high) <= i)
+            atomic_store(&t->high, i + 1);
+        return 0;
+    }
+    return -1;
 }

@@ -142,10 +142,17 @@ size_t inflight_retry(struct inflight_owner *o);
 /* ---- The main process, for a dead worker ---- */
 
 /* Calls fn for every entry in use in t whose range is known (entries of a write that was
- * in progress are the writing field's: inflight_orphan), then frees them all. */
-void inflight_reclaim(struct inflight_table *t,
-                      void (*fn)(void *arg, uint64_t file, uint64_t start, uint64_t end,
-                                 uint64_t rows),
-                      void *arg);
+ * in progress are the writing field's: inflight_orphan) and frees each but those for which
+ * fn returned nonzero (entries of a write in progress too); returns how many are kept. */
+size_t inflight_reclaim(struct inflight_table *t,
+                        int (*fn)(void *arg, uint64_t file, uint64_t start, uint64_t end,
+                                  uint64_t rows),
+                        void *arg);
+/* The main process's own table (the one past the workers': inflight_map's held): a dead
+ * worker's range whose void record could not be written (a full disk) is moved here, so
+ * that delivery keeps holding back before it, and a next start finds it should the whole
+ * server die, until inflight_reclaim on this table records it. 0, or -1 when it is full. */
+int inflight_hold(struct inflight_table *t, uint64_t file, uint64_t start, uint64_t end,
+                  uint64_t rows);
 
 #endif

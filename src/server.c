@@ -58,6 +58,7 @@ struct server {
     pid_t *pids;                  /* 0: not running */
     struct timespec *started;     /* when each worker was forked */
     struct timespec *restart_at;  /* when a dead worker is due again; tv_sec 0: not due */
+    struct timespec held_retry_at; /* when the held ranges are next tried (retry_held) */
     int stopping;
     /* --deliver: the delivery process, supervised as a worker is */
     struct deliver_shared *deliver;
@@ -243,7 +244,15 @@ static void log_exit(int i, pid_t pid, int status)
 struct reclaim {
     const char *out_dir;
     struct metrics *m;
-    int worker;
+    int worker;                  /* -1: the main process's held ranges, tried again */
+    struct inflight_table *held; /* where a range whose record was refused goes: hold */
+    int hold_later;              /* ...or, at a start, before that table exists: later */
+    struct held_range *later;
+    size_t nlater;
+};
+
+struct held_range {
+    uint64_t file, start, end, rows;
 };
 
 /* The day file whose name has that identity, into path ("" when none). */
@@ -261,6 +270,8 @@ static void find_day_file(const char *dir, uint64_t file, char *path, size_t len
     if (d)
         closedir(d);
 }
+
+static void hold(struct reclaim *rc, struct held_range h, const char *what, int err);
 
 /* The write the dead worker had in progress (its writing field), unless the next writer of
  * that file found it first (inflight_orphan): under the file's lock, so no writer of this
@@ -282,6 +293,7 @@ static void void_dead_write(struct reclaim *rc, struct inflight_table *t)
     while (flock(fd, LOCK_EX) && errno == EINTR)
         ;
     uint64_t start = s1 - 1, rows = 0, end = atomic_load(&t->writing_end);
+    uint64_t file = atomic_load(&t->writing_file);
     struct stat st;
     int r = 0;
     size_t whole = 0;
@@ -301,6 +313,13 @@ static void void_dead_write(struct reclaim *rc, struct inflight_table *t)
     }
     flock(fd, LOCK_UN);
     close(fd);
+    if (r && whole) {
+        char what[PATH_MAX + 100];
+        snprintf(what, sizeof what, "worker %d died writing %s at byte %llu, and its rows",
+                 rc->worker, path, (unsigned long long)start);
+        hold(rc, (struct held_range){file, start, start + whole, rows}, what, r);
+        return;
+    }
     if (r) {
         log_error("ndingest: worker %d died writing %s at byte %llu, and its rows could not be "
                   "voided: %s", rc->worker, path, (unsigned long long)start, strerror(-r));
@@ -310,31 +329,75 @@ static void void_dead_write(struct reclaim *rc, struct inflight_table *t)
     metrics_add(&rc->m->void_bytes, whole);
 }
 
-static void void_dead_range(void *arg, uint64_t file, uint64_t start, uint64_t end, uint64_t rows)
+/* A dead worker's range whose void record could not be written (a full disk, most likely)
+ * would otherwise stay committed: it is held in the main process's table instead, so that
+ * delivery holds back before it and a next start finds it should the whole server die, and
+ * is tried again every second (retry_held). Not with --workers 0: no main process is left
+ * to try again, and delivery would hold back for good; that one is only logged. */
+static void hold(struct reclaim *rc, struct held_range h, const char *what, int err)
+{
+    int held = 0;
+    if (rc->held) {
+        held = !inflight_hold(rc->held, h.file, h.start, h.end, h.rows);
+    } else if (rc->hold_later) { /* once per range, after a crash with a full disk: rare */
+        struct held_range *v = realloc(rc->later, (rc->nlater + 1) * sizeof *v);
+        if (v) {
+            v[rc->nlater++] = h;
+            rc->later = v;
+            held = 1;
+        }
+    }
+    log_error("ndingest: %s could not be voided: %s; %s", what, strerror(-err),
+              held ? "held back from delivery, and tried again every second"
+                   : "there is no room to hold them, so they stay committed");
+}
+
+/* Appends [start, end) of the day file named by file to its .void record ("killed"), under
+ * the file's lock (appenders of a record take turns there: voids.h). 0, -ENOENT when the
+ * file is gone (its rows with it), or -errno; path gets the file's path. */
+static int void_range(const char *out_dir, uint64_t file, uint64_t start, uint64_t end,
+                      char *path, size_t len)
+{
+    find_day_file(out_dir, file, path, len);
+    int fd = path[0] ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    if (fd < 0)
+        return -ENOENT;
+    while (flock(fd, LOCK_EX) && errno == EINTR)
+        ;
+    int r = voids_append(path, start, end, "killed", 1);
+    flock(fd, LOCK_UN);
+    close(fd);
+    return r;
+}
+
+static int void_dead_range(void *arg, uint64_t file, uint64_t start, uint64_t end, uint64_t rows)
 {
     struct reclaim *rc = arg;
     char path[PATH_MAX];
-    find_day_file(rc->out_dir, file, path, sizeof path);
-    int fd = path[0] ? open(path, O_RDONLY | O_CLOEXEC) : -1;
-    int r = fd < 0 ? -ENOENT : 0;
-    if (!r) { /* appenders of a record take turns under the day file's lock (voids.h) */
-        while (flock(fd, LOCK_EX) && errno == EINTR)
-            ;
-        r = voids_append(path, start, end, "killed", 1);
-        flock(fd, LOCK_UN);
-        close(fd);
+    int r = void_range(rc->out_dir, file, start, end, path, sizeof path);
+    if (r == -ENOENT) {
+        log_error("ndingest: bytes %llu-%llu of a day file that is gone were not voided",
+                  (unsigned long long)start, (unsigned long long)end);
+        return 0;
     }
+    if (r && rc->worker < 0)
+        return -1; /* held, and still refused: kept, quietly (it was logged when held) */
     if (r) {
-        log_error("ndingest: worker %d died with bytes %llu-%llu of a day file unanswered, "
-                  "and they could not be voided: %s", rc->worker, (unsigned long long)start,
-                  (unsigned long long)end, path[0] ? path : "the file is gone");
-        return;
+        char what[PATH_MAX + 100];
+        snprintf(what, sizeof what, "worker %d died with bytes %llu-%llu of %s unanswered, and "
+                 "they", rc->worker, (unsigned long long)start, (unsigned long long)end, path);
+        hold(rc, (struct held_range){file, start, end, rows}, what, r);
+        return 0;
     }
+    if (rc->worker < 0)
+        log_info("ndingest: bytes %llu-%llu of %s, held since their void record was refused, "
+                 "are void now", (unsigned long long)start, (unsigned long long)end, path);
     metrics_add(&rc->m->void_rows, rows);
     metrics_add(&rc->m->void_bytes, end - start);
+    return 0;
 }
 
-/* What a dead worker's table holds is void; the table is left empty. */
+/* What a dead worker's table holds is void (or held: hold); the table is left empty. */
 static void reclaim_table(void *arg, struct inflight_table *t)
 {
     void_dead_write(arg, t);
@@ -349,10 +412,11 @@ static void note_recovery(const char *msg)
 /* Before any worker starts: the ranges that a server which died whole (every process at
  * once) had in flight are void, as a dead worker's are at its reap. 0, or -1 after logging. */
 static int recover_in_flight(const struct options *o, struct worker_slot *slots,
-                             struct catalog *datasets)
+                             struct catalog *datasets, struct reclaim *rc)
 {
-    struct reclaim rc = {.out_dir = o->out_dir, .m = &slots[0].metrics};
-    int n = inflight_recover(o->out_dir, reclaim_table, &rc, note_recovery);
+    *rc = (struct reclaim){.out_dir = o->out_dir, .m = &slots[0].metrics,
+                           .hold_later = o->workers > 0};
+    int n = inflight_recover(o->out_dir, reclaim_table, rc, note_recovery);
     if (n < 0) {
         log_error("ndingest: %s/%s: %s", o->out_dir, INFLIGHT_DIR, strerror(errno));
         return -1;
@@ -415,7 +479,8 @@ static int reap(struct server *s)
         }
         /* What its unanswered requests wrote is void; the table is empty for its
          * replacement. */
-        struct reclaim rc = {s->o->out_dir, &s->slots[i].metrics, i};
+        struct reclaim rc = {s->o->out_dir, &s->slots[i].metrics, i,
+                             inflight_table(s->inflight, s->nslots), 0, NULL, 0};
         reclaim_table(&rc, inflight_table(s->inflight, i));
         failed += !clean;
         status_clear(s);
@@ -435,16 +500,36 @@ static int reap(struct server *s)
     return failed;
 }
 
-/* Forks the workers that are due; returns the seconds until the next one is (or -1). */
+/* The held ranges (hold), tried again once a second while any is left; the seconds until
+ * the next try, or -1 when none is left. */
+static double retry_held(struct server *s)
+{
+    struct inflight_table *held = inflight_table(s->inflight, s->nslots);
+    if (!atomic_load(&held->high))
+        return -1;
+    struct timespec t = now();
+    double wait = seconds_between(t, s->held_retry_at);
+    if (wait > 0)
+        return wait;
+    struct reclaim rc = {.out_dir = s->o->out_dir, .m = &s->slots[0].metrics, .worker = -1};
+    if (!inflight_reclaim(held, void_dead_range, &rc))
+        return -1;
+    s->held_retry_at = t;
+    s->held_retry_at.tv_sec += 1;
+    return 1;
+}
+
+/* Forks the workers that are due, and tries the held ranges again; returns the seconds until
+ * the next of either is due (or -1). */
 static double restart_due(struct server *s)
 {
-    double next = -1;
+    double next = retry_held(s);
     struct timespec t = now();
     if (s->deliver && !s->deliver_pid && s->deliver_restart_at.tv_sec) {
         double wait = seconds_between(t, s->deliver_restart_at);
         if (wait <= 0)
             spawn_delivery(s);
-        else
+        else if (next < 0 || wait < next)
             next = wait;
     }
     for (int i = 0; i < s->nslots; i++) {
@@ -722,15 +807,25 @@ int server_run(const struct options *o)
                                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     /* Recovered before this server's own file is made: a pid reused (a container's main
      * process often has the same one each time) names the dead server's file too. */
-    int recovered = slots == MAP_FAILED ? -1 : recover_in_flight(o, slots, datasets);
+    struct reclaim found = {0};
+    int recovered = slots == MAP_FAILED ? -1 : recover_in_flight(o, slots, datasets, &found);
+    /* A table per worker, and one more: the main process's held ranges (hold). */
     struct inflight *inflight = recovered ? NULL
-                                : inflight_map(nslots, o->inflight_ranges, o->out_dir, err,
+                                : inflight_map(nslots + 1, o->inflight_ranges, o->out_dir, err,
                                                sizeof err);
     if (!recovered && !inflight) { /* a full disk, say: serve, without that one guarantee */
         log_error("ndingest: %s; the ranges in flight are kept in memory only, so if the whole "
                   "server dies the rows of its unanswered requests stay committed", err);
-        inflight = inflight_map(nslots, o->inflight_ranges, NULL, err, sizeof err);
+        inflight = inflight_map(nslots + 1, o->inflight_ranges, NULL, err, sizeof err);
     }
+    for (size_t i = 0; inflight && i < found.nlater; i++) {
+        const struct held_range *h = &found.later[i];
+        if (inflight_hold(inflight_table(inflight, nslots), h->file, h->start, h->end, h->rows))
+            log_error("ndingest: bytes %llu-%llu of a day file could not be voided, and there is "
+                      "no room to hold them, so they stay committed", (unsigned long long)h->start,
+                      (unsigned long long)h->end);
+    }
+    free(found.later);
     if (!inflight) {
         if (slots == MAP_FAILED || !recovered)
             log_error("ndingest: %s", slots == MAP_FAILED ? strerror(errno) : err);

@@ -168,6 +168,89 @@ def test_disk_full_mid_body_voids_what_was_written(small_disk, start_server):
     assert_committed(s, acked, ["failed"])
 
 
+def fill(disk):
+    """Fills what is left of the disk with a file, which it returns."""
+    filler = disk / "filler-rest"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def half_written_body(s):
+    """A body whose first two batches are written and which never ends: its socket."""
+    body = body_of(1_000_000, 3 * BATCH_ROWS)
+    sock = send_head(s, len(body) + 1000)
+    sock.sendall(body)
+    wait_for(lambda: csv_size(s) > 2 * (1 << 20), what="two batches of the body written")
+    return sock
+
+
+def kill_whole(s):
+    """Every process of the server dies at once: frozen first, so that none can void
+    anything or reap another, then kill -9."""
+    everyone = [s.proc.pid] + worker_pids(s.proc.pid)
+    for p in everyone:
+        os.kill(p, signal.SIGSTOP)
+    for p in everyone:
+        os.kill(p, signal.SIGKILL)
+    s.proc.wait()
+    s.proc.returncode = 0  # killed on purpose: the fixture's exit check is for the next one
+
+
+def test_worker_killed_on_a_full_disk_holds_its_ranges_until_room(small_disk, start_server):
+    """A worker dies with a body's batches unanswered while the disk is full: the main process
+    cannot add their range to the .void record, so it holds the range (delivery holds back
+    before it) and tries again every second, and replaces the worker meanwhile. Once there is
+    room the range is void, and the committed rows are the acknowledged ones."""
+    s = start_server("--workers", "1", "--columns", "id,pad", "--no-quarantine", "--min-free", "0",
+                     out_dir=small_disk)
+    time.sleep(1.2)  # a worker killed in its first second is replaced a second later
+    acked = [post_ok(s, 0, 100)]
+    sock = half_written_body(s)
+    filler = fill(small_disk)
+    (victim,) = worker_pids(s.proc.pid)
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: "held back from delivery" in s.stderr(), what="the range held")
+    wait_for(lambda: (lambda p: len(p) == 1 and victim not in p)(worker_pids(s.proc.pid)),
+             what="a replacement worker")
+    time.sleep(1.5)  # a try or two more, refused
+    assert "killed" not in committed_ids(s)[1]
+    filler.unlink()
+    wait_for(lambda: "killed" in committed_ids(s)[1], what="the held range voided")
+    assert "are void now" in s.stderr()
+    sock.close()
+    acked.append(post_ok(s, 2_000_000, 100))
+    assert_committed(s, acked, ["killed"])
+    assert metric(s, "ndingest_void_rows_total") >= 2 * BATCH_ROWS
+
+
+def test_whole_server_killed_then_a_full_disk_at_start_holds_until_room(small_disk, start_server):
+    """The whole server dies with a body half written, and the next start finds the disk full:
+    it cannot add the dead server's range to the .void record, so it holds the range as a
+    dead worker's (above) and serves; once there is room the range is void."""
+    s = start(start_server, "--no-quarantine", "--min-free", "0", out_dir=small_disk)
+    acked = [post_ok(s, 0, 100)]
+    sock = half_written_body(s)
+    kill_whole(s)
+    sock.close()
+    filler = fill(small_disk)
+    s2 = start(start_server, "--no-quarantine", "--min-free", "0", out_dir=small_disk)
+    err = s2.stderr()
+    assert "held back from delivery" in err, err
+    assert err.index("held back") < err.index("listening on"), err  # before any connection
+    time.sleep(1.5)  # a try or two more, refused
+    assert "killed" not in committed_ids(s2)[1]
+    filler.unlink()
+    wait_for(lambda: "killed" in committed_ids(s2)[1], what="the held range voided")
+    acked.append(post_ok(s2, 2_000_000, 100))
+    assert_committed(s2, acked, ["killed"])
+
+
 def test_worker_killed_mid_body_voids_its_ranges(start_server):
     s = start_server("--workers", "1", "--columns", "id,pad")
     time.sleep(1.2)  # a worker killed in its first second is replaced a second later
@@ -199,13 +282,7 @@ def test_whole_server_killed_mid_body_voided_at_next_start(start_server, tmp_pat
     sock = send_head(s, len(body) + 1000)
     sock.sendall(body)
     wait_for(lambda: csv_size(s) > 3 * (1 << 20), what="three batches of the body written")
-    everyone = [s.proc.pid] + worker_pids(s.proc.pid)
-    for p in everyone:  # frozen first: no process can void anything, or reap another
-        os.kill(p, signal.SIGSTOP)
-    for p in everyone:
-        os.kill(p, signal.SIGKILL)
-    s.proc.wait()
-    s.proc.returncode = 0  # killed on purpose: the fixture's exit check is for s2
+    kill_whole(s)
     sock.close()
     assert [p.name.split("-")[0] for p in (out / ".inflight").iterdir()] == [str(s.proc.pid)]
     s2 = start(start_server, out_dir=out)
