@@ -279,8 +279,8 @@ static void account_void(struct http_conn *c)
     struct ingest *g = &c->ingest;
     if (!g->void_rows && !g->void_bytes)
         return;
-    metrics_add(&c->s->slot->metrics.void_rows, g->void_rows);
-    metrics_add(&c->s->slot->metrics.void_bytes, g->void_bytes);
+    metrics_add_shared(&c->s->slot->metrics.void_rows, g->void_rows);
+    metrics_add_shared(&c->s->slot->metrics.void_bytes, g->void_bytes);
     if (c->req.dataset) {
         metrics_add(&c->req.dataset->m->void_rows, g->void_rows);
         metrics_add(&c->req.dataset->m->void_bytes, g->void_bytes);

@@ -202,7 +202,7 @@ void inflight_unmap(struct inflight *f)
 
 /* One file of dir/.inflight whose lock was free: its server is dead. */
 static int recover_file(int fd, const char *path, const char *boot,
-                        void (*fn)(void *arg, struct inflight_table *t), void *arg,
+                        int (*fn)(void *arg, struct inflight_table *t), void *arg,
                         char *err, size_t errlen)
 {
     struct stat st;
@@ -233,16 +233,17 @@ static int recover_file(int fd, const char *path, const char *boot,
     } else {
         for (uint32_t w = 0; w < h->nworkers; w++) {
             struct inflight_table *t = (void *)(p + INFLIGHT_HEAD + (size_t)w * h->stride);
-            if (t->cap == h->cap)
-                fn(arg, t);
+            if (t->cap == h->cap && fn(arg, t))
+                r = 3; /* a range held by the caller, not voided: the file stays */
         }
     }
     munmap(p, size);
     return r;
 }
 
-int inflight_recover(const char *dir, void (*fn)(void *arg, struct inflight_table *t),
-                     void *arg, void (*note)(const char *msg))
+int inflight_recover(const char *dir, int (*fn)(void *arg, struct inflight_table *t),
+                     void *arg, void (*note)(const char *msg),
+                     void (*kept)(void *arg, const char *path))
 {
     char path[PATH_MAX], msg[PATH_MAX + 200], boot[40];
     if (file_path(path, sizeof path, dir, NULL))
@@ -275,7 +276,11 @@ int inflight_recover(const char *dir, void (*fn)(void *arg, struct inflight_tabl
         int r = tmp ? 2 : recover_file(fd, path, boot, fn, arg, msg, sizeof msg);
         if (r == 1 && note)
             note(msg);
-        if (r >= 0) { /* removed under its lock */
+        if (r == 3) { /* counted, and left for the caller to remove */
+            n++;
+            if (kept)
+                kept(arg, path);
+        } else if (r >= 0) { /* removed under its lock */
             unlink(path);
             n += r == 0;
         } else if (note) {
@@ -500,7 +505,7 @@ int inflight_hold(struct inflight_table *t, uint64_t file, uint64_t start, uint6
         atomic_store_explicit(&e->start1, start + 1, memory_order_release);
         if (atomic_load(&t->high) <= i)
             atomic_store(&t->high, i + 1);
-        return 0;
+        return (int)i;
     }
     return -1;
 }

@@ -10,7 +10,7 @@
 #include <sys/types.h>
 
 /* One range. Written only by the worker that owns the table (and, once that worker is dead,
- * by the main process); read by anyone. Published entry by entry: file, end and rows are
+ * by the main process, which also owns the last table: inflight_hold); read by anyone. Published entry by entry: file, end and rows are
  * stored first, start1 last with release; freed by storing start1 0. A reader loads start1
  * with acquire, then the rest: a start it sees was published for that range, so a reader
  * never takes a half-written entry for a range (a reader racing a reuse may pair an old
@@ -62,12 +62,16 @@ struct inflight *inflight_map(int nworkers, unsigned cap, const char *dir, char 
 void inflight_unmap(struct inflight *f);
 
 /* At start, before this server writes: every file of dir/.inflight whose server is dead (its
- * lock is free) has fn called with each of its tables, then is removed. A file left from
- * before the machine restarted is removed untouched: its pages are what writeback last put
- * on disk, which may list ranges committed since (note says so). How many files were
- * recovered, or -1 when the directory cannot be read. */
-int inflight_recover(const char *dir, void (*fn)(void *arg, struct inflight_table *t),
-                     void *arg, void (*note)(const char *msg));
+ * lock is free) has fn called with each of its tables, then is removed; unless fn returned
+ * nonzero for one of them (a range it could not void, held instead): then kept(arg, path),
+ * and the file stays, for the caller to remove once what it holds is safe from a crash
+ * (held in its own file's table), or for the next start. A file left from before the
+ * machine restarted is removed untouched: its pages are what writeback last put on disk,
+ * which may list ranges committed since (note says so). How many files were recovered, or
+ * -1 when the directory cannot be read. */
+int inflight_recover(const char *dir, int (*fn)(void *arg, struct inflight_table *t),
+                     void *arg, void (*note)(const char *msg),
+                     void (*kept)(void *arg, const char *path));
 struct inflight_table *inflight_table(const struct inflight *f, int worker);
 
 /* The identity of a day file, from its name (the path's last component): a 64-bit hash,
@@ -148,10 +152,13 @@ size_t inflight_reclaim(struct inflight_table *t,
                         int (*fn)(void *arg, uint64_t file, uint64_t start, uint64_t end,
                                   uint64_t rows),
                         void *arg);
-/* The main process's own table (the one past the workers': inflight_map's held): a dead
- * worker's range whose void record could not be written (a full disk) is moved here, so
- * that delivery keeps holding back before it, and a next start finds it should the whole
- * server die, until inflight_reclaim on this table records it. 0, or -1 when it is full. */
+/* The main process's own table (a server maps one table more than it has workers, the last
+ * one): a dead worker's range whose void record could not be written (a full disk) is moved
+ * here, so that delivery keeps holding back before it, and a next start finds it should the
+ * whole server die, until inflight_reclaim on this table records it. It is published
+ * before the dead worker's entry is freed, and readers scan the tables in order, so a
+ * reader that misses the old entry sees the new one. The entry's index, or -1 when the
+ * table is full. */
 int inflight_hold(struct inflight_table *t, uint64_t file, uint64_t start, uint64_t end,
                   uint64_t rows);
 

@@ -43,6 +43,14 @@ static inline void metrics_add(atomic_uint_fast64_t *c, uint64_t n)
                           memory_order_relaxed);
 }
 
+/* An add to a counter of a worker's that the main process also adds to while the worker
+ * runs (void_rows and void_bytes: a dead worker's ranges held, then recorded): a locked add
+ * on both sides, rare on either. */
+static inline void metrics_add_shared(atomic_uint_fast64_t *c, uint64_t n)
+{
+    atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
 /* One response sent, duration_ns after its request's first byte. */
 void metrics_response(struct metrics *m, int status, uint64_t duration_ns);
 

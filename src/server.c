@@ -46,6 +46,19 @@
  * force, whatever the file holds by then. File-scope: reachable until exit. */
 static struct auth main_tokens;
 
+/* A range held (hold): its day file's identity, its bytes and rows, the file's inode. */
+struct held_range {
+    uint64_t file, start, end, rows, ino;
+};
+
+/* The inode of each held range's day file (by file identity and start), private to the
+ * main process: a held range is voided only in the file it was written to, since a full
+ * disk's day file may be deleted meanwhile, and a new one given its name. */
+struct held_inos {
+    struct held_range *v;
+    size_t n;
+};
+
 struct server {
     const struct options *o;
     int listen_fd;                /* -1 with --reuseport: each worker binds its own */
@@ -58,7 +71,9 @@ struct server {
     pid_t *pids;                  /* 0: not running */
     struct timespec *started;     /* when each worker was forked */
     struct timespec *restart_at;  /* when a dead worker is due again; tv_sec 0: not due */
+    struct held_inos held_inos;   /* the held ranges' files (hold) */
     struct timespec held_retry_at; /* when the held ranges are next tried (retry_held) */
+    struct timespec held_told_at;  /* when their count was last logged */
     int stopping;
     /* --deliver: the delivery process, supervised as a worker is */
     struct deliver_shared *deliver;
@@ -246,13 +261,13 @@ struct reclaim {
     struct metrics *m;
     int worker;                  /* -1: the main process's held ranges, tried again */
     struct inflight_table *held; /* where a range whose record was refused goes: hold */
-    int hold_later;              /* ...or, at a start, before that table exists: later */
+    struct held_inos *inos;      /* ...and the inode of its file */
+    int hold_later;              /* at a start, before that table exists: later, kept */
     struct held_range *later;
     size_t nlater;
-};
-
-struct held_range {
-    uint64_t file, start, end, rows;
+    char **kept;                 /* the dead servers' files that still list them */
+    size_t nkept;
+    int refused;                 /* a retry's record was refused: the rest wait too */
 };
 
 /* The day file whose name has that identity, into path ("" when none). */
@@ -271,24 +286,24 @@ static void find_day_file(const char *dir, uint64_t file, char *path, size_t len
         closedir(d);
 }
 
-static void hold(struct reclaim *rc, struct held_range h, const char *what, int err);
+static int hold(struct reclaim *rc, struct held_range h, const char *what, int err);
 
 /* The write the dead worker had in progress (its writing field), unless the next writer of
  * that file found it first (inflight_orphan): under the file's lock, so no writer of this
  * server has appended since it began, its whole rows from its start are void ("killed"), up
  * to the end it announced (another server on the directory may have appended after it);
  * a row it cut short is the torn path's (the torn flags are set). */
-static void void_dead_write(struct reclaim *rc, struct inflight_table *t)
+static int void_dead_write(struct reclaim *rc, struct inflight_table *t)
 {
     uint_fast64_t s1 = atomic_load(&t->writing_start1);
     if (!s1)
-        return;
+        return 0;
     char path[PATH_MAX];
     find_day_file(rc->out_dir, atomic_load(&t->writing_file), path, sizeof path);
     int fd = path[0] ? open(path, O_RDONLY | O_CLOEXEC) : -1;
     if (fd < 0) {
         atomic_store(&t->writing_start1, 0); /* the file is gone, and its rows with it */
-        return;
+        return 0;
     }
     while (flock(fd, LOCK_EX) && errno == EINTR)
         ;
@@ -315,48 +330,69 @@ static void void_dead_write(struct reclaim *rc, struct inflight_table *t)
     close(fd);
     if (r && whole) {
         char what[PATH_MAX + 100];
-        snprintf(what, sizeof what, "worker %d died writing %s at byte %llu, and its rows",
-                 rc->worker, path, (unsigned long long)start);
-        hold(rc, (struct held_range){file, start, start + whole, rows}, what, r);
-        return;
+        snprintf(what, sizeof what, "the rows of a write to %s at byte %llu cut by its "
+                 "writer's death", path, (unsigned long long)start);
+        if (hold(rc, (struct held_range){file, start, start + whole, rows, (uint64_t)st.st_ino},
+                 what, r) && rc->hold_later) {
+            atomic_store(&t->writing_start1, s1); /* still listed in the dead server's file */
+            return 1;
+        }
+        return 0;
     }
     if (r) {
         log_error("ndingest: worker %d died writing %s at byte %llu, and its rows could not be "
                   "voided: %s", rc->worker, path, (unsigned long long)start, strerror(-r));
-        return;
+        return 0;
     }
-    metrics_add(&rc->m->void_rows, rows);
-    metrics_add(&rc->m->void_bytes, whole);
+    metrics_add_shared(&rc->m->void_rows, rows);
+    metrics_add_shared(&rc->m->void_bytes, whole);
+    return 0;
 }
 
 /* A dead worker's range whose void record could not be written (a full disk, most likely)
  * would otherwise stay committed: it is held in the main process's table instead, so that
  * delivery holds back before it and a next start finds it should the whole server die, and
- * is tried again every second (retry_held). Not with --workers 0: no main process is left
- * to try again, and delivery would hold back for good; that one is only logged. */
-static void hold(struct reclaim *rc, struct held_range h, const char *what, int err)
+ * is tried again every second (retry_held). At a start, before that table exists, it is
+ * kept in rc->later (and stays listed in the dead server's file) until it can be held. Not
+ * with --workers 0: no main process is left to try again, and delivery would hold back for
+ * good; that one is only logged. 1 when held. */
+static int held_in(struct reclaim *rc, struct held_range h)
 {
-    int held = 0;
-    if (rc->held) {
-        held = !inflight_hold(rc->held, h.file, h.start, h.end, h.rows);
-    } else if (rc->hold_later) { /* once per range, after a crash with a full disk: rare */
+    if (rc->held && rc->inos && inflight_hold(rc->held, h.file, h.start, h.end, h.rows) >= 0) {
+        struct held_range *v = realloc(rc->inos->v, (rc->inos->n + 1) * sizeof *v);
+        if (v) {
+            v[rc->inos->n++] = h;
+            rc->inos->v = v;
+        } /* else voided in whatever file has the name: no worse than before */
+        return 1;
+    }
+    if (rc->hold_later) { /* once per range, after a crash with a full disk: rare */
         struct held_range *v = realloc(rc->later, (rc->nlater + 1) * sizeof *v);
         if (v) {
             v[rc->nlater++] = h;
             rc->later = v;
-            held = 1;
+            return 1;
         }
     }
+    return 0;
+}
+
+static int hold(struct reclaim *rc, struct held_range h, const char *what, int err)
+{
+    int held = held_in(rc, h);
     log_error("ndingest: %s could not be voided: %s; %s", what, strerror(-err),
-              held ? "held back from delivery, and tried again every second"
-                   : "there is no room to hold them, so they stay committed");
+              held ? "held (delivery holds back before them), and tried again every second"
+                   : rc->held || rc->hold_later ? "there is no room to hold them, so they stay committed"
+                                                : "with --workers 0 nothing can try again, so they stay committed");
+    return held;
 }
 
 /* Appends [start, end) of the day file named by file to its .void record ("killed"), under
- * the file's lock (appenders of a record take turns there: voids.h). 0, -ENOENT when the
- * file is gone (its rows with it), or -errno; path gets the file's path. */
+ * the file's lock (appenders of a record take turns there: voids.h), while that file is
+ * still the inode ino (0: any; *seen gets the one found). 0, -ENOENT when the file is gone
+ * (its rows with it), or -errno; path gets the file's path. */
 static int void_range(const char *out_dir, uint64_t file, uint64_t start, uint64_t end,
-                      char *path, size_t len)
+                      uint64_t ino, uint64_t *seen, char *path, size_t len)
 {
     find_day_file(out_dir, file, path, len);
     int fd = path[0] ? open(path, O_RDONLY | O_CLOEXEC) : -1;
@@ -364,44 +400,84 @@ static int void_range(const char *out_dir, uint64_t file, uint64_t start, uint64
         return -ENOENT;
     while (flock(fd, LOCK_EX) && errno == EINTR)
         ;
-    int r = voids_append(path, start, end, "killed", 1);
+    struct stat st;
+    int r = fstat(fd, &st) ? -errno : 0;
+    *seen = r ? 0 : (uint64_t)st.st_ino;
+    if (!r && ino && *seen != ino)
+        r = -ENOENT; /* another file has the name now */
+    if (!r)
+        r = voids_append(path, start, end, "killed", 1);
     flock(fd, LOCK_UN);
     close(fd);
     return r;
 }
 
-static int void_dead_range(void *arg, uint64_t file, uint64_t start, uint64_t end, uint64_t rows)
+/* The held range's inode, forgotten once it is voided or gone (0 when it was not kept). */
+static uint64_t held_ino(struct held_inos *h, uint64_t file, uint64_t start, int forget)
 {
-    struct reclaim *rc = arg;
-    char path[PATH_MAX];
-    int r = void_range(rc->out_dir, file, start, end, path, sizeof path);
-    if (r == -ENOENT) {
-        log_error("ndingest: bytes %llu-%llu of a day file that is gone were not voided",
-                  (unsigned long long)start, (unsigned long long)end);
-        return 0;
-    }
-    if (r && rc->worker < 0)
-        return -1; /* held, and still refused: kept, quietly (it was logged when held) */
-    if (r) {
-        char what[PATH_MAX + 100];
-        snprintf(what, sizeof what, "worker %d died with bytes %llu-%llu of %s unanswered, and "
-                 "they", rc->worker, (unsigned long long)start, (unsigned long long)end, path);
-        hold(rc, (struct held_range){file, start, end, rows}, what, r);
-        return 0;
-    }
-    if (rc->worker < 0)
-        log_info("ndingest: bytes %llu-%llu of %s, held since their void record was refused, "
-                 "are void now", (unsigned long long)start, (unsigned long long)end, path);
-    metrics_add(&rc->m->void_rows, rows);
-    metrics_add(&rc->m->void_bytes, end - start);
+    for (size_t i = 0; h && i < h->n; i++)
+        if (h->v[i].file == file && h->v[i].start == start) {
+            uint64_t ino = h->v[i].ino;
+            if (forget)
+                h->v[i] = h->v[--h->n];
+            return ino;
+        }
     return 0;
 }
 
-/* What a dead worker's table holds is void (or held: hold); the table is left empty. */
-static void reclaim_table(void *arg, struct inflight_table *t)
+static int void_dead_range(void *arg, uint64_t file, uint64_t start, uint64_t end, uint64_t rows)
 {
-    void_dead_write(arg, t);
-    inflight_reclaim(t, void_dead_range, arg);
+    struct reclaim *rc = arg;
+    int retry = rc->worker < 0;
+    if (retry && rc->refused)
+        return -1; /* the disk refused one of them this round: the others wait for the next */
+    char path[PATH_MAX];
+    uint64_t ino = retry ? held_ino(rc->inos, file, start, 0) : 0, seen = 0;
+    int r = void_range(rc->out_dir, file, start, end, ino, &seen, path, sizeof path);
+    if (r == -ENOENT) {
+        log_error("ndingest: bytes %llu-%llu of a day file that is gone were not voided",
+                  (unsigned long long)start, (unsigned long long)end);
+        held_ino(rc->inos, file, start, retry);
+        return 0;
+    }
+    if (r && retry) {
+        rc->refused = 1;
+        return -1; /* still refused: kept, quietly (logged when held, and each minute) */
+    }
+    if (r) {
+        char what[PATH_MAX + 100];
+        snprintf(what, sizeof what, "bytes %llu-%llu of %s, written for requests left "
+                 "unanswered by a dead worker,", (unsigned long long)start,
+                 (unsigned long long)end, path);
+        return hold(rc, (struct held_range){file, start, end, rows, seen}, what, r) &&
+               rc->hold_later ? -1 : 0; /* at a start: still listed in the dead server's file */
+    }
+    if (retry) {
+        held_ino(rc->inos, file, start, 1);
+        log_info("ndingest: bytes %llu-%llu of %s, held since their void record was refused, "
+                 "are void now", (unsigned long long)start, (unsigned long long)end, path);
+    }
+    metrics_add_shared(&rc->m->void_rows, rows);
+    metrics_add_shared(&rc->m->void_bytes, end - start);
+    return 0;
+}
+
+/* What a dead worker's table holds is void (or held: hold); the table is left empty, but at
+ * a start for what is held (then 1: the dead server's file must stay). */
+static int reclaim_table(void *arg, struct inflight_table *t)
+{
+    int kept = void_dead_write(arg, t);
+    return inflight_reclaim(t, void_dead_range, arg) || kept;
+}
+
+static void keep_file(void *arg, const char *path)
+{
+    struct reclaim *rc = arg;
+    char **v = realloc(rc->kept, (rc->nkept + 1) * sizeof *v);
+    if (v && (v[rc->nkept] = strdup(path)))
+        rc->nkept++;
+    if (v)
+        rc->kept = v;
 }
 
 static void note_recovery(const char *msg)
@@ -416,7 +492,7 @@ static int recover_in_flight(const struct options *o, struct worker_slot *slots,
 {
     *rc = (struct reclaim){.out_dir = o->out_dir, .m = &slots[0].metrics,
                            .hold_later = o->workers > 0};
-    int n = inflight_recover(o->out_dir, reclaim_table, rc, note_recovery);
+    int n = inflight_recover(o->out_dir, reclaim_table, rc, note_recovery, keep_file);
     if (n < 0) {
         log_error("ndingest: %s/%s: %s", o->out_dir, INFLIGHT_DIR, strerror(errno));
         return -1;
@@ -479,8 +555,9 @@ static int reap(struct server *s)
         }
         /* What its unanswered requests wrote is void; the table is empty for its
          * replacement. */
-        struct reclaim rc = {s->o->out_dir, &s->slots[i].metrics, i,
-                             inflight_table(s->inflight, s->nslots), 0, NULL, 0};
+        struct reclaim rc = {.out_dir = s->o->out_dir, .m = &s->slots[i].metrics, .worker = i,
+                             .held = inflight_table(s->inflight, s->nslots),
+                             .inos = &s->held_inos};
         reclaim_table(&rc, inflight_table(s->inflight, i));
         failed += !clean;
         status_clear(s);
@@ -500,8 +577,9 @@ static int reap(struct server *s)
     return failed;
 }
 
-/* The held ranges (hold), tried again once a second while any is left; the seconds until
- * the next try, or -1 when none is left. */
+/* The held ranges (hold), tried again once a second while any is left (a round stops at
+ * the first refusal), their count logged once a minute; the seconds until the next try, or
+ * -1 when none is left. */
 static double retry_held(struct server *s)
 {
     struct inflight_table *held = inflight_table(s->inflight, s->nslots);
@@ -511,19 +589,28 @@ static double retry_held(struct server *s)
     double wait = seconds_between(t, s->held_retry_at);
     if (wait > 0)
         return wait;
-    struct reclaim rc = {.out_dir = s->o->out_dir, .m = &s->slots[0].metrics, .worker = -1};
-    if (!inflight_reclaim(held, void_dead_range, &rc))
+    struct reclaim rc = {.out_dir = s->o->out_dir, .m = &s->slots[0].metrics, .worker = -1,
+                         .inos = &s->held_inos};
+    size_t left = inflight_reclaim(held, void_dead_range, &rc);
+    if (!left)
         return -1;
+    if (seconds_between(s->held_told_at, t) >= 60) {
+        if (s->held_told_at.tv_sec)
+            log_error("ndingest: %zu range%s of the day files still held: their void record is "
+                      "refused (a full disk?), and delivery holds back before them", left,
+                      left == 1 ? "" : "s");
+        s->held_told_at = t;
+    }
     s->held_retry_at = t;
     s->held_retry_at.tv_sec += 1;
     return 1;
 }
 
-/* Forks the workers that are due, and tries the held ranges again; returns the seconds until
- * the next of either is due (or -1). */
+/* Forks the workers that are due, then tries the held ranges again; returns the seconds
+ * until the next of either is due (or -1). */
 static double restart_due(struct server *s)
 {
-    double next = retry_held(s);
+    double next = -1;
     struct timespec t = now();
     if (s->deliver && !s->deliver_pid && s->deliver_restart_at.tv_sec) {
         double wait = seconds_between(t, s->deliver_restart_at);
@@ -541,6 +628,9 @@ static double restart_due(struct server *s)
         else if (next < 0 || wait < next)
             next = wait;
     }
+    double held = retry_held(s);
+    if (held >= 0 && (next < 0 || held < next))
+        next = held;
     return next;
 }
 
@@ -585,6 +675,8 @@ static int stop(struct server *s, const sigset_t *set, int sig)
         sigtimedwait(set, NULL, &ts); /* SIGCHLD, a repeated stop signal, or the time */
         failed += reap(s);
     }
+    s->held_retry_at.tv_sec = 0; /* a last try: what is still held stays in the file */
+    retry_held(s);
     return failed ? 1 : 0;
 }
 
@@ -818,13 +910,28 @@ int server_run(const struct options *o)
                   "server dies the rows of its unanswered requests stay committed", err);
         inflight = inflight_map(nslots + 1, o->inflight_ranges, NULL, err, sizeof err);
     }
+    /* What the start could only hold, held now; the dead servers' files that still list it
+     * go once it is in this server's file, whose table a crash keeps. */
+    struct held_inos inos = {0};
+    int all_held = inflight && inflight->fd >= 0;
     for (size_t i = 0; inflight && i < found.nlater; i++) {
         const struct held_range *h = &found.later[i];
-        if (inflight_hold(inflight_table(inflight, nslots), h->file, h->start, h->end, h->rows))
-            log_error("ndingest: bytes %llu-%llu of a day file could not be voided, and there is "
-                      "no room to hold them, so they stay committed", (unsigned long long)h->start,
-                      (unsigned long long)h->end);
+        struct reclaim to = {.held = inflight_table(inflight, nslots), .inos = &inos};
+        if (!held_in(&to, *h)) {
+            all_held = 0;
+            log_error("ndingest: bytes %llu-%llu of a day file could not be voided, and there "
+                      "is no room to hold them, so they stay committed",
+                      (unsigned long long)h->start, (unsigned long long)h->end);
+        }
     }
+    for (size_t i = 0; i < found.nkept; i++) {
+        if (all_held)
+            unlink(found.kept[i]);
+        else
+            log_error("ndingest: %s is kept: it lists ranges this start could not void", found.kept[i]);
+        free(found.kept[i]);
+    }
+    free(found.kept);
     free(found.later);
     if (!inflight) {
         if (slots == MAP_FAILED || !recovered)
@@ -873,6 +980,7 @@ int server_run(const struct options *o)
             .pids = calloc((size_t)nslots, sizeof(pid_t)),
             .started = calloc((size_t)nslots, sizeof(struct timespec)),
             .restart_at = calloc((size_t)nslots, sizeof(struct timespec)),
+            .held_inos = inos,
             /* only for a person watching: not in a log file, not with --quiet */
             .status_sec = !o->quiet && isatty(STDERR_FILENO) ? o->status : 0,
         };
@@ -887,8 +995,10 @@ int server_run(const struct options *o)
         free(s.pids);
         free(s.started);
         free(s.restart_at);
+        inos = s.held_inos;
         datasets = s.catalog; /* replaced on SIGHUP */
     }
+    free(inos.v);
     munmap(slots, size);
     inflight_unmap(inflight);
     deliver_shared_unmap(dsh);

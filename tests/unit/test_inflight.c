@@ -246,9 +246,9 @@ static void test_reclaim_keeps_what_was_refused_and_hold_fills_free_entries(void
     struct inflight *f = inflight_map(2, 3, NULL, err, sizeof err);
     assert_non_null(f);
     struct inflight_table *held = inflight_table(f, 1);
-    assert_int_equal(inflight_hold(held, F, 100, 200, 2), 0);
-    assert_int_equal(inflight_hold(held, G, 50, 60, 1), 0);
-    assert_int_equal(inflight_hold(held, F, 300, 400, 1), 0);
+    assert_int_equal(inflight_hold(held, F, 100, 200, 2), 0); /* entry indexes */
+    assert_int_equal(inflight_hold(held, G, 50, 60, 1), 1);
+    assert_int_equal(inflight_hold(held, F, 300, 400, 1), 2);
     assert_int_equal(inflight_hold(held, F, 500, 600, 1), -1); /* full */
     assert_int_equal(inflight_min_start(f, F), 100);
     assert_int_equal(inflight_min_start(f, G), 50);
@@ -306,7 +306,14 @@ struct seen {
     int tables;
     uint64_t writing_start, ranges[8][3]; /* file, start, end */
     int nranges;
+    int hold;        /* seen_table says its ranges were held, not voided */
+    char kept[600];  /* the path kept_file was given */
 };
+
+static void kept_file(void *arg, const char *path)
+{
+    snprintf(((struct seen *)arg)->kept, sizeof ((struct seen *)arg)->kept, "%s", path);
+}
 
 static int seen_range(void *arg, uint64_t file, uint64_t start, uint64_t end, uint64_t rows)
 {
@@ -321,7 +328,7 @@ static int seen_range(void *arg, uint64_t file, uint64_t start, uint64_t end, ui
     return 0;
 }
 
-static void seen_table(void *arg, struct inflight_table *t)
+static int seen_table(void *arg, struct inflight_table *t)
 {
     struct seen *s = arg;
     s->tables++;
@@ -329,6 +336,7 @@ static void seen_table(void *arg, struct inflight_table *t)
     if (s1)
         s->writing_start = s1 - 1;
     inflight_reclaim(t, seen_range, s);
+    return s->hold;
 }
 
 /* The path of the one file in dir/.inflight. */
@@ -397,7 +405,7 @@ static void test_whole_server_dead_recovered_from_its_file(void **state)
     assert_non_null(live);
     assert_int_equal(files_in(dir), 2);
     struct seen s = {0};
-    assert_int_equal(inflight_recover(dir, seen_table, &s, NULL), 1);
+    assert_int_equal(inflight_recover(dir, seen_table, &s, NULL, NULL), 1);
     assert_int_equal(s.tables, 2);
     assert_int_equal(s.writing_start, 900);
     assert_int_equal(s.nranges, 1);
@@ -406,12 +414,36 @@ static void test_whole_server_dead_recovered_from_its_file(void **state)
     assert_int_equal(s.ranges[0][2], 180);
     assert_int_equal(files_in(dir), 1); /* the dead one's removed, the live one's kept */
     struct seen again = {0};
-    assert_int_equal(inflight_recover(dir, seen_table, &again, NULL), 0);
+    assert_int_equal(inflight_recover(dir, seen_table, &again, NULL, NULL), 0);
     assert_int_equal(again.tables, 0);
     inflight_unmap(live);
     assert_int_equal(files_in(dir), 0); /* stopped with nothing in flight */
 
     char path[600];
+    snprintf(path, sizeof path, "%s/%s", dir, INFLIGHT_DIR);
+    rmdir(path);
+    rmdir(dir);
+}
+
+/* A dead server's file whose ranges the start could only hold (a full disk) stays, named to
+ * the caller, and a second start finds it again. */
+static void test_file_kept_while_its_ranges_are_held(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test_inflight.XXXXXX", path[600];
+    assert_non_null(mkdtemp(dir));
+    dead_server(dir, 1, 0);
+    one_file(dir, path, sizeof path);
+    struct seen s = {.hold = 1};
+    assert_int_equal(inflight_recover(dir, seen_table, &s, NULL, kept_file), 1);
+    assert_int_equal(s.nranges, 1);
+    assert_string_equal(s.kept, path);
+    assert_int_equal(files_in(dir), 1);
+    struct seen again = {0};
+    assert_int_equal(inflight_recover(dir, seen_table, &again, NULL, kept_file), 1);
+    assert_int_equal(again.tables, 1);
+    assert_string_equal(again.kept, ""); /* voided this time: removed */
+    assert_int_equal(files_in(dir), 0);
     snprintf(path, sizeof path, "%s/%s", dir, INFLIGHT_DIR);
     rmdir(path);
     rmdir(dir);
@@ -430,7 +462,7 @@ static void refused_and_removed(const char *dir)
     char path[600];
     struct seen s = {0};
     notes = 0;
-    assert_int_equal(inflight_recover(dir, seen_table, &s, count_note), 0);
+    assert_int_equal(inflight_recover(dir, seen_table, &s, count_note, NULL), 0);
     assert_int_equal(s.tables, 0);
     assert_int_equal(notes, 1);
     assert_int_equal(files_in(dir), 0);
@@ -527,7 +559,7 @@ static void test_starts_take_turns_and_files_have_their_own_names(void **state)
     assert_true(second >= 0);
     if (second == 0) { /* the second start: how many files it recovered */
         struct seen s = {0};
-        int n = inflight_recover(dir, seen_table, &s, NULL);
+        int n = inflight_recover(dir, seen_table, &s, NULL, NULL);
         _exit(n == 1 && s.tables == 1 && s.writing_start == 900 ? 0 : 2);
     }
     usleep(300 * 1000); /* time enough to go wrong: it must wait however long this is */
@@ -557,6 +589,7 @@ int main(void)
         cmocka_unit_test(test_full_table),
         cmocka_unit_test(test_file_id_is_the_name),
         cmocka_unit_test(test_whole_server_dead_recovered_from_its_file),
+        cmocka_unit_test(test_file_kept_while_its_ranges_are_held),
         cmocka_unit_test(test_file_from_before_a_restart_not_trusted),
         cmocka_unit_test(test_crafted_head_refused),
         cmocka_unit_test(test_starts_take_turns_and_files_have_their_own_names),
