@@ -229,6 +229,39 @@ def test_worker_killed_on_a_full_disk_holds_its_ranges_until_room(small_disk, st
     assert metric(s, "ndingest_void_rows_total") >= 2 * BATCH_ROWS
 
 
+def test_held_range_not_voided_in_a_new_file_of_the_same_name(small_disk, start_server):
+    """A range is held (as above), and the operator frees the disk by deleting the day file:
+    the next rows go to a new file of the same name. The held range was written to the old
+    one, so it is dropped, not recorded against the new file, whose acknowledged rows at
+    those offsets stay committed. The main process is frozen meanwhile, so that its next try
+    comes only once the new file exists."""
+    s = start_server("--workers", "1", "--columns", "id,pad", "--no-quarantine", "--min-free", "0",
+                     out_dir=small_disk)
+    time.sleep(1.2)  # a worker killed in its first second is replaced a second later
+    post_ok(s, 0, 100)
+    sock = half_written_body(s)
+    filler = fill(small_disk)
+    (victim,) = worker_pids(s.proc.pid)
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: "held (delivery holds back" in s.stderr(), what="the range held")
+    wait_for(lambda: (lambda p: len(p) == 1 and victim not in p)(worker_pids(s.proc.pid)),
+             what="a replacement worker")
+    sock.close()
+    os.kill(s.proc.pid, signal.SIGSTOP)
+    try:
+        (day,) = s.files("*.csv")
+        day.unlink()
+        filler.unlink()
+        acked = [post_ok(s, 3_000_000, 2 * BATCH_ROWS + 1000)]  # past the held range's end
+        assert day.exists()
+    finally:
+        os.kill(s.proc.pid, signal.SIGCONT)
+    wait_for(lambda: "of a day file that is gone were not voided" in s.stderr(),
+             what="the held range dropped")
+    assert committed_ids(s)[1] == []  # no range recorded against the new file
+    assert_committed(s, acked)
+
+
 def test_whole_server_killed_then_a_full_disk_at_start_holds_until_room(small_disk, start_server):
     """The whole server dies with a body half written, and the next start finds the disk full:
     it cannot add the dead server's range to the .void record, so it holds the range as a
