@@ -51,13 +51,22 @@ struct held_range {
     uint64_t file, start, end, rows, ino;
 };
 
-/* The inode of each held range's day file (by file identity and start), private to the
- * main process: a held range is voided only in the file it was written to, since a full
- * disk's day file may be deleted meanwhile, and a new one given its name. */
-struct held_inos {
+/* Ranges held, in the main process's private memory. */
+struct held_list {
     struct held_range *v;
     size_t n;
 };
+
+/* Appends h: 0, or -1 out of memory. */
+static int held_push(struct held_list *l, struct held_range h)
+{
+    struct held_range *v = realloc(l->v, (l->n + 1) * sizeof *v);
+    if (!v)
+        return -1;
+    v[l->n++] = h;
+    l->v = v;
+    return 0;
+}
 
 struct server {
     const struct options *o;
@@ -71,7 +80,10 @@ struct server {
     pid_t *pids;                  /* 0: not running */
     struct timespec *started;     /* when each worker was forked */
     struct timespec *restart_at;  /* when a dead worker is due again; tv_sec 0: not due */
-    struct held_inos held_inos;   /* the held ranges' files (hold) */
+    /* The held ranges as held (hold), for their files' inodes: one is voided only in the
+     * file it was written to, since a full disk's day file may be deleted meanwhile, and a
+     * new one given its name. */
+    struct held_list held_inos;
     struct timespec held_retry_at; /* when the held ranges are next tried (retry_held) */
     struct timespec held_told_at;  /* when their count was last logged */
     int stopping;
@@ -261,10 +273,9 @@ struct reclaim {
     struct metrics *m;
     int worker;                  /* -1: the main process's held ranges, tried again */
     struct inflight_table *held; /* where a range whose record was refused goes: hold */
-    struct held_inos *inos;      /* ...and the inode of its file */
+    struct held_list *inos;      /* ...and the inode of its file */
     int hold_later;              /* at a start, before that table exists: later, kept */
-    struct held_range *later;
-    size_t nlater;
+    struct held_list later;
     char **kept;                 /* the dead servers' files that still list them */
     size_t nkept;
     int refused;                 /* a retry's record was refused: the rest wait too */
@@ -359,22 +370,11 @@ static int void_dead_write(struct reclaim *rc, struct inflight_table *t)
 static int held_in(struct reclaim *rc, struct held_range h)
 {
     if (rc->held && rc->inos && inflight_hold(rc->held, h.file, h.start, h.end, h.rows) >= 0) {
-        struct held_range *v = realloc(rc->inos->v, (rc->inos->n + 1) * sizeof *v);
-        if (v) {
-            v[rc->inos->n++] = h;
-            rc->inos->v = v;
-        } /* else voided in whatever file has the name: no worse than before */
+        held_push(rc->inos, h); /* out of memory: voided in whatever file has the name */
         return 1;
     }
-    if (rc->hold_later) { /* once per range, after a crash with a full disk: rare */
-        struct held_range *v = realloc(rc->later, (rc->nlater + 1) * sizeof *v);
-        if (v) {
-            v[rc->nlater++] = h;
-            rc->later = v;
-            return 1;
-        }
-    }
-    return 0;
+    /* At a start: once per range, after a crash with a full disk, so rare. */
+    return rc->hold_later && !held_push(&rc->later, h);
 }
 
 static int hold(struct reclaim *rc, struct held_range h, const char *what, int err)
@@ -413,7 +413,7 @@ static int void_range(const char *out_dir, uint64_t file, uint64_t start, uint64
 }
 
 /* The held range's inode, forgotten once it is voided or gone (0 when it was not kept). */
-static uint64_t held_ino(struct held_inos *h, uint64_t file, uint64_t start, int forget)
+static uint64_t held_ino(struct held_list *h, uint64_t file, uint64_t start, int forget)
 {
     for (size_t i = 0; h && i < h->n; i++)
         if (h->v[i].file == file && h->v[i].start == start) {
@@ -912,10 +912,10 @@ int server_run(const struct options *o)
     }
     /* What the start could only hold, held now; the dead servers' files that still list it
      * go once it is in this server's file, whose table a crash keeps. */
-    struct held_inos inos = {0};
+    struct held_list inos = {0};
     int all_held = inflight && inflight->fd >= 0;
-    for (size_t i = 0; inflight && i < found.nlater; i++) {
-        const struct held_range *h = &found.later[i];
+    for (size_t i = 0; inflight && i < found.later.n; i++) {
+        const struct held_range *h = &found.later.v[i];
         struct reclaim to = {.held = inflight_table(inflight, nslots), .inos = &inos};
         if (!held_in(&to, *h)) {
             all_held = 0;
@@ -932,7 +932,7 @@ int server_run(const struct options *o)
         free(found.kept[i]);
     }
     free(found.kept);
-    free(found.later);
+    free(found.later.v);
     if (!inflight) {
         if (slots == MAP_FAILED || !recovered)
             log_error("ndingest: %s", slots == MAP_FAILED ? strerror(errno) : err);

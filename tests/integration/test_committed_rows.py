@@ -202,15 +202,14 @@ def kill_whole(s):
     s.proc.returncode = 0  # killed on purpose: the fixture's exit check is for the next one
 
 
-def test_worker_killed_on_a_full_disk_holds_its_ranges_until_room(small_disk, start_server):
-    """A worker dies with a body's batches unanswered while the disk is full: the main process
-    cannot add their range to the .void record, so it holds the range (delivery holds back
-    before it) and tries again every second, and replaces the worker meanwhile. Once there is
-    room the range is void, and the committed rows are the acknowledged ones."""
+def held_after_a_kill(small_disk, start_server):
+    """One worker, 100 rows acknowledged (ids 0-99), a body half written, the disk filled and
+    the worker killed: the main process holds the body's range, and a replacement serves.
+    The server, the body's socket and the filler."""
     s = start_server("--workers", "1", "--columns", "id,pad", "--no-quarantine", "--min-free", "0",
                      out_dir=small_disk)
     time.sleep(1.2)  # a worker killed in its first second is replaced a second later
-    acked = [post_ok(s, 0, 100)]
+    post_ok(s, 0, 100)
     sock = half_written_body(s)
     filler = fill(small_disk)
     (victim,) = worker_pids(s.proc.pid)
@@ -218,6 +217,16 @@ def test_worker_killed_on_a_full_disk_holds_its_ranges_until_room(small_disk, st
     wait_for(lambda: "held (delivery holds back" in s.stderr(), what="the range held")
     wait_for(lambda: (lambda p: len(p) == 1 and victim not in p)(worker_pids(s.proc.pid)),
              what="a replacement worker")
+    return s, sock, filler
+
+
+def test_worker_killed_on_a_full_disk_holds_its_ranges_until_room(small_disk, start_server):
+    """A worker dies with a body's batches unanswered while the disk is full: the main process
+    cannot add their range to the .void record, so it holds the range (delivery holds back
+    before it) and tries again every second, and replaces the worker meanwhile. Once there is
+    room the range is void, and the committed rows are the acknowledged ones."""
+    s, sock, filler = held_after_a_kill(small_disk, start_server)
+    acked = [(0, 100)]
     time.sleep(1.5)  # a try or two more, refused
     assert "killed" not in committed_ids(s)[1]
     filler.unlink()
@@ -235,17 +244,7 @@ def test_held_range_not_voided_in_a_new_file_of_the_same_name(small_disk, start_
     one, so it is dropped, not recorded against the new file, whose acknowledged rows at
     those offsets stay committed. The main process is frozen meanwhile, so that its next try
     comes only once the new file exists."""
-    s = start_server("--workers", "1", "--columns", "id,pad", "--no-quarantine", "--min-free", "0",
-                     out_dir=small_disk)
-    time.sleep(1.2)  # a worker killed in its first second is replaced a second later
-    post_ok(s, 0, 100)
-    sock = half_written_body(s)
-    filler = fill(small_disk)
-    (victim,) = worker_pids(s.proc.pid)
-    os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: "held (delivery holds back" in s.stderr(), what="the range held")
-    wait_for(lambda: (lambda p: len(p) == 1 and victim not in p)(worker_pids(s.proc.pid)),
-             what="a replacement worker")
+    s, sock, filler = held_after_a_kill(small_disk, start_server)
     sock.close()
     os.kill(s.proc.pid, signal.SIGSTOP)
     try:
